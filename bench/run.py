@@ -1,0 +1,475 @@
+"""The benchmark: mailrules vs imapfilter vs a bare IMAPClient script on the same Dovecot mailbox.
+
+    python bench/run.py                       # everything: 10,000 messages, 3 repetitions
+    python bench/run.py --quick               # a smoke run: 1,000 / 200 messages, 1 repetition
+    python bench/run.py --tools imapfilter,bare --scenarios a,b
+
+For every scenario, repetition and tool (the order rotates each repetition), a fresh user
+gets the same generated mailbox (bench/generate.py, written as Maildir files by the test
+kit, not APPENDed); the tool runs as a child process, timed (wall clock) and measured (peak
+RSS, by /usr/bin/time); then the final state of every folder of that user
+(Message-ID and flags, keywords included, \\Recent excluded) is read back and compared
+with the reference (the first imapfilter run; without imapfilter, the first run). Any
+difference is printed and makes the command exit 1.
+
+Scenarios:
+  a  backlog, 12 rules (bench/rules.*), loopback
+  b  the same through TcpProxy(delay=0.010): 10 ms each way, a 20 ms round trip
+  c  body regex over every message (bench/rules_body.*), loopback
+  d  the same through the proxy, with --body-proxy-messages (default 1,000)
+
+Prints a markdown table and writes bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(BENCH))
+
+import generate  # noqa: E402
+import yaml  # noqa: E402
+from imapclient import IMAPClient  # noqa: E402
+
+TOOLS = ("imapfilter", "mailrules", "bare")
+PROXY_DELAY = 0.010  # seconds, each way
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    rules: str  # "rules" (12 rules) or "body" (body regex)
+    messages: int
+    proxy: bool
+    target_ratio: float  # mailrules' median time / imapfilter's must be <= this
+    target_memory: bool = False  # and its peak RSS lower than imapfilter's
+
+
+@dataclass
+class Run:
+    scenario: str
+    tool: str
+    repetition: int
+    seconds: float
+    maxrss_mb: float
+    returncode: int
+    user: str
+    log: str
+    identical: bool | None = None
+    output_tail: str = ""
+
+
+@dataclass
+class Outcome:
+    runs: list[Run] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
+    reference: dict | None = None
+    states: dict[int, dict] = field(default_factory=dict)  # id(run) -> final state
+
+
+# --------------------------------------------------------------------------- the test kit
+
+
+def kit():
+    """The test kit's Dovecot server and proxy (mailrules.testing)."""
+    try:
+        from mailrules.testing.dovecot import DovecotServer
+    except ImportError as exc:  # pragma: no cover - reported, not papered over
+        raise SystemExit(f"bench: mailrules.testing.dovecot is not available ({exc})") from exc
+    try:
+        from mailrules.testing.proxy import TcpProxy
+    except ImportError:
+        TcpProxy = None  # noqa: N806 - only the proxy scenarios need it
+    return DovecotServer, TcpProxy
+
+
+def deliver(server, user, mailbox: str, messages: list[generate.GeneratedMessage]) -> None:
+    """Write the messages as Maildir files (arrival time = mtime), then set initial flags."""
+    server.deliver_files(
+        user,
+        mailbox,
+        [m.data for m in messages],
+        internaldates=[m.internaldate for m in messages],
+        flags=[m.flags for m in messages],
+    )
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def run_measured(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> tuple[float, float, int]:
+    """Run `cmd`; return (wall seconds, peak RSS MB of the command, exit code).
+
+    The peak RSS comes from /usr/bin/time (%M), not from our own wait4(): on Linux a child
+    inherits its parent's RSS high-water mark through fork and exec, so wait4() here would
+    report at least this process's size (which holds the whole generated mailbox).
+    /usr/bin/time is small; what it reports is the tool's own peak.
+    """
+    rss_file = log.with_suffix(".rss")
+    full = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd]
+    with open(log, "wb") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.run(full, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False)
+        elapsed = time.perf_counter() - t0
+    try:
+        # The last line; earlier ones may say "Command exited with non-zero status N".
+        kib = int(rss_file.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        kib = 0
+    return elapsed, kib / 1024.0, proc.returncode
+
+
+def tool_command(tool: str, scenario: Scenario, host: str, port: int, user, workdir: Path) -> tuple[list[str], dict]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(workdir),
+        "LANG": "C.UTF-8",
+        "TZ": os.environ.get("TZ", "UTC"),
+    }
+    if tool == "imapfilter":
+        env.update(
+            BENCH_IMAP_HOST=host,
+            BENCH_IMAP_PORT=str(port),
+            BENCH_IMAP_USER=user.name,
+            BENCH_IMAP_PASSWORD=user.password,
+            BENCH_RULES_LUA=str(BENCH / ("rules.lua" if scenario.rules == "rules" else "rules_body.lua")),
+        )
+        return ["imapfilter", "-c", str(BENCH / "imapfilter_config.lua")], env
+    if tool == "bare":
+        env["BENCH_IMAP_PASSWORD"] = user.password
+        cmd = [sys.executable, str(BENCH / "bare_imapclient.py"), "--host", host, "--port", str(port)]
+        return cmd + ["--user", user.name, "--scenario", scenario.rules], env
+    if tool == "mailrules":
+        src = BENCH / ("rules.yaml" if scenario.rules == "rules" else "rules_body.yaml")
+        cfg = yaml.safe_load(src.read_text())
+        acct = cfg["accounts"]["bench"]
+        acct.update(host=host, port=port, username=user.name)
+        cfg_path = workdir / "rules.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+        env["MAILRULES_BENCH_PASSWORD"] = user.password
+        env["PYTHONPATH"] = str(REPO)
+        state = workdir / "state"
+        # The console script's entry point, run by this interpreter from this checkout.
+        launcher = "import sys; from mailrules.cli import main; sys.exit(main())"
+        cmd = [sys.executable, "-c", launcher, "-c", str(cfg_path), "run", "--once", "--state", str(state)]
+        return cmd, env
+    raise ValueError(tool)
+
+
+# --------------------------------------------------------------------------- final state
+
+
+def snapshot(host: str, port: int, user) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+    """Every folder of `user`: sorted [(Message-ID, sorted flags without \\Recent)]."""
+    state: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    with IMAPClient(host, port=port, ssl=False, timeout=120) as c:
+        c.login(user.name, user.password)
+        for _flags, _sep, name in c.list_folders():
+            if b"\\Noselect" in _flags or b"\\NonExistent" in _flags:
+                continue
+            c.select_folder(name, readonly=True)
+            items: list[tuple[str, tuple[str, ...]]] = []
+            uids = c.search(["ALL"])
+            for i in range(0, len(uids), 2000):
+                chunk = uids[i : i + 2000]
+                data = c.fetch(chunk, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+                for _uid, item in data.items():
+                    raw = item.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]") or b""
+                    msgid = raw.decode("ascii", "replace").partition(":")[2].strip()
+                    flags = tuple(
+                        sorted(
+                            f.decode() if isinstance(f, bytes) else str(f)
+                            for f in item[b"FLAGS"]
+                            if f.lower() != b"\\recent"
+                        )
+                    )
+                    items.append((msgid, flags))
+            state[name] = sorted(items)
+        c.logout()
+    return state
+
+
+def diff_states(ref: dict, got: dict, limit: int = 15) -> list[str]:
+    out: list[str] = []
+    for folder in sorted(set(ref) | set(got)):
+        a = ref.get(folder, [])
+        b = got.get(folder, [])
+        if a == b:
+            continue
+        sa, sb = set(a), set(b)
+        out.append(f"folder {folder!r}: reference {len(a)} messages, this run {len(b)}")
+        for item in sorted(sa - sb)[:limit]:
+            out.append(f"    only in reference: {item[0]} {' '.join(item[1]) or '(no flags)'}")
+        for item in sorted(sb - sa)[:limit]:
+            out.append(f"    only in this run:  {item[0]} {' '.join(item[1]) or '(no flags)'}")
+        if sa == sb:
+            out.append("    (same items, different multiplicity: duplicates)")
+    return out
+
+
+def describe(state: dict) -> str:
+    parts = []
+    for folder in sorted(state):
+        items = state[folder]
+        kw: dict[str, int] = {}
+        for _, flags in items:
+            for f in flags:
+                kw[f] = kw.get(f, 0) + 1
+        flags_s = ", ".join(f"{k} {v}" for k, v in sorted(kw.items()))
+        parts.append(f"  {folder}: {len(items)}" + (f" ({flags_s})" if flags_s else ""))
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=10_000, help="mailbox size for a, b, c (default 10000)")
+    ap.add_argument("--body-proxy-messages", type=int, default=1_000, help="mailbox size for d (default 1000)")
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions per tool and scenario (default 3)")
+    ap.add_argument("--quick", action="store_true", help="1,000 / 200 messages, 1 repetition")
+    ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
+    ap.add_argument("--scenarios", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    ap.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
+    ap.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (Dovecot, logs)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.messages, args.body_proxy_messages, args.repeat = 1_000, 200, 1
+    args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    for t in args.tools:
+        if t not in TOOLS:
+            ap.error(f"unknown tool {t!r}")
+    for s in args.scenarios:
+        if s not in "abcd" or len(s) != 1:
+            ap.error(f"unknown scenario {s!r}")
+    return args
+
+
+def scenarios_for(args: argparse.Namespace) -> list[Scenario]:
+    all_ = {
+        "a": Scenario("a", "backlog, 12 rules, loopback", "rules", args.messages, False, 1.05),
+        "b": Scenario("b", "backlog, 12 rules, 20 ms RTT", "rules", args.messages, True, 0.85),
+        "c": Scenario("c", "body regex, loopback", "body", args.messages, False, 0.5, True),
+        "d": Scenario("d", "body regex, 20 ms RTT", "body", args.body_proxy_messages, True, 0.1),
+    }
+    return [all_[k] for k in args.scenarios]
+
+
+def check_tools(tools: list[str]) -> None:
+    if not os.access("/usr/bin/time", os.X_OK):
+        raise SystemExit("bench: /usr/bin/time is needed to measure peak memory (apt-get install time)")
+    if "imapfilter" in tools and not shutil.which("imapfilter"):
+        raise SystemExit("bench: imapfilter is not installed (apt-get install imapfilter)")
+    if "mailrules" in tools:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import mailrules.cli"],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+        )
+        if probe.returncode != 0:
+            raise SystemExit(f"bench: mailrules' CLI is not importable:\n{probe.stderr.strip()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_tools(args.tools)
+    DovecotServer, TcpProxy = kit()  # noqa: N806
+    scenarios = scenarios_for(args)
+    if any(s.proxy for s in scenarios) and TcpProxy is None:
+        raise SystemExit("bench: mailrules.testing.proxy (TcpProxy) is not available")
+
+    now = time.time()
+    t0 = time.perf_counter()
+    sizes = sorted({s.messages for s in scenarios})
+    mail = {n: generate.generate(n, args.seed, now) for n in sizes}
+    for n in sizes:
+        print(f"generated: {generate.summary(mail[n])}", flush=True)
+    print(f"(generation took {time.perf_counter() - t0:.1f} s)", flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="mailrules-bench-"))
+    outcomes: dict[str, Outcome] = {s.key: Outcome() for s in scenarios}
+    failures: list[str] = []
+    server = DovecotServer(tmp / "dovecot")
+    server.start()
+    try:
+        for sc in scenarios:
+            print(f"\n== scenario {sc.key}: {sc.title}, {sc.messages} messages", flush=True)
+            outcome = outcomes[sc.key]
+            for rep in range(args.repeat):
+                order = args.tools[rep % len(args.tools) :] + args.tools[: rep % len(args.tools)]
+                for tool in order:
+                    run, state = one_run(server, TcpProxy, sc, tool, rep, mail[sc.messages], tmp)
+                    outcome.runs.append(run)
+                    outcome.states[id(run)] = state
+            compare(outcome, failures)
+            outcome.states.clear()
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"kept {tmp}")
+
+    table, summary = report(scenarios, outcomes, args.tools)
+    print("\n" + table)
+    write_json(args, scenarios, outcomes, summary, now)
+    if failures:
+        print("\nFAILED:", file=sys.stderr)
+        for f in failures:
+            print("  " + f, file=sys.stderr)
+        return 1
+    return 0
+
+
+def one_run(server, TcpProxy, sc: Scenario, tool: str, rep: int, messages, tmp: Path):  # noqa: N803
+    label = f"{sc.key}{rep}{tool[:4]}"
+    user = server.add_user(label)
+    deliver(server, user, "INBOX", messages)
+    workdir = tmp / "runs" / label
+    workdir.mkdir(parents=True)
+    log = workdir / "output.log"
+    with contextlib.ExitStack() as stack:
+        host, port = server.host, server.port
+        if sc.proxy:
+            proxy = stack.enter_context(TcpProxy(server.host, server.port, delay=PROXY_DELAY))
+            host, port = "127.0.0.1", proxy.port
+        cmd, env = tool_command(tool, sc, host, port, user, workdir)
+        seconds, rss, rc = run_measured(cmd, env, log, workdir)
+    tail = log.read_text(errors="replace")[-2000:]
+    run = Run(sc.key, tool, rep, seconds, rss, rc, user.name, str(log), output_tail=tail)
+    print(f"  rep {rep + 1} {tool:<10} {seconds:8.2f} s  {rss:7.1f} MB  exit {rc}", flush=True)
+    return run, snapshot(server.host, server.port, user)
+
+
+def compare(outcome: Outcome, failures: list[str]) -> None:
+    """Compare every run's final state with the reference run's (imapfilter's first)."""
+    runs = outcome.runs
+    for r in runs:
+        if r.returncode != 0:
+            failures.append(f"scenario {r.scenario}: {r.tool} exited {r.returncode} (log {r.log})")
+            print(f"  !! {r.tool} exited {r.returncode}; end of its output:\n{r.output_tail}", flush=True)
+    ok = [r for r in runs if r.returncode == 0]
+    if not ok:
+        return
+    ref = next((r for r in ok if r.tool == "imapfilter"), ok[0])
+    ref_state = outcome.states[id(ref)]
+    outcome.reference = {"tool": ref.tool, "repetition": ref.repetition}
+    print(f"  final state ({ref.tool}, repetition {ref.repetition + 1}; folder: messages (flags)):", flush=True)
+    print(describe(ref_state), flush=True)
+    for r in runs:
+        diff = diff_states(ref_state, outcome.states[id(r)])
+        r.identical = not diff
+        if diff:
+            head = (
+                f"scenario {r.scenario}: {r.tool} (repetition {r.repetition + 1}) left a DIFFERENT mailbox "
+                f"from {ref.tool} (repetition {ref.repetition + 1})"
+            )
+            print("\n  !!!!!!!! " + head, flush=True)
+            for line in diff:
+                print("  " + line, flush=True)
+            failures.append(head)
+            outcome.differences.extend([head, *diff])
+    if all(r.identical for r in runs):
+        print(f"  all {len(runs)} runs left identical mailboxes", flush=True)
+
+
+def report(scenarios: list[Scenario], outcomes: dict[str, Outcome], tools: list[str]):
+    lines = [
+        "| scenario | tool | median s | peak RSS MB | time vs imapfilter | RSS vs imapfilter | target | runs | state |",
+        "|---|---|---:|---:|---:|---:|---|---|---|",
+    ]
+    summary: dict[str, dict] = {}
+    for sc in scenarios:
+        out = outcomes[sc.key]
+        summary[sc.key] = {}
+        by_tool: dict[str, list[Run]] = {}
+        for r in out.runs:
+            by_tool.setdefault(r.tool, []).append(r)
+        med = {t: statistics.median(r.seconds for r in rs) for t, rs in by_tool.items()}
+        rss = {t: statistics.median(r.maxrss_mb for r in rs) for t, rs in by_tool.items()}
+        for tool in tools:
+            if tool not in by_tool:
+                continue
+            ratio = med[tool] / med["imapfilter"] if "imapfilter" in med else None
+            rratio = rss[tool] / rss["imapfilter"] if "imapfilter" in rss else None
+            target = ""
+            met = None
+            if tool == "mailrules" and ratio is not None:
+                met = ratio <= sc.target_ratio and (not sc.target_memory or rss[tool] < rss["imapfilter"])
+                target = f"<= {sc.target_ratio}x" + (", less RAM" if sc.target_memory else "")
+                target += " MET" if met else " MISSED"
+            ok = all(r.returncode == 0 for r in by_tool[tool])
+            same = all(r.identical for r in by_tool[tool])
+            state = "identical" if ok and same else ("FAILED" if not ok else "DIFFERENT")
+            lines.append(
+                f"| {sc.key}: {sc.title} ({sc.messages} msgs) | {tool} | {med[tool]:.2f} | {rss[tool]:.0f} | "
+                f"{'' if ratio is None else f'{ratio:.2f}x'} | {'' if rratio is None else f'{rratio:.2f}x'} | "
+                f"{target} | {len(by_tool[tool])} | {state} |"
+            )
+            summary[sc.key][tool] = {
+                "median_seconds": med[tool],
+                "median_peak_rss_mb": rss[tool],
+                "ratio_vs_imapfilter": ratio,
+                "rss_ratio_vs_imapfilter": rratio,
+                "target_met": met,
+                "state": state,
+            }
+    return "\n".join(lines), summary
+
+
+def write_json(args, scenarios, outcomes, summary, now: float) -> None:
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    versions = {"python": platform.python_version()}
+    with contextlib.suppress(Exception):
+        versions["imapfilter"] = subprocess.run(["imapfilter", "-V"], capture_output=True, text=True).stdout.split("  ")[0]
+    with contextlib.suppress(Exception):
+        versions["dovecot"] = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout.strip()
+    data = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "versions": versions,
+        "parameters": {
+            "messages": args.messages,
+            "body_proxy_messages": args.body_proxy_messages,
+            "repeat": args.repeat,
+            "seed": args.seed,
+            "tools": args.tools,
+            "proxy_delay_each_way_s": PROXY_DELAY,
+        },
+        "scenarios": {
+            sc.key: {
+                **asdict(sc),
+                "summary": summary.get(sc.key, {}),
+                "runs": [{k: v for k, v in asdict(r).items() if k != "output_tail"} for r in outcomes[sc.key].runs],
+                "differences": outcomes[sc.key].differences,
+            }
+            for sc in scenarios
+        },
+    }
+    args.json.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

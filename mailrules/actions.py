@@ -1,0 +1,311 @@
+"""Carry out a rule's actions on a batch of UIDs, as UID-set commands.
+
+Every action is applied to the whole batch at once (one command per UID-set chunk).
+An action that a crash may have left half-done is *resumed* (`resuming=True`) with the
+`detail` recorded in the journal before it started, so that built-in actions are
+applied exactly once on servers with UIDPLUS:
+
+* flag/keyword changes are idempotent: simply applied again;
+* `move` (MOVE, or COPY + STORE \\Deleted + UID EXPUNGE): the UIDs still in the source
+  were not moved yet; only those are moved;
+* `copy` and cross-account copies: the destination's UIDNEXT was recorded before;
+  messages whose Message-ID already arrived there since are not copied again;
+* `delete`: idempotent;
+* plugin actions: run again if they declare 'at-least-once', skipped if 'at-most-once'.
+
+Never a bare EXPUNGE: only UID EXPUNGE of the UIDs this action marked \\Deleted, and
+without UIDPLUS nothing is expunged at all (the messages stay marked, with a warning).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import ActionCall, FolderRef, Rule
+from .plugins import Action, Registry
+from .session import ImapSession, Selected, ServerRefused
+from .state import StateStore
+from .uidset import UidSet
+
+log = logging.getLogger("mailrules.actions")
+
+FLAG_ACTIONS = {
+    "flag": True,
+    "unflag": False,
+    "seen": True,
+    "unseen": False,
+    "add_flag": True,
+    "remove_flag": False,
+    "add_keyword": True,
+    "remove_keyword": False,
+}
+
+
+class ActionFailed(Exception):
+    """The action could not be applied to the batch (the messages are retried later)."""
+
+
+@dataclass
+class ActionContext:
+    """What an action needs to know; plugin actions receive it as their first argument."""
+
+    session: ImapSession
+    account: str
+    mailbox: str  # server name of the mailbox being processed
+    selected: Selected
+    rule: Rule
+    message_ids: dict[int, str]
+    registry: Registry
+    connect: Callable[[str], ImapSession] | None = None  # session of another account
+    watched: Callable[[str, str], bool] = lambda account, server_name: False
+    store: StateStore | None = None
+    dry_run: bool = False
+    warned: set[str] = field(default_factory=set)
+
+    def fetch(self, uids: UidSet, items: list[str]):
+        """UID FETCH helper for plugin actions: yields (uid, data)."""
+        return self.session.fetch(uids, items)
+
+
+@dataclass
+class ActionResult:
+    done: UidSet
+    removed: bool = False  # the messages left the mailbox
+    detail: dict = field(default_factory=dict)
+
+
+class ActionRunner:
+    """Applies one ActionCall to a UID set in the selected mailbox."""
+
+    def __init__(self, ctx: ActionContext) -> None:
+        self.ctx = ctx
+
+    # -------------------------------------------------------------- journal detail
+
+    def intent_detail(self, call: ActionCall, uids: UidSet) -> dict:
+        """What to record before the action so that a crash mid-action can be verified."""
+        if call.name == "copy" or (call.name == "move" and isinstance(call.arg, FolderRef) and call.arg.account):
+            session, dest = self._destination(call.arg)
+            return {"dest": dest, "uidnext": self._uidnext_creating(session, dest)}
+        if call.name == "move" and not self.ctx.session.has("MOVE"):
+            dest = self.ctx.session.server_name(call.arg.path)
+            return {"dest": dest, "uidnext": self._uidnext_creating(self.ctx.session, dest)}
+        return {}
+
+    # -------------------------------------------------------------- dispatch
+
+    def run(self, call: ActionCall, uids: UidSet, *, detail: dict | None = None, resuming: bool = False) -> ActionResult:
+        detail = detail or {}
+        name = call.name
+        if name in FLAG_ACTIONS:
+            return self._flags(call, uids)
+        if name == "copy":
+            return self._copy(call.arg, uids, detail, resuming)
+        if name == "move":
+            return self._move(call.arg, uids, detail, resuming)
+        if name == "trash":
+            trash = self.ctx.session.find_trash()
+            if trash is None:
+                raise ActionFailed(
+                    "no Trash mailbox: the server has no \\Trash special-use mailbox and no folder named "
+                    "Trash, Deleted Items or Deleted Messages"
+                )
+            if trash == self.ctx.mailbox:
+                return ActionResult(uids, removed=True)  # already in the Trash: nothing to do
+            return self._move_server_name(trash, uids, detail, resuming)
+        if name == "delete":
+            self._mark_deleted_and_expunge(uids)
+            return ActionResult(uids, removed=True)
+        return self._plugin(call, uids, resuming)
+
+    # -------------------------------------------------------------- flags
+
+    def _flags(self, call: ActionCall, uids: UidSet) -> ActionResult:
+        add = FLAG_ACTIONS[call.name]
+        flags = tuple(call.arg)
+        if call.name in ("add_keyword", "remove_keyword"):
+            cannot = [k for k in flags if not self.ctx.selected.can_store_keyword(k)]
+            if cannot and add:
+                raise ActionFailed(
+                    f"mailbox {self.ctx.mailbox} cannot store keywords (PERMANENTFLAGS lacks \\* and "
+                    f"{', '.join(cannot)})"
+                )
+        self.ctx.session.store(uids, flags, add=add)
+        return ActionResult(uids)
+
+    # -------------------------------------------------------------- copy / move
+
+    def _destination(self, ref: FolderRef) -> tuple[ImapSession, str]:
+        session = self.ctx.session
+        if ref.account and ref.account != self.ctx.account:
+            if self.ctx.connect is None:
+                raise ActionFailed(f"cannot reach account {ref.account}")
+            try:
+                session = self.ctx.connect(ref.account)
+            except Exception as exc:  # noqa: BLE001 - any connection failure: retried later
+                raise ActionFailed(f"destination account {ref.account} unreachable: {exc}") from exc
+        return session, session.server_name(ref.path)
+
+    def _uidnext_creating(self, session: ImapSession, dest: str) -> int:
+        try:
+            return session.status_uidnext(dest)
+        except Exception:  # noqa: BLE001 - most likely a missing folder
+            session.create_folder(dest)
+            return session.status_uidnext(dest)
+
+    def _copy(self, ref: FolderRef, uids: UidSet, detail: dict, resuming: bool) -> ActionResult:
+        if ref.account and ref.account != self.ctx.account:
+            return self._cross_account(ref, uids, detail, resuming, move=False)
+        dest = self.ctx.session.server_name(ref.path)
+        todo = self._not_yet_in(self.ctx.session, dest, uids, detail) if resuming else uids
+        if todo:
+            transfer = self._with_trycreate(self.ctx.session, dest, lambda: self.ctx.session.copy(todo, dest))
+            self._record_placed(self.ctx.account, dest, transfer.uidvalidity, transfer.mapping.values())
+        return ActionResult(uids)
+
+    def _move(self, ref: FolderRef, uids: UidSet, detail: dict, resuming: bool) -> ActionResult:
+        if ref.account and ref.account != self.ctx.account:
+            return self._cross_account(ref, uids, detail, resuming, move=True)
+        return self._move_server_name(self.ctx.session.server_name(ref.path), uids, detail, resuming)
+
+    def _move_server_name(self, dest: str, uids: UidSet, detail: dict, resuming: bool) -> ActionResult:
+        session = self.ctx.session
+        todo = session.existing(uids) if resuming else uids
+        if not todo:
+            return ActionResult(uids, removed=True)
+        if dest == self.ctx.mailbox:
+            return ActionResult(uids, removed=True)  # moving into itself: nothing to do
+        if session.has("MOVE"):
+            transfer = self._with_trycreate(session, dest, lambda: session.move(todo, dest))
+            self._record_placed(self.ctx.account, dest, transfer.uidvalidity, transfer.mapping.values())
+            return ActionResult(uids, removed=True)
+        # COPY, then mark the originals \Deleted and UID EXPUNGE exactly those.
+        if resuming and detail.get("copied"):
+            to_copy = UidSet()
+        elif resuming:
+            to_copy = self._not_yet_in(session, dest, todo, detail)
+        else:
+            to_copy = todo
+        if to_copy:
+            transfer = self._with_trycreate(session, dest, lambda: session.copy(to_copy, dest))
+            self._record_placed(self.ctx.account, dest, transfer.uidvalidity, transfer.mapping.values())
+        self._mark_deleted_and_expunge(todo)
+        return ActionResult(uids, removed=True, detail={"copied": True})
+
+    def _with_trycreate(self, session: ImapSession, dest: str, command: Callable[[], Any]) -> Any:
+        try:
+            return command()
+        except ServerRefused as exc:
+            if not exc.trycreate and session.folder_exists(dest):
+                raise ActionFailed(str(exc)) from None
+            session.create_folder(dest)
+            try:
+                return command()
+            except ServerRefused as exc2:
+                raise ActionFailed(str(exc2)) from None
+
+    def _mark_deleted_and_expunge(self, uids: UidSet) -> None:
+        session = self.ctx.session
+        session.store(uids, ["\\Deleted"], add=True)
+        if session.has("UIDPLUS"):
+            session.uid_expunge(uids)
+        elif "no-uidplus" not in self.ctx.warned:
+            self.ctx.warned.add("no-uidplus")
+            log.warning(
+                "account %s mailbox %s: the server lacks UIDPLUS, so mailrules never expunges: "
+                "moved/deleted messages stay marked \\Deleted until your mail client expunges them",
+                self.ctx.account,
+                self.ctx.mailbox,
+            )
+
+    def _record_placed(self, account: str, dest: str, uidvalidity: int | None, dest_uids) -> None:
+        if self.ctx.store is None or uidvalidity is None or not self.ctx.watched(account, dest):
+            return
+        self.ctx.store.add_placed(account, dest, uidvalidity, list(dest_uids))
+
+    def _not_yet_in(self, dest_session: ImapSession, dest: str, uids: UidSet, detail: dict) -> UidSet:
+        """Of `uids` (selected mailbox), those whose Message-ID has not reached `dest` since the intent."""
+        uidnext = detail.get("uidnext")
+        if uidnext is None:
+            return uids
+        if dest_session.status_uidnext(dest) <= uidnext:
+            return uids  # nothing arrived there: the copy did not happen
+        mids = self.ctx.session.message_ids(uids)
+        arrived = _message_ids_since(dest_session, dest, uidnext)
+        if dest_session is self.ctx.session:
+            self.ctx.session.select(self.ctx.mailbox)  # back to the source mailbox
+        todo = UidSet(uid for uid in uids if not mids.get(uid) or mids[uid] not in arrived)
+        log.info(
+            "account %s: resumed an interrupted copy to %s: %d of %d messages were already there",
+            self.ctx.account, dest, len(uids) - len(todo), len(uids),
+        )
+        return todo
+
+    # -------------------------------------------------------------- cross-account
+
+    def _cross_account(self, ref: FolderRef, uids: UidSet, detail: dict, resuming: bool, *, move: bool) -> ActionResult:
+        """APPEND each message to the other account (flags and date kept), then remove the source."""
+        dest_session, dest = self._destination(ref)
+        session = self.ctx.session
+        todo = session.existing(uids) if (resuming and move) else uids
+        if resuming:
+            todo = self._not_yet_in(dest_session, dest, todo, detail)
+        created: list[int] = []
+        uidvalidity = None
+        try:
+            for _uid, data in session.fetch(todo, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"], batch=50):
+                flags = [
+                    f.decode() if isinstance(f, bytes) else f
+                    for f in data.get(b"FLAGS", ())
+                    if (f.decode() if isinstance(f, bytes) else f).lower() not in ("\\deleted", "\\recent")
+                ]
+                body = data.get(b"BODY[]") or b""
+                result = self._with_trycreate(
+                    dest_session, dest, lambda b=body, f=flags, d=data: dest_session.append(
+                        dest, b, f, d.get(b"INTERNALDATE")
+                    )
+                )
+                if result:
+                    uidvalidity = result[0]
+                    created.append(result[1])
+        except ActionFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - destination dropped: retried later, source untouched
+            raise ActionFailed(f"copy to {ref} failed: {exc}") from exc
+        self._record_placed(ref.account or self.ctx.account, dest, uidvalidity, created)
+        if move:
+            self._mark_deleted_and_expunge(uids)
+            return ActionResult(uids, removed=True)
+        return ActionResult(uids)
+
+    # -------------------------------------------------------------- plugins
+
+    def _plugin(self, call: ActionCall, uids: UidSet, resuming: bool) -> ActionResult:
+        spec: Action | None = self.ctx.registry.actions.get(call.name)
+        if spec is None or spec.run is None:
+            raise ActionFailed(f"action {call.name!r} is not available (is its plugin installed?)")
+        if resuming and spec.delivery == "at-most-once":
+            log.warning(
+                "rule %r: action %s was interrupted by a crash and is at-most-once: not repeated for UIDs %s",
+                self.ctx.rule.name, call.name, uids,
+            )
+            return ActionResult(uids)
+        try:
+            spec.run(self.ctx, uids, call.arg)
+        except Exception as exc:  # noqa: BLE001 - a plugin must never crash the daemon
+            log.exception("plugin action %s (plugin %s) failed in rule %r", call.name, spec.plugin, self.ctx.rule.name)
+            raise ActionFailed(f"plugin action {call.name} failed: {exc}") from exc
+        return ActionResult(uids, removed=spec.terminal)
+
+
+def _message_ids_since(session: ImapSession, dest: str, uidnext: int) -> set[str]:
+    """Message-IDs of the messages that arrived in `dest` at or after UID `uidnext`."""
+    session.select(dest, readonly=True)
+    from .criteria import SearchQuery
+
+    found = session.search(SearchQuery((b"UID", f"{uidnext}:*".encode())))
+    found = UidSet(u for u in found if u >= uidnext)
+    return {mid for mid in session.message_ids(found).values() if mid}

@@ -1,0 +1,290 @@
+"""The `mailrules` command line. Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .model import Config
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("mailrules")
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("-c", "--config", metavar="FILE", default=default,
+                        help="rules file (default: $MAILRULES_CONFIG, else ~/.config/mailrules/rules.yaml)")
+    parser.add_argument("--state", metavar="DIR", default=default,
+                        help="state directory (default: $XDG_STATE_HOME/mailrules)")
+    parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
+                        help="more log output (-vv: IMAP protocol, secrets redacted)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="only warnings and errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailrules", description="Declarative IMAP mail filtering.")
+    parser.add_argument("--version", action="version", version=f"mailrules {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="the daemon: catch up, then watch with IDLE")
+    _common(run, top=False)
+    run.add_argument("--once", action="store_true", help="catch up on what arrived since the last run, then exit")
+    run.add_argument("--sweep", action="store_true", help="also run every scheduled rule once, now")
+    run.add_argument("--dry-run", action="store_true", help="change nothing; print what each rule would do")
+    run.add_argument("--rule", action="append", metavar="NAME", help="only the named rules (repeatable)")
+    run.add_argument("--since-now", action="store_true",
+                     help="on a first run, skip the messages already in the mailboxes")
+
+    check = sub.add_parser("check", help="validate the rules file")
+    _common(check, top=False)
+    check.add_argument("--connect", action="store_true",
+                       help="also log in and check accounts, folders and capabilities")
+
+    status = sub.add_parser("status", help="progress, pending and given-up messages, next sweeps")
+    _common(status, top=False)
+
+    plugins = sub.add_parser("plugins", help="installed plugins, their predicates and actions")
+    _common(plugins, top=False)
+
+    test = sub.add_parser("test", help="(not yet available) which rules match which messages, offline")
+    _common(test, top=False)
+    test.add_argument("messages", nargs="*")
+
+    demo = sub.add_parser("demo", help="(not yet available) the example rules against a throwaway server")
+    _common(demo, top=False)
+
+    login = sub.add_parser("login", help="store an account's password in the system keyring")
+    _common(login, top=False)
+    login.add_argument("account")
+    return parser
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # IMAPClient's protocol log only at -vv (it is redacted by mailrules.connect either way).
+    logging.getLogger("imapclient").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    logging.getLogger("mailrules.imap").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+    logging.getLogger("apscheduler").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from .config import ConfigError, default_config_path, load
+    from .plugins import PluginError, Registry
+
+    if args.command == "test":
+        print("mailrules test: not yet available in this version", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "demo":
+        print("mailrules demo: not yet available in this version", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        registry = Registry.load()
+    except PluginError as exc:
+        print(f"mailrules: plugin error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "plugins":
+        return cmd_plugins(registry)
+
+    path = Path(args.config) if args.config else default_config_path()
+    try:
+        config = load(path, registry=registry)
+    except ConfigError as exc:
+        print(f"mailrules: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FileNotFoundError:
+        print(f"mailrules: no rules file at {path} (use -c FILE or set MAILRULES_CONFIG)", file=sys.stderr)
+        return EXIT_CONFIG
+
+    state_dir = Path(args.state) if args.state else None
+    if args.command == "check":
+        return cmd_check(config, registry, connect=args.connect)
+    if args.command == "status":
+        return cmd_status(config, state_dir)
+    if args.command == "login":
+        if args.account not in config.accounts:
+            print(f"mailrules: no account named {args.account!r} in {config.path}", file=sys.stderr)
+            return EXIT_CONFIG
+        from .secrets import login_command
+
+        return login_command(config.accounts[args.account])
+    if args.command == "run":
+        if args.rule:
+            unknown = [n for n in args.rule if n not in {r.name for r in config.rules}]
+            if unknown:
+                print(f"mailrules: no rule named {', '.join(map(repr, unknown))} in {config.path}", file=sys.stderr)
+                return EXIT_CONFIG
+        return cmd_run(config, registry, state_dir, args)
+    raise AssertionError(args.command)
+
+
+# ---------------------------------------------------------------------- run
+
+
+def _state_dir(state_dir: Path | None) -> Path:
+    from .state import default_state_dir
+
+    return state_dir or default_state_dir()
+
+
+def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Namespace) -> int:
+    from .lock import AlreadyRunning, StateLock
+    from .state import StateStore
+
+    directory = _state_dir(state_dir)
+    if args.dry_run:
+        return _run_once(config, registry, None, args)
+    try:
+        lock = StateLock(directory)
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"mailrules: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    store = StateStore(directory)
+    try:
+        if args.once:
+            return _run_once(config, registry, store, args)
+        from .watcher import run_daemon
+
+        return run_daemon(config, registry, store, args)
+    finally:
+        store.close()
+        lock.release()
+
+
+def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:
+    """Catch up on every watched mailbox of every account (and sweep with --sweep), then exit."""
+    from .engine import Engine, SessionPool
+
+    pool = SessionPool(config)
+    engine = Engine(config, registry, store, pool, dry_run=args.dry_run, rule_names=args.rule)
+    failed = False
+    registry.notify("mailrules_started", config=config)
+    try:
+        for account in config.accounts.values():
+            for mailbox in account.watch:
+                try:
+                    outcome = engine.process(account.name, mailbox, since_now=args.since_now)
+                except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others
+                    failed = True
+                    _report_failure(account.name, mailbox, exc, store)
+                    pool.discard(account.name)
+                    continue
+                failed |= not outcome.ok
+                log.info("account %s mailbox %s: %d new or retried, %d actions applied, %d failed",
+                         account.name, mailbox, outcome.candidates, outcome.applied, len(outcome.failed))
+        if args.sweep:
+            failed |= not _sweep_all(config, engine, store, pool)
+    finally:
+        registry.notify("mailrules_stopping")
+        engine.close()
+        pool.close()
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _sweep_all(config: Config, engine, store, pool) -> bool:
+    """Every scheduled rule once, now, grouped by schedule (file order kept). True if all went well."""
+    ok = True
+    groups: dict[str, list] = {}
+    for rule in config.rules:
+        if rule.schedule is not None and rule.enabled:
+            groups.setdefault(rule.schedule.key(), []).append(rule)
+    for key, rules in groups.items():
+        for account in config.accounts.values():
+            mailboxes: list[str] = []
+            for rule in rules:
+                if rule.account not in (None, account.name):
+                    continue
+                for mb in rule.mailboxes if rule.mailboxes is not None else account.watch:
+                    if mb not in mailboxes:
+                        mailboxes.append(mb)
+            for mailbox in mailboxes:
+                these = [r for r in rules if r.applies_to(account.name, mailbox, account.watch)]
+                try:
+                    outcome = engine.sweep(account.name, mailbox, these, key)
+                except Exception as exc:  # noqa: BLE001
+                    ok = False
+                    _report_failure(account.name, mailbox, exc, store)
+                    pool.discard(account.name)
+                    continue
+                ok &= outcome.ok
+    return ok
+
+
+def _report_failure(account: str, mailbox: str, exc: Exception, store) -> None:
+    message = f"{type(exc).__name__}: {exc}"
+    log.error("account %s mailbox %s: %s", account, mailbox, message)
+    log.debug("details", exc_info=True)
+    if store is not None:
+        for state in store.mailboxes():
+            if state.account == account:
+                store.set_error(account, state.mailbox, message)
+
+
+# ---------------------------------------------------------------------- check
+
+
+def cmd_check(config: Config, registry, *, connect: bool) -> int:
+    n_rules = len(config.rules)
+    files = ", ".join(config.files) if config.files else config.path
+    print(f"{config.path}: OK — {len(config.accounts)} account(s), {n_rules} rule(s) (files: {files})")
+    if not connect:
+        return EXIT_OK
+    from .checks import check_accounts
+
+    return check_accounts(config, registry, out=sys.stdout)
+
+
+# ---------------------------------------------------------------------- status
+
+
+def cmd_status(config: Config, state_dir: Path | None) -> int:
+    from .status import print_status
+
+    directory = _state_dir(state_dir)
+    return print_status(config, directory, out=sys.stdout)
+
+
+# ---------------------------------------------------------------------- plugins
+
+
+def cmd_plugins(registry) -> int:
+    by_plugin: dict[str, list[str]] = {}
+    for pred in registry.predicates.values():
+        by_plugin.setdefault(pred.plugin or "builtin", []).append(f"  predicate {pred.name}: {pred.description}")
+    for act in registry.actions.values():
+        by_plugin.setdefault(act.plugin or "builtin", []).append(f"  action    {act.name}: {act.description}")
+    for plugin in sorted(by_plugin, key=lambda p: (p != "builtin", p)):
+        print(plugin)
+        for line in by_plugin[plugin]:
+            print(line)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,194 @@
+"""Compile a criteria tree (`mailrules.model`) to IMAP SEARCH keys.
+
+`compile_search(criterion, capabilities)` returns a `SearchQuery`: the search keys as a
+list of bytes tokens (8-bit tokens are sent by IMAPClient as literals) and the charset
+to announce (None for pure ASCII, "UTF-8" otherwise).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from .model import (
+    Age,
+    All,
+    AnyOf,
+    ArrivalDate,
+    Criterion,
+    Flag,
+    Header,
+    Keyword,
+    Not,
+    Raw,
+    SentDate,
+    Size,
+    Text,
+)
+
+FLAG_KEYS = {
+    "\\Seen": (b"SEEN", b"UNSEEN"),
+    "\\Answered": (b"ANSWERED", b"UNANSWERED"),
+    "\\Flagged": (b"FLAGGED", b"UNFLAGGED"),
+    "\\Deleted": (b"DELETED", b"UNDELETED"),
+    "\\Draft": (b"DRAFT", b"UNDRAFT"),
+}
+DATE_KEYS = {
+    ("arrival", "before"): b"BEFORE",
+    ("arrival", "on"): b"ON",
+    ("arrival", "since"): b"SINCE",
+    ("sent", "before"): b"SENTBEFORE",
+    ("sent", "on"): b"SENTON",
+    ("sent", "since"): b"SENTSINCE",
+}
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+# A server compares dates in its own (unknown) time zone: day-granular fallbacks for
+# older_than/younger_than keep this margin so that they never match more than asked.
+TIMEZONE_MARGIN = dt.timedelta(hours=14)
+
+
+class Literal(bytes):
+    """A string argument that must be sent as an IMAP literal (8-bit or with CR/LF)."""
+
+
+OPEN = b"("
+CLOSE = b")"
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    tokens: tuple[bytes, ...]
+    charset: str | None = None
+
+    def encode_for(self, charset: str) -> SearchQuery:
+        """The same query with its non-ASCII strings in another charset (BADCHARSET fallback).
+
+        Raises UnicodeEncodeError if a string cannot be written in that charset.
+        """
+        out = []
+        for tok in self.tokens:
+            if isinstance(tok, Literal):
+                out.append(Literal(tok.decode("utf-8").encode(charset)))
+            else:
+                out.append(tok)
+        return SearchQuery(tuple(out), charset)
+
+    def __str__(self) -> str:
+        return join_tokens([t.decode("utf-8", "replace") for t in self.tokens])
+
+
+def join_tokens(tokens: list) -> str | bytes:
+    """Join tokens with single spaces, none after '(' or before ')'."""
+    empty = tokens[0][:0] if tokens else ""
+    space = " " if isinstance(empty, str) else b" "
+    out = []
+    for i, tok in enumerate(tokens):
+        if i and tok != CLOSE.decode() and tok != CLOSE and tokens[i - 1] not in (OPEN, OPEN.decode()):
+            out.append(space)
+        out.append(tok)
+    return empty.join(out)
+
+
+def imap_date(day: dt.date) -> bytes:
+    return f"{day.day}-{MONTHS[day.month - 1]}-{day.year}".encode("ascii")
+
+
+def astring(value: str) -> bytes:
+    """A quoted string, or a Literal for non-ASCII text or text with line breaks."""
+    if any(ord(c) > 127 for c in value) or "\r" in value or "\n" in value or "\0" in value:
+        return Literal(value.encode("utf-8"))
+    return b'"' + value.replace("\\", "\\\\").replace('"', '\\"').encode("ascii") + b'"'
+
+
+def compile_search(
+    criterion: Criterion,
+    capabilities: frozenset[str] | set[str] = frozenset(),
+    *,
+    now: dt.datetime | None = None,
+) -> SearchQuery:
+    """Compile a criteria tree to the keys of one IMAP SEARCH.
+
+    capabilities: the server's (upper-case) capabilities; WITHIN decides how
+    older_than/younger_than compile. now: for the day-granular fallback (tests).
+    """
+    compiler = _Compiler({c.upper() for c in capabilities}, now or dt.datetime.now(dt.UTC))
+    tokens = compiler.keys(criterion)
+    charset = "UTF-8" if any(isinstance(t, Literal) for t in tokens) else None
+    return SearchQuery(tuple(tokens), charset)
+
+
+class _Compiler:
+    def __init__(self, capabilities: set[str], now: dt.datetime) -> None:
+        self.capabilities = capabilities
+        self.now = now
+
+    def keys(self, node: Criterion) -> list[bytes]:
+        """Search keys that, written one after the other, mean `node` (an implicit AND)."""
+        if isinstance(node, All):
+            if not node.children:
+                return [b"ALL"]
+            out: list[bytes] = []
+            for child in node.children:
+                out.extend(self.keys(child))
+            return out
+        return self.key(node)
+
+    def key(self, node: Criterion) -> list[bytes]:
+        """Tokens forming exactly ONE search key (parenthesised if needed)."""
+        if isinstance(node, All):
+            inner = self.keys(node)
+            return inner if len(node.children) <= 1 and _single_key(node) else _paren(inner)
+        if isinstance(node, Text):
+            return [node.field.upper().encode("ascii"), astring(node.value)]
+        if isinstance(node, Header):
+            return [b"HEADER", astring(node.name), astring(node.value)]
+        if isinstance(node, Size):
+            return [b"LARGER" if node.op == "larger" else b"SMALLER", str(node.size).encode()]
+        if isinstance(node, Age):
+            return self.age(node)
+        if isinstance(node, ArrivalDate):
+            return [DATE_KEYS[("arrival", node.op)], imap_date(node.date)]
+        if isinstance(node, SentDate):
+            return [DATE_KEYS[("sent", node.op)], imap_date(node.date)]
+        if isinstance(node, Flag):
+            yes, no = FLAG_KEYS[node.flag]
+            return [yes if node.present else no]
+        if isinstance(node, Keyword):
+            return [b"KEYWORD" if node.present else b"UNKEYWORD", node.name.encode("ascii")]
+        if isinstance(node, Not):
+            return [b"NOT", *self.key(node.child)]
+        if isinstance(node, AnyOf):
+            if not node.children:
+                return [b"NOT", b"ALL"]
+            if len(node.children) == 1:
+                return self.key(node.children[0])
+            first, rest = node.children[0], node.children[1:]
+            second = rest[0] if len(rest) == 1 else AnyOf(rest)
+            return [b"OR", *self.key(first), *self.key(second)]
+        if isinstance(node, Raw):
+            return _paren([node.text.encode("utf-8")])
+        raise TypeError(f"not a criterion: {node!r}")
+
+    def age(self, node: Age) -> list[bytes]:
+        seconds = max(int(node.seconds), 1)
+        if "WITHIN" in self.capabilities:
+            return [b"OLDER" if node.op == "older" else b"YOUNGER", str(seconds).encode()]
+        cutoff = self.now - dt.timedelta(seconds=seconds)
+        if node.op == "older":
+            # BEFORE d: arrived on a day before d. d must not be later than the cutoff,
+            # whatever the server's time zone.
+            day = (cutoff - TIMEZONE_MARGIN).date()
+            return [b"BEFORE", imap_date(day)]
+        # SINCE d: arrived on day d or later; d must not be earlier than the cutoff.
+        day = (cutoff + TIMEZONE_MARGIN).date() + dt.timedelta(days=1)
+        return [b"SINCE", imap_date(day)]
+
+
+def _single_key(node: All) -> bool:
+    return len(node.children) == 1 and not isinstance(node.children[0], All)
+
+
+def _paren(tokens: list[bytes]) -> list[bytes]:
+    """Wrap tokens in parentheses (separate tokens: the sender joins them without spaces)."""
+    return [OPEN, *tokens, CLOSE]

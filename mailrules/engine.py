@@ -1,0 +1,582 @@
+"""The rule engine: one pass of a rule list over the candidate messages of a mailbox.
+
+For each rule in file order: one UID SEARCH restricted to the candidates still in play,
+then the rule's `where:` predicates on what the server returned (fetching only the
+parts they need, in batches), then each action as UID-set commands. A rule sees the
+messages as the earlier rules left them (their actions already happened on the
+server), and moved/stopped messages leave play: the outcome equals evaluating the
+rules one message at a time, in order.
+
+Every step is journaled in the state store (`mailrules.state`), so a crash resumes
+exactly where it stopped; a message whose action failed resumes at that rule and
+action on the next pass (later rules wait for it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from .actions import ActionContext, ActionFailed, ActionRunner
+from .criteria import SearchQuery, compile_search
+from .message import MessageView, decode_rfc2047
+from .model import ActionCall, Config, Rule
+from .plugins import Registry
+from .session import BODY_FETCH_BATCH, FETCH_BATCH, ImapSession, ServerRefused
+from .state import RunRecord, StateStore, Step
+from .uidset import UidSet
+
+log = logging.getLogger("mailrules.engine")
+
+Position = tuple[int, int]  # (rule index, action index) where a message resumes
+
+
+@dataclass
+class Outcome:
+    """What one pass over a mailbox did."""
+
+    account: str
+    mailbox: str
+    candidates: int = 0
+    matched: dict[str, int] = field(default_factory=dict)
+    applied: int = 0  # message-actions applied
+    failed: dict[int, str] = field(default_factory=dict)
+    given_up: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class SessionPool:
+    """One connection per account, opened on first use."""
+
+    def __init__(self, config: Config, connect: Callable[[str], ImapSession] | None = None) -> None:
+        self.config = config
+        self._connect = connect or self._default_connect
+        self.sessions: dict[str, ImapSession] = {}
+
+    def _default_connect(self, account: str) -> ImapSession:
+        from .connect import connect
+
+        return ImapSession(connect(self.config.accounts[account]), account)
+
+    def get(self, account: str) -> ImapSession:
+        if account not in self.sessions:
+            self.sessions[account] = self._connect(account)
+        return self.sessions[account]
+
+    def discard(self, account: str) -> None:
+        session = self.sessions.pop(account, None)
+        if session is not None:
+            session.logout()
+
+    def close(self) -> None:
+        for account in list(self.sessions):
+            self.discard(account)
+
+
+class Engine:
+    """Runs rules over mailboxes. One Engine per process; not thread-safe per account."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        store: StateStore | None,
+        pool: SessionPool,
+        *,
+        dry_run: bool = False,
+        rule_names: Iterable[str] | None = None,
+        out: TextIO | None = None,
+        predicate_timeout: float | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.store = None if dry_run else store
+        self.pool = pool
+        self.dry_run = dry_run
+        self.rule_names = set(rule_names) if rule_names else None
+        self.out = out or sys.stdout
+        self.predicate_timeout = predicate_timeout
+        self._warned: set[str] = set()
+        self._executor: ThreadPoolExecutor | None = None
+
+    # ------------------------------------------------------------------ selection
+
+    def arrival_rules(self, account: str, mailbox: str) -> list[Rule]:
+        rules = self.config.rules_for(account, mailbox, scheduled=False)
+        return self._filter(rules)
+
+    def _filter(self, rules: list[Rule]) -> list[Rule]:
+        if self.rule_names is None:
+            return rules
+        return [r for r in rules if r.name in self.rule_names]
+
+    def watched(self, account: str, server_name: str) -> bool:
+        acct = self.config.accounts.get(account)
+        if acct is None:
+            return False
+        session = self.pool.sessions.get(account)
+        for name in acct.watch:
+            if name == server_name or (session is not None and session.server_name(name) == server_name):
+                return True
+        return False
+
+    # ------------------------------------------------------------------ arrival pass
+
+    def process(self, account: str, mailbox: str, *, since_now: bool = False) -> Outcome:
+        """Catch up on `mailbox` of `account`: run the arrival rules over what is new."""
+        session = self.pool.get(account)
+        server = session.server_name(mailbox)
+        sel = session.select(server, readonly=self.dry_run)
+        outcome = Outcome(account, server)
+        store = self.store
+        advance = self.rule_names is None  # --rule runs never move the checkpoint
+
+        run = store.open_run(account, server) if store else None
+        if run is not None and run.uidvalidity != sel.uidvalidity:
+            log.warning("account %s mailbox %s: UIDVALIDITY changed; an interrupted pass is abandoned", account, server)
+            run = None
+        if run is not None and run.kind.startswith("sweep:"):
+            self._resume_sweep(session, account, mailbox, server, run)
+            sel = session.select(server)
+            run = None
+
+        state = store.mailbox(account, server) if store else None
+        high = sel.uidnext - 1
+        if run is not None:
+            rules = self._rules_for_run(run, self.arrival_rules(account, mailbox))
+            log.info("account %s mailbox %s: resuming an interrupted pass (%d messages)", account, server,
+                     len(run.candidates))
+            outcome.candidates = len(run.candidates)
+            self._execute(session, account, server, rules, run.candidates, run, outcome, kind="arrival",
+                          high=run.high, advance=advance)
+            return outcome
+
+        if store and state is None and since_now:
+            store.set_mailbox(account, server, sel.uidvalidity, high)
+            log.info("account %s mailbox %s: --since-now: starting after UID %d", account, server, high)
+            return outcome
+
+        candidates: dict[int, Position] = {}
+        rules = self.arrival_rules(account, mailbox)
+        if state is not None and state.uidvalidity != sel.uidvalidity:
+            candidates = self._after_uidvalidity_change(session, account, server, state.last_pass)
+        else:
+            checkpoint = state.checkpoint if state else 0
+            if high > checkpoint:
+                new = session.search(SearchQuery((b"UID", f"{checkpoint + 1}:{high}".encode())))
+                new = UidSet(u for u in new if checkpoint < u <= high)
+                if store:
+                    new -= store.placed(account, server, sel.uidvalidity, checkpoint)
+                candidates = {uid: (0, 0) for uid in new}
+            if store:
+                candidates.update(self._retries(session, account, server, sel.uidvalidity, rules))
+        outcome.candidates = len(candidates)
+        if not candidates:
+            if store and advance and (state is None or high > state.checkpoint or state.uidvalidity != sel.uidvalidity):
+                store.set_mailbox(account, server, sel.uidvalidity, high, last_pass=time.time())
+            return outcome
+        if not rules:
+            if store and advance:
+                store.set_mailbox(account, server, sel.uidvalidity, high, last_pass=time.time())
+            return outcome
+        if store:
+            run = store.begin_run(account, server, sel.uidvalidity, "arrival", candidates, _names(rules), high)
+        self._execute(session, account, server, rules, candidates, run, outcome, kind="arrival", high=high,
+                      advance=advance)
+        return outcome
+
+    def _retries(
+        self, session: ImapSession, account: str, server: str, uidvalidity: int, rules: list[Rule]
+    ) -> dict[int, Position]:
+        """Messages whose action failed on an earlier pass, with where they resume."""
+        assert self.store is not None
+        pending = self.store.pending(account, server, uidvalidity)
+        if not pending:
+            return {}
+        alive = session.existing(UidSet(p.uid for p in pending))
+        gone = [p.uid for p in pending if p.uid not in alive]
+        if gone:
+            log.info("account %s mailbox %s: %d messages to retry are gone (moved or deleted elsewhere)",
+                     account, server, len(gone))
+            self.store.resolve(account, server, uidvalidity, gone)
+        names = _names(rules)
+        out: dict[int, Position] = {}
+        for p in pending:
+            if p.uid not in alive:
+                continue
+            if p.rule_name in names:
+                out[p.uid] = (names.index(p.rule_name), p.action_index)
+            else:
+                log.warning("UID %d was to resume at rule %r, which no longer applies: starting at the first rule",
+                            p.uid, p.rule_name)
+                out[p.uid] = (0, 0)
+        return out
+
+    def _after_uidvalidity_change(
+        self, session: ImapSession, account: str, server: str, last_pass: float | None
+    ) -> dict[int, Position]:
+        """The policy for a changed UIDVALIDITY: process what arrived since the last completed pass.
+
+        Old UIDs mean nothing any more; messages whose arrival time (INTERNALDATE) is
+        before the start of the last completed pass were processed then and are left alone.
+        """
+        if last_pass is None:
+            found = session.search(SearchQuery((b"ALL",)))
+            log.warning("account %s mailbox %s: UIDVALIDITY changed before any completed pass: processing all %d",
+                        account, server, len(found))
+            return {uid: (0, 0) for uid in found}
+        since = dt.datetime.fromtimestamp(last_pass, dt.UTC) - dt.timedelta(days=2)
+        query = compile_search(_since(since.date()))
+        recent = session.search(query)
+        out: dict[int, Position] = {}
+        for uid, data in session.fetch(recent, ["INTERNALDATE"]):
+            arrived = data.get(b"INTERNALDATE")
+            if arrived is None:
+                continue
+            if arrived.tzinfo is None:
+                arrived = arrived.astimezone()
+            if arrived.timestamp() >= last_pass:
+                out[uid] = (0, 0)
+        log.warning(
+            "account %s mailbox %s: UIDVALIDITY changed (the server renumbered the mailbox); processing the %d "
+            "messages that arrived since the last completed pass", account, server, len(out),
+        )
+        return out
+
+    # ------------------------------------------------------------------ sweeps
+
+    def sweep(self, account: str, mailbox: str, rules: list[Rule], key: str) -> Outcome:
+        """Run scheduled `rules` over every message of `mailbox` (a sweep)."""
+        session = self.pool.get(account)
+        server = session.server_name(mailbox)
+        sel = session.select(server, readonly=self.dry_run)
+        rules = self._filter(rules)
+        outcome = Outcome(account, server)
+        found = session.search(SearchQuery((b"ALL",)))
+        candidates = {uid: (0, 0) for uid in found}
+        outcome.candidates = len(candidates)
+        if not candidates or not rules:
+            return outcome
+        run = None
+        if self.store:
+            run = self.store.begin_run(account, server, sel.uidvalidity, f"sweep:{key}", candidates, _names(rules), 0)
+        self._execute(session, account, server, rules, candidates, run, outcome, kind="sweep", high=0, advance=False)
+        return outcome
+
+    def _resume_sweep(self, session: ImapSession, account: str, mailbox: str, server: str, run: RunRecord) -> None:
+        key = run.kind.split(":", 1)[1]
+        rules = [
+            r for r in self.config.rules_for(account, mailbox, scheduled=True)
+            if r.schedule is not None and r.schedule.key() == key
+        ]
+        rules = self._rules_for_run(run, rules)
+        log.info("account %s mailbox %s: resuming an interrupted sweep", account, server)
+        self._execute(session, account, server, rules, run.candidates, run, Outcome(account, server),
+                      kind="sweep", high=0, advance=False)
+
+    def _rules_for_run(self, run: RunRecord, rules: list[Rule]) -> list[Rule]:
+        """The rules of a journaled run, by name (the file may have changed since)."""
+        if list(run.rules) == _names(rules):
+            return rules
+        by_name = {r.name: r for r in rules}
+        log.warning("the rules changed while a pass was interrupted; resuming with the rules that still exist")
+        return [by_name[n] for n in run.rules if n in by_name]
+
+    # ------------------------------------------------------------------ the pass
+
+    def _execute(
+        self,
+        session: ImapSession,
+        account: str,
+        server: str,
+        rules: list[Rule],
+        candidates: dict[int, Position],
+        run: RunRecord | None,
+        outcome: Outcome,
+        *,
+        kind: str,
+        high: int,
+        advance: bool,
+    ) -> None:
+        sel = session.selected
+        assert sel is not None
+        steps: dict[tuple[int, int], Step] = {(s.rule_index, s.action_index): s for s in (run.steps if run else ())}
+        seq = max((s.seq for s in run.steps), default=-1) + 1 if run else 0
+        active = set(candidates)
+        failures: dict[int, tuple[int, str, int, str | None, str]] = {}
+        mids: dict[int, str] = {}
+        ctx = ActionContext(
+            session=session, account=account, mailbox=server, selected=sel, rule=rules[0] if rules else None,  # type: ignore[arg-type]
+            message_ids=mids, registry=self.registry, connect=self.pool.get, watched=self.watched,
+            store=self.store, dry_run=self.dry_run, warned=self._warned,
+        )
+        runner = ActionRunner(ctx)
+
+        for i, rule in enumerate(rules):
+            if not active:
+                break
+            ctx.rule = rule
+            searchable = UidSet(u for u in active if candidates[u][0] < i or candidates[u] == (i, 0))
+            resumed = {u: candidates[u][1] for u in active if candidates[u][0] == i and candidates[u][1] > 0}
+            match_step = steps.get((i, -1))
+            if match_step is not None:
+                matched = match_step.uids & active
+            else:
+                matched = self._match(session, rule, searchable, i, failures, mids, active)
+                if run is not None:
+                    self.store.add_step(run.id, seq, i, -1, matched, "done")  # type: ignore[union-attr]
+                    seq += 1
+            outcome.matched[rule.name] = len(matched)
+            targets_all = matched | resumed.keys()
+            if not targets_all:
+                continue
+            need_ids = UidSet(u for u in targets_all if u not in mids)
+            if need_ids:
+                mids.update(self._describe(session, need_ids, rule))
+            if self.dry_run:
+                self._print_rule(rule, UidSet(targets_all))
+                if rule.stop:
+                    active -= set(targets_all)
+                continue
+            for a, call in enumerate(rule.actions):
+                targets = UidSet(u for u in targets_all if u in active and (u in matched or resumed.get(u, 99) <= a))
+                if kind == "sweep" and self.store is not None and _once_per_rule(call, self.registry):
+                    targets -= self.store.swept(account, server, rule.name, sel.uidvalidity, a)
+                if not targets:
+                    continue
+                step = steps.get((i, a))
+                if step is not None and step.state == "done":
+                    continue
+                if step is not None and step.state == "failed":
+                    for uid in step.uids:
+                        failures[uid] = (i, rule.name, a, mids.get(uid), "failed before the pass was interrupted")
+                    active -= set(step.uids)
+                    continue
+                resuming = step is not None and step.state == "intent"
+                try:
+                    detail = step.detail if resuming else runner.intent_detail(call, targets)
+                    if run is not None:
+                        self.store.add_step(run.id, seq, i, a, targets, "intent", detail)  # type: ignore[union-attr]
+                    result = runner.run(call, targets, detail=detail, resuming=resuming)
+                except (ActionFailed, ServerRefused, ValueError) as exc:
+                    still = session.existing(targets)
+                    for uid in still:
+                        failures[uid] = (i, rule.name, a, mids.get(uid), str(exc))
+                    active -= set(targets)
+                    if run is not None:
+                        self.store.add_step(run.id, seq, i, a, targets, "failed")  # type: ignore[union-attr]
+                        seq += 1
+                    log.error("rule %r account %s mailbox %s: %s %s failed for %d messages (UIDs %s): %s",
+                              rule.name, account, server, call.name, _arg_text(call), len(still), still, exc)
+                    continue
+                if run is not None:
+                    self.store.add_step(run.id, seq, i, a, targets, "done", result.detail or None)  # type: ignore[union-attr]
+                    seq += 1
+                    if kind == "sweep" and _once_per_rule(call, self.registry):
+                        self.store.add_swept(account, server, rule.name, sel.uidvalidity, a, targets)
+                outcome.applied += len(targets)
+                self._log_action(rule, account, server, call, targets, mids)
+                self.registry.notify(
+                    "mailrules_action_applied",
+                    event=_event(rule, account, server, call, targets, mids, self.dry_run),
+                )
+                if result.removed:
+                    active -= set(targets)
+            if rule.stop:
+                active -= set(targets_all)
+
+        outcome.failed = {uid: f[4] for uid, f in failures.items()}
+        if run is None or self.store is None:
+            return
+        if kind == "sweep":
+            self.store.finish_run(run.id, account, server, sel.uidvalidity, checkpoint=0, failures={},
+                                  resolved=(), started=run.started, advance=False)
+            return
+        resolved = [u for u in candidates if u not in failures]
+        outcome.given_up = self.store.finish_run(
+            run.id, account, server, sel.uidvalidity, checkpoint=high,
+            failures=failures if advance else {}, resolved=resolved if advance else (), started=run.started,
+            advance=advance,
+        )
+        for uid in outcome.given_up:
+            log.error("account %s mailbox %s: gave up on UID %d (Message-ID %s) after repeated failures: %s",
+                      account, server, uid, mids.get(uid, "?"), failures[uid][4])
+
+    # ------------------------------------------------------------------ matching
+
+    def _match(
+        self,
+        session: ImapSession,
+        rule: Rule,
+        searchable: UidSet,
+        index: int,
+        failures: dict,
+        mids: dict[int, str],
+        active: set[int],
+    ) -> UidSet:
+        if not searchable:
+            return UidSet()
+        query = compile_search(rule.match, session.capabilities)
+        try:
+            found = session.search(query, within=searchable)
+        except ServerRefused as exc:
+            log.error("rule %r: the server refused its search (%s): %s", rule.name, query, exc.message)
+            for uid in searchable:
+                failures[uid] = (index, rule.name, 0, None, f"search refused: {exc.message}")
+            active -= set(searchable)
+            return UidSet()
+        found = found & searchable
+        if not rule.where or not found:
+            return found
+        return self._predicates(session, rule, found, index, failures, active)
+
+    def _predicates(
+        self, session: ImapSession, rule: Rule, found: UidSet, index: int, failures: dict, active: set[int]
+    ) -> UidSet:
+        preds = [(self.registry.predicates[p.name], p) for p in rule.where]
+        needs: set[str] = set()
+        for spec, call in preds:
+            needs.update(spec.needs(call.args))
+        items, batch = _fetch_items(needs)
+        passed: list[int] = []
+        for uid, data in session.fetch(found, items, batch=batch):
+            view = _view(uid, data)
+            for spec, call in preds:
+                try:
+                    if not self._test(spec, view, call.args):
+                        break
+                except Exception as exc:  # noqa: BLE001 - a predicate must never crash the daemon
+                    log.error("rule %r: predicate %s (plugin %s) failed on UID %d: %s",
+                              rule.name, spec.name, spec.plugin or "builtin", uid, exc)
+                    failures[uid] = (index, rule.name, 0, view.message_id, f"predicate {spec.name}: {exc}")
+                    active.discard(uid)
+                    break
+            else:
+                passed.append(uid)
+        return UidSet(passed)
+
+    def _test(self, spec, view: MessageView, args) -> bool:
+        if spec.plugin == "builtin" and self.predicate_timeout is None:
+            return bool(spec.test(view, args))  # the built-in regex bounds itself
+        timeout = self.predicate_timeout or spec.timeout
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailrules-predicate")
+        future = self._executor.submit(spec.test, view, args)
+        try:
+            return bool(future.result(timeout=timeout))
+        except FutureTimeout:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None  # the stuck thread is abandoned; a fresh one serves the next call
+            raise TimeoutError(f"exceeded its time limit of {timeout:g}s") from None
+
+    # ------------------------------------------------------------------ output
+
+    def _describe(self, session: ImapSession, uids: UidSet, rule: Rule) -> dict[int, str]:
+        """Message-IDs for the log (plus From/Subject for --dry-run output)."""
+        if not self.dry_run:
+            return session.message_ids(uids)
+        out = {}
+        self._dry_headers = getattr(self, "_dry_headers", {})
+        for uid, data in session.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (FROM SUBJECT MESSAGE-ID)]"]):
+            raw = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+            view = MessageView(uid, raw_header=raw)
+            out[uid] = view.message_id
+            self._dry_headers[uid] = (", ".join(view.header("From")), view.subject)
+        return out
+
+    def _print_rule(self, rule: Rule, uids: UidSet) -> None:
+        """--dry-run output: the rule, the actions it would take, and the messages."""
+        headers = getattr(self, "_dry_headers", {})
+        actions = ", ".join(f"{c.name} {_arg_text(c)}".strip() for c in rule.actions)
+        print(f"rule {rule.name!r}: {len(uids)} message(s) would get: {actions}", file=self.out)
+        for uid in uids:
+            sender, subject = headers.get(uid, ("", ""))
+            print(f"  UID {uid}  From: {sender}  Subject: {subject}", file=self.out)
+
+    def _log_action(
+        self, rule: Rule, account: str, server: str, call: ActionCall, uids: UidSet, mids: dict[int, str]
+    ) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        arg = _arg_text(call)
+        for uid in uids:
+            log.info("rule %r account %s mailbox %s UID %d Message-ID %s: %s %s",
+                     rule.name, account, server, uid, mids.get(uid) or "-", call.name, arg)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _names(rules: list[Rule]) -> list[str]:
+    return [r.name for r in rules]
+
+
+def _since(day: dt.date):
+    from .model import ArrivalDate
+
+    return ArrivalDate("since", day)
+
+
+def _once_per_rule(call: ActionCall, registry: Registry) -> bool:
+    """Sweep actions that must act on a message at most once per rule (copy and plugins)."""
+    spec = registry.actions.get(call.name)
+    return call.name == "copy" or (spec is not None and not spec.builtin)
+
+
+BARE_WORDS = {"flag", "unflag", "seen", "unseen", "trash", "delete"}
+
+
+def _arg_text(call: ActionCall) -> str:
+    if call.arg is None or call.name in BARE_WORDS:
+        return ""
+    if isinstance(call.arg, tuple):
+        return " ".join(str(a) for a in call.arg)
+    return str(call.arg)
+
+
+def _event(rule, account, server, call, uids, mids, dry_run):
+    from .plugins import ActionEvent
+
+    return ActionEvent(rule.name, account, server, call.name, call.arg, tuple(uids),
+                       tuple(mids.get(u, "") for u in uids), dry_run)
+
+
+def _fetch_items(needs: set[str]) -> tuple[list[str], int]:
+    items: list[str] = []
+    batch = FETCH_BATCH
+    if "message" in needs:
+        items.append("BODY.PEEK[]")
+        batch = BODY_FETCH_BATCH
+    elif "headers" in needs:
+        items.append("BODY.PEEK[HEADER]")
+    else:
+        fields = sorted({n.split(":", 1)[1].upper() for n in needs if n.startswith("header:")} | {"MESSAGE-ID"})
+        items.append(f"BODY.PEEK[HEADER.FIELDS ({' '.join(fields)})]")
+    if "size" in needs:
+        items.append("RFC822.SIZE")
+    if "flags" in needs:
+        items.append("FLAGS")
+    return items, batch
+
+
+def _view(uid: int, data: dict) -> MessageView:
+    raw = data.get(b"BODY[]")
+    header = None
+    if raw is None:
+        header = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), None)
+    flags = tuple(f.decode() if isinstance(f, bytes) else f for f in data.get(b"FLAGS", ()))
+    return MessageView(uid, raw=raw, raw_header=header, size=data.get(b"RFC822.SIZE"), flags=flags)
+
+
+__all__ = ["Engine", "Outcome", "SessionPool", "decode_rfc2047"]

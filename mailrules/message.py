@@ -1,0 +1,101 @@
+"""`MessageView`: what a predicate sees of one message, parsed lazily.
+
+The engine fetches only the parts the rule's predicates need (see `Predicate.needs`),
+then hands each predicate a MessageView. Parsing happens on first access, with the
+stdlib `email` package and its modern policy.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.header import decode_header, make_header
+from email.message import EmailMessage
+from email.utils import getaddresses
+from functools import cached_property
+
+
+def decode_rfc2047(value: str) -> str:
+    """Decode RFC 2047 encoded-words; undecodable input is returned as it is."""
+    try:
+        return str(make_header(decode_header(value)))
+    except Exception:  # noqa: BLE001 - malformed headers are common in real mail
+        return value
+
+
+class MessageView:
+    """One message as predicates see it.
+
+    raw_header: the header block (bytes) or None if not fetched; raw: the whole message
+    (bytes) or None; size and flags as the server reported them.
+    """
+
+    def __init__(
+        self,
+        uid: int,
+        *,
+        raw: bytes | None = None,
+        raw_header: bytes | None = None,
+        size: int | None = None,
+        flags: tuple[str, ...] = (),
+    ) -> None:
+        self.uid = uid
+        self.raw = raw
+        self._raw_header = raw_header
+        self.size = size if size is not None else (len(raw) if raw is not None else None)
+        self.flags = flags
+
+    @cached_property
+    def email(self) -> EmailMessage:
+        """The parsed message (only the header if the body was not fetched)."""
+        data = self.raw if self.raw is not None else (self._raw_header or b"")
+        return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
+
+    @cached_property
+    def _compat_headers(self) -> email.message.Message:
+        data = self.raw if self.raw is not None else (self._raw_header or b"")
+        return email.message_from_bytes(data, policy=email.policy.compat32)
+
+    def header(self, name: str) -> list[str]:
+        """Every occurrence of header `name`, RFC 2047-decoded, unfolded."""
+        values = self._compat_headers.get_all(name) or []
+        out = []
+        for v in values:
+            text = str(v) if not isinstance(v, str) else v
+            text = decode_rfc2047(text)
+            out.append(" ".join(text.split()))
+        return out
+
+    @property
+    def subject(self) -> str:
+        values = self.header("Subject")
+        return values[0] if values else ""
+
+    @property
+    def message_id(self) -> str:
+        values = self.header("Message-ID")
+        return values[0].strip() if values else ""
+
+    @cached_property
+    def from_addresses(self) -> list[str]:
+        """The bare addresses of the From: header(s)."""
+        return [addr for _name, addr in getaddresses(self.header("From")) if addr]
+
+    @cached_property
+    def body_text(self) -> str:
+        """The decoded text of every text/* part, joined by newlines."""
+        msg = self.email
+        parts = []
+        for part in msg.walk() if msg.is_multipart() else [msg]:
+            if part.is_multipart():
+                continue
+            if part.get_content_maintype() != "text":
+                continue
+            if part.get_content_disposition() == "attachment":
+                continue
+            try:
+                parts.append(part.get_content())
+            except Exception:  # noqa: BLE001 - bad charsets/encodings: fall back to bytes
+                payload = part.get_payload(decode=True) or b""
+                parts.append(payload.decode("utf-8", errors="replace"))
+        return "\n".join(p if isinstance(p, str) else str(p) for p in parts)

@@ -1,0 +1,263 @@
+"""The validated configuration, as plain data.
+
+`config.load()` turns a rules file into these objects; everything downstream (the
+criteria compiler, the engine, the watcher) reads only these, never YAML. Data flows
+one way: config -> plan -> IMAP.
+
+Criteria are a small tree of frozen dataclasses (`Criterion` subclasses) so that both
+the IMAP SEARCH compiler (`criteria.compile_search`) and a local, offline evaluator can
+walk the same structure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where something was written: file, 1-based line and column."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.column}"
+        return self.file
+
+
+# --------------------------------------------------------------------------- criteria
+
+
+@dataclass(frozen=True)
+class Text:
+    """Case-insensitive substring search of an address/text field.
+
+    field is one of: from, to, cc, bcc, subject, body, text.
+    """
+
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Header:
+    """HEADER name value; value "" means the header exists."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Size:
+    """op is 'larger' or 'smaller'; size in bytes (RFC822.SIZE)."""
+
+    op: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Age:
+    """op is 'older' or 'younger'; seconds since arrival (INTERNALDATE)."""
+
+    op: str
+    seconds: int
+
+
+@dataclass(frozen=True)
+class ArrivalDate:
+    """op is 'before', 'on' or 'since'; compares INTERNALDATE's date."""
+
+    op: str
+    date: dt.date
+
+
+@dataclass(frozen=True)
+class SentDate:
+    """op is 'before', 'on' or 'since'; compares the Date: header's date."""
+
+    op: str
+    date: dt.date
+
+
+@dataclass(frozen=True)
+class Flag:
+    r"""A system flag (e.g. '\Seen') that must be present (or absent)."""
+
+    flag: str
+    present: bool = True
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """A keyword (e.g. '$Dev') that must be present (or absent)."""
+
+    name: str
+    present: bool = True
+
+
+@dataclass(frozen=True)
+class All:
+    """Every child matches (AND). No children: every message matches."""
+
+    children: tuple[Criterion, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """At least one child matches (OR). No children: nothing matches."""
+
+    children: tuple[Criterion, ...] = ()
+
+
+@dataclass(frozen=True)
+class Not:
+    child: Criterion
+
+
+@dataclass(frozen=True)
+class Raw:
+    """IMAP search keys, sent verbatim."""
+
+    text: str
+
+
+Criterion = Text | Header | Size | Age | ArrivalDate | SentDate | Flag | Keyword | All | AnyOf | Not | Raw
+
+MATCH_EVERYTHING = All(())
+
+# --------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class FolderRef:
+    """A destination folder, written with '/' between levels, in plain Unicode.
+
+    account is set for a cross-account destination ('account:Folder').
+    """
+
+    path: str
+    account: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.account}:{self.path}" if self.account else self.path
+
+
+@dataclass(frozen=True)
+class PredicateCall:
+    """One item of a rule's `where:` list: a predicate name and its validated arguments."""
+
+    name: str
+    args: Any
+    location: Location
+
+
+@dataclass(frozen=True)
+class ActionCall:
+    """One item of a rule's `actions:` list.
+
+    arg is already normalised by the action's validator: for flag actions a tuple of
+    flags/keywords, for copy/move a FolderRef, None for bare-word actions.
+    """
+
+    name: str
+    arg: Any
+    location: Location
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a scheduled rule sweeps: a 5-field cron expression or an interval."""
+
+    cron: str | None = None
+    every_seconds: int | None = None
+
+    def key(self) -> str:
+        """Rules whose schedules have the same key sweep together."""
+        return f"cron:{self.cron}" if self.cron else f"every:{self.every_seconds}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    match: Criterion = MATCH_EVERYTHING
+    actions: tuple[ActionCall, ...] = ()
+    where: tuple[PredicateCall, ...] = ()
+    account: str | None = None  # None: every account
+    mailboxes: tuple[str, ...] | None = None  # None: every watched mailbox
+    stop: bool = False  # already True when an action is terminal (move/trash/delete)
+    enabled: bool = True
+    schedule: Schedule | None = None
+    location: Location = Location("<memory>")
+
+    def applies_to(self, account: str, mailbox: str, watched: tuple[str, ...]) -> bool:
+        """Whether this rule runs on `mailbox` of `account` (arrival or sweep)."""
+        if not self.enabled:
+            return False
+        if self.account is not None and self.account != account:
+            return False
+        mailboxes = self.mailboxes if self.mailboxes is not None else watched
+        return mailbox in mailboxes
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How to obtain the secret for an account.
+
+    kind is one of: password_command, password_env, keyring, oauth2, password.
+    value: the command (str or list), the variable name, True, {'token_command': ...},
+    or the password itself. Never logged: see __repr__.
+    """
+
+    kind: str
+    value: Any = field(repr=False)
+
+    def __repr__(self) -> str:
+        shown = self.value if self.kind in ("password_env",) else "***"
+        return f"Auth(kind={self.kind!r}, value={shown!r})"
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    host: str
+    username: str
+    auth: Auth
+    port: int = 993
+    tls: str = "implicit"  # implicit | starttls | none
+    ca_file: str | None = None
+    insecure: bool = False
+    watch: tuple[str, ...] = ("INBOX",)
+    timeout: float = 60.0  # seconds for connect, login and each command
+    location: Location = Location("<memory>")
+
+
+@dataclass(frozen=True)
+class Config:
+    accounts: dict[str, Account]
+    rules: tuple[Rule, ...]
+    path: str = "<memory>"
+    timezone: str | None = None
+    files: tuple[str, ...] = ()  # the main file and every included file, in load order
+    warnings: tuple[str, ...] = ()  # load-time warnings (inline password, ...), already issued
+
+    def rules_for(self, account: str, mailbox: str, *, scheduled: bool | None = False) -> list[Rule]:
+        """Enabled rules for this mailbox, in file order.
+
+        scheduled=False: arrival rules only; True: scheduled rules only; None: both.
+        """
+        acct = self.accounts[account]
+        out = []
+        for rule in self.rules:
+            if scheduled is not None and (rule.schedule is not None) != scheduled:
+                continue
+            if rule.applies_to(account, mailbox, acct.watch):
+                out.append(rule)
+        return out

@@ -1,0 +1,410 @@
+"""`ImapSession`: the IMAP commands the engine needs, over one logged-in IMAPClient.
+
+Everything here is UID-based (never sequence numbers), batched into UID sets of
+bounded length, and decides from the *advertised* capabilities (MOVE, UIDPLUS,
+ESEARCH, WITHIN, LITERAL+, SPECIAL-USE). Folder names are given as mailrules writes
+them ('Lists/dev', plain Unicode) and translated to the server's namespace prefix and
+separator; IMAPClient encodes modified UTF-7.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import imapclient
+from imapclient.exceptions import IMAPClientError
+
+from .criteria import CLOSE, OPEN, Literal, SearchQuery
+from .uidset import UidSet
+
+log = logging.getLogger("mailrules.imap")
+
+FETCH_BATCH = 500  # messages per UID FETCH
+BODY_FETCH_BATCH = 100  # messages per UID FETCH of whole messages (bounded memory)
+MAX_SET_CHARS = 4000  # characters of UID set per command line
+
+
+class ServerRefused(Exception):
+    """The server answered NO (or BAD) to a command."""
+
+    def __init__(self, command: str, message: str) -> None:
+        super().__init__(f"{command}: {message}")
+        self.command = command
+        self.message = message
+
+    @property
+    def trycreate(self) -> bool:
+        return "TRYCREATE" in self.message.upper()
+
+
+@dataclass
+class Transfer:
+    """What a COPY or MOVE reported: destination UIDVALIDITY and source->destination UIDs."""
+
+    uidvalidity: int | None = None
+    mapping: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Selected:
+    """What SELECT/EXAMINE told us about a mailbox."""
+
+    name: str
+    uidvalidity: int
+    uidnext: int
+    exists: int
+    permanent_flags: tuple[str, ...]
+    readonly: bool
+
+    def can_store_keyword(self, keyword: str) -> bool:
+        flags = {f.lower() for f in self.permanent_flags}
+        return "\\*" in flags or keyword.lower() in flags
+
+
+class ImapSession:
+    """One logged-in connection of one account."""
+
+    def __init__(self, client: imapclient.IMAPClient, account: str = "") -> None:
+        self.client = client
+        self.account = account
+        self.capabilities = frozenset(
+            (c.decode() if isinstance(c, bytes) else c).upper() for c in client.capabilities()
+        )
+        self.selected: Selected | None = None
+        self._prefix: str | None = None
+        self._separator: str | None = None
+        self._trash: str | None = None
+        self._known_folders: set[str] = set()
+
+    def has(self, capability: str) -> bool:
+        return capability.upper() in self.capabilities
+
+    # ------------------------------------------------------------------ folders
+
+    def _namespace(self) -> tuple[str, str]:
+        if self._separator is None:
+            prefix, sep = "", "/"
+            try:
+                if self.has("NAMESPACE"):
+                    personal = self.client.namespace().personal
+                    if personal:
+                        prefix, sep = personal[0][0] or "", personal[0][1] or sep
+                else:
+                    folders = self.client.list_folders("", "")
+                    if folders and folders[0][1]:
+                        sep = folders[0][1].decode() if isinstance(folders[0][1], bytes) else folders[0][1]
+            except IMAPClientError as exc:
+                log.debug("namespace lookup failed, assuming '/': %s", exc)
+            if isinstance(prefix, bytes):
+                prefix = prefix.decode()
+            if isinstance(sep, bytes):
+                sep = sep.decode()
+            self._prefix, self._separator = prefix, sep
+        return self._prefix or "", self._separator or "/"
+
+    def server_name(self, path: str) -> str:
+        """The server's name for a folder written 'A/B' (namespace prefix and separator)."""
+        prefix, sep = self._namespace()
+        if path.upper() == "INBOX":
+            return "INBOX"
+        parts = path.split("/")
+        if sep != "/" and any(sep in p for p in parts):
+            raise ValueError(f"folder {path!r}: a level contains the server's separator {sep!r}")
+        name = sep.join(parts)
+        if prefix and not name.upper().startswith(prefix.upper()) and not name.upper().startswith("INBOX" + sep):
+            name = prefix + name
+        return name
+
+    def folder_exists(self, server_name: str) -> bool:
+        if server_name in self._known_folders:
+            return True
+        found = bool(self.client.list_folders("", server_name))
+        if found:
+            self._known_folders.add(server_name)
+        return found
+
+    def create_folder(self, server_name: str) -> None:
+        """Create a folder (and report success if another client just created it)."""
+        try:
+            self.client.create_folder(server_name)
+            log.info("account %s: created folder %s", self.account, server_name)
+            with contextlib.suppress(IMAPClientError):
+                self.client.subscribe_folder(server_name)  # so that mail clients show it
+        except IMAPClientError:
+            if not self.folder_exists(server_name):
+                raise
+        self._known_folders.add(server_name)
+
+    def find_trash(self) -> str | None:
+        """The \\Trash special-use mailbox, else Trash / Deleted Items / Deleted Messages."""
+        if self._trash is None:
+            found = None
+            try:
+                found = self.client.find_special_folder(imapclient.TRASH)
+            except IMAPClientError:
+                found = None
+            if found is None:
+                for name in ("Trash", "Deleted Items", "Deleted Messages"):
+                    candidate = self.server_name(name)
+                    if self.folder_exists(candidate):
+                        found = candidate
+                        break
+            self._trash = found
+        return self._trash
+
+    # ------------------------------------------------------------------ select
+
+    def select(self, server_name: str, *, readonly: bool = False) -> Selected:
+        self._clear_untagged()
+        resp = self.client.select_folder(server_name, readonly=readonly)
+        flags = tuple(
+            f.decode() if isinstance(f, bytes) else f for f in resp.get(b"PERMANENTFLAGS", resp.get(b"FLAGS", ()))
+        )
+        self.selected = Selected(
+            name=server_name,
+            uidvalidity=int(resp[b"UIDVALIDITY"]),
+            uidnext=int(resp.get(b"UIDNEXT") or 0) or self._uidnext_fallback(),
+            exists=int(resp.get(b"EXISTS", 0)),
+            permanent_flags=flags if b"PERMANENTFLAGS" in resp else (),
+            readonly=readonly,
+        )
+        self._known_folders.add(server_name)
+        return self.selected
+
+    def _uidnext_fallback(self) -> int:
+        uids = self.client.search(["ALL"])
+        return (max(uids) + 1) if uids else 1
+
+    def status_uidnext(self, server_name: str) -> int:
+        return int(self.client.folder_status(server_name, ["UIDNEXT"])[b"UIDNEXT"])
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, query: SearchQuery, within: UidSet | None = None) -> UidSet:
+        """UID SEARCH for `query`, restricted to the UIDs `within` (chunked if long).
+
+        Non-ASCII strings go as literals with CHARSET UTF-8; on BADCHARSET the
+        charsets the server lists are tried in turn.
+        """
+        if within is not None and not within:
+            return UidSet()
+        chunks: Iterable[UidSet | None] = within.chunks(MAX_SET_CHARS) if within is not None else [None]
+        found: list[int] = []
+        for chunk in chunks:
+            found.extend(self._search_one(query, chunk))
+        return UidSet(found)
+
+    def _search_one(self, query: SearchQuery, chunk: UidSet | None) -> list[int]:
+        try:
+            return self._send_search(query, chunk)
+        except ServerRefused as exc:
+            if "BADCHARSET" not in exc.message.upper() or query.charset is None:
+                raise
+            listed = re.search(r"BADCHARSET\s*\(([^)]*)\)", exc.message, re.I)
+            for charset in (listed.group(1).split() if listed else ["US-ASCII"]):
+                try:
+                    alt = query.encode_for(charset.strip('"'))
+                except (LookupError, UnicodeEncodeError):
+                    continue
+                return self._send_search(alt, chunk)
+            raise ServerRefused(
+                "SEARCH",
+                f"the server cannot search this text (it supports only: "
+                f"{listed.group(1) if listed else 'US-ASCII'}): {exc.message}",
+            ) from None
+
+    def _send_search(self, query: SearchQuery, chunk: UidSet | None) -> list[int]:
+        tokens: list[bytes] = []
+        esearch = self.has("ESEARCH")
+        if esearch:
+            tokens += [b"RETURN", b"(ALL)"]
+        if query.charset:
+            tokens += [b"CHARSET", query.charset.encode("ascii")]
+        if chunk is not None:
+            tokens += [b"UID", str(chunk).encode("ascii")]
+        tokens += list(query.tokens)
+        typ, data = self._command(b"SEARCH", tokens)
+        if typ != "OK":
+            raise ServerRefused("SEARCH", _text(data))
+        if esearch:
+            lines = self.client._imap.untagged_responses.pop("ESEARCH", [])
+            out: list[int] = []
+            for line in lines:
+                m = re.search(rb"\bALL\s+([0-9:,]+)", line if isinstance(line, bytes) else line.encode())
+                if m:
+                    out.extend(UidSet.parse(m.group(1).decode()))
+            return out
+        lines = self.client._imap.untagged_responses.pop("SEARCH", [])
+        return [int(x) for line in lines for x in (line or b"").split()]
+
+    def _command(self, name: bytes, tokens: list[bytes]) -> tuple[str, list]:
+        """Send `UID name tokens...` with literals and parentheses placed correctly."""
+        imap = self.client._imap
+        self._clear_untagged()
+        literal_plus = self.has("LITERAL+")
+        tag = imap._new_tag()
+        buf = [tag, b" UID ", name]
+        prev = name
+        for tok in tokens:
+            if isinstance(tok, Literal):
+                log.debug("> %s", b"".join(buf)[:512])
+                imap.send(b"".join(buf))
+                buf = []
+                self.client._send_literal(tag, bytes(tok), literal_plus)
+            else:
+                if tok != CLOSE and prev != OPEN:
+                    buf.append(b" ")
+                buf.append(tok)
+            prev = tok
+        buf.append(b"\r\n")
+        line = b"".join(buf)
+        log.debug("> %s", line[:512])
+        imap.send(line)
+        try:
+            typ, data = imap._command_complete(name.decode(), tag)
+        except imap.abort:
+            raise
+        except imap.error as exc:  # BAD
+            raise ServerRefused(name.decode(), str(exc)) from None
+        return typ, data
+
+    def _clear_untagged(self) -> None:
+        responses = self.client._imap.untagged_responses
+        for key in ("ESEARCH", "SEARCH", "COPYUID", "OK", "NO", "TRYCREATE", "EXPUNGE", "FETCH", "EXISTS",
+                    "RECENT", "VANISHED"):
+            responses.pop(key, None)
+
+    # ------------------------------------------------------------------ fetch
+
+    def fetch(self, uids: UidSet, items: list[str], batch: int = FETCH_BATCH) -> Iterator[tuple[int, dict]]:
+        """UID FETCH in batches; yields (uid, data) for messages that still exist."""
+        for chunk in uids.chunks(MAX_SET_CHARS, batch):
+            try:
+                resp = self.client.fetch(list(chunk), items)
+            except IMAPClientError as exc:
+                raise ServerRefused("FETCH", str(exc)) from None
+            for uid in sorted(resp):
+                if uid in chunk:
+                    yield uid, resp[uid]
+
+    def message_ids(self, uids: UidSet) -> dict[int, str]:
+        """Message-ID of each message (empty string when it has none)."""
+        out: dict[int, str] = {}
+        for uid, data in self.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]):
+            raw = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+            out[uid] = _parse_message_id(raw)
+        return out
+
+    def existing(self, uids: UidSet) -> UidSet:
+        """Which of these UIDs still exist in the selected mailbox."""
+        if not uids:
+            return UidSet()
+        return self.search(SearchQuery((b"ALL",)), within=uids)
+
+    # ------------------------------------------------------------------ changes
+
+    def store(self, uids: UidSet, flags: Iterable[str], *, add: bool) -> None:
+        """UID STORE +FLAGS.SILENT / -FLAGS.SILENT."""
+        flag_list = list(flags)
+        for chunk in uids.chunks(MAX_SET_CHARS):
+            try:
+                if add:
+                    self.client.add_flags(str(chunk), flag_list, silent=True)
+                else:
+                    self.client.remove_flags(str(chunk), flag_list, silent=True)
+            except IMAPClientError as exc:
+                raise ServerRefused("STORE", str(exc)) from None
+
+    def copy(self, uids: UidSet, server_name: str) -> Transfer:
+        """UID COPY; the result maps source to destination UIDs when the server says (UIDPLUS)."""
+        return self._transfer("copy", uids, server_name)
+
+    def move(self, uids: UidSet, server_name: str) -> Transfer:
+        """UID MOVE (the caller checks the MOVE capability first)."""
+        return self._transfer("move", uids, server_name)
+
+    def _transfer(self, verb: str, uids: UidSet, server_name: str) -> Transfer:
+        result = Transfer()
+        for chunk in uids.chunks(MAX_SET_CHARS):
+            self._clear_untagged()
+            try:
+                getattr(self.client, verb)(str(chunk), server_name)
+            except IMAPClientError as exc:
+                raise ServerRefused(verb.upper(), str(exc)) from None
+            # imaplib files response codes such as [COPYUID v src dst] under their name
+            for data in self.client._imap.untagged_responses.pop("COPYUID", []):
+                parsed = _parse_copyuid(data)
+                if parsed:
+                    result.uidvalidity = parsed[0]
+                    result.mapping.update(parsed[1])
+        return result
+
+    def uid_expunge(self, uids: UidSet) -> None:
+        """UID EXPUNGE of exactly these UIDs (requires UIDPLUS). Never a bare EXPUNGE."""
+        if not self.has("UIDPLUS"):
+            raise ServerRefused("UID EXPUNGE", "the server lacks UIDPLUS")
+        for chunk in uids.chunks(MAX_SET_CHARS):
+            try:
+                self.client.uid_expunge(str(chunk))
+            except IMAPClientError as exc:
+                raise ServerRefused("UID EXPUNGE", str(exc)) from None
+
+    def append(self, server_name: str, message: bytes, flags: Iterable[str], internaldate) -> tuple[int, int] | None:
+        """APPEND; returns (UIDVALIDITY, new UID) when the server says (APPENDUID)."""
+        try:
+            resp = self.client.append(server_name, message, flags=list(flags), msg_time=internaldate)
+        except IMAPClientError as exc:
+            raise ServerRefused("APPEND", str(exc)) from None
+        m = re.search(rb"APPENDUID\s+(\d+)\s+(\d+)", resp if isinstance(resp, bytes) else str(resp).encode())
+        return (int(m.group(1)), int(m.group(2))) if m else None
+
+    def noop(self) -> None:
+        self.client.noop()
+
+    def logout(self) -> None:
+        try:
+            self.client.logout()
+        except Exception:  # noqa: BLE001 - the connection may already be gone
+            with contextlib.suppress(Exception):
+                self.client.shutdown()
+
+
+def _text(data: list) -> str:
+    parts = [d.decode("utf-8", "replace") if isinstance(d, bytes) else str(d) for d in data or []]
+    return " ".join(parts)
+
+
+def _parse_copyuid(data: bytes | str) -> tuple[int, dict[int, int]] | None:
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    m = re.match(r"\s*(\d+)\s+([0-9:,]+)\s+([0-9:,]+)", text)
+    if not m:
+        return None
+    src, dst = _expand(m.group(2)), _expand(m.group(3))
+    if len(src) != len(dst):
+        return None
+    return int(m.group(1)), dict(zip(src, dst, strict=True))
+
+
+def _expand(text: str) -> list[int]:
+    """Expand a UID set keeping the server's order (COPYUID pairs in order)."""
+    out: list[int] = []
+    for part in text.split(","):
+        if ":" in part:
+            lo, hi = (int(x) for x in part.split(":"))
+            step = 1 if hi >= lo else -1
+            out.extend(range(lo, hi + step, step))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def _parse_message_id(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    m = re.search(r"^message-id:\s*(.*(?:\r?\n[ \t].*)*)", text, re.I | re.M)
+    if not m:
+        return ""
+    return " ".join(m.group(1).split())

@@ -1,0 +1,60 @@
+"""`mailrules status`: progress per account and mailbox, pending and given-up messages, next sweeps."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import TextIO
+
+from .model import Config
+
+
+def next_sweeps(config: Config, now: dt.datetime | None = None) -> list[tuple[str, dt.datetime | None]]:
+    """(schedule description, next fire time) for each distinct schedule of the rules file."""
+    from .scheduler import trigger_for
+
+    now = now or dt.datetime.now(dt.UTC)
+    seen: dict[str, dt.datetime | None] = {}
+    for rule in config.rules:
+        if rule.schedule is None or not rule.enabled or rule.schedule.key() in seen:
+            continue
+        trigger = trigger_for(rule.schedule, config.timezone)
+        seen[rule.schedule.key()] = trigger.get_next_fire_time(None, now)
+    return list(seen.items())
+
+
+def print_status(config: Config, state_dir: Path, *, out: TextIO) -> int:
+    from .state import StateStore
+
+    if not (state_dir / "state.sqlite3").exists():
+        print(f"no state yet in {state_dir} (mailrules run has not run with this state directory)", file=out)
+        _print_sweeps(config, out)
+        return 0
+    store = StateStore(state_dir)
+    try:
+        pending = store.all_pending()
+        for mb in store.mailboxes():
+            rows = [p for a, m, p in pending if a == mb.account and m == mb.mailbox]
+            retry = sum(1 for p in rows if p.status == "retry")
+            given_up = [p for p in rows if p.status == "given_up"]
+            when = dt.datetime.fromtimestamp(mb.last_pass).isoformat(timespec="seconds") if mb.last_pass else "never"
+            print(f"{mb.account} {mb.mailbox}: processed up to UID {mb.checkpoint} (UIDVALIDITY {mb.uidvalidity}), "
+                  f"last pass {when}; pending {retry}, given up {len(given_up)}", file=out)
+            if mb.last_error:
+                print(f"  last error: {mb.last_error}", file=out)
+            for p in given_up:
+                print(f"  given up: UID {p.uid} Message-ID {p.message_id or '-'} at rule {p.rule_name!r} "
+                      f"after {p.attempts} attempts: {p.last_error}", file=out)
+            for p in rows:
+                if p.status == "retry":
+                    print(f"  pending: UID {p.uid} at rule {p.rule_name!r} (attempt {p.attempts}): {p.last_error}",
+                          file=out)
+    finally:
+        store.close()
+    _print_sweeps(config, out)
+    return 0
+
+
+def _print_sweeps(config: Config, out: TextIO) -> None:
+    for key, when in next_sweeps(config):
+        print(f"next sweep {key}: {when.isoformat(timespec='seconds') if when else 'none'}", file=out)

@@ -1,0 +1,100 @@
+"""UID sets: sorted, duplicate-free, written compactly in IMAP syntax ("1:5,8,10:12")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+
+class UidSet:
+    """An immutable, sorted set of UIDs."""
+
+    __slots__ = ("_uids",)
+
+    def __init__(self, uids: Iterable[int] = ()) -> None:
+        self._uids: tuple[int, ...] = tuple(sorted(set(uids)))
+
+    @classmethod
+    def parse(cls, text: str) -> UidSet:
+        """Parse IMAP sequence-set syntax without '*' (e.g. '1:5,8')."""
+        out: list[int] = []
+        for part in filter(None, text.split(",")):
+            if ":" in part:
+                lo, hi = (int(x) for x in part.split(":", 1))
+                out.extend(range(min(lo, hi), max(lo, hi) + 1))
+            else:
+                out.append(int(part))
+        return cls(out)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._uids)
+
+    def __len__(self) -> int:
+        return len(self._uids)
+
+    def __bool__(self) -> bool:
+        return bool(self._uids)
+
+    def __contains__(self, uid: object) -> bool:
+        from bisect import bisect_left
+
+        i = bisect_left(self._uids, uid)  # type: ignore[arg-type]
+        return i < len(self._uids) and self._uids[i] == uid
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UidSet) and self._uids == other._uids
+
+    def __hash__(self) -> int:
+        return hash(self._uids)
+
+    def __repr__(self) -> str:
+        return f"UidSet({str(self)!r})"
+
+    def ranges(self) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for uid in self._uids:
+            if out and uid == out[-1][1] + 1:
+                out[-1] = (out[-1][0], uid)
+            else:
+                out.append((uid, uid))
+        return out
+
+    def __str__(self) -> str:
+        return ",".join(str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in self.ranges())
+
+    def chunks(self, max_chars: int = 4000, max_count: int | None = None) -> Iterator[UidSet]:
+        """Split into sets whose IMAP text stays under max_chars (and count under max_count)."""
+        current: list[int] = []
+        length = 0
+        for lo, hi in self.ranges():
+            piece = len(str(lo)) + (len(str(hi)) + 1 if hi != lo else 0) + 1
+            span = list(range(lo, hi + 1))
+            if current and (length + piece > max_chars or (max_count and len(current) + len(span) > max_count)):
+                yield UidSet(current)
+                current, length = [], 0
+            if max_count and len(span) > max_count:
+                for i in range(0, len(span), max_count):
+                    part = span[i : i + max_count]
+                    if len(part) == max_count:
+                        yield UidSet(part)
+                    else:
+                        current, length = part, piece
+                continue
+            current.extend(span)
+            length += piece
+        if current:
+            yield UidSet(current)
+
+    def __or__(self, other: Iterable[int]) -> UidSet:
+        return UidSet([*self._uids, *other])
+
+    def __sub__(self, other: Iterable[int]) -> UidSet:
+        drop = set(other)
+        return UidSet(u for u in self._uids if u not in drop)
+
+    def __and__(self, other: Iterable[int]) -> UidSet:
+        keep = set(other)
+        return UidSet(u for u in self._uids if u in keep)
+
+    @property
+    def max(self) -> int:
+        return self._uids[-1] if self._uids else 0
