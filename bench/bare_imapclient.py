@@ -4,7 +4,7 @@ It sends the smallest sensible command sequence for the rules of bench/rules.yam
 `rules` scenario) or bench/rules_body.yaml (`body`): LOGIN, SELECT INBOX, then per rule one
 UID SEARCH over the whole mailbox and one UID STORE / UID COPY / UID MOVE per action (on
 [TRYCREATE] a CREATE and one retry). For the body regex: UID SEARCH ALL, then
-UID FETCH BODY.PEEK[TEXT] in chunks of 500 UIDs, matched on the client.
+UID FETCH BODY.PEEK[TEXT] in chunks of 200 UIDs, matched on the client.
 
     python bench/bare_imapclient.py --host 127.0.0.1 --port 10143 --user u --scenario rules
     (password from $BENCH_IMAP_PASSWORD)
@@ -54,7 +54,7 @@ RULES: list[tuple[str, list[str], list[tuple[str, str | None]]]] = [
 ]
 
 BODY_RULE = ("failed builds", re.compile(rb"build #\d+ failed"), [("add_flags", "$BuildFailed"), ("move", "CI/failed")])
-FETCH_CHUNK = 500
+FETCH_CHUNK = 200
 
 
 def uid_ranges(uids: list[int]) -> str:

@@ -11,7 +11,8 @@ The mix (by weight):
     (base64 attachments), ~8% carry a small attachment;
   - multipart/alternative HTML, quoted-printable UTF-8 bodies and RFC 2047 subjects;
   - arrival dates (INTERNALDATE, delivered as the Maildir file's mtime) spread over 90 days,
-    with NO message between 57 and 63 days old: the 60-day age rule is expressed exactly by
+    in one-day slots (each message arrives in the middle of its day, see SLOT; the Date:
+    header keeps the exact time), with NO message between 57 and 63 days old: the 60-day age rule is expressed exactly by
     mailrules (OLDER, seconds) and day-granularly by imapfilter (BEFORE date); the gap makes
     both select the same messages whatever the time of day;
   - ~2.5% of bodies contain `build #NNNN failed` (the body-regex benchmark), always in a
@@ -45,6 +46,10 @@ DAY = 86_400
 SPREAD_DAYS = 90
 # No arrival times in this band (days); see the module docstring.
 AGE_GAP = (57.0, 63.0)
+# Arrival times are delivered in slots of this length (the middle of the slot): the test kit
+# sets one mtime per deliver_files() call, so the mailbox is filled with one call per
+# (slot, flags) group: 90 days x {seen, unseen} = ~180 calls, a few seconds for 10,000 messages.
+SLOT = DAY
 
 BODY_PATTERN_PY = r"build #\d+ failed"
 BODY_PATTERN_PCRE = "build #[0-9]+ failed"
@@ -172,19 +177,22 @@ def _qp_utf8(text: str) -> str:
     return quopri.encodestring(text.encode("utf-8")).decode("ascii")
 
 
-def _arrival(rng: random.Random, now: float) -> float:
+def _arrival(rng: random.Random, now: float) -> tuple[float, float]:
+    """(real arrival time, delivered arrival time): the latter is the middle of its day slot."""
     lo, hi = AGE_GAP
     while True:
         # More recent mail is more common: a skew towards young ages.
         age_days = SPREAD_DAYS * (rng.random() ** 1.4)
         if lo <= age_days <= hi or age_days * DAY < 600:
             continue
-        return float(int(now - age_days * DAY))
+        arrival = float(int(now - age_days * DAY))
+        slot = int(age_days * DAY // SLOT)
+        return arrival, float(int(now - (slot + 0.5) * SLOT))
 
 
 def _one(i: int, rng: random.Random, now: float) -> GeneratedMessage:
     category = rng.choices([c for c, _ in CATEGORIES], weights=[w for _, w in CATEGORIES])[0]
-    arrival = _arrival(rng, now)
+    arrival, delivered = _arrival(rng, now)
     sent = arrival - rng.randint(2, 900)
     age_days = (now - arrival) / DAY
     # Older mail is more likely to have been read already.
@@ -358,7 +366,7 @@ def _one(i: int, rng: random.Random, now: float) -> GeneratedMessage:
     return GeneratedMessage(
         message_id=msgid,
         data=msg.encode("utf-8"),
-        internaldate=arrival,
+        internaldate=delivered,
         seen=seen,
         category=category,
     )

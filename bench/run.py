@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 import generate  # noqa: E402
+import imaptrace  # noqa: E402
 import yaml  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
 
@@ -81,6 +82,8 @@ class Outcome:
     differences: list[str] = field(default_factory=list)
     reference: dict | None = None
     states: dict[int, dict] = field(default_factory=dict)  # id(run) -> final state
+    ref_state: dict | None = None
+    traces: dict[str, dict] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- the test kit
@@ -100,14 +103,16 @@ def kit():
 
 
 def deliver(server, user, mailbox: str, messages: list[generate.GeneratedMessage]) -> None:
-    """Write the messages as Maildir files (arrival time = mtime), then set initial flags."""
-    server.deliver_files(
-        user,
-        mailbox,
-        [m.data for m in messages],
-        internaldates=[m.internaldate for m in messages],
-        flags=[m.flags for m in messages],
-    )
+    """Write the messages as Maildir files with the kit's deliver_files (no APPEND).
+
+    deliver_files sets one mtime (INTERNALDATE) and one set of flags per call, so messages
+    are grouped by (arrival slot, flags): about 180 calls for 90 days.
+    """
+    groups: dict[tuple[float, str], list[bytes]] = {}
+    for m in messages:
+        groups.setdefault((m.internaldate, "S" if m.seen else ""), []).append(m.data)
+    for (mtime, flags), datas in sorted(groups.items()):
+        server.deliver_files(user, mailbox, datas, mtime=mtime, flags=flags)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -250,6 +255,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
     ap.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (Dovecot, logs)")
+    ap.add_argument(
+        "--trace",
+        action="store_true",
+        help="also run each tool once on a Dovecot with rawlog and count commands and round trips",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.messages, args.body_proxy_messages, args.repeat = 1_000, 200, 1
@@ -309,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mailrules-bench-"))
     outcomes: dict[str, Outcome] = {s.key: Outcome() for s in scenarios}
     failures: list[str] = []
+    trace_rows: list = []
     server = DovecotServer(tmp / "dovecot")
     server.start()
     try:
@@ -323,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                     outcome.states[id(run)] = state
             compare(outcome, failures)
             outcome.states.clear()
+        if args.trace:
+            trace_rows = run_traces(DovecotServer, TcpProxy, scenarios, outcomes, args.tools, mail, tmp, failures)
     finally:
         with contextlib.suppress(Exception):
             server.stop()
@@ -333,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
 
     table, summary = report(scenarios, outcomes, args.tools)
     print("\n" + table)
-    write_json(args, scenarios, outcomes, summary, now)
+    if trace_rows:
+        print("\nProtocol trace (one extra run per tool, Dovecot rawlog; see bench/imaptrace.py):\n")
+        print(imaptrace.table(trace_rows))
+    write_json(args, scenarios, outcomes, summary, now, trace_rows)
     if failures:
         print("\nFAILED:", file=sys.stderr)
         for f in failures:
@@ -342,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def one_run(server, TcpProxy, sc: Scenario, tool: str, rep: int, messages, tmp: Path):  # noqa: N803
-    label = f"{sc.key}{rep}{tool[:4]}"
+def one_run(server, TcpProxy, sc: Scenario, tool: str, rep: int, messages, tmp: Path, label: str = "", on_exit=None):  # noqa: N803
+    label = label or f"{sc.key}{rep}{tool[:4]}"
     user = server.add_user(label)
     deliver(server, user, "INBOX", messages)
     workdir = tmp / "runs" / label
@@ -359,7 +375,55 @@ def one_run(server, TcpProxy, sc: Scenario, tool: str, rep: int, messages, tmp: 
     tail = log.read_text(errors="replace")[-2000:]
     run = Run(sc.key, tool, rep, seconds, rss, rc, user.name, str(log), output_tail=tail)
     print(f"  rep {rep + 1} {tool:<10} {seconds:8.2f} s  {rss:7.1f} MB  exit {rc}", flush=True)
-    return run, snapshot(server.host, server.port, user)
+    if on_exit is not None:
+        on_exit()
+    state = snapshot(server.host, server.port, user)
+    # The mailbox is not needed any more: keep the disk (and the page cache) small.
+    shutil.rmtree(server.mail_dir / user.name, ignore_errors=True)
+    return run, state
+
+
+def run_traces(DovecotServer, TcpProxy, scenarios, outcomes, tools, mail, tmp: Path, failures):  # noqa: N803
+    """One more run of every tool per scenario on a Dovecot that keeps a rawlog."""
+    rawroot = tmp / "rawlog"
+    rawroot.mkdir()
+    os.chmod(rawroot, 0o777)
+    rows = []
+    server = DovecotServer(tmp / "trace-dovecot", extra_conf=imaptrace.rawlog_conf(rawroot))
+    server.start()
+    try:
+        for sc in scenarios:
+            print(f"\n== trace of scenario {sc.key}: {sc.title}, {sc.messages} messages", flush=True)
+            ref = outcomes[sc.key].ref_state
+            for tool in tools:
+                label = f"t{sc.key}{tool[:4]}"
+                (rawroot / label).mkdir()
+                os.chmod(rawroot / label, 0o777)
+                sessions = []
+
+                def collect(label=label, sessions=sessions):
+                    # The tool has exited; let Dovecot finish its rawlog, then read it before
+                    # our own verification connection adds a session.
+                    time.sleep(0.5)
+                    sessions.append(imaptrace.analyse_user(rawroot / label))
+
+                run, state = one_run(
+                    server, TcpProxy, sc, tool, 0, mail[sc.messages], tmp, label=label, on_exit=collect
+                )
+                session = sessions[0]
+                rows.append((sc.key, tool, run.seconds, session))
+                outcomes[sc.key].traces[tool] = {"wall_seconds": run.seconds, **session.as_dict()}
+                diff = diff_states(ref, state) if ref is not None else []
+                if run.returncode != 0 or diff:
+                    msg = f"trace run of scenario {sc.key}: {tool} exited {run.returncode}" + (
+                        " and left a DIFFERENT mailbox" if diff else ""
+                    )
+                    print("  !!!!!!!! " + msg + "\n  " + "\n  ".join(diff), flush=True)
+                    failures.append(msg)
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()
+    return rows
 
 
 def compare(outcome: Outcome, failures: list[str]) -> None:
@@ -373,7 +437,7 @@ def compare(outcome: Outcome, failures: list[str]) -> None:
     if not ok:
         return
     ref = next((r for r in ok if r.tool == "imapfilter"), ok[0])
-    ref_state = outcome.states[id(ref)]
+    ref_state = outcome.ref_state = outcome.states[id(ref)]
     outcome.reference = {"tool": ref.tool, "repetition": ref.repetition}
     print(f"  final state ({ref.tool}, repetition {ref.repetition + 1}; folder: messages (flags)):", flush=True)
     print(describe(ref_state), flush=True)
@@ -438,7 +502,7 @@ def report(scenarios: list[Scenario], outcomes: dict[str, Outcome], tools: list[
     return "\n".join(lines), summary
 
 
-def write_json(args, scenarios, outcomes, summary, now: float) -> None:
+def write_json(args, scenarios, outcomes, summary, now: float, trace_rows) -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     versions = {"python": platform.python_version()}
     with contextlib.suppress(Exception):
@@ -463,6 +527,7 @@ def write_json(args, scenarios, outcomes, summary, now: float) -> None:
                 "summary": summary.get(sc.key, {}),
                 "runs": [{k: v for k, v in asdict(r).items() if k != "output_tail"} for r in outcomes[sc.key].runs],
                 "differences": outcomes[sc.key].differences,
+                "trace": outcomes[sc.key].traces,
             }
             for sc in scenarios
         },

@@ -20,10 +20,11 @@ without UIDPLUS nothing is expunged at all (the messages stay marked, with a war
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .message import MessageView
 from .model import ActionCall, FolderRef, Rule
 from .plugins import Action, Registry
 from .session import ImapSession, Selected, ServerRefused
@@ -68,6 +69,19 @@ class ActionContext:
     def fetch(self, uids: UidSet, items: list[str]):
         """UID FETCH helper for plugin actions: yields (uid, data)."""
         return self.session.fetch(uids, items)
+
+    def messages(self, uids: UidSet, needs: Iterable[str] = ("message",)) -> Iterator[MessageView]:
+        """The messages as `MessageView`s holding the parts named by `needs`, fetched in batches.
+
+        `needs` takes the same values as `Predicate.needs` ("header:Name", "headers", "body",
+        "message", "size", "flags"). Messages that no longer exist are left out.
+        """
+        from .engine import _fetch_items, _view
+        from .plugins import _check_needs
+
+        items, batch = _fetch_items(set(_check_needs(needs, "messages()")))
+        for uid, data in self.session.fetch(uids, items, batch=batch):
+            yield _view(uid, data)
 
 
 @dataclass

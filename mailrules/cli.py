@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -78,6 +79,8 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     root.setLevel(level)
     # IMAPClient's protocol log only at -vv (it is redacted by mailrules.connect either way).
     logging.getLogger("imapclient").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    # imapclient.util warns about every non-ASCII server reply; noise unless debugging
+    logging.getLogger("imapclient.util").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
     logging.getLogger("mailrules.imap").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.INFO if verbose else logging.WARNING)
 
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from .config import ConfigError, default_config_path, load
+    from .config import ConfigError, ConfigWarning, default_config_path, load
     from .plugins import PluginError, Registry
 
     if args.command == "test":
@@ -112,7 +115,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     path = Path(args.config) if args.config else default_config_path()
     try:
-        config = load(path, registry=registry)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConfigWarning)
+            config = load(path, registry=registry)
+        for message in config.warnings:
+            log.warning("%s", message)
     except ConfigError as exc:
         print(f"mailrules: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -156,8 +163,13 @@ def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Nam
     from .state import StateStore
 
     directory = _state_dir(state_dir)
-    if args.dry_run:
-        return _run_once(config, registry, None, args)
+    if args.dry_run:  # reads the progress (to know what is new) and writes nothing
+        store = StateStore(directory) if (directory / "state.sqlite3").exists() else None
+        try:
+            return _run_once(config, registry, store, args)
+        finally:
+            if store is not None:
+                store.close()
     try:
         lock = StateLock(directory)
         lock.acquire()
@@ -273,15 +285,8 @@ def cmd_status(config: Config, state_dir: Path | None) -> int:
 
 
 def cmd_plugins(registry) -> int:
-    by_plugin: dict[str, list[str]] = {}
-    for pred in registry.predicates.values():
-        by_plugin.setdefault(pred.plugin or "builtin", []).append(f"  predicate {pred.name}: {pred.description}")
-    for act in registry.actions.values():
-        by_plugin.setdefault(act.plugin or "builtin", []).append(f"  action    {act.name}: {act.description}")
-    for plugin in sorted(by_plugin, key=lambda p: (p != "builtin", p)):
-        print(plugin)
-        for line in by_plugin[plugin]:
-            print(line)
+    for line in registry.describe():
+        print(line)
     return EXIT_OK
 
 

@@ -108,6 +108,10 @@ ACCOUNT_KEYS = (
     "insecure",
     "watch",
     "timeout",
+    "max_connections",
+    "poll_interval",
+    "idle_interval",
+    "reconnect_max",
 )
 SECRET_KEYS = ("password_command", "password_env", "keyring", "oauth2", "password")
 RULE_KEYS = ("name", "account", "mailbox", "match", "where", "actions", "stop", "enabled", "schedule")
@@ -708,6 +712,16 @@ def _account(doc: _Doc, name: str, node: Node, state: _State) -> Account:
     timeout = 60.0
     if "timeout" in pairs:
         timeout = _timeout(doc, value["timeout"])
+    daemon: dict[str, Any] = {}
+    for key in ("poll_interval", "idle_interval", "reconnect_max"):
+        if key in pairs:
+            daemon[key] = _timeout(doc, value[key], key)
+    if "max_connections" in pairs:
+        daemon["max_connections"] = _int(doc, value["max_connections"], "max_connections",
+                                         "a number of connections, at least 1")
+        if daemon["max_connections"] < 1:
+            raise _expected(doc, value["max_connections"], "max_connections",
+                            "a number of connections, at least 1", hint=False)
 
     auth = _auth(doc, node, pairs, name, state)
     return Account(
@@ -721,21 +735,22 @@ def _account(doc: _Doc, name: str, node: Node, state: _State) -> Account:
         insecure=insecure,
         watch=watch,
         timeout=timeout,
+        **daemon,
         location=doc.loc(node),
     )
 
 
-def _timeout(doc: _Doc, node: Node) -> float:
+def _timeout(doc: _Doc, node: Node, what: str = "timeout") -> float:
     expected = "a number of seconds greater than zero, or a duration such as '90s'"
     raw = doc.value(node) if isinstance(node, ScalarNode) else None
     if isinstance(raw, str):
         try:
             return float(parse_duration(raw))
         except ValueError:
-            raise _expected(doc, node, "timeout", expected) from None
+            raise _expected(doc, node, what, expected) from None
     if isinstance(raw, int | float) and not isinstance(raw, bool) and raw > 0:
         return float(raw)
-    raise _expected(doc, node, "timeout", expected, hint=False)
+    raise _expected(doc, node, what, expected, hint=False)
 
 
 def _auth(doc: _Doc, node: Node, pairs: dict[str, tuple[Node, Node]], name: str, state: _State) -> Auth:
@@ -1053,11 +1068,29 @@ def _parsed(doc: _Doc, parse: Any, what: str, node: Node | None, at: Node) -> An
     try:
         return parse(raw)
     except ValueError as exc:
+        node = _node_at(node, getattr(exc, "path", ()))  # ArgumentError: the part that is wrong
         hint = doc.quote_hint(node) if node is not None else ""
         text = str(exc)
         if not text.startswith(f"{what.rsplit(': ', 1)[-1]}:"):  # the validator may name itself already
             text = f"{what}: {text}"
         raise doc.error(node if node is not None else at, f"{text}{hint}") from None
+
+
+def _node_at(node: Node | None, path: Sequence[Any]) -> Node | None:
+    """The node at `path` (mapping keys, list indexes) inside `node`, as deep as it exists."""
+    for step in path:
+        if isinstance(node, MappingNode):
+            found = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == str(step)), None)
+            if found is None:  # an unknown key: point at the key itself
+                found = next((k for k, _ in node.value if isinstance(k, ScalarNode) and k.value == str(step)), None)
+        elif isinstance(node, SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
+            found = node.value[step]
+        else:
+            found = None
+        if found is None:
+            break
+        node = found
+    return node
 
 
 def _where(doc: _Doc, node: Node, state: _State) -> tuple[PredicateCall, ...]:
@@ -1071,7 +1104,7 @@ def _where(doc: _Doc, node: Node, state: _State) -> tuple[PredicateCall, ...]:
         if predicate is None:
             known = ", ".join(sorted(state.registry.predicates)) or "none"
             raise doc.error(name_node, f"where: unknown predicate {name!r} (known predicates: {known})")
-        args = _parsed(doc, predicate.parse, f"where: {name}", arg_node, item)
+        args = _parsed(doc, predicate.validate, f"where: {name}", arg_node, item)
         calls.append(PredicateCall(name, args, doc.loc(item)))
     return tuple(calls)
 
@@ -1095,7 +1128,7 @@ def _actions(doc: _Doc, node: Node, state: _State) -> tuple[tuple[ActionCall, ..
                 f"actions: {name!r} comes after {terminal!r}, which removes the message from the mailbox, "
                 f"so nothing can follow it (put {name!r} before {terminal!r})",
             )
-        arg = _parsed(doc, action.parse, name, arg_node, item)
+        arg = _parsed(doc, action.validate, name, arg_node, item)
         if isinstance(arg, FolderRef):
             arg = _resolve_folder(doc, arg, name, arg_node or item, state)
         calls.append(ActionCall(name, arg, doc.loc(item)))

@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import imaplib
 import ipaddress
@@ -216,9 +215,11 @@ def is_loopback(host: str) -> bool:
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(name)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def make_ssl_context(account: Account) -> ssl.SSLContext:
@@ -351,9 +352,9 @@ def _open(account: Account, timeout: float, context: ssl.SSLContext | None) -> i
             timeout=SocketTimeout(connect=timeout, read=timeout),
         )
     except ssl.SSLError as exc:
-        raise _tls_error(account, exc, "implicit") from None
+        raise _tls_error(account, exc, "implicit") from exc
     except (OSError, imaplib.IMAP4.error) as exc:
-        raise _network_error(account, exc, stage, timeout) from None
+        raise _network_error(account, exc, stage, timeout) from exc
     try:
         if account.tls == "starttls":
             _starttls(client, account, context, timeout)
@@ -368,7 +369,7 @@ def _starttls(client: imapclient.IMAPClient, account: Account, context: ssl.SSLC
     try:
         caps = client.capabilities()
     except (OSError, imaplib.IMAP4.error) as exc:
-        raise _network_error(account, exc, "reading capabilities", timeout) from None
+        raise _network_error(account, exc, "reading capabilities", timeout) from exc
     if b"STARTTLS" not in caps:
         raise StartTLSMissingError(
             f"account {account.name!r}: {_where(account)} does not offer STARTTLS, so the "
@@ -380,14 +381,14 @@ def _starttls(client: imapclient.IMAPClient, account: Account, context: ssl.SSLC
     try:
         client.starttls(context)
     except ssl.SSLError as exc:
-        raise _tls_error(account, exc, "starttls") from None
+        raise _tls_error(account, exc, "starttls") from exc
     except IMAPClientError as exc:
         if isinstance(exc, imaplib.IMAP4.abort):
-            raise _network_error(account, exc, "STARTTLS", timeout) from None
+            raise _network_error(account, exc, "STARTTLS", timeout) from exc
         raise TLSError(f"account {account.name!r}: {_where(account)} refused STARTTLS ({exc})",
-                       account=account.name) from None
+                       account=account.name) from exc
     except OSError as exc:
-        raise _network_error(account, exc, "STARTTLS", timeout) from None
+        raise _network_error(account, exc, "STARTTLS", timeout) from exc
     log.debug("account %s: STARTTLS done (%s)", account.name, tls_info(client))
 
 
@@ -423,7 +424,7 @@ class _Sasl:
             return ""
         try:
             data = json.loads(self.error.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, binascii.Error):
+        except ValueError:  # not UTF-8, not JSON
             return ""
         if not isinstance(data, dict):
             return ""
@@ -557,10 +558,13 @@ def _authenticate(client: imapclient.IMAPClient, account: Account, timeout: floa
         if account.auth.kind == "oauth2" and not final:
             raise _Rejected() from None
         raise _auth_failed(account, exc) from None
-    except imaplib.IMAP4.abort as exc:
-        raise _network_error(account, exc, "login", timeout) from None
     except (OSError, imaplib.IMAP4.error) as exc:
         raise _network_error(account, exc, "login", timeout) from None
+    except ValueError:  # e.g. a SASL challenge that is not base64: the server is broken
+        raise ConnectionFailedError(
+            f"account {account.name!r}: {_where(account)} sent a malformed response during login",
+            account=account.name,
+        ) from None
 
 
 def _auth_failed(account: Account, exc: LoginError) -> AuthenticationError:

@@ -19,8 +19,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -28,7 +26,7 @@ from .actions import ActionContext, ActionFailed, ActionRunner
 from .criteria import SearchQuery, compile_search
 from .message import MessageView, decode_rfc2047
 from .model import ActionCall, Config, Rule
-from .plugins import Registry
+from .plugins import Registry, TimeLimit
 from .session import BODY_FETCH_BATCH, FETCH_BATCH, ImapSession, ServerRefused
 from .state import RunRecord, StateStore, Step
 from .uidset import UidSet
@@ -49,10 +47,19 @@ class Outcome:
     applied: int = 0  # message-actions applied
     failed: dict[int, str] = field(default_factory=dict)
     given_up: list[int] = field(default_factory=list)
+    backlog: int = 0  # new messages found (a pass with `limit` takes only the first ones)
+    more: bool = False  # `limit` left new messages for another pass
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+class Interrupted(Exception):
+    """`Engine.interrupt` asked to stop: the pass was abandoned between two steps.
+
+    Its journal stays open, so the next pass on the mailbox resumes it (as after a crash).
+    """
 
 
 class SessionPool:
@@ -100,14 +107,17 @@ class Engine:
     ) -> None:
         self.config = config
         self.registry = registry
-        self.store = None if dry_run else store
+        self.store = None if dry_run else store  # writes (none in a dry run)
+        self.reader = store  # reads: a dry run still knows what is new
         self.pool = pool
         self.dry_run = dry_run
         self.rule_names = set(rule_names) if rule_names else None
         self.out = out or sys.stdout
         self.predicate_timeout = predicate_timeout
         self._warned: set[str] = set()
-        self._executor: ThreadPoolExecutor | None = None
+        self._limiter = TimeLimit()  # plugin predicates run in a worker thread, with a time limit
+        # The daemon sets this: polled between steps; True abandons the pass (Interrupted).
+        self.interrupt: Callable[[], bool] | None = None
 
     # ------------------------------------------------------------------ selection
 
@@ -132,8 +142,16 @@ class Engine:
 
     # ------------------------------------------------------------------ arrival pass
 
-    def process(self, account: str, mailbox: str, *, since_now: bool = False) -> Outcome:
-        """Catch up on `mailbox` of `account`: run the arrival rules over what is new."""
+    def process(
+        self, account: str, mailbox: str, *, since_now: bool = False, limit: int | None = None,
+        retries: bool = True,
+    ) -> Outcome:
+        """Catch up on `mailbox` of `account`: run the arrival rules over what is new.
+
+        limit: take only the first `limit` new messages (the checkpoint moves past them;
+        `Outcome.more` says whether more are waiting). retries: also retry the messages
+        whose actions failed on earlier passes (the daemon paces retries itself).
+        """
         session = self.pool.get(account)
         server = session.server_name(mailbox)
         sel = session.select(server, readonly=self.dry_run)
@@ -150,7 +168,7 @@ class Engine:
             sel = session.select(server)
             run = None
 
-        state = store.mailbox(account, server) if store else None
+        state = self.reader.mailbox(account, server) if self.reader else None
         high = sel.uidnext - 1
         if run is not None:
             rules = self._rules_for_run(run, self.arrival_rules(account, mailbox))
@@ -159,7 +177,12 @@ class Engine:
             outcome.candidates = len(run.candidates)
             self._execute(session, account, server, rules, run.candidates, run, outcome, kind="arrival",
                           high=run.high, advance=advance)
-            return outcome
+            fresh = self.process(account, mailbox, since_now=since_now, limit=limit, retries=retries)
+            fresh.candidates += outcome.candidates
+            fresh.applied += outcome.applied
+            fresh.failed.update(outcome.failed)
+            fresh.given_up.extend(outcome.given_up)
+            return fresh
 
         if store and state is None and since_now:
             store.set_mailbox(account, server, sel.uidvalidity, high)
@@ -175,10 +198,15 @@ class Engine:
             if high > checkpoint:
                 new = session.search(SearchQuery((b"UID", f"{checkpoint + 1}:{high}".encode())))
                 new = UidSet(u for u in new if checkpoint < u <= high)
-                if store:
-                    new -= store.placed(account, server, sel.uidvalidity, checkpoint)
+                if self.reader:
+                    new -= self.reader.placed(account, server, sel.uidvalidity, checkpoint)
+                outcome.backlog = len(new)
+                if limit is not None and len(new) > limit:
+                    new = UidSet(list(new)[:limit])
+                    high = new.max  # everything at or below it is dealt with by this pass
+                    outcome.more = True
                 candidates = {uid: (0, 0) for uid in new}
-            if store:
+            if self.reader and retries:
                 candidates.update(self._retries(session, account, server, sel.uidvalidity, rules))
         outcome.candidates = len(candidates)
         if not candidates:
@@ -199,13 +227,13 @@ class Engine:
         self, session: ImapSession, account: str, server: str, uidvalidity: int, rules: list[Rule]
     ) -> dict[int, Position]:
         """Messages whose action failed on an earlier pass, with where they resume."""
-        assert self.store is not None
-        pending = self.store.pending(account, server, uidvalidity)
+        assert self.reader is not None
+        pending = self.reader.pending(account, server, uidvalidity)
         if not pending:
             return {}
         alive = session.existing(UidSet(p.uid for p in pending))
         gone = [p.uid for p in pending if p.uid not in alive]
-        if gone:
+        if gone and self.store:
             log.info("account %s mailbox %s: %d messages to retry are gone (moved or deleted elsewhere)",
                      account, server, len(gone))
             self.store.resolve(account, server, uidvalidity, gone)
@@ -325,6 +353,7 @@ class Engine:
         for i, rule in enumerate(rules):
             if not active:
                 break
+            self._check_interrupt()
             ctx.rule = rule
             searchable = UidSet(u for u in active if candidates[u][0] < i or candidates[u] == (i, 0))
             resumed = {u: candidates[u][1] for u in active if candidates[u][0] == i and candidates[u][1] > 0}
@@ -349,6 +378,7 @@ class Engine:
                     active -= set(targets_all)
                 continue
             for a, call in enumerate(rule.actions):
+                self._check_interrupt()
                 targets = UidSet(u for u in targets_all if u in active and (u in matched or resumed.get(u, 99) <= a))
                 if kind == "sweep" and self.store is not None and _once_per_rule(call, self.registry):
                     targets -= self.store.swept(account, server, rule.name, sel.uidvalidity, a)
@@ -412,6 +442,10 @@ class Engine:
             log.error("account %s mailbox %s: gave up on UID %d (Message-ID %s) after repeated failures: %s",
                       account, server, uid, mids.get(uid, "?"), failures[uid][4])
 
+    def _check_interrupt(self) -> None:
+        if self.interrupt is not None and self.interrupt():
+            raise Interrupted()
+
     # ------------------------------------------------------------------ matching
 
     def _match(
@@ -446,7 +480,7 @@ class Engine:
         preds = [(self.registry.predicates[p.name], p) for p in rule.where]
         needs: set[str] = set()
         for spec, call in preds:
-            needs.update(spec.needs(call.args))
+            needs.update(spec.needs_for(call.args))
         items, batch = _fetch_items(needs)
         passed: list[int] = []
         for uid, data in session.fetch(found, items, batch=batch):
@@ -469,15 +503,8 @@ class Engine:
         if spec.plugin == "builtin" and self.predicate_timeout is None:
             return bool(spec.test(view, args))  # the built-in regex bounds itself
         timeout = self.predicate_timeout or spec.timeout
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailrules-predicate")
-        future = self._executor.submit(spec.test, view, args)
-        try:
-            return bool(future.result(timeout=timeout))
-        except FutureTimeout:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None  # the stuck thread is abandoned; a fresh one serves the next call
-            raise TimeoutError(f"exceeded its time limit of {timeout:g}s") from None
+        # a stuck call's (daemon) thread is abandoned: it never keeps the process from exiting
+        return bool(self._limiter.call(spec.test, (view, args), timeout))
 
     # ------------------------------------------------------------------ output
 
@@ -514,8 +541,7 @@ class Engine:
                      rule.name, account, server, uid, mids.get(uid) or "-", call.name, arg)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._limiter.close()
 
 
 def _names(rules: list[Rule]) -> list[str]:
@@ -579,4 +605,4 @@ def _view(uid: int, data: dict) -> MessageView:
     return MessageView(uid, raw=raw, raw_header=header, size=data.get(b"RFC822.SIZE"), flags=flags)
 
 
-__all__ = ["Engine", "Outcome", "SessionPool", "decode_rfc2047"]
+__all__ = ["Engine", "Interrupted", "Outcome", "SessionPool", "decode_rfc2047"]

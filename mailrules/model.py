@@ -236,6 +236,14 @@ class Account:
     insecure: bool = False
     watch: tuple[str, ...] = ("INBOX",)
     timeout: float = 60.0  # seconds for connect, login and each command
+    # The daemon (mailrules.watcher): connections per account (1 for actions and sweeps, the
+    # rest IDLE one watched mailbox each; further mailboxes are polled), the polling interval
+    # (servers without IDLE, mailboxes beyond the IDLE connections), how often IDLE is
+    # re-issued (which also proves the connection alive), and the reconnection backoff cap.
+    max_connections: int = 5
+    poll_interval: float = 60.0
+    idle_interval: float = 300.0
+    reconnect_max: float = 300.0
     location: Location = Location("<memory>")
 
 

@@ -10,6 +10,7 @@ separator; IMAPClient encodes modified UTF-7.
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -17,13 +18,14 @@ from dataclasses import dataclass, field
 
 import imapclient
 from imapclient.exceptions import IMAPClientError
+from imapclient.response_parser import parse_fetch_response
 
 from .criteria import CLOSE, OPEN, Literal, SearchQuery
 from .uidset import UidSet
 
 log = logging.getLogger("mailrules.imap")
 
-FETCH_BATCH = 500  # messages per UID FETCH
+FETCH_BATCH = 2000  # messages per UID FETCH of headers/flags
 BODY_FETCH_BATCH = 100  # messages per UID FETCH of whole messages (bounded memory)
 MAX_SET_CHARS = 4000  # characters of UID set per command line
 
@@ -134,9 +136,11 @@ class ImapSession:
             log.info("account %s: created folder %s", self.account, server_name)
             with contextlib.suppress(IMAPClientError):
                 self.client.subscribe_folder(server_name)  # so that mail clients show it
-        except IMAPClientError:
+        except IMAPClientError as exc:
+            if isinstance(exc, imaplib.IMAP4.abort):
+                raise  # the connection is gone: not a refusal
             if not self.folder_exists(server_name):
-                raise
+                raise ServerRefused("CREATE", str(exc)) from None
         self._known_folders.add(server_name)
 
     def find_trash(self) -> str | None:
@@ -144,7 +148,13 @@ class ImapSession:
         if self._trash is None:
             found = None
             try:
-                found = self.client.find_special_folder(imapclient.TRASH)
+                # Only the \Trash attribute here: IMAPClient's find_special_folder() would also
+                # guess names (such as 'Deleted'), which the spec does not allow.
+                found = next(
+                    (name for flags, _sep, name in self.client.list_folders()
+                     if any(f.lower() == b"\\trash" for f in flags)),
+                    None,
+                )
             except IMAPClientError:
                 found = None
             if found is None:
@@ -283,13 +293,26 @@ class ImapSession:
     def fetch(self, uids: UidSet, items: list[str], batch: int = FETCH_BATCH) -> Iterator[tuple[int, dict]]:
         """UID FETCH in batches; yields (uid, data) for messages that still exist."""
         for chunk in uids.chunks(MAX_SET_CHARS, batch):
-            try:
-                resp = self.client.fetch(list(chunk), items)
-            except IMAPClientError as exc:
-                raise ServerRefused("FETCH", str(exc)) from None
+            resp = self._fetch_set(str(chunk), items)
             for uid in sorted(resp):
                 if uid in chunk:
                     yield uid, resp[uid]
+
+    def _fetch_set(self, uid_set: str, items: list[str]) -> dict[int, dict]:
+        """One UID FETCH with a compact UID set (IMAPClient.fetch would expand it to a list)."""
+        imap = self.client._imap
+        self._clear_untagged()
+        try:
+            tag = imap._command("UID", "FETCH", uid_set, "(" + " ".join(i.upper() for i in items) + ")")
+            typ, data = imap._command_complete("FETCH", tag)
+        except imap.abort:
+            raise
+        except imap.error as exc:
+            raise ServerRefused("FETCH", str(exc)) from None
+        if typ != "OK":
+            raise ServerRefused("FETCH", _text(data))
+        typ, data = imap._untagged_response(typ, data, "FETCH")
+        return parse_fetch_response(data, self.client.normalise_times, True)
 
     def message_ids(self, uids: UidSet) -> dict[int, str]:
         """Message-ID of each message (empty string when it has none)."""
@@ -334,7 +357,18 @@ class ImapSession:
             try:
                 getattr(self.client, verb)(str(chunk), server_name)
             except IMAPClientError as exc:
-                raise ServerRefused(verb.upper(), str(exc)) from None
+                if "EXPUNGEISSUED" not in str(exc).upper():
+                    raise ServerRefused(verb.upper(), str(exc)) from None
+                # Another client expunged some of these since we last heard (RFC 5530); the
+                # server did nothing. The UID SEARCH tells us which remain: act on those only.
+                chunk = self.existing(chunk)
+                if not chunk:
+                    continue
+                self._clear_untagged()
+                try:
+                    getattr(self.client, verb)(str(chunk), server_name)
+                except IMAPClientError as exc2:
+                    raise ServerRefused(verb.upper(), str(exc2)) from None
             # imaplib files response codes such as [COPYUID v src dst] under their name
             for data in self.client._imap.untagged_responses.pop("COPYUID", []):
                 parsed = _parse_copyuid(data)

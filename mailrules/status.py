@@ -49,12 +49,33 @@ def print_status(config: Config, state_dir: Path, *, out: TextIO) -> int:
                 if p.status == "retry":
                     print(f"  pending: UID {p.uid} at rule {p.rule_name!r} (attempt {p.attempts}): {p.last_error}",
                           file=out)
+        _print_sweeps(config, out, store)
     finally:
         store.close()
-    _print_sweeps(config, out)
     return 0
 
 
-def _print_sweeps(config: Config, out: TextIO) -> None:
-    for key, when in next_sweeps(config):
-        print(f"next sweep {key}: {when.isoformat(timespec='seconds') if when else 'none'}", file=out)
+def _print_sweeps(config: Config, out: TextIO, store=None) -> None:
+    """Next sweep of each schedule; with the state, the last sweep of each account and missed ones."""
+    from .scheduler import last_sweep, next_sweep, schedule_groups, sweep_targets
+
+    now = dt.datetime.now(dt.UTC)
+    groups = schedule_groups(config)
+    for key, when in next_sweeps(config, now):
+        lasts = []
+        if store is not None and key in groups:
+            schedule, rules = groups[key]
+            for account in config.accounts:
+                if not sweep_targets(config, rules, account):
+                    continue
+                last = last_sweep(store, account, key)
+                due = next_sweep(schedule, config.timezone, last, now) if last else when
+                lasts.append((account, last, due))
+            dues = [d for _, _, d in lasts if d is not None]
+            when = min(dues) if dues else when
+        missed = any(last is not None and due is not None and due <= now for _, last, due in lasts)
+        shown = when.astimezone().isoformat(timespec="seconds") if when else "none"
+        print(f"next sweep {key}: {'at the next start of the daemon (missed)' if missed else shown}", file=out)
+        for account, last, _ in lasts:
+            text = last.astimezone().isoformat(timespec="seconds") if last else "never"
+            print(f"  last sweep of account {account}: {text}", file=out)

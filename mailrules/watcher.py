@@ -1,0 +1,905 @@
+"""The daemon: `mailrules run` without `--once`.
+
+Design (one process, many accounts):
+
+* **One worker thread per account** owns the account's *action connection* (an
+  `Engine` with its own `SessionPool` and `StateStore` connection). Every arrival pass,
+  retry and sweep of the account runs there, one at a time, so sweeps and arrival
+  processing never act on the same mailbox at once, and one slow or failing account
+  never stalls another.
+* **One IDLE thread per watched mailbox** (at most ``max_connections - 1`` per account)
+  only waits: it EXAMINEs the mailbox, IDLEs, and on any EXISTS marks the mailbox dirty
+  for the worker. The IDLE connection never leaves IDLE for processing, so no arrival
+  falls in a gap; the worker clears the mark *before* a pass and runs another pass if
+  new mail was announced meanwhile. IDLE is re-issued every ``idle_interval`` (the
+  tagged answer to DONE within ``timeout`` proves the link alive); EOF and BYE end it at
+  once. A lost connection is reopened with exponential backoff, jitter and a cap
+  (``reconnect_max``), the secret fetched afresh, and a catch-up pass follows every
+  (re)connection.
+* Servers without IDLE, and watched mailboxes beyond the IDLE connections, are
+  **polled** by the worker with ``STATUS (UIDNEXT)`` every ``poll_interval``.
+* **Sweeps**: an APScheduler job per schedule (`mailrules.scheduler`) hands each
+  account's worker a sweep; missed sweeps run once at start.
+* **Crash safety** is the engine's journal (`mailrules.state`): a pass interrupted by a
+  crash, a signal or a lost connection is resumed, never repeated. A large backlog is
+  taken in slices of `CATCHUP_BATCH` messages so the checkpoint advances steadily.
+* **Signals**: SIGTERM/SIGINT abandon the current pass between two steps (its journal
+  resumes it next time), log out and exit 0; SIGHUP reloads the rules file (a broken
+  file is reported and the old rules stay in force).
+* **systemd**: with ``Type=notify`` (``NOTIFY_SOCKET``), READY=1, RELOADING=1,
+  STOPPING=1 and STATUS= are sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import itertools
+import logging
+import os
+import random
+import re
+import select
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+import warnings
+
+import imapclient
+
+from .engine import Engine, Interrupted, SessionPool
+from .model import Account, Config, Location
+from .plugins import Registry
+from .progress import CatchUp
+from .scheduler import SweepScheduler, record_sweep, schedule_groups, sweep_targets
+from .session import ImapSession
+from .state import StateStore
+
+log = logging.getLogger("mailrules.watcher")
+
+CATCHUP_BATCH = 1000  # new messages per pass while catching up on a backlog
+STOP_GRACE = 5.0  # seconds the threads get to finish at SIGTERM before the process exits anyway
+LOGOUT_TIMEOUT = 2.0  # seconds for DONE/LOGOUT when stopping
+HEALTHY_AFTER = 30.0  # a connection that lived this long resets the reconnection backoff
+MAX_RETRY_DELAY = 3600.0  # cap of the delay between retries of failed actions
+
+
+# ====================================================================== small helpers
+
+
+def sd_notify(message: str) -> bool:
+    """Send a systemd notification (``READY=1`` ...) if started with ``Type=notify``."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError as exc:
+        log.debug("sd_notify to %s failed: %s", address, exc)
+        return False
+
+
+class Backoff:
+    """Exponential backoff with jitter and a cap: 1 s, 2 s, 4 s ... up to `cap`, each x [0.5, 1)."""
+
+    def __init__(self, cap: float, base: float = 1.0) -> None:
+        self.cap = max(cap, 0.05)
+        self.base = base
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2 ** min(self.attempt, 30))
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# ====================================================================== IDLE, read by hand
+
+
+_TAGS = itertools.count(1)
+_LITERAL = re.compile(rb"\{(\d+)\+?\}$")
+_EXISTS = re.compile(rb"^\* (\d+) EXISTS\b", re.I)
+_BYE = re.compile(rb"^\* BYE\b", re.I)
+
+
+class ConnectionLost(Exception):
+    """The server closed the connection, said BYE, or did not answer in time."""
+
+
+class IdleRefused(Exception):
+    """The server answered IDLE with NO or BAD."""
+
+
+class IdleLink:
+    """IDLE / DONE / NOOP over the socket of a logged-in IMAPClient with a mailbox selected.
+
+    IMAPClient's ``idle_check()`` polls the socket only, so a response already in
+    imaplib's read buffer (or in the TLS layer) waits for the next packet, an EOF comes
+    back as an empty list, and the wait cannot also watch a wake-up pipe. This class
+    takes over what imaplib buffered, reads the socket itself (TLS-pending bytes
+    included) and hands the connection back in sync once the IDLE command completed.
+    """
+
+    def __init__(self, client: imapclient.IMAPClient, wake_fd: int, timeout: float) -> None:
+        self.imap = client._imap
+        self.sock = client.socket()
+        self.wake_fd = wake_fd
+        self.timeout = timeout
+        self.buf = bytearray(self._take_imaplib_buffer())
+        self.tag: bytes | None = None
+
+    # -------------------------------------------------------------- reading
+
+    def _take_imaplib_buffer(self) -> bytes:
+        """Bytes imaplib's buffered reader already holds (read without blocking)."""
+        file = getattr(self.imap, "file", None)
+        if file is None or not hasattr(file, "peek"):
+            return b""
+        old = self.sock.gettimeout()
+        self.sock.setblocking(False)
+        try:
+            data = file.peek(1 << 16)
+        except (OSError, ValueError):  # nothing buffered (EAGAIN, or a TLS want-read)
+            data = b""
+        finally:
+            self.sock.settimeout(old)
+        if data:
+            file.read(len(data))
+        return bytes(data)
+
+    def _line(self) -> bytes | None:
+        """The next complete response line (literals included), if the buffer holds one."""
+        start = 0
+        while True:
+            end = self.buf.find(b"\r\n", start)
+            if end < 0:
+                return None
+            m = _LITERAL.search(self.buf, start, end)
+            if m is None:
+                line = bytes(self.buf[:end])
+                del self.buf[: end + 2]
+                return line
+            start = end + 2 + int(m.group(1))
+            if start > len(self.buf):
+                return None
+
+    def _fill(self, deadline: float | None, *, wakeable: bool) -> bool:
+        """Read more bytes; False if woken, or the deadline passed, before any arrived."""
+        tls_pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+        if not tls_pending:
+            poller = select.poll()
+            poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+            if wakeable:
+                poller.register(self.wake_fd, select.POLLIN)
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            events = poller.poll(None if wait is None else int(wait * 1000) + 1)
+            fds = {fd for fd, _ in events}
+            if self.sock.fileno() not in fds:
+                return False
+        try:
+            self.sock.settimeout(self.timeout)
+            data = self.sock.recv(1 << 16)
+        except TimeoutError:
+            raise ConnectionLost(f"the server stopped in the middle of a response ({self.timeout:g}s)") from None
+        except OSError as exc:
+            raise ConnectionLost(f"connection error: {exc}") from None
+        if not data:
+            raise ConnectionLost("the server closed the connection")
+        self.buf += data
+        return True
+
+    def lines(self, deadline: float | None, *, wakeable: bool = True) -> list[bytes] | None:
+        """Response lines that arrived by `deadline` ([] if none), or None if woken first."""
+        out: list[bytes] = []
+        while True:
+            line = self._line()
+            if line is not None:
+                out.append(line)
+                continue
+            if out:
+                return out
+            if not self._fill(deadline, wakeable=wakeable):
+                if deadline is not None and time.monotonic() >= deadline:
+                    return out
+                if wakeable:
+                    return None
+
+    def _until_tagged(self, tag: bytes, what: str, timeout: float) -> list[bytes]:
+        deadline = time.monotonic() + timeout
+        untagged: list[bytes] = []
+        while True:
+            got = self.lines(deadline, wakeable=False)
+            if not got:
+                raise ConnectionLost(f"no answer to {what} within {timeout:g}s")
+            for line in got:
+                if line.startswith(tag + b" "):
+                    _check_bye(untagged)
+                    status = line[len(tag) + 1:].split(b" ", 1)[0].upper()
+                    if status != b"OK":
+                        raise ConnectionLost(f"{what} failed: {line.decode('utf-8', 'replace')}")
+                    return untagged
+                untagged.append(line)
+
+    # -------------------------------------------------------------- commands
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.sock.settimeout(self.timeout)
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ConnectionLost(f"connection error: {exc}") from None
+
+    def start(self) -> list[bytes]:
+        """Send IDLE; returns the untagged responses that came before the server's '+'."""
+        tag = b"mri%d" % next(_TAGS)
+        self._send(tag + b" IDLE\r\n")
+        deadline = time.monotonic() + self.timeout
+        untagged: list[bytes] = []
+        while True:
+            got = self.lines(deadline, wakeable=False)
+            if not got:
+                raise ConnectionLost(f"no answer to IDLE within {self.timeout:g}s")
+            for i, line in enumerate(got):
+                if line.startswith(b"+"):
+                    self.tag = tag
+                    rest = got[i + 1:]  # already part of the idle period: keep for wait()
+                    if rest:
+                        self.buf[:0] = b"".join(r + b"\r\n" for r in rest)
+                    _check_bye(untagged)
+                    return untagged
+                if line.startswith(tag + b" "):
+                    raise IdleRefused(line.decode("utf-8", "replace"))
+                untagged.append(line)
+
+    def wait(self, deadline: float) -> list[bytes] | None:
+        """While idling: responses by `deadline` ([] if none), None if woken. Raises on BYE/EOF."""
+        got = self.lines(deadline)
+        if got:
+            _check_bye(got)
+        return got
+
+    def done(self, timeout: float | None = None) -> list[bytes]:
+        """End IDLE; its tagged OK must come within the timeout (proof the link is alive)."""
+        tag, self.tag = self.tag, None
+        if tag is None:
+            return []
+        self._send(b"DONE\r\n")
+        return self._until_tagged(tag, "DONE", timeout or self.timeout)
+
+    def noop(self, timeout: float | None = None) -> list[bytes]:
+        tag = b"mrn%d" % next(_TAGS)
+        self._send(tag + b" NOOP\r\n")
+        return self._until_tagged(tag, "NOOP", timeout or self.timeout)
+
+
+def _check_bye(lines: list[bytes]) -> None:
+    for line in lines:
+        if _BYE.match(line):
+            raise ConnectionLost("the server said " + line.decode("utf-8", "replace"))
+
+
+def exists_in(lines: list[bytes]) -> bool:
+    """Whether any of these untagged responses announces new messages (EXISTS)."""
+    return any(_EXISTS.match(line) for line in lines)
+
+
+def _close(client: imapclient.IMAPClient | None, *, logout: bool) -> None:
+    if client is None:
+        return
+    if logout:
+        try:
+            sock = client.socket()
+            sock.settimeout(LOGOUT_TIMEOUT)
+            client.logout()
+            return
+        except Exception:  # noqa: BLE001 - already gone: just close
+            pass
+    with contextlib.suppress(Exception):
+        client.shutdown()
+
+
+# ====================================================================== one watched mailbox
+
+
+class MailboxWatcher:
+    """A thread holding one IDLE connection on one mailbox; wakes the account's worker."""
+
+    def __init__(self, runner: AccountRunner, mailbox: str) -> None:
+        self.runner = runner
+        self.mailbox = mailbox
+        self.thread = threading.Thread(
+            target=self._main, name=f"mailrules-idle-{runner.name}-{mailbox}", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _main(self) -> None:
+        from .connect import connect
+
+        runner, account = self.runner, self.runner.account
+        backoff = Backoff(account.reconnect_max)
+        first = True
+        while not runner.stopping.is_set():
+            client = None
+            connected = time.monotonic()
+            try:
+                client = connect(account)
+                connected = time.monotonic()
+                session = ImapSession(client, account.name)
+                if not session.has("IDLE"):
+                    raise IdleRefused("the server does not advertise IDLE")
+                session.select(session.server_name(self.mailbox), readonly=True)
+                link = IdleLink(client, runner.wake_r, account.timeout)
+                if first:
+                    log.info("account %s mailbox %s: watching with IDLE", account.name, self.mailbox)
+                else:
+                    log.info("account %s mailbox %s: reconnected; watching with IDLE again",
+                             account.name, self.mailbox)
+                first = False
+                runner.notify(self.mailbox)  # catch up on what arrived while not watching
+                self._idle(link, backoff)
+                _close(client, logout=True)
+                return  # stopping
+            except IdleRefused as exc:
+                log.warning("account %s mailbox %s: IDLE refused (%s): polling this mailbox instead",
+                            account.name, self.mailbox, exc)
+                _close(client, logout=True)
+                runner.poll_instead(self.mailbox)
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect
+                _close(client, logout=False)
+                if runner.stopping.is_set():
+                    return
+                if time.monotonic() - connected >= HEALTHY_AFTER:
+                    backoff.reset()
+                delay = backoff.next()
+                log.warning("account %s mailbox %s: IDLE connection lost (%s); reconnecting in %.1fs",
+                            account.name, self.mailbox, _describe(exc), delay)
+                runner.stopping.wait(delay)
+
+    def _idle(self, link: IdleLink, backoff: Backoff) -> None:
+        interval = self.runner.account.idle_interval
+        while True:
+            self._seen(link.start())
+            deadline = time.monotonic() + interval
+            while True:
+                got = link.wait(deadline)
+                if got is None:  # woken: the daemon is stopping
+                    with contextlib.suppress(Exception):
+                        link.done(LOGOUT_TIMEOUT)
+                    return
+                self._seen(got)
+                if time.monotonic() >= deadline:
+                    break
+            self._seen(link.done())  # answered in time: the connection is alive
+            backoff.reset()
+
+    def _seen(self, lines: list[bytes]) -> None:
+        if exists_in(lines):
+            self.runner.notify(self.mailbox)
+
+
+# ====================================================================== one account
+
+
+@dataclasses.dataclass
+class SweepTask:
+    key: str
+    fired: dt.datetime
+    remaining: list[str] | None = None  # mailboxes still to sweep (None: not planned yet)
+
+
+class AccountRunner:
+    """The worker thread of one account, and its IDLE watchers."""
+
+    def __init__(self, daemon: Daemon, account: Account, config: Config) -> None:
+        self.daemon = daemon
+        self.name = account.name
+        self.account = account
+        self.config = config
+        self._new_config: Config | None = None
+        self.cond = threading.Condition()
+        self.dirty: dict[str, bool] = {}  # mailbox -> retry failed messages in this pass
+        self.sweeps: dict[str, SweepTask] = {}
+        self.stopping = threading.Event()
+        self.wake_r, self.wake_w = os.pipe()
+        self._pipe_closed = False
+        self.watchers: dict[str, MailboxWatcher] = {}
+        self.polled: list[str] = []
+        self._poll_now = False
+        self.known_uidnext: dict[str, int] = {}
+        self.retry_at: dict[str, float] = {}
+        self.retry_round: dict[str, int] = {}
+        self.catchups: dict[str, CatchUp] = {}
+        self.thread = threading.Thread(target=self._main, name=f"mailrules-{self.name}", daemon=True)
+
+    # -------------------------------------------------------------- from other threads
+
+    def start(self) -> None:
+        with self.cond:
+            for mailbox in self.account.watch:
+                self.dirty[mailbox] = True  # catch up at start (with retries)
+        self.thread.start()
+
+    def notify(self, mailbox: str, *, retries: bool = False) -> None:
+        """New mail may be in `mailbox`: run an arrival pass soon."""
+        with self.cond:
+            self.dirty[mailbox] = self.dirty.get(mailbox, False) or retries
+            self.cond.notify()
+
+    def request_sweep(self, key: str, fired: dt.datetime) -> None:
+        with self.cond:
+            task = self.sweeps.get(key)
+            if task is None:
+                self.sweeps[key] = SweepTask(key, fired)
+            elif fired > task.fired:
+                task.fired = fired  # coalesced with the sweep already waiting
+            self.cond.notify()
+
+    def poll_instead(self, mailbox: str) -> None:
+        with self.cond:
+            self.watchers.pop(mailbox, None)
+            if mailbox not in self.polled:
+                self.polled.append(mailbox)
+            self._poll_now = True
+            self.cond.notify()
+
+    def set_config(self, config: Config) -> None:
+        with self.cond:
+            self._new_config = config
+            self.cond.notify()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.cond:
+            if not self._pipe_closed:
+                with contextlib.suppress(OSError):
+                    os.write(self.wake_w, b"x")  # never drained: every watcher's poll sees it
+            self.cond.notify_all()
+
+    def join(self, deadline: float) -> bool:
+        threads = [self.thread, *(w.thread for w in list(self.watchers.values()))]
+        for thread in threads:
+            if thread.is_alive() or thread.ident is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in threads if t.is_alive()]
+        if alive:
+            log.warning("account %s: still busy at exit (%s): abandoned; the journal resumes it at next start",
+                        self.name, ", ".join(alive))
+        return not alive
+
+    # -------------------------------------------------------------- the worker
+
+    def _main(self) -> None:
+        store = StateStore(self.daemon.state_dir)
+        pool = SessionPool(self.config)
+        engine = Engine(self.config, self.daemon.registry, store, pool)
+        engine.interrupt = self.stopping.is_set
+        try:
+            self._loop(store, pool, engine)
+        except Interrupted:
+            log.info("account %s: stopping: the pass in progress was abandoned and resumes at next start",
+                     self.name)
+        except Exception:  # pragma: no cover - a bug; keep the other accounts going
+            log.exception("account %s: the worker failed; this account is no longer processed", self.name)
+        finally:
+            self.stop()
+            for watcher in list(self.watchers.values()):
+                watcher.thread.join(LOGOUT_TIMEOUT + 0.5)
+            for catchup in self.catchups.values():
+                catchup.finish()
+            with contextlib.suppress(Exception):
+                engine.close()
+            with contextlib.suppress(Exception):
+                pool.close()
+            store.close()
+            if not any(w.thread.is_alive() for w in list(self.watchers.values())):
+                with self.cond:
+                    self._pipe_closed = True
+                    for fd in (self.wake_r, self.wake_w):
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
+
+    def _next_timer(self, last_used: float, next_poll: float) -> float:
+        times = [last_used + min(self.account.idle_interval, 300.0)]
+        if self.polled:
+            times.append(next_poll)
+        times.extend(self.retry_at.values())
+        return min(times)
+
+    def _loop(self, store: StateStore, pool: SessionPool, engine: Engine) -> None:
+        backoff = Backoff(self.account.reconnect_max)
+        started_watchers = False
+        next_poll = 0.0
+        last_used = time.monotonic()
+        first_pass = set(self.account.watch)
+        since_now = bool(getattr(self.daemon.args, "since_now", False))
+
+        while not self.stopping.is_set():
+            with self.cond:
+                while not self.stopping.is_set():
+                    if self._new_config is not None:
+                        break
+                    if self.dirty or self.sweeps or self._poll_now:
+                        break
+                    wait = self._next_timer(last_used, next_poll) - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self.cond.wait(wait)
+                new_config, self._new_config = self._new_config, None
+            if self.stopping.is_set():
+                break
+            if new_config is not None:
+                self.config = engine.config = pool.config = new_config
+                log.info("account %s: the new rules apply from the next pass", self.name)
+
+            # the action connection
+            reconnected = self.name not in pool.sessions
+            try:
+                session = pool.get(self.name)
+            except Exception as exc:  # noqa: BLE001 - connection or login failure: retry later
+                delay = backoff.next()
+                log.warning("account %s: cannot connect (%s); retrying in %.1fs", self.name, _describe(exc), delay)
+                self._record_error(store, _describe(exc))
+                self.stopping.wait(delay)
+                continue
+            if reconnected and started_watchers:
+                self._poll_now = True  # catch up on the polled mailboxes after every reconnection
+            if not started_watchers:
+                started_watchers = True
+                self._start_watchers(session)
+            now = time.monotonic()
+
+            # timers: polling, retries, keepalive
+            if self.polled and (self._poll_now or now >= next_poll):
+                self._poll_now = False
+                next_poll = now + self.account.poll_interval
+                if not self._guard(store, pool, lambda s=session: self._poll(s), backoff, None):
+                    continue
+                last_used = time.monotonic()
+            for mailbox, when in list(self.retry_at.items()):
+                if now >= when:
+                    del self.retry_at[mailbox]
+                    self.notify(mailbox, retries=True)
+
+            with self.cond:
+                if self.dirty:
+                    mailbox = next(iter(self.dirty))
+                    retries = self.dirty.pop(mailbox)
+                    task = None
+                elif self.sweeps:
+                    mailbox, retries = None, False
+                    task = next(iter(self.sweeps.values()))
+                else:
+                    mailbox, task = None, None
+            if mailbox is None and task is None:
+                if time.monotonic() - last_used >= min(self.account.idle_interval, 300.0):
+                    self._guard(store, pool, session.noop, backoff, None)
+                    last_used = time.monotonic()
+                continue
+
+            if mailbox is not None:
+                sn = since_now and mailbox in first_pass
+                first_pass.discard(mailbox)
+                ok = self._guard(
+                    store, pool,
+                    lambda m=mailbox, r=retries, sn=sn: self._arrival(store, engine, m, retries=r, since_now=sn),
+                    backoff, mailbox, requeue=lambda m=mailbox, r=retries: self.notify(m, retries=r),
+                )
+            else:
+                assert task is not None
+                ok = self._guard(store, pool, lambda t=task: self._sweep(store, engine, t), backoff,
+                                 (task.remaining or [None])[0])
+            last_used = time.monotonic()
+            if ok:
+                backoff.reset()
+
+    def _guard(self, store: StateStore, pool: SessionPool, work, backoff: Backoff, mailbox: str | None,
+               *, requeue=None) -> bool:
+        """Run `work`; sort a failure into a lost connection (reconnect) or a mailbox problem."""
+        try:
+            work()
+            return True
+        except Interrupted:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if self.stopping.is_set():
+                raise Interrupted() from exc
+            session = pool.sessions.get(self.name)
+            alive = False
+            if session is not None:
+                try:
+                    session.noop()
+                    alive = True
+                except Exception:  # noqa: BLE001
+                    alive = False
+            if not alive:
+                pool.discard(self.name)
+                if requeue is not None:
+                    requeue()
+                delay = backoff.next()
+                log.warning("account %s: connection lost (%s); reconnecting in %.1fs", self.name,
+                            _describe(exc), delay)
+                self.stopping.wait(delay)
+                return False
+            log.error("account %s mailbox %s: %s", self.name, mailbox or "-", _describe(exc))
+            log.debug("details", exc_info=True)
+            if mailbox is not None:
+                with contextlib.suppress(Exception):
+                    store.set_error(self.name, mailbox, _describe(exc))
+                self._retry_later(mailbox)
+            return False
+
+    def _record_error(self, store: StateStore, message: str) -> None:
+        with contextlib.suppress(Exception):
+            for state in store.mailboxes():
+                if state.account == self.name:
+                    store.set_error(self.name, state.mailbox, message)
+
+    def _retry_later(self, mailbox: str) -> None:
+        n = self.retry_round.get(mailbox, 0)
+        self.retry_round[mailbox] = n + 1
+        delay = min(MAX_RETRY_DELAY, max(self.account.poll_interval, 1.0) * 2 ** min(n, 20))
+        self.retry_at[mailbox] = time.monotonic() + delay
+
+    def _start_watchers(self, session: ImapSession) -> None:
+        watch = list(self.account.watch)
+        idle_slots = max(0, self.account.max_connections - 1)
+        if not session.has("IDLE"):
+            log.info("account %s: the server does not offer IDLE: polling %s every %gs", self.name,
+                     ", ".join(watch), self.account.poll_interval)
+            idle, polled = [], watch
+        else:
+            idle, polled = watch[:idle_slots], watch[idle_slots:]
+            if polled:
+                log.info("account %s: %d IDLE connection(s) (max_connections %d): polling %s every %gs",
+                         self.name, len(idle), self.account.max_connections, ", ".join(polled),
+                         self.account.poll_interval)
+        with self.cond:
+            self.polled = polled
+            for mailbox in idle:
+                watcher = MailboxWatcher(self, mailbox)
+                self.watchers[mailbox] = watcher
+                watcher.start()
+
+    def _poll(self, session: ImapSession) -> None:
+        if session.selected is not None:
+            # STATUS of the selected mailbox reports this session's (stale) view: sync it first
+            session.noop()
+        for mailbox in list(self.polled):
+            uidnext = session.status_uidnext(session.server_name(mailbox))
+            if self.known_uidnext.get(mailbox) != uidnext:
+                self.known_uidnext[mailbox] = uidnext
+                self.notify(mailbox)
+
+    def _arrival(self, store: StateStore, engine: Engine, mailbox: str, *, retries: bool, since_now: bool) -> None:
+        outcome = engine.process(self.name, mailbox, since_now=since_now, limit=CATCHUP_BATCH, retries=retries)
+        catchup = self.catchups.get(mailbox)
+        if outcome.more and catchup is None:
+            catchup = self.catchups[mailbox] = CatchUp(self.name, mailbox, outcome.backlog)
+        if catchup is not None:
+            catchup.advance(outcome.candidates, total=catchup.done + outcome.backlog)
+            if not outcome.more:
+                catchup.finish()
+                del self.catchups[mailbox]
+        if outcome.more:
+            self.notify(mailbox)  # the rest of the backlog, after any other waiting work
+        if outcome.candidates:
+            log.info("account %s mailbox %s: %d new or retried, %d actions applied, %d failed",
+                     self.name, mailbox, outcome.candidates, outcome.applied, len(outcome.failed))
+        if outcome.failed:
+            self._retry_later(mailbox)
+        elif retries:
+            self.retry_round.pop(mailbox, None)
+        if retries or outcome.candidates:
+            state = store.mailbox(self.name, outcome.mailbox)
+            if state is not None and state.last_error and outcome.ok:
+                store.set_error(self.name, outcome.mailbox, None)
+        self.daemon.passes += 1
+
+    def _sweep(self, store: StateStore, engine: Engine, task: SweepTask) -> None:
+        group = schedule_groups(self.config).get(task.key)
+        if task.remaining is None:
+            task.remaining = [mb for mb, _ in sweep_targets(self.config, group[1], self.name)] if group else []
+            if task.remaining:
+                log.info("account %s: sweep %s of %s", self.name, task.key, ", ".join(task.remaining))
+        if task.remaining and group is not None:
+            mailbox = task.remaining[0]
+            targets = dict(sweep_targets(self.config, group[1], self.name))
+            rules = targets.get(mailbox, [])
+            if rules:
+                try:
+                    outcome = engine.sweep(self.name, mailbox, rules, task.key)
+                except Exception:
+                    if self._connection_ok(engine):
+                        task.remaining.pop(0)  # a problem of this mailbox: the next ones still run
+                    raise
+                log.info("account %s mailbox %s: sweep %s: %d messages, %d actions applied, %d failed",
+                         self.name, mailbox, task.key, outcome.candidates, outcome.applied, len(outcome.failed))
+            task.remaining.pop(0)
+        if not task.remaining:
+            with self.cond:
+                if self.sweeps.get(task.key) is task:
+                    del self.sweeps[task.key]
+            record_sweep(store, self.name, task.key, task.fired)
+
+    def _connection_ok(self, engine: Engine) -> bool:
+        session = engine.pool.sessions.get(self.name)
+        if session is None:
+            return False
+        try:
+            session.noop()
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+
+# ====================================================================== the daemon
+
+
+def _account_signature(account: Account) -> Account:
+    return dataclasses.replace(account, location=Location(""))
+
+
+class Daemon:
+    def __init__(self, config: Config, registry: Registry, store: StateStore, args: argparse.Namespace) -> None:
+        self.config = config
+        self.registry = registry
+        self.store = store
+        self.args = args
+        self.state_dir = store.dir
+        self.runners: dict[str, AccountRunner] = {}
+        self.scheduler: SweepScheduler | None = None
+        self.passes = 0
+        self._wake = threading.Event()
+        self._stop_signal: str | None = None
+        self._reload = False
+
+    # -------------------------------------------------------------- signals
+
+    def _on_stop(self, signum, frame) -> None:  # noqa: ARG002
+        self._stop_signal = signal.Signals(signum).name
+        self._wake.set()
+
+    def _on_hup(self, signum, frame) -> None:  # noqa: ARG002
+        self._reload = True
+        self._wake.set()
+
+    # -------------------------------------------------------------- life cycle
+
+    def run(self) -> int:
+        previous = {
+            sig: signal.signal(sig, handler)
+            for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+                                 (signal.SIGHUP, self._on_hup))
+        }
+        self.registry.notify("mailrules_started", config=self.config)
+        try:
+            self.store.set_meta("daemon:started", dt.datetime.now(dt.UTC).isoformat())
+            self._start_runners(self.config)
+            self.scheduler = SweepScheduler(self.config, self.store, self._dispatch_sweep)
+            self.scheduler.start()
+            self._initial_sweeps()
+            log.info("mailrules daemon started (pid %d): %s", os.getpid(), self._summary())
+            sd_notify(f"READY=1\nSTATUS={self._summary()}\nMAINPID={os.getpid()}")
+            while self._stop_signal is None:
+                self._wake.wait(5.0)
+                self._wake.clear()
+                if self._reload and self._stop_signal is None:
+                    self._reload = False
+                    self.reload()
+            log.info("%s: stopping", self._stop_signal)
+        finally:
+            sd_notify("STOPPING=1")
+            if self.scheduler is not None:
+                self.scheduler.shutdown()
+            self._stop_runners()
+            self.registry.notify("mailrules_stopping")
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("mailrules daemon stopped")
+        return 0
+
+    def _summary(self) -> str:
+        n = sum(len(a.watch) for a in self.config.accounts.values())
+        return f"watching {n} mailbox(es) of {len(self.config.accounts)} account(s)"
+
+    def _start_runners(self, config: Config) -> None:
+        for account in config.accounts.values():
+            runner = AccountRunner(self, account, config)
+            self.runners[account.name] = runner
+            runner.start()
+
+    def _stop_runners(self) -> None:
+        runners = list(self.runners.values())
+        self.runners = {}
+        for runner in runners:
+            runner.stop()
+        deadline = time.monotonic() + STOP_GRACE
+        for runner in runners:
+            runner.join(deadline)
+
+    # -------------------------------------------------------------- sweeps
+
+    def _dispatch_sweep(self, key: str, fired: dt.datetime) -> None:
+        group = schedule_groups(self.config).get(key)
+        if group is None:
+            return
+        for name, runner in list(self.runners.items()):
+            if sweep_targets(self.config, group[1], name):
+                runner.request_sweep(key, fired)
+
+    def _initial_sweeps(self) -> None:
+        assert self.scheduler is not None
+        now = dt.datetime.now(dt.UTC)
+        for name, runner in self.runners.items():
+            for key in self.scheduler.missed(name, now):
+                log.info("account %s: sweep %s was missed while the daemon was down: running it now", name, key)
+                runner.request_sweep(key, now)
+        if getattr(self.args, "sweep", False):
+            for key in schedule_groups(self.config):
+                self._dispatch_sweep(key, now)
+
+    # -------------------------------------------------------------- SIGHUP
+
+    def reload(self) -> None:
+        from .config import ConfigError, ConfigWarning, load
+
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConfigWarning)
+                    config = load(self.config.path, registry=self.registry)
+            except ConfigError as exc:
+                log.error("SIGHUP: the rules file has an error; the old rules stay in force: %s", exc)
+                return
+            except OSError as exc:
+                log.error("SIGHUP: cannot read the rules file (%s); the old rules stay in force", exc)
+                return
+            for message in config.warnings:
+                log.warning("%s", message)
+            old = {n: _account_signature(a) for n, a in self.config.accounts.items()}
+            new = {n: _account_signature(a) for n, a in config.accounts.items()}
+            self.config = config
+            if old != new:
+                log.info("SIGHUP: the accounts changed: reconnecting")
+                self._stop_runners()
+                self._start_runners(config)
+            else:
+                for runner in self.runners.values():
+                    runner.set_config(config)
+            if self.scheduler is not None:
+                self.scheduler.reload(config)
+            log.info("SIGHUP: reloaded %s: %d rule(s), %d account(s)", config.path, len(config.rules),
+                     len(config.accounts))
+        finally:
+            sd_notify(f"READY=1\nSTATUS={self._summary()}")
+
+
+def run_daemon(config: Config, registry: Registry, store: StateStore, args: argparse.Namespace) -> int:
+    """`mailrules run` without --once: watch every account until SIGTERM/SIGINT. Returns the exit code."""
+    if getattr(args, "rule", None):
+        print("mailrules: --rule needs --once or --dry-run: a daemon running only some rules would skip the "
+              "others for good on the messages it processes", file=sys.stderr)
+        return 2
+    return Daemon(config, registry, store, args).run()

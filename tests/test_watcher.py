@@ -1,0 +1,462 @@
+"""The daemon (`mailrules run` without --once) against a real Dovecot.
+
+Each test runs the daemon as a subprocess with short IDLE/poll/backoff timings, makes
+mail arrive at some awkward moment, waits (polling, with a deadline) until the rules
+acted, stops the daemon, and then checks that every message was acted on exactly once:
+one copy in Archive, one message in Done carrying the keyword, nothing left behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from mailrules.testing.daemon import DaemonHarness, keywords, message_ids, wait_until
+
+FILE_RULES = """\
+  - name: file
+    match: {subject: msg}
+    actions:
+      - add_keyword: $Filed
+      - copy: Archive
+      - move: Done
+"""
+
+
+@pytest.fixture
+def harness(dovecot, imap_user, tmp_path):
+    made: list[DaemonHarness] = []
+
+    def make(rules: str = FILE_RULES, *, server=None, user=None, **kwargs) -> DaemonHarness:
+        h = DaemonHarness(server or dovecot, user or imap_user, tmp_path / f"d{len(made)}", rules=rules, **kwargs)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def append(client, subjects, make_message, folder="INBOX") -> list[str]:
+    """APPEND one message per subject; returns their Message-IDs."""
+    mids = []
+    for subject in subjects:
+        raw = make_message(subject=subject)
+        client.append(folder, raw)
+        mids.append(_mid(raw))
+    return mids
+
+
+def _mid(raw: bytes) -> str:
+    for line in raw.split(b"\r\n"):
+        if line.lower().startswith(b"message-id:"):
+            return line.split(b":", 1)[1].strip().decode()
+    raise AssertionError("no Message-ID")
+
+
+def wait_filed(client, n: int, folder: str = "Done", timeout: float = 30.0) -> None:
+    wait_until(lambda: sum(message_ids(client, folder).values()) >= n, timeout,
+               message=f"{n} messages in {folder}")
+
+
+def assert_filed_once(client, mids: list[str]) -> None:
+    """Every message was acted on exactly once: one copy, one keyword, one move."""
+    expected = {mid: 1 for mid in mids}
+    assert dict(message_ids(client, "Done")) == expected
+    assert dict(message_ids(client, "Archive")) == expected
+    assert not message_ids(client, "INBOX")
+    flags = keywords(client, "Done")
+    assert all("$Filed" in flags[mid] for mid in mids)
+
+
+# ---------------------------------------------------------------------- arrivals
+
+
+def test_mail_arriving_during_idle_is_processed_once(harness, imap, make_message):
+    daemon = harness()
+    daemon.start()
+    daemon.wait_for_log("watching with IDLE")
+    mids = append(imap, [f"msg {i}" for i in range(5)], make_message)
+    wait_filed(imap, 5)
+    mids += append(imap, [f"msg late {i}" for i in range(5)], make_message)
+    wait_filed(imap, 10)
+    assert daemon.stop() == 0
+    assert_filed_once(imap, mids)
+
+
+def test_mail_arriving_during_processing_is_not_missed(harness, dovecot, imap_user, imap, make_message):
+    backlog = [make_message(subject=f"msg old {i}") for i in range(300)]
+    dovecot.deliver_files(imap_user, "INBOX", backlog)
+    daemon = harness()
+    daemon.start()
+    daemon.wait_for_log(r"Message-ID .*: add_keyword")  # the catch-up is under way
+    other = dovecot.client(imap_user)
+    try:
+        mids = append(other, [f"msg new {i}" for i in range(40)], make_message)
+    finally:
+        other.logout()
+    wait_filed(imap, 340)
+    assert daemon.stop() == 0
+    assert_filed_once(imap, [_mid(raw) for raw in backlog] + mids)
+
+
+def test_mail_arriving_while_stopped_is_processed_at_start(harness, imap, make_message):
+    daemon = harness()
+    daemon.start()
+    daemon.wait_for_log("watching with IDLE")
+    mids = append(imap, ["msg before"], make_message)
+    wait_filed(imap, 1)
+    assert daemon.stop() == 0
+    mids += append(imap, [f"msg while stopped {i}" for i in range(5)], make_message)
+    daemon.start()
+    wait_filed(imap, 6)
+    assert daemon.stop() == 0
+    assert_filed_once(imap, mids)
+
+
+def test_mail_after_doveadm_kick_is_processed_once(harness, dovecot, imap_user, make_message):
+    daemon = harness()
+    daemon.start()
+    daemon.wait_for_log("watching with IDLE")
+    dovecot.kick(imap_user)  # drops the daemon's connections (and ours)
+    client = dovecot.client(imap_user)
+    try:
+        mids = append(client, [f"msg during reconnect {i}" for i in range(5)], make_message)
+        daemon.wait_for_log("reconnected; watching with IDLE again")
+        mids += append(client, [f"msg after reconnect {i}" for i in range(5)], make_message)
+        wait_filed(client, 10)
+        assert daemon.stop() == 0
+        assert_filed_once(client, mids)
+    finally:
+        client.logout()
+
+
+def test_daemon_survives_a_dovecot_restart(harness, dovecot_factory, make_message):
+    server = dovecot_factory()
+    user = server.add_user()
+    daemon = harness(server=server, user=user)
+    daemon.start()
+    daemon.wait_for_log("watching with IDLE")
+    client = server.client(user)
+    mids = append(client, ["msg before restart"], make_message)
+    wait_filed(client, 1)
+    client.logout()
+
+    server.restart()
+    client = server.client(user)
+    try:
+        mids += append(client, [f"msg after restart {i}" for i in range(5)], make_message)
+        daemon.wait_for_log("reconnected; watching with IDLE again")
+        mids += append(client, ["msg once watching again"], make_message)
+        wait_filed(client, 7)
+        assert daemon.stop() == 0
+        assert_filed_once(client, mids)
+    finally:
+        client.logout()
+
+
+def test_a_silent_connection_is_detected_and_replaced(harness, dovecot, imap_user, imap, make_message):
+    from mailrules.testing.proxy import TcpProxy
+
+    with TcpProxy(dovecot.host, dovecot.port) as proxy:
+        daemon = harness(port=proxy.port, timeout=2, idle_interval=1)
+        daemon.start()
+        daemon.wait_for_log("watching with IDLE")
+        proxy.silence()  # the link goes dead without a FIN: only a missing answer shows it
+        mids = append(imap, [f"msg while silent {i}" for i in range(3)], make_message)
+        daemon.wait_for_log(r"IDLE connection lost \(ConnectionLost: no answer to DONE")
+        proxy.resume()
+        daemon.wait_for_log("reconnected; watching with IDLE again")
+        wait_filed(imap, 3)
+        assert daemon.stop() == 0
+    assert_filed_once(imap, mids)
+
+
+def test_a_server_without_idle_is_polled(harness, dovecot_factory, make_message):
+    server = dovecot_factory(capabilities="IMAP4rev1 LITERAL+ UIDPLUS MOVE NAMESPACE ESEARCH")
+    user = server.add_user()
+    daemon = harness(server=server, user=user)
+    daemon.start()
+    daemon.wait_for_log("does not offer IDLE: polling INBOX")
+    client = server.client(user)
+    try:
+        mids = append(client, [f"msg {i}" for i in range(5)], make_message)
+        wait_filed(client, 5)
+        mids += append(client, ["msg later"], make_message)
+        wait_filed(client, 6)
+        assert daemon.stop() == 0
+        assert "watching with IDLE" not in daemon.log()
+        assert_filed_once(client, mids)
+    finally:
+        client.logout()
+
+
+def test_mailboxes_beyond_max_connections_are_polled(harness, imap, make_message):
+    imap.create_folder("Side")
+    daemon = harness(watch=["INBOX", "Side"], max_connections=2)
+    daemon.start()
+    daemon.wait_for_log("1 IDLE connection.*polling Side")
+    mids = append(imap, ["msg in inbox"], make_message)
+    mids += append(imap, ["msg on the side"], make_message, folder="Side")
+    wait_filed(imap, 2)
+    assert daemon.stop() == 0
+    assert not message_ids(imap, "Side")
+    assert_filed_once(imap, mids)
+
+
+# ---------------------------------------------------------------------- signals
+
+
+def test_sighup_reloads_the_rules(harness, imap, make_message):
+    daemon = harness(FILE_RULES)
+    daemon.start()
+    daemon.wait_for_log("watching with IDLE")
+    first = append(imap, ["msg one"], make_message)
+    wait_filed(imap, 1)
+    daemon.write_rules(FILE_RULES.replace("move: Done", "move: Elsewhere"))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_log("SIGHUP: reloaded")
+    second = append(imap, ["msg two"], make_message)
+    wait_filed(imap, 1, folder="Elsewhere")
+    assert daemon.stop() == 0
+    assert dict(message_ids(imap, "Done")) == {first[0]: 1}
+    assert dict(message_ids(imap, "Elsewhere")) == {second[0]: 1}
+    assert dict(message_ids(imap, "Archive")) == {first[0]: 1, second[0]: 1}
+
+
+def test_sighup_with_a_broken_file_keeps_the_old_rules(harness, imap, make_message):
+    daemon = harness()
+    daemon.start()
+    daemon.wait_for_log("watching with IDLE")
+    daemon.write_rules("", raw="version: 1\naccounts: {t: {host: [}\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_log("the old rules stay in force")
+    mids = append(imap, ["msg after the broken reload"], make_message)
+    wait_filed(imap, 1)
+    assert daemon.stop() == 0
+    assert_filed_once(imap, mids)
+
+
+def test_sigterm_exits_zero_and_tells_systemd(harness, tmp_path):
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(30)
+        daemon = harness()
+        daemon.start(env={"NOTIFY_SOCKET": path})
+        assert sock.recv(4096).startswith(b"READY=1")
+        daemon.wait_for_log("watching with IDLE")
+        assert daemon.stop() == 0
+        messages = []
+        sock.settimeout(0.5)
+        while True:
+            try:
+                messages.append(sock.recv(4096))
+            except TimeoutError:
+                break
+    assert b"STOPPING=1" in messages
+    assert "mailrules daemon stopped" in daemon.log()
+
+
+def test_sigterm_during_a_large_catch_up_resumes_without_repeating(harness, dovecot, imap_user, imap, make_message):
+    backlog = [make_message(subject=f"msg {i}") for i in range(1500)]
+    dovecot.deliver_files(imap_user, "INBOX", backlog)
+    daemon = harness()
+    daemon.start()
+    daemon.wait_for_log(r"Message-ID .*: add_keyword")
+    assert daemon.stop() == 0  # mid catch-up: the pass is abandoned, its journal kept
+    result = daemon.run("run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert_filed_once(imap, [_mid(raw) for raw in backlog])
+
+
+def test_a_second_daemon_on_the_same_state_refuses_to_start(harness):
+    daemon = harness()
+    daemon.start()
+    daemon.wait_for_log("watching with IDLE")
+    second = daemon.run("run")
+    assert second.returncode == 1
+    assert "another mailrules" in second.stderr
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert daemon.stop() == 0
+
+
+def test_rule_option_is_refused_by_the_daemon(harness):
+    daemon = harness()
+    result = daemon.run("run", "--rule", "file")
+    assert result.returncode == 2
+    assert "--rule needs --once" in result.stderr
+
+
+# ---------------------------------------------------------------------- sweeps
+
+SWEEP_RULES = """\
+  - name: tidy old
+    match: {subject: old}
+    actions:
+      - add_keyword: $Swept
+      - copy: OldCopy
+    schedule: {every: 1s}
+  - name: file new
+    match: {subject: new}
+    actions:
+      - move: New
+"""
+
+
+def test_a_sweep_acts_on_existing_mail_while_arrivals_continue(harness, dovecot, imap_user, imap, make_message):
+    old = [make_message(subject=f"old {i}") for i in range(40)]
+    dovecot.deliver_files(imap_user, "INBOX", old)
+    daemon = harness(SWEEP_RULES)
+    daemon.start()
+    daemon.wait_for_log("watching with IDLE")
+    client = dovecot.client(imap_user)
+    try:
+        new = []
+        for i in range(30):
+            new += append(client, [f"new {i}"], make_message)
+            time.sleep(0.05)  # spread the arrivals over several sweeps
+    finally:
+        client.logout()
+    wait_filed(imap, 30, folder="New")
+    daemon.wait_for_log(r"sweep every:1: 40 messages", count=3)
+    assert daemon.stop() == 0
+
+    old_mids = [_mid(raw) for raw in old]
+    assert dict(message_ids(imap, "New")) == {mid: 1 for mid in new}
+    assert dict(message_ids(imap, "OldCopy")) == {mid: 1 for mid in old_mids}  # at most once per rule
+    inbox = keywords(imap, "INBOX")
+    assert set(inbox) == set(old_mids)
+    assert all("$Swept" in flags for flags in inbox.values())
+
+
+def test_a_sweep_missed_while_stopped_runs_once_at_start(harness, dovecot, imap_user, imap, make_message):
+    from mailrules.config import load
+    from mailrules.scheduler import last_sweep, meta_key
+    from mailrules.state import StateStore
+
+    rules = SWEEP_RULES.replace("{every: 1s}", '"0 3 * * *"')
+    old = [make_message(subject=f"old {i}") for i in range(5)]
+    dovecot.deliver_files(imap_user, "INBOX", old)
+    daemon = harness(rules)
+    key = load(daemon.config).rules[0].schedule.key()
+    store = StateStore(daemon.state)
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
+    store.set_meta(meta_key("t", key), long_ago.isoformat())
+    store.close()
+
+    daemon.start()
+    daemon.wait_for_log(f"sweep {key} was missed while the daemon was down")
+    daemon.wait_for_log(f"sweep {key}: 5 messages")
+    assert daemon.stop() == 0
+    assert dict(message_ids(imap, "OldCopy")) == {_mid(raw): 1 for raw in old}
+    store = StateStore(daemon.state)
+    try:
+        assert last_sweep(store, "t", key) > long_ago
+    finally:
+        store.close()
+    status = daemon.run("status")
+    assert status.returncode == 0
+    assert f"next sweep {key}" in status.stdout
+    assert "last sweep" in status.stdout
+
+
+# ---------------------------------------------------------------------- units
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_its_cap():
+    from mailrules.watcher import Backoff
+
+    backoff = Backoff(cap=10.0)
+    delays = [backoff.next() for _ in range(8)]
+    for n, delay in enumerate(delays):
+        step = min(10.0, 2.0**n)
+        assert step / 2 <= delay <= step
+    backoff.reset()
+    assert backoff.next() <= 1.0
+
+
+def test_a_schedule_never_swept_before_is_not_missed(tmp_path):
+    from mailrules.model import Account, Auth, Config, Rule, Schedule
+    from mailrules.scheduler import SweepScheduler, last_sweep, meta_key
+    from mailrules.state import StateStore
+
+    account = Account("t", "127.0.0.1", "u", Auth("password_env", "X"))
+    rule = Rule("nightly", actions=(), schedule=Schedule(cron="0 3 * * *"))
+    config = Config({"t": account}, (rule,))
+    store = StateStore(tmp_path)
+    try:
+        now = dt.datetime(2030, 1, 10, 12, 0, tzinfo=dt.UTC)
+        scheduler = SweepScheduler(config, store, lambda key, when: None)
+        assert scheduler.missed("t", now) == []  # first start: baseline only
+        assert last_sweep(store, "t", "cron:0 3 * * *") == now
+        assert scheduler.missed("t", now + dt.timedelta(hours=1)) == []
+        assert scheduler.missed("t", now + dt.timedelta(days=1)) == ["cron:0 3 * * *"]
+        store.set_meta(meta_key("t", "cron:0 3 * * *"), "not a date")
+        assert scheduler.missed("t", now) == []
+    finally:
+        store.close()
+
+
+def test_interval_schedules_keep_their_cadence_across_restarts(tmp_path):
+    from mailrules.model import Schedule
+    from mailrules.scheduler import due_since, next_sweep
+
+    every = Schedule(every_seconds=3600)
+    last = dt.datetime(2030, 1, 10, 12, 0, tzinfo=dt.UTC)
+    assert not due_since(every, None, last, last + dt.timedelta(minutes=59))
+    assert due_since(every, None, last, last + dt.timedelta(minutes=61))
+    later = last + dt.timedelta(minutes=20)
+    assert next_sweep(every, None, last, later) == last + dt.timedelta(hours=1)
+    assert next_sweep(every, None, last, last + dt.timedelta(hours=5)) == last + dt.timedelta(hours=5)
+
+
+def test_idle_link_reports_exists_and_bye_and_eof():
+    from mailrules.watcher import ConnectionLost, IdleLink, exists_in
+
+    class FakeImap:
+        file = None
+
+    class FakeClient:
+        def __init__(self, sock):
+            self._imap = FakeImap()
+            self._sock = sock
+
+        def socket(self):
+            return self._sock
+
+    ours, theirs = socket.socketpair()
+    wake_r, wake_w = os.pipe()
+    try:
+        link = IdleLink(FakeClient(ours), wake_r, timeout=5)
+        theirs.sendall(b"+ idling\r\n")
+        assert link.start() == []
+        theirs.sendall(b"* 3 EXISTS\r\n* 1 RECENT\r\n")
+        got = link.wait(time.monotonic() + 5)
+        assert exists_in(got)
+        assert link.wait(time.monotonic() + 0.01) == []  # nothing more: the deadline passes
+        os.write(wake_w, b"x")
+        assert link.wait(time.monotonic() + 5) is None  # woken
+        theirs.sendall(b"* BYE going away\r\n")
+        with pytest.raises(ConnectionLost, match="BYE"):
+            link.wait(time.monotonic() + 5)
+        theirs.close()
+        with pytest.raises(ConnectionLost, match="closed"):
+            link.wait(time.monotonic() + 5)
+    finally:
+        ours.close()
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def test_sd_notify_is_silent_without_systemd(monkeypatch):
+    from mailrules.watcher import sd_notify
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert sd_notify("READY=1") is False
+
