@@ -302,6 +302,13 @@ def check_tools(tools: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.loadavg_at_start = os.getloadavg()
+    if args.loadavg_at_start[0] > 0.5 * (os.cpu_count() or 1):
+        print(
+            f"bench: warning: load average {args.loadavg_at_start[0]:.1f} on {os.cpu_count()} CPUs: "
+            "other work on this machine will make the timings noisy",
+            flush=True,
+        )
     check_tools(args.tools)
     DovecotServer, TcpProxy = kit()  # noqa: N806
     scenarios = scenarios_for(args)
@@ -345,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {tmp}")
 
     table, summary = report(scenarios, outcomes, args.tools)
+    load = os.getloadavg()
+    print(f"\nload average at start {args.loadavg_at_start[0]:.1f}, at end {load[0]:.1f} ({os.cpu_count()} CPUs)")
     print("\n" + table)
     if trace_rows:
         print("\nProtocol trace (one extra run per tool, Dovecot rawlog; see bench/imaptrace.py):\n")
@@ -511,7 +520,12 @@ def write_json(args, scenarios, outcomes, summary, now: float, trace_rows) -> No
         versions["dovecot"] = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout.strip()
     data = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg_at_start": args.loadavg_at_start,
+            "loadavg_at_end": os.getloadavg(),
+        },
         "versions": versions,
         "parameters": {
             "messages": args.messages,

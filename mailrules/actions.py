@@ -46,7 +46,15 @@ FLAG_ACTIONS = {
 
 
 class ActionFailed(Exception):
-    """The action could not be applied to the batch (the messages are retried later)."""
+    """The action could not be applied to the batch (the messages are retried later).
+
+    done: the UIDs of the batch for which the action did complete before it failed (they
+    are not retried, so that a copy is never repeated).
+    """
+
+    def __init__(self, message: str, *, done: UidSet | None = None) -> None:
+        super().__init__(message)
+        self.done = done or UidSet()
 
 
 @dataclass
@@ -268,28 +276,48 @@ class ActionRunner:
         if resuming:
             todo = self._not_yet_in(dest_session, dest, todo, detail)
         created: list[int] = []
+        sent: list[int] = []  # source UIDs whose APPEND the destination confirmed
         uidvalidity = None
+        refused: list[str] = []  # one message refused (too big, over quota) does not hold up the others
         try:
-            for _uid, data in session.fetch(todo, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"], batch=50):
+            for uid, data in session.fetch(todo, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"], batch=50):
                 flags = [
                     f.decode() if isinstance(f, bytes) else f
                     for f in data.get(b"FLAGS", ())
                     if (f.decode() if isinstance(f, bytes) else f).lower() not in ("\\deleted", "\\recent")
                 ]
-                body = data.get(b"BODY[]") or b""
-                result = self._with_trycreate(
-                    dest_session, dest, lambda b=body, f=flags, d=data: dest_session.append(
-                        dest, b, f, d.get(b"INTERNALDATE")
+                body = data.get(b"BODY[]")
+                if not body:
+                    # Expunged by another client since our last command: the server may still
+                    # answer the FETCH, with no body. Nothing to copy.
+                    log.info("account %s: UID %d vanished before it could be copied to %s", self.ctx.account,
+                             uid, ref)
+                    continue
+                try:
+                    result = self._with_trycreate(
+                        dest_session, dest, lambda b=body, f=flags, d=data: dest_session.append(
+                            dest, b, f, d.get(b"INTERNALDATE")
+                        )
                     )
-                )
+                except ActionFailed as exc:
+                    refused.append(f"UID {uid}: {exc}")
+                    continue
+                sent.append(uid)
                 if result:
                     uidvalidity = result[0]
                     created.append(result[1])
-        except ActionFailed:
-            raise
         except Exception as exc:  # noqa: BLE001 - destination dropped: retried later, source untouched
-            raise ActionFailed(f"copy to {ref} failed: {exc}") from exc
+            self._record_placed(ref.account or self.ctx.account, dest, uidvalidity, created)
+            if move and sent:  # these arrived: finish their move, so that a retry cannot duplicate them
+                self._mark_deleted_and_expunge(UidSet(sent))
+            message = str(exc) if isinstance(exc, ActionFailed) else f"copy to {ref} failed: {exc}"
+            raise ActionFailed(message, done=UidSet(sent)) from exc
         self._record_placed(ref.account or self.ctx.account, dest, uidvalidity, created)
+        if refused:
+            if move and sent:
+                self._mark_deleted_and_expunge(UidSet(sent))
+            raise ActionFailed(f"copy to {ref} refused for {len(refused)} messages: {'; '.join(refused)}",
+                               done=UidSet(sent))
         if move:
             self._mark_deleted_and_expunge(uids)
             return ActionResult(uids, removed=True)

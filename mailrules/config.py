@@ -1068,7 +1068,7 @@ def _parsed(doc: _Doc, parse: Any, what: str, node: Node | None, at: Node) -> An
     try:
         return parse(raw)
     except ValueError as exc:
-        node = _node_at(node, getattr(exc, "path", ()))  # ArgumentError: the part that is wrong
+        node = _node_at(node, getattr(exc, "path", ()), getattr(exc, "at_key", False))  # ArgumentError
         hint = doc.quote_hint(node) if node is not None else ""
         text = str(exc)
         if not text.startswith(f"{what.rsplit(': ', 1)[-1]}:"):  # the validator may name itself already
@@ -1076,13 +1076,15 @@ def _parsed(doc: _Doc, parse: Any, what: str, node: Node | None, at: Node) -> An
         raise doc.error(node if node is not None else at, f"{text}{hint}") from None
 
 
-def _node_at(node: Node | None, path: Sequence[Any]) -> Node | None:
-    """The node at `path` (mapping keys, list indexes) inside `node`, as deep as it exists."""
-    for step in path:
+def _node_at(node: Node | None, path: Sequence[Any], at_key: bool = False) -> Node | None:
+    """The node at `path` (mapping keys, list indexes) inside `node`, as deep as it exists.
+
+    at_key: the last step is a key that is wrong itself (unknown): its key node, not its value.
+    """
+    for n, step in enumerate(path):
         if isinstance(node, MappingNode):
-            found = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == str(step)), None)
-            if found is None:  # an unknown key: point at the key itself
-                found = next((k for k, _ in node.value if isinstance(k, ScalarNode) and k.value == str(step)), None)
+            pairs = [(k, v) for k, v in node.value if isinstance(k, ScalarNode) and k.value == str(step)]
+            found = (pairs[0][0] if at_key and n == len(path) - 1 else pairs[0][1]) if pairs else None
         elif isinstance(node, SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
             found = node.value[step]
         else:

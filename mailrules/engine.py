@@ -273,7 +273,9 @@ class Engine:
                 continue
             if arrived.tzinfo is None:
                 arrived = arrived.astimezone()
-            if arrived.timestamp() >= last_pass:
+            # INTERNALDATE has whole seconds: a message of the pass's first second may have
+            # arrived after it began. Processing it (again) is better than losing it.
+            if arrived.timestamp() >= int(last_pass):
                 out[uid] = (0, 0)
         log.warning(
             "account %s mailbox %s: UIDVALIDITY changed (the server renumbered the mailbox); processing the %d "
@@ -399,10 +401,11 @@ class Engine:
                         self.store.add_step(run.id, seq, i, a, targets, "intent", detail)  # type: ignore[union-attr]
                     result = runner.run(call, targets, detail=detail, resuming=resuming)
                 except (ActionFailed, ServerRefused, ValueError) as exc:
-                    still = session.existing(targets)
+                    done = exc.done if isinstance(exc, ActionFailed) else UidSet()
+                    still = session.existing(targets - done)
                     for uid in still:
                         failures[uid] = (i, rule.name, a, mids.get(uid), str(exc))
-                    active -= set(targets)
+                    active -= set(targets) - set(done)  # those done go on to the next actions
                     if run is not None:
                         self.store.add_step(run.id, seq, i, a, targets, "failed")  # type: ignore[union-attr]
                         seq += 1

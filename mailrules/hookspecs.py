@@ -25,6 +25,10 @@ Guarantees the engine gives every plugin:
   ``mailrules status``;
 - in ``mailrules run --dry-run`` no action runs (the engine prints what it would do).
 
+Threads: the daemon runs one engine per account, each in its own thread, so predicates,
+actions and `mailrules_action_applied` may be called from several threads at once (one
+message at a time per account). Keep module-level state thread-safe.
+
 Step by step: ``docs/plugins.md`` ("Writing a plugin").
 """
 
@@ -115,8 +119,8 @@ def mailrules_action_applied(event):
     `event` is a `mailrules.plugins.ActionEvent`: ``rule``, ``account``, ``mailbox``,
     ``action`` (name), ``argument`` (validated), ``uids`` and ``message_ids`` (tuples, in
     the same order), ``dry_run``. Not called in ``--dry-run``, where nothing is applied.
-    Called in the engine's thread: return quickly. Errors are logged and ignored, and do
-    not keep other plugins from being notified.
+    Called in the engine's thread of that account: return quickly. Errors are logged and
+    ignored, and do not keep other plugins from being notified.
     """
 
 

@@ -21,6 +21,7 @@ The API a plugin implements is documented in `mailrules.hookspecs`; the guide is
 
 from __future__ import annotations
 
+import difflib
 import logging
 import queue
 import re
@@ -72,10 +73,11 @@ class ArgumentError(ValueError):
     that the loader can point at its line: ``ArgumentError("expected a number", ("min_score",))``.
     """
 
-    def __init__(self, message: str, path: Iterable[str | int] = ()) -> None:
+    def __init__(self, message: str, path: Iterable[str | int] = (), *, at_key: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.path = tuple(path)
+        self.at_key = at_key  # the last step of `path` names a mapping key that is itself wrong
 
 
 # --------------------------------------------------------------------------- validation
@@ -106,22 +108,28 @@ def _schema_error(validator: Any, raw: Any) -> ArgumentError | None:
     """The most relevant schema violation of `raw`, as an ArgumentError (None if valid)."""
     from jsonschema.exceptions import best_match
 
-    error = best_match(validator.iter_errors(raw))
-    if error is None:
+    errors = list(validator.iter_errors(raw))
+    if not errors:
         return None
+    # An unknown key is most often a misspelt known one: say so before "'x' is required".
+    unknown = [e for e in errors if e.validator == "additionalProperties"]
+    error = max(unknown, key=lambda e: len(e.absolute_path)) if unknown else best_match(errors)
     path = tuple(error.absolute_path)
     message = error.message
+    at_key: tuple = ()
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = error.schema.get("properties", {}) if isinstance(error.schema, Mapping) else {}
         extra = [k for k in error.instance if k not in allowed]
         if extra:
             known = ", ".join(map(str, allowed)) or "none"
-            message = f"unknown key {extra[0]!r} (expected: {known})"
-            path = (*path, extra[0])
+            close = difflib.get_close_matches(str(extra[0]), [str(k) for k in allowed], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            message = f"unknown key {extra[0]!r} (expected: {known}){hint}"
+            at_key = (extra[0],)
     elif error.validator == "type" and raw is None and not path:
         message = f"an argument is required ({_describe_schema(error.schema)})"
     where = ".".join(str(p) for p in path)
-    return ArgumentError(f"{where}: {message}" if where else message, path)
+    return ArgumentError(f"{where}: {message}" if where else message, (*path, *at_key), at_key=bool(at_key))
 
 
 def _describe_schema(schema: Any) -> str:

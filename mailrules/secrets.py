@@ -68,8 +68,8 @@ class SecretError(Exception):
 class Secret:
     """A secret string that does not reveal itself by accident.
 
-    ``repr(s)``, ``str(s)`` and ``f"{s}"`` give ``Secret('***')``; pickling and copying
-    to text are refused. Call `reveal()` at the one place the value is needed.
+    ``repr(s)``, ``str(s)`` and ``f"{s}"`` give ``Secret('***')``; pickling is refused.
+    Call `reveal()` at the one place the value is needed.
     """
 
     __slots__ = ("__value",)
@@ -94,9 +94,6 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self.__value)
 
-    def __len__(self) -> int:
-        return len(self.__value)
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
@@ -107,6 +104,12 @@ class Secret:
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("a Secret cannot be pickled")
+
+    def __copy__(self) -> Secret:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
 
 
 # --------------------------------------------------------------------------- redaction registry

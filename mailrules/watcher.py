@@ -62,7 +62,8 @@ from .state import StateStore
 
 log = logging.getLogger("mailrules.watcher")
 
-CATCHUP_BATCH = 1000  # new messages per pass while catching up on a backlog
+# New messages per pass while catching up on a backlog (the checkpoint advances after each).
+CATCHUP_BATCH = int(os.environ.get("MAILRULES_CATCHUP_BATCH", "") or 1000)
 STOP_GRACE = 5.0  # seconds the threads get to finish at SIGTERM before the process exits anyway
 LOGOUT_TIMEOUT = 2.0  # seconds for DONE/LOGOUT when stopping
 HEALTHY_AFTER = 30.0  # a connection that lived this long resets the reconnection backoff
@@ -395,6 +396,7 @@ class MailboxWatcher:
 
     def _seen(self, lines: list[bytes]) -> None:
         if exists_in(lines):
+            log.debug("account %s mailbox %s: new mail announced", self.runner.name, self.mailbox)
             self.runner.notify(self.mailbox)
 
 
@@ -692,7 +694,10 @@ class AccountRunner:
                 self.notify(mailbox)
 
     def _arrival(self, store: StateStore, engine: Engine, mailbox: str, *, retries: bool, since_now: bool) -> None:
+        started = time.perf_counter()
         outcome = engine.process(self.name, mailbox, since_now=since_now, limit=CATCHUP_BATCH, retries=retries)
+        log.debug("account %s mailbox %s: pass done in %.1f ms", self.name, mailbox,
+                  (time.perf_counter() - started) * 1000)
         catchup = self.catchups.get(mailbox)
         if outcome.more and catchup is None:
             catchup = self.catchups[mailbox] = CatchUp(self.name, mailbox, outcome.backlog)

@@ -275,14 +275,14 @@ def snapshot(server: DovecotServer, user: User, *, uids: bool = False) -> Snapsh
         for flags, _sep, name in client.list_folders():
             if b"\\Noselect" in flags:
                 continue
-            rows = [
+            rows: list = sorted(
                 ((m.uid,) if uids else ()) + (m.message_id, tuple(sorted(m.flags)))
                 for m in read_messages(client, name)
-            ]
+            )
             if uids:
                 status = client.folder_status(name, ["UIDNEXT", "UIDVALIDITY"])
                 rows.append(("UIDNEXT", status[b"UIDNEXT"], status[b"UIDVALIDITY"]))
-            out[name] = sorted(rows)
+            out[name] = rows
     return out
 
 

@@ -10,7 +10,7 @@ import datetime as dt
 import re
 
 import pytest
-from helpers import Acct, Lab, write_config
+from helpers import Acct, Lab, messages, write_config
 
 from mailrules.testing.proxy import TcpProxy
 
@@ -635,3 +635,42 @@ def test_cross_account_move_keeps_the_source_when_the_append_is_refused(two_acco
     assert "'to other'" in result.err
     assert lab.where() == {"invoice": ["INBOX"]}
     assert lab.flags() == {"invoice": set()}
+
+
+QUOTA_100K = """
+mail_plugins = $mail_plugins quota
+plugin {
+  quota = maildir:User quota
+  quota_rule = *:storage=100K
+}
+"""
+
+
+@pytest.mark.parametrize("verb", ["copy", "move"])
+def test_cross_account_a_message_the_destination_refuses_does_not_hold_up_or_duplicate_the_others(
+    dovecot, dovecot_factory, tmp_path, monkeypatch, verb
+):
+    """The other account is on a server with a 100 KB quota: the big message is refused there."""
+    lab = Lab(dovecot, dovecot.add_user(), tmp_path, monkeypatch)
+    quota_server = dovecot_factory(extra_conf=QUOTA_100K)
+    lab.other = quota_server.add_user()
+    lab.deliver("small 1", {"subject": "big", "size_padding": 200 * 1024}, "small 2")
+    lab.config = write_config(
+        lab.tmp, lab.monkeypatch, lab.server, lab.user, f"""
+        - name: away
+          account: me
+          actions: [{{{verb}: other:Archive}}]
+        """,
+        others={"other": Acct(lab.other, quota_server.port)},
+    )  # fmt: skip
+    first = lab.run()
+    assert first.code == 1
+    assert "OVERQUOTA" in first.err or "Quota" in first.err, first.err
+    archived = sorted(m.subject for m in messages(quota_server, lab.other, "Archive"))
+    assert archived == ["small 1", "small 2"]
+    expected_here = ["big", "small 1", "small 2"] if verb == "copy" else ["big"]
+    assert lab.subjects() == expected_here
+    assert lab.run().code == 1, "the refused message is retried (and refused again)"
+    assert sorted(m.subject for m in messages(quota_server, lab.other, "Archive")) == ["small 1", "small 2"]
+    assert lab.subjects() == expected_here
+    assert "pending 1" in lab.cli("status").out

@@ -173,25 +173,21 @@ def test_an_all_of_one_inside_or_needs_no_parentheses():
     assert keys(AnyOf((All((Flag("\\Seen"),)), Flag("\\Draft")))) == "OR SEEN DRAFT"
 
 
-@st.composite
-def trees(draw, depth=3):
-    leaves = st.one_of(
-        st.builds(Text, st.sampled_from(["from", "subject"]), st.sampled_from(["a", "b"])),
-        st.builds(Flag, st.sampled_from(["\\Seen", "\\Flagged"]), st.booleans()),
-        st.builds(Keyword, st.sampled_from(["$A", "$B"])),
-        st.builds(Raw, st.sampled_from(["SEEN", "OR SEEN FLAGGED"])),
-    )
-    if depth == 0:
-        return draw(leaves)
-    child = trees(depth - 1)
-    return draw(
-        st.one_of(
-            leaves,
-            st.builds(Not, child),
-            st.builds(All, st.lists(child, max_size=3).map(tuple)),
-            st.builds(AnyOf, st.lists(child, max_size=3).map(tuple)),
-        )
-    )
+LEAVES = st.one_of(
+    st.builds(Text, st.sampled_from(["from", "subject"]), st.sampled_from(["a", "b"])),
+    st.builds(Flag, st.sampled_from(["\\Seen", "\\Flagged"]), st.booleans()),
+    st.builds(Keyword, st.sampled_from(["$A", "$B"])),
+    st.builds(Raw, st.sampled_from(["SEEN", "OR SEEN FLAGGED"])),
+)
+TREES = st.recursive(
+    LEAVES,
+    lambda child: st.one_of(
+        st.builds(Not, child),
+        st.builds(All, st.lists(child, max_size=3).map(tuple)),
+        st.builds(AnyOf, st.lists(child, max_size=3).map(tuple)),
+    ),
+    max_leaves=12,
+)
 
 
 def _parse(toks: list[str]):
@@ -257,7 +253,7 @@ MESSAGES = [
 ]
 
 
-@given(trees())
+@given(TREES)
 def test_the_compiled_keys_mean_exactly_the_criteria_tree(tree):
     """Whatever the nesting of all/any/not/raw, the keys select the same messages as the tree."""
     text = keys(tree).replace("(", " ( ").replace(")", " ) ")

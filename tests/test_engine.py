@@ -8,6 +8,7 @@ changes; crashes mid-pass. Every failure test checks that no mail was lost or pr
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from helpers import Acct, Lab, write_config
@@ -16,6 +17,7 @@ from mailrules.engine import Outcome
 from mailrules.plugins import Action, Predicate, hookimpl
 from mailrules.session import ImapSession
 from mailrules.state import StateStore
+from mailrules.testing.proxy import TcpProxy
 
 
 @pytest.fixture
@@ -278,6 +280,33 @@ def test_a_refused_action_fails_its_rule_and_the_other_rules_go_on(lab):
     assert lab.flags() == {"bad": set(), "good": {"\\Flagged"}}, "the failed message waits; others go on"
 
 
+def refuse_store(line: bytes) -> bytes:
+    """Every STORE is answered NO (the server did it, but says it did not: retrying is harmless)."""
+    m = re.match(rb"(\S+) OK Store completed", line)
+    return m.group(1) + b" NO [SERVERBUG] Internal error\r\n" if m else line
+
+
+def test_a_store_refused_by_the_server_fails_that_rule_and_is_retried(lab):
+    lab.deliver("flag me", "other")
+    rules = """
+        - name: flag it
+          match: {subject: flag me}
+          actions: [flag]
+        - name: archive all
+          actions: [{copy: Archive}]
+    """
+    with TcpProxy(lab.server.host, lab.server.port, rewrite_server=refuse_store) as proxy:
+        lab.write(rules, port=proxy.port)
+        result = lab.run()
+    assert result.code == 1
+    assert "'flag it'" in result.err and "SERVERBUG" in result.err
+    assert lab.where() == {"flag me": ["INBOX"], "other": ["Archive", "INBOX"]}, "the later rule waits"
+    lab.write(rules)
+    assert lab.run().code == 0
+    assert lab.where() == {"flag me": ["Archive", "INBOX"], "other": ["Archive", "INBOX"]}
+    assert lab.flags() == {"flag me": {"\\Flagged"}, "other": set()}
+
+
 def test_a_failed_message_is_retried_from_the_failed_rule_without_repeating_earlier_ones(lab):
     lab.deliver("bad")
     rules = """
@@ -434,6 +463,26 @@ def test_messages_expunged_by_another_client_right_before_an_action_are_skipped_
         store.close()
 
 
+@pytest.mark.parametrize("verb", ["copy", "move"])
+def test_messages_expunged_right_before_a_cross_account_transfer_are_skipped(dovecot, tmp_path, monkeypatch, verb):
+    """The server may still answer a FETCH for a message it expunged meanwhile (with no body):
+    nothing empty or wrong may reach the other account."""
+    lab = Lab(dovecot, dovecot.add_user(), tmp_path, monkeypatch)
+    other = dovecot.add_user()
+    lab.deliver("a", "b (doomed)", "c")
+    lab.config = write_config(tmp_path, monkeypatch, dovecot, lab.user, f"""
+        - name: away
+          account: me
+          actions: [meanwhile, {{{verb}: other:Elsewhere}}]
+    """, others={"other": Acct(other, dovecot.port)})
+    outcomes = lab.engine(plugins=[ExpungeOthers(lab, {"doomed"})])
+    assert ok(outcomes), outcomes
+    copied = lab.messages("Elsewhere", user=other)
+    assert sorted(m.subject for m in copied) == ["a", "c"]
+    assert all(m.message_id for m in copied)
+    assert lab.subjects() == (["a", "c"] if verb == "copy" else [])
+
+
 def test_messages_expunged_mid_batch_are_not_retried_later(lab):
     lab.deliver("a", "b (doomed)")
     lab.write("""
@@ -469,6 +518,24 @@ def test_mail_that_mailrules_put_in_a_watched_mailbox_is_not_processed_there(lab
     assert lab.run().code == 0
     assert lab.run().code == 0  # whatever order the mailboxes are visited in
     assert lab.flags("Lists") == {"from inbox": set(), "delivered to lists": {"\\Flagged"}}
+
+
+def test_mail_moved_into_another_accounts_watched_mailbox_is_not_processed_there(dovecot, tmp_path, monkeypatch):
+    lab = Lab(dovecot, dovecot.add_user(), tmp_path, monkeypatch)
+    other = dovecot.add_user()
+    lab.deliver("forwarded")
+    lab.deliver("their own", user=other)
+    lab.config = write_config(tmp_path, monkeypatch, dovecot, lab.user, """
+        - name: hand over
+          account: me
+          actions: [{move: other:INBOX}]
+        - name: theirs
+          account: other
+          actions: [flag]
+    """, others={"other": Acct(other, dovecot.port)})
+    assert lab.run().code == 0
+    assert lab.run().code == 0
+    assert lab.flags(user=other) == {"forwarded": set(), "their own": {"\\Flagged"}}
 
 
 def test_mail_put_back_into_a_watched_mailbox_by_a_rule_does_not_loop(lab):

@@ -703,13 +703,14 @@ def _assert_no_canary(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFix
 
 
 VERBOSITIES = [1, logging.DEBUG, logging.INFO, logging.WARNING]
+LOGGERS = ("imapclient", "imapclient.imapclient", "imapclient.imaplib", "imapclient.util", "mailrules")
 
 
 @pytest.mark.parametrize("level", VERBOSITIES, ids=["all", "debug", "info", "warning"])
 def test_canary_password_never_logged(level: int, server: DovecotServer, caplog: pytest.LogCaptureFixture,
                                       capfd: pytest.CaptureFixture[str]) -> None:
     caplog.set_level(level)
-    for name in ("imapclient", "imapclient.imaplib", "mailrules"):
+    for name in LOGGERS:
         caplog.set_level(level, logger=name)
     user = server.add_user(password=CANARY)
     for tls, port in (("implicit", server.tls_port), ("starttls", server.port)):
@@ -731,7 +732,7 @@ def test_canary_token_never_logged(level: int, server: DovecotServer, introspect
                                    tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                    capfd: pytest.CaptureFixture[str]) -> None:
     caplog.set_level(level)
-    for name in ("imapclient", "imapclient.imaplib", "mailrules"):
+    for name in LOGGERS:
         caplog.set_level(level, logger=name)
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN_CANARY)
@@ -774,6 +775,8 @@ def test_imapclient_protocol_lines_with_credentials_are_redacted(caplog: pytest.
 
     install_log_redaction()
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="imapclient")  # the CLI may have raised it earlier
+    caplog.set_level(logging.DEBUG, logger="imapclient.imapclient")
     log = logging.getLogger("imapclient.imapclient")
     log.debug("> b'ABCD1 LOGIN someone %s'", "unregistered-pw-123")
     log.debug("> ABCD2 AUTHENTICATE PLAIN %s", "AGZvbwBiYXI=")

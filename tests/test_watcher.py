@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import socket
 import time
@@ -351,8 +352,8 @@ def test_a_sweep_missed_while_stopped_runs_once_at_start(harness, dovecot, imap_
     store.close()
 
     daemon.start()
-    daemon.wait_for_log(f"sweep {key} was missed while the daemon was down")
-    daemon.wait_for_log(f"sweep {key}: 5 messages")
+    daemon.wait_for_log(re.escape(f"sweep {key} was missed while the daemon was down"))
+    daemon.wait_for_log(re.escape(f"sweep {key}: 5 messages"))
     assert daemon.stop() == 0
     assert dict(message_ids(imap, "OldCopy")) == {_mid(raw): 1 for raw in old}
     store = StateStore(daemon.state)
@@ -445,6 +446,7 @@ def test_idle_link_reports_exists_and_bye_and_eof():
         theirs.sendall(b"* BYE going away\r\n")
         with pytest.raises(ConnectionLost, match="BYE"):
             link.wait(time.monotonic() + 5)
+        theirs.recv(100)  # our IDLE command: read, so that close() sends a FIN, not a reset
         theirs.close()
         with pytest.raises(ConnectionLost, match="closed"):
             link.wait(time.monotonic() + 5)

@@ -20,15 +20,19 @@ is handed over again, so a receiver may see a message twice.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from typing import Any
 
 from mailrules import hookimpl
@@ -52,15 +56,24 @@ PIPE_SCHEMA = {
 }
 
 
-def parse_pipe(raw: dict) -> dict:
+@dataclass(frozen=True)
+class PipeArgs:
+    command: tuple[str, ...]
+    timeout: float
+
+    def __str__(self) -> str:  # how logs and --dry-run show the argument
+        return shlex.join(self.command)
+
+
+def parse_pipe(raw: dict) -> PipeArgs:
     """After the schema: the program must exist now (a typo is a load-time error)."""
     program = raw["command"][0]
     if shutil.which(program) is None:
         raise ArgumentError(f"program {program!r} not found (give a path, or a program on PATH)", ("command", 0))
-    return {"command": list(raw["command"]), "timeout": float(raw.get("timeout", 10))}
+    return PipeArgs(tuple(raw["command"]), float(raw.get("timeout", 10)))
 
 
-def run_pipe(context: Any, uids: Any, arg: dict) -> None:
+def run_pipe(context: Any, uids: Any, arg: PipeArgs) -> None:
     """Pipe each message to the command; raise on the first failure (the batch is retried)."""
     for message in context.messages(uids, ["message"]):
         env = dict(os.environ)
@@ -71,12 +84,12 @@ def run_pipe(context: Any, uids: Any, arg: dict) -> None:
             MAILRULES_UID=str(message.uid),
             MAILRULES_MESSAGE_ID=message.message_id,
         )
-        status, stderr = _run(arg["command"], message.raw or b"", arg["timeout"], env)
+        status, stderr = _run(list(arg.command), message.raw or b"", arg.timeout, env)
         if status is None:
-            raise RuntimeError(f"{arg['command'][0]} did not finish within {arg['timeout']:g}s (killed)")
+            raise RuntimeError(f"{arg.command[0]} did not finish within {arg.timeout:g}s (killed)")
         if status != 0:
             tail = stderr.decode("utf-8", "replace").strip()[-300:]
-            raise RuntimeError(f"{arg['command'][0]} exited with status {status}" + (f": {tail}" if tail else ""))
+            raise RuntimeError(f"{arg.command[0]} exited with status {status}" + (f": {tail}" if tail else ""))
 
 
 def _run(command: list[str], data: bytes, timeout: float, env: dict[str, str]) -> tuple[int | None, bytes]:
@@ -115,8 +128,35 @@ WEBHOOK_SCHEMA = {
 SUMMARY_HEADERS = ["header:From", "header:To", "header:Subject", "header:Date", "header:Message-ID"]
 
 
-def parse_webhook(raw: dict) -> dict:
-    return {"url": raw["url"], "timeout": float(raw.get("timeout", 5)), "headers": dict(raw.get("headers", {}))}
+@dataclass(frozen=True)
+class WebhookArgs:
+    url: str
+    timeout: float
+    headers: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        """The URL without its query (it may hold a token): logs and --dry-run show this."""
+        parts = urllib.parse.urlsplit(self.url)
+        return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def parse_webhook(raw: dict) -> WebhookArgs:
+    """https://user:password@host/... becomes Basic authentication (urllib does not do it itself)."""
+    headers = dict(raw.get("headers", {}))
+    parts = urllib.parse.urlsplit(raw["url"])
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ArgumentError(f"url: {exc}", ("url",)) from None
+    url = raw["url"]
+    if parts.username is not None or parts.password is not None:
+        netloc = parts.netloc.rpartition("@")[2]
+        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        user = urllib.parse.unquote(parts.username or "")
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        headers.setdefault("Authorization", f"Basic {token}")
+    return WebhookArgs(url, float(raw.get("timeout", 5)), headers)
 
 
 def summary(context: Any, message: Any) -> dict:
@@ -134,21 +174,21 @@ def summary(context: Any, message: Any) -> dict:
     }
 
 
-def run_webhook(context: Any, uids: Any, arg: dict) -> None:
+def run_webhook(context: Any, uids: Any, arg: WebhookArgs) -> None:
     """POST one summary per message; raise on the first failure (the batch is retried)."""
     for message in context.messages(uids, SUMMARY_HEADERS):
         body = json.dumps(summary(context, message)).encode("utf-8")
         headers = {"Content-Type": "application/json", "User-Agent": f"mailrules-notify/{__version__}"}
-        headers.update(arg["headers"])
-        request = urllib.request.Request(arg["url"], data=body, headers=headers, method="POST")
+        headers.update(arg.headers)
+        request = urllib.request.Request(arg.url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=arg["timeout"]) as response:
+            with urllib.request.urlopen(request, timeout=arg.timeout) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"{arg['url']} answered {exc.code} {exc.reason}") from None
+            raise RuntimeError(f"{arg} answered {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise RuntimeError(f"{arg['url']}: {reason}") from None
+            raise RuntimeError(f"{arg}: {reason}") from None
 
 
 # --------------------------------------------------------------------------- the hooks

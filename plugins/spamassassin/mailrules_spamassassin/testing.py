@@ -65,7 +65,11 @@ class SpamdServer:
         if exe is None:
             raise RuntimeError("spamd is not installed (Debian: apt-get install spamassassin)")
         self.bayes_dir.mkdir(parents=True, exist_ok=True)
-        self.bayes_dir.chmod(0o777)  # spamd's children run as an unprivileged user
+        self.bayes_dir.chmod(0o777)  # spamd's children run as an unprivileged user (nobody) ...
+        for parent in self.bayes_dir.parents:  # ... who must reach it
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                parent.chmod(mode | 0o001)
         self.port = _free_port()
         command = [
             exe, f"--listen=127.0.0.1:{self.port}", "--syslog=stderr", "--allow-tell", "--nouser-config",
