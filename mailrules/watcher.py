@@ -317,6 +317,13 @@ def _close(client: imapclient.IMAPClient | None, *, logout: bool) -> None:
         client.shutdown()
 
 
+def _drop(pool: SessionPool, account: str) -> None:
+    """Forget a dead connection without waiting for a LOGOUT it would never answer."""
+    session = pool.sessions.pop(account, None)
+    if session is not None:
+        _close(session.client, logout=False)
+
+
 # ====================================================================== one watched mailbox
 
 
@@ -411,19 +418,31 @@ class SweepTask:
 
 
 class AccountRunner:
-    """The worker thread of one account, and its IDLE watchers."""
+    """The worker thread of one account, and its IDLE watchers.
+
+    The worker's own connection does every pass and sweep; when there is nothing to do
+    it IDLEs on the account's first watched mailbox (its *home*), so that new mail there
+    finds a connection already selected and synchronised (the lowest latency), and the
+    other watched mailboxes get IDLE connections of their own (`MailboxWatcher`) up to
+    ``max_connections`` in all; any further ones are polled.
+    """
 
     def __init__(self, daemon: Daemon, account: Account, config: Config) -> None:
         self.daemon = daemon
         self.name = account.name
         self.account = account
         self.config = config
+        self.home = account.watch[0] if account.watch else None
+        self.home_idle = False  # the worker IDLEs on `home` while waiting
         self._new_config: Config | None = None
         self.cond = threading.Condition()
         self.dirty: dict[str, bool] = {}  # mailbox -> retry failed messages in this pass
         self.sweeps: dict[str, SweepTask] = {}
         self.stopping = threading.Event()
-        self.wake_r, self.wake_w = os.pipe()
+        self.wake_r, self.wake_w = os.pipe()  # written once, at stop: wakes every watcher for good
+        self.kick_r, self.kick_w = os.pipe()  # written on new work: wakes the worker from IDLE
+        for fd in (self.kick_r, self.kick_w):
+            os.set_blocking(fd, False)
         self._pipe_closed = False
         self.watchers: dict[str, MailboxWatcher] = {}
         self.polled: list[str] = []
@@ -432,6 +451,8 @@ class AccountRunner:
         self.retry_at: dict[str, float] = {}
         self.retry_round: dict[str, int] = {}
         self.catchups: dict[str, CatchUp] = {}
+        self._idle_session: ImapSession | None = None  # the connection the home IDLE was announced on
+        self._idle_logged_once = False
         self.thread = threading.Thread(target=self._main, name=f"mailrules-{self.name}", daemon=True)
 
     # -------------------------------------------------------------- from other threads
@@ -442,11 +463,18 @@ class AccountRunner:
                 self.dirty[mailbox] = True  # catch up at start (with retries)
         self.thread.start()
 
+    def _kick(self) -> None:
+        """Wake the worker (called with self.cond held)."""
+        self.cond.notify_all()
+        if not self._pipe_closed:
+            with contextlib.suppress(OSError):  # full (already kicked) or closed
+                os.write(self.kick_w, b"k")
+
     def notify(self, mailbox: str, *, retries: bool = False) -> None:
         """New mail may be in `mailbox`: run an arrival pass soon."""
         with self.cond:
             self.dirty[mailbox] = self.dirty.get(mailbox, False) or retries
-            self.cond.notify()
+            self._kick()
 
     def request_sweep(self, key: str, fired: dt.datetime) -> None:
         with self.cond:
@@ -455,7 +483,7 @@ class AccountRunner:
                 self.sweeps[key] = SweepTask(key, fired)
             elif fired > task.fired:
                 task.fired = fired  # coalesced with the sweep already waiting
-            self.cond.notify()
+            self._kick()
 
     def poll_instead(self, mailbox: str) -> None:
         with self.cond:
@@ -463,12 +491,12 @@ class AccountRunner:
             if mailbox not in self.polled:
                 self.polled.append(mailbox)
             self._poll_now = True
-            self.cond.notify()
+            self._kick()
 
     def set_config(self, config: Config) -> None:
         with self.cond:
             self._new_config = config
-            self.cond.notify()
+            self._kick()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -476,7 +504,7 @@ class AccountRunner:
             if not self._pipe_closed:
                 with contextlib.suppress(OSError):
                     os.write(self.wake_w, b"x")  # never drained: every watcher's poll sees it
-            self.cond.notify_all()
+            self._kick()
 
     def join(self, deadline: float) -> bool:
         threads = [self.thread, *(w.thread for w in list(self.watchers.values()))]
@@ -488,6 +516,10 @@ class AccountRunner:
             log.warning("account %s: still busy at exit (%s): abandoned; the journal resumes it at next start",
                         self.name, ", ".join(alive))
         return not alive
+
+    def _has_work(self) -> bool:
+        return bool(self.stopping.is_set() or self._new_config is not None or self.dirty or self.sweeps
+                    or self._poll_now)
 
     # -------------------------------------------------------------- the worker
 
@@ -517,7 +549,7 @@ class AccountRunner:
             if not any(w.thread.is_alive() for w in list(self.watchers.values())):
                 with self.cond:
                     self._pipe_closed = True
-                    for fd in (self.wake_r, self.wake_w):
+                    for fd in (self.wake_r, self.wake_w, self.kick_r, self.kick_w):
                         with contextlib.suppress(OSError):
                             os.close(fd)
 
@@ -538,18 +570,7 @@ class AccountRunner:
 
         while not self.stopping.is_set():
             with self.cond:
-                while not self.stopping.is_set():
-                    if self._new_config is not None:
-                        break
-                    if self.dirty or self.sweeps or self._poll_now:
-                        break
-                    wait = self._next_timer(last_used, next_poll) - time.monotonic()
-                    if wait <= 0:
-                        break
-                    self.cond.wait(wait)
                 new_config, self._new_config = self._new_config, None
-            if self.stopping.is_set():
-                break
             if new_config is not None:
                 self.config = engine.config = pool.config = new_config
                 log.info("account %s: the new rules apply from the next pass", self.name)
@@ -564,14 +585,17 @@ class AccountRunner:
                 self._record_error(store, _describe(exc))
                 self.stopping.wait(delay)
                 continue
-            if reconnected and started_watchers:
-                self._poll_now = True  # catch up on the polled mailboxes after every reconnection
             if not started_watchers:
                 started_watchers = True
                 self._start_watchers(session)
+            elif reconnected:
+                with self.cond:  # catch up after every reconnection
+                    self._poll_now = bool(self.polled)
+                    if self.home_idle and self.home is not None:
+                        self.dirty.setdefault(self.home, False)
             now = time.monotonic()
 
-            # timers: polling, retries, keepalive
+            # timers: polling, retries
             if self.polled and (self._poll_now or now >= next_poll):
                 self._poll_now = False
                 next_poll = now + self.account.poll_interval
@@ -593,11 +617,6 @@ class AccountRunner:
                     task = next(iter(self.sweeps.values()))
                 else:
                     mailbox, task = None, None
-            if mailbox is None and task is None:
-                if time.monotonic() - last_used >= min(self.account.idle_interval, 300.0):
-                    self._guard(store, pool, session.noop, backoff, None)
-                    last_used = time.monotonic()
-                continue
 
             if mailbox is not None:
                 sn = since_now and mailbox in first_pass
@@ -607,13 +626,71 @@ class AccountRunner:
                     lambda m=mailbox, r=retries, sn=sn: self._arrival(store, engine, m, retries=r, since_now=sn),
                     backoff, mailbox, requeue=lambda m=mailbox, r=retries: self.notify(m, retries=r),
                 )
-            else:
-                assert task is not None
+            elif task is not None:
                 ok = self._guard(store, pool, lambda t=task: self._sweep(store, engine, t), backoff,
                                  (task.remaining or [None])[0])
+            else:  # nothing to do: wait for news
+                deadline = self._next_timer(last_used, next_poll)
+                if self.home_idle and self.home is not None:
+                    ok = self._idle_home(session, pool, backoff, deadline)
+                else:
+                    with self.cond:
+                        while not self._has_work() and time.monotonic() < deadline:
+                            self.cond.wait(deadline - time.monotonic())
+                    ok = True
+                    if time.monotonic() - last_used >= min(self.account.idle_interval, 300.0) and not self._has_work():
+                        ok = self._guard(store, pool, session.noop, backoff, None)
             last_used = time.monotonic()
             if ok:
                 backoff.reset()
+
+    def _idle_home(self, session: ImapSession, pool: SessionPool, backoff: Backoff, deadline: float) -> bool:
+        """IDLE on the home mailbox until news, new work, or `deadline` (at most idle_interval)."""
+        assert self.home is not None
+        server = session.server_name(self.home)
+        selected = session.selected
+        if selected is None or selected.name != server or selected.readonly:
+            # another mailbox was selected since: a pass re-selects home and takes what came meanwhile
+            self.notify(self.home)
+            return True
+        with contextlib.suppress(OSError):
+            while os.read(self.kick_r, 512):
+                pass
+        with self.cond:
+            if self._has_work():
+                return True
+        deadline = min(deadline, time.monotonic() + self.account.idle_interval)
+        try:
+            link = IdleLink(session.client, self.kick_r, self.account.timeout)
+            seen = link.start()
+            if self._idle_session is not session:
+                self._idle_session = session
+                again = "reconnected; watching with IDLE again" if self._idle_logged_once else "watching with IDLE"
+                self._idle_logged_once = True
+                log.info("account %s mailbox %s: %s", self.name, self.home, again)
+            if not exists_in(seen):
+                seen = seen + (link.wait(deadline) or [])  # None: woken for other work
+            seen = seen + link.done()  # answered in time: the connection is alive
+        except IdleRefused as exc:
+            log.warning("account %s mailbox %s: IDLE refused (%s): polling this mailbox instead",
+                        self.name, self.home, exc)
+            self.home_idle = False
+            self.poll_instead(self.home)
+            return True
+        except Exception as exc:  # noqa: BLE001 - the connection is gone
+            if self.stopping.is_set():
+                return True
+            _drop(pool, self.name)
+            self.notify(self.home)  # catch up once reconnected
+            delay = backoff.next()
+            log.warning("account %s mailbox %s: IDLE connection lost (%s); reconnecting in %.1fs",
+                        self.name, self.home, _describe(exc), delay)
+            self.stopping.wait(delay)
+            return False
+        if exists_in(seen):
+            log.debug("account %s mailbox %s: new mail announced", self.name, self.home)
+            self.notify(self.home)
+        return True
 
     def _guard(self, store: StateStore, pool: SessionPool, work, backoff: Backoff, mailbox: str | None,
                *, requeue=None) -> bool:
@@ -635,7 +712,7 @@ class AccountRunner:
                 except Exception:  # noqa: BLE001
                     alive = False
             if not alive:
-                pool.discard(self.name)
+                _drop(pool, self.name)
                 if requeue is not None:
                     requeue()
                 delay = backoff.next()
@@ -665,16 +742,18 @@ class AccountRunner:
 
     def _start_watchers(self, session: ImapSession) -> None:
         watch = list(self.account.watch)
-        idle_slots = max(0, self.account.max_connections - 1)
         if not session.has("IDLE"):
             log.info("account %s: the server does not offer IDLE: polling %s every %gs", self.name,
                      ", ".join(watch), self.account.poll_interval)
             idle, polled = [], watch
         else:
-            idle, polled = watch[:idle_slots], watch[idle_slots:]
+            self.home_idle = True
+            others = watch[1:]
+            slots = max(0, self.account.max_connections - 1)
+            idle, polled = others[:slots], others[slots:]
             if polled:
-                log.info("account %s: %d IDLE connection(s) (max_connections %d): polling %s every %gs",
-                         self.name, len(idle), self.account.max_connections, ", ".join(polled),
+                log.info("account %s: IDLE on %s (max_connections %d): polling %s every %gs", self.name,
+                         ", ".join(watch[: 1 + len(idle)]), self.account.max_connections, ", ".join(polled),
                          self.account.poll_interval)
         with self.cond:
             self.polled = polled

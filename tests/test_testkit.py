@@ -124,8 +124,9 @@ def test_deliver_files_reach_a_selected_client(
 
 
 def test_kick_drops_the_connection(dovecot: DovecotServer, imap_user: User) -> None:
+    assert dovecot.kick(imap_user) is False  # nothing to kick yet
     client = dovecot.client(imap_user, "INBOX")
-    dovecot.kick(imap_user)
+    assert dovecot.kick(imap_user) is True
     assert raises_soon(client.noop) is not None
     dovecot.client(imap_user).logout()  # the account still works
 
@@ -149,8 +150,11 @@ def test_stop_leaves_no_dovecot_process(dovecot_factory: Factory) -> None:
     user = server.add_user()
     client = server.client(user, "INBOX")
     client.idle()
+    before_login = socket.create_connection((server.host, server.port), timeout=5)
+    assert before_login.recv(100).startswith(b"* OK")
     started = time.monotonic()
     server.stop()
+    before_login.close()
     assert time.monotonic() - started < 5
     assert not server.running
     assert _instance_procs(server.instance_name) == {}

@@ -199,14 +199,18 @@ def test_a_server_without_idle_is_polled(harness, dovecot_factory, make_message)
 
 def test_mailboxes_beyond_max_connections_are_polled(harness, imap, make_message):
     imap.create_folder("Side")
-    daemon = harness(watch=["INBOX", "Side"], max_connections=2)
+    imap.create_folder("Other")
+    daemon = harness(watch=["INBOX", "Side", "Other"], max_connections=2)
     daemon.start()
-    daemon.wait_for_log("1 IDLE connection.*polling Side")
+    daemon.wait_for_log(r"IDLE on INBOX, Side \(max_connections 2\): polling Other")
+    daemon.wait_for_log("mailbox INBOX: watching with IDLE")
+    daemon.wait_for_log("mailbox Side: watching with IDLE")
     mids = append(imap, ["msg in inbox"], make_message)
     mids += append(imap, ["msg on the side"], make_message, folder="Side")
-    wait_filed(imap, 2)
+    mids += append(imap, ["msg in the other"], make_message, folder="Other")
+    wait_filed(imap, 3)
     assert daemon.stop() == 0
-    assert not message_ids(imap, "Side")
+    assert not message_ids(imap, "Side") and not message_ids(imap, "Other")
     assert_filed_once(imap, mids)
 
 

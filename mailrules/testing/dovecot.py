@@ -84,6 +84,7 @@ SPECIAL_USE_MAILBOXES = {"Drafts": r"\Drafts", "Junk": r"\Junk", "Sent": r"\Sent
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 _HARMLESS_HELPERS = {"log", "stats"}
+_CLIENT_SERVICES = {"imap-login", "imap", "pop3-login", "pop3", "managesieve-login", "managesieve"}
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@+-]{0,63}$")
 _counter = itertools.count(1)
@@ -454,6 +455,9 @@ class DovecotServer:
         if stopper is None and proc.poll() is None:
             proc.terminate()
 
+        asked = time.monotonic()
+        signalled: dict[int, int] = {}
+
         def done() -> bool:
             procs = _instance_procs(self.instance_name)
             if proc.poll() is None and procs and set(procs.values()) <= _HARMLESS_HELPERS:
@@ -461,6 +465,16 @@ class DovecotServer:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
                 proc.kill()
+            # Connections not kicked (e.g. still before LOGIN) keep their process for ~10 s.
+            waited = time.monotonic() - asked
+            for pid, service in procs.items():
+                if service in _HARMLESS_HELPERS or service not in _CLIENT_SERVICES:
+                    continue
+                sig = signal.SIGKILL if waited > 1.5 else signal.SIGTERM if waited > 0.2 else None
+                if sig is not None and signalled.get(pid) != sig:
+                    signalled[pid] = sig
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, sig)
             return proc.poll() is not None and not procs
 
         if not _wait(done, STOP_TIMEOUT):
@@ -546,9 +560,17 @@ class DovecotServer:
             raise DovecotError(f"doveadm {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
 
-    def kick(self, user: User | str) -> None:
-        """Drop every IMAP connection of ``user`` (``doveadm kick``)."""
-        self.doveadm("kick", _name(user))
+    def kick(self, user: User | str) -> bool:
+        """Drop every IMAP connection of ``user`` (``doveadm kick``); False if it had none.
+
+        The connections get ``* BYE`` and are closed a moment later (poll, do not assume).
+        """
+        out = self.doveadm("kick", _name(user), check=False)
+        if "kicked connections" in out:
+            return True
+        if "no users kicked" in out:
+            return False
+        raise DovecotError(f"doveadm kick {_name(user)} failed: {out.strip()}")
 
     def mailbox_path(self, user: User | str, mailbox: str = "INBOX") -> Path:
         """Directory of ``mailbox`` on disk (asks ``doveadm mailbox path``; cached)."""
