@@ -11,7 +11,7 @@ from typing import Any
 
 from .model import FolderRef
 from .plugins import Action, Predicate, hookimpl
-from .predicates import parse_regex_args, regex_needs, regex_test
+from .predicates import parse_regex_args, regex_needs, regex_prefilter, regex_test
 
 SYSTEM_FLAGS = {
     "\\seen": "\\Seen",
@@ -85,6 +85,7 @@ def mailrules_predicates():
             test=regex_test,
             parse=parse_regex_args,
             needs=regex_needs,
+            prefilter=regex_prefilter,
         )
     ]
 

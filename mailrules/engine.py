@@ -25,7 +25,7 @@ from typing import TextIO
 from .actions import ActionContext, ActionFailed, ActionRunner
 from .criteria import SearchQuery, compile_search
 from .message import MessageView, decode_rfc2047
-from .model import ActionCall, Config, Rule
+from .model import ActionCall, All, Config, Rule
 from .plugins import Registry, TimeLimit
 from .session import BODY_FETCH_BATCH, FETCH_BATCH, ImapSession, ServerRefused
 from .state import RunRecord, StateStore, Step
@@ -144,17 +144,27 @@ class Engine:
 
     def process(
         self, account: str, mailbox: str, *, since_now: bool = False, limit: int | None = None,
-        retries: bool = True,
+        retries: bool = True, reselect: bool = True,
     ) -> Outcome:
         """Catch up on `mailbox` of `account`: run the arrival rules over what is new.
 
         limit: take only the first `limit` new messages (the checkpoint moves past them;
         `Outcome.more` says whether more are waiting). retries: also retry the messages
         whose actions failed on earlier passes (the daemon paces retries itself).
+        reselect=False: if the mailbox is already selected read-write on the connection,
+        skip the SELECT and find what is new with one UID SEARCH above the checkpoint. Only
+        for a connection whose view is known to be current (the daemon's, just told of
+        the new mail by IDLE): a SEARCH sees what the connection was last told of.
         """
         session = self.pool.get(account)
         server = session.server_name(mailbox)
-        sel = session.select(server, readonly=self.dry_run)
+        sel = session.selected
+        known = self.reader.mailbox(account, server) if (self.reader and not reselect) else None
+        reuse = not (reselect or self.dry_run or sel is None or sel.name != server or sel.readonly
+                     or known is None or known.uidvalidity != sel.uidvalidity)
+        if not reuse:
+            sel = session.select(server, readonly=self.dry_run)
+        assert sel is not None
         outcome = Outcome(account, server)
         store = self.store
         advance = self.rule_names is None  # --rule runs never move the checkpoint
@@ -170,6 +180,11 @@ class Engine:
 
         state = self.reader.mailbox(account, server) if self.reader else None
         high = sel.uidnext - 1
+        above: UidSet | None = None  # with reuse: what is above the checkpoint (UIDNEXT is stale)
+        if reuse and run is None and state is not None and state.uidvalidity == sel.uidvalidity:
+            found = session.search(SearchQuery((b"UID", f"{state.checkpoint + 1}:*".encode())))
+            above = UidSet(u for u in found if u > state.checkpoint)  # "n:*" also matches the last UID
+            high = max(above.max, state.checkpoint)
         if run is not None:
             rules = self._rules_for_run(run, self.arrival_rules(account, mailbox))
             log.info("account %s mailbox %s: resuming an interrupted pass (%d messages)", account, server,
@@ -177,7 +192,8 @@ class Engine:
             outcome.candidates = len(run.candidates)
             self._execute(session, account, server, rules, run.candidates, run, outcome, kind="arrival",
                           high=run.high, advance=advance)
-            fresh = self.process(account, mailbox, since_now=since_now, limit=limit, retries=retries)
+            fresh = self.process(account, mailbox, since_now=since_now, limit=limit, retries=retries,
+                                 reselect=reselect)
             fresh.candidates += outcome.candidates
             fresh.applied += outcome.applied
             fresh.failed.update(outcome.failed)
@@ -196,7 +212,8 @@ class Engine:
         else:
             checkpoint = state.checkpoint if state else 0
             if high > checkpoint:
-                new = session.search(SearchQuery((b"UID", f"{checkpoint + 1}:{high}".encode())))
+                new = above if above is not None else session.search(
+                    SearchQuery((b"UID", f"{checkpoint + 1}:{high}".encode())))
                 new = UidSet(u for u in new if checkpoint < u <= high)
                 if self.reader:
                     new -= self.reader.placed(account, server, sel.uidvalidity, checkpoint)
@@ -463,7 +480,7 @@ class Engine:
     ) -> UidSet:
         if not searchable:
             return UidSet()
-        query = compile_search(rule.match, session.capabilities)
+        query = compile_search(self._with_prefilters(session, rule), session.capabilities)
         try:
             found = session.search(query, within=searchable)
         except ServerRefused as exc:
@@ -476,6 +493,23 @@ class Engine:
         if not rule.where or not found:
             return found
         return self._predicates(session, rule, found, index, failures, active)
+
+    def _with_prefilters(self, session: ImapSession, rule: Rule):
+        """The rule's criteria, plus what its predicates let the server check first.
+
+        Only on servers whose SEARCH is a true substring search (RFC 3501), so that the
+        prefilter never hides a message the predicate would accept.
+        """
+        if not rule.where or not session.substring_search_reliable:
+            return rule.match
+        extra = []
+        for call in rule.where:
+            spec = self.registry.predicates[call.name]
+            if spec.prefilter is not None:
+                criteria = spec.prefilter(call.args)
+                if criteria is not None:
+                    extra.append(criteria)
+        return All((rule.match, *extra)) if extra else rule.match
 
     def _predicates(
         self, session: ImapSession, rule: Rule, found: UidSet, index: int, failures: dict, active: set[int]

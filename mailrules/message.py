@@ -14,6 +14,8 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 from functools import cached_property
 
+from .mime import text_parts
+
 
 def decode_rfc2047(value: str) -> str:
     """Decode RFC 2047 encoded-words; undecodable input is returned as it is."""
@@ -83,7 +85,11 @@ class MessageView:
 
     @cached_property
     def body_text(self) -> str:
-        """The decoded text of every text/* part, joined by newlines."""
+        """The decoded text of every text/* part that is not an attachment, joined by newlines."""
+        if self.raw is not None:
+            fast = text_parts(self.raw)  # the same text, without the email package's cost
+            if fast is not None:
+                return "\n".join(fast)
         msg = self.email
         parts = []
         for part in msg.walk() if msg.is_multipart() else [msg]:

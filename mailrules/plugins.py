@@ -208,6 +208,12 @@ class Predicate:
         A part that was not declared is missing: a body never fetched reads as empty.
     timeout
         Seconds `test` may take per message (default 10).
+    prefilter
+        Optional function(args) -> criteria tree (`mailrules.model`) or None: a condition
+        that every message the predicate accepts is sure to meet, which the server can
+        check. The engine adds it to the rule's one UID SEARCH (on servers whose
+        substring search follows RFC 3501) so that fewer messages are fetched. The
+        predicate still decides; a prefilter only saves work.
     """
 
     name: str
@@ -217,6 +223,7 @@ class Predicate:
     needs: Iterable[str] | Callable[[Any], Iterable[str]] = ("message",)
     timeout: float = 10.0
     schema: Mapping[str, Any] | None = None
+    prefilter: Callable[[Any], Any] | None = None
     plugin: str = ""
     _validator: Any = field(default=None, init=False, repr=False, compare=False)
 

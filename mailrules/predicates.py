@@ -50,6 +50,51 @@ def regex_needs(args: tuple[tuple[str, Any], ...]) -> list[str]:
     return needs
 
 
+def regex_prefilter(args: tuple[tuple[str, Any], ...]):
+    """Server-side criteria every message matching these body patterns meets, or None.
+
+    A pattern's longest literal run that any match must contain (e.g. "build #" in
+    'build #\\d+ failed') becomes a BODY search: the server's case-insensitive substring
+    search over the decoded body finds every message the pattern can match, and more.
+    """
+    from .model import All, Text
+
+    keys = []
+    for fld, compiled in args:
+        if fld.lower() != "body":
+            continue
+        literal = required_literal(compiled.pattern)
+        if literal:
+            keys.append(Text("body", literal))
+    return All(tuple(keys)) if keys else None
+
+
+def required_literal(pattern: str, min_length: int = 3) -> str | None:
+    """The longest run of literal characters that every match of `pattern` contains.
+
+    Only the top level of the pattern is read: a literal inside a group, an alternative
+    or a repetition is not required. None when there is no such run of min_length.
+    """
+    import re._constants as sre_constants
+    import re._parser as sre_parse
+
+    try:
+        parsed = sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - syntax only the `regex` module knows: no prefilter
+        return None
+    best, run = "", ""
+    for op, arg in parsed:
+        if op is sre_constants.LITERAL:
+            run += chr(arg)
+            continue
+        best = max(best, run, key=len)
+        run = ""
+    best = max(best, run, key=len)
+    if len(best.strip()) < min_length or "\r" in best or "\n" in best:
+        return None
+    return best
+
+
 def _values(message: MessageView, fld: str) -> list[str]:
     low = fld.lower()
     if low == "body":

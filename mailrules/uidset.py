@@ -84,6 +84,36 @@ class UidSet:
         if current:
             yield UidSet(current)
 
+    def cover_text(self, max_chars: int) -> str:
+        """IMAP text of a set that contains every UID here, and maybe others, in <= max_chars.
+
+        For searches whose results are intersected with this set again: gaps between
+        ranges up to the smallest sufficient width are bridged, so one command suffices.
+        """
+        text = str(self)
+        if len(text) <= max_chars:
+            return text
+        ranges = self.ranges()
+
+        def bridged(width: int) -> str:
+            merged = [ranges[0]]
+            for lo, hi in ranges[1:]:
+                if lo - merged[-1][1] - 1 <= width:
+                    merged[-1] = (merged[-1][0], hi)
+                else:
+                    merged.append((lo, hi))
+            return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in merged)
+
+        widths = sorted({lo - ranges[i][1] - 1 for i, (lo, _hi) in enumerate(ranges[1:])})
+        low, high = 0, len(widths) - 1  # bridging every gap always fits: "first:last"
+        while low < high:
+            mid = (low + high) // 2
+            if len(bridged(widths[mid])) <= max_chars:
+                high = mid
+            else:
+                low = mid + 1
+        return bridged(widths[low])
+
     def __or__(self, other: Iterable[int]) -> UidSet:
         return UidSet([*self._uids, *other])
 

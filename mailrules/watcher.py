@@ -4,25 +4,31 @@ Design (one process, many accounts):
 
 * **One worker thread per account** owns the account's *action connection* (an
   `Engine` with its own `SessionPool` and `StateStore` connection). Every arrival pass,
-  retry and sweep of the account runs there, one at a time, so sweeps and arrival
+  retry and sweep of the account runs there, one at a time: sweeps and arrival
   processing never act on the same mailbox at once, and one slow or failing account
   never stalls another.
-* **One IDLE thread per watched mailbox** (at most ``max_connections - 1`` per account)
-  only waits: it EXAMINEs the mailbox, IDLEs, and on any EXISTS marks the mailbox dirty
-  for the worker. The IDLE connection never leaves IDLE for processing, so no arrival
-  falls in a gap; the worker clears the mark *before* a pass and runs another pass if
-  new mail was announced meanwhile. IDLE is re-issued every ``idle_interval`` (the
-  tagged answer to DONE within ``timeout`` proves the link alive); EOF and BYE end it at
-  once. A lost connection is reopened with exponential backoff, jitter and a cap
-  (``reconnect_max``), the secret fetched afresh, and a catch-up pass follows every
-  (re)connection.
-* Servers without IDLE, and watched mailboxes beyond the IDLE connections, are
-  **polled** by the worker with ``STATUS (UIDNEXT)`` every ``poll_interval``.
+* While it has nothing to do, the worker **IDLEs on the account's first watched
+  mailbox** (its *home*, usually INBOX) on that same connection: when new mail comes,
+  the connection is already selected and synchronised, so the pass starts at once
+  (the lowest latency). Before re-entering IDLE it checks that nothing arrived while
+  it was busy (anything above the checkpoint, or an EXISTS in the answer to that
+  check): IDLE only announces what the connection has not been told yet.
+* **The other watched mailboxes** get an IDLE connection each (`MailboxWatcher`, up to
+  ``max_connections`` connections in all), which only waits: any EXISTS marks the
+  mailbox dirty for the worker, which clears the mark *before* a pass and runs another
+  if new mail was announced meanwhile, so no arrival falls in a gap. Mailboxes beyond
+  the budget, and every mailbox of a server without IDLE, are **polled** with ``STATUS
+  (UIDNEXT)`` every ``poll_interval``.
+* **Liveness**: IDLE is re-issued every ``idle_interval`` and the tagged answer to DONE
+  must come within ``timeout``; EOF and BYE end it at once. A lost connection is reopened
+  with exponential backoff, jitter and a cap (``reconnect_max``), the secret fetched
+  afresh, and a catch-up pass follows every (re)connection.
 * **Sweeps**: an APScheduler job per schedule (`mailrules.scheduler`) hands each
-  account's worker a sweep; missed sweeps run once at start.
+  account's worker a sweep; a sweep missed while the daemon was down runs once at start.
 * **Crash safety** is the engine's journal (`mailrules.state`): a pass interrupted by a
   crash, a signal or a lost connection is resumed, never repeated. A large backlog is
-  taken in slices of `CATCHUP_BATCH` messages so the checkpoint advances steadily.
+  taken in slices of `CATCHUP_BATCH` messages, so the checkpoint advances steadily and
+  progress is logged (`mailrules.progress`).
 * **Signals**: SIGTERM/SIGINT abandon the current pass between two steps (its journal
   resumes it next time), log out and exit 0; SIGHUP reloads the rules file (a broken
   file is reported and the old rules stay in force).
@@ -52,6 +58,7 @@ import warnings
 
 import imapclient
 
+from .criteria import SearchQuery
 from .engine import Engine, Interrupted, SessionPool
 from .model import Account, Config, Location
 from .plugins import Registry
@@ -230,14 +237,24 @@ class IdleLink:
             got = self.lines(deadline, wakeable=False)
             if not got:
                 raise ConnectionLost(f"no answer to {what} within {timeout:g}s")
-            for line in got:
+            for i, line in enumerate(got):
                 if line.startswith(tag + b" "):
+                    self._hand_back(got[i + 1:])
                     _check_bye(untagged)
                     status = line[len(tag) + 1:].split(b" ", 1)[0].upper()
                     if status != b"OK":
                         raise ConnectionLost(f"{what} failed: {line.decode('utf-8', 'replace')}")
                     return untagged
                 untagged.append(line)
+
+    def _hand_back(self, lines: list[bytes]) -> None:
+        """Give imaplib whatever was read past the end of our command (the connection goes back)."""
+        rest = b"".join(line + b"\r\n" for line in lines) + bytes(self.buf)
+        self.buf.clear()
+        file = self.imap.file
+        while isinstance(file, _Replay) and not file.data:
+            file = file.file  # nothing left to replay: unwrap
+        self.imap.file = _Replay(rest, file) if rest else file
 
     # -------------------------------------------------------------- commands
 
@@ -289,6 +306,50 @@ class IdleLink:
         tag = b"mrn%d" % next(_TAGS)
         self._send(tag + b" NOOP\r\n")
         return self._until_tagged(tag, "NOOP", timeout or self.timeout)
+
+
+class _Replay:
+    """A read-only file for imaplib that first returns `data`, then reads on from `file`."""
+
+    def __init__(self, data: bytes, file) -> None:
+        self.data = bytearray(data)
+        self.file = file
+
+    def readline(self, limit: int = -1) -> bytes:
+        if not self.data:
+            return self.file.readline(limit)
+        end = self.data.find(b"\n")
+        if end >= 0 and (limit < 0 or end < limit):
+            line = bytes(self.data[: end + 1])
+            del self.data[: end + 1]
+            return line
+        if limit >= 0 and len(self.data) >= limit:
+            line = bytes(self.data[:limit])
+            del self.data[:limit]
+            return line
+        line = bytes(self.data)
+        self.data.clear()
+        return line + self.file.readline(limit - len(line) if limit >= 0 else -1)
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.data:
+            return self.file.read(size)
+        if size < 0:
+            chunk = bytes(self.data)
+            self.data.clear()
+            return chunk + self.file.read()
+        chunk = bytes(self.data[:size])
+        del self.data[:size]
+        return chunk + (self.file.read(size - len(chunk)) if len(chunk) < size else b"")
+
+    def peek(self, size: int = 0) -> bytes:
+        return bytes(self.data) if self.data else self.file.peek(size)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
 
 
 def _check_bye(lines: list[bytes]) -> None:
@@ -450,9 +511,11 @@ class AccountRunner:
         self.known_uidnext: dict[str, int] = {}
         self.retry_at: dict[str, float] = {}
         self.retry_round: dict[str, int] = {}
+        self.broken: set[str] = set()  # mailboxes whose last pass failed as a whole (not per message)
         self.catchups: dict[str, CatchUp] = {}
         self._idle_session: ImapSession | None = None  # the connection the home IDLE was announced on
         self._idle_logged_once = False
+        self._home_announced = False  # the worker's IDLE on home reported new mail
         self.thread = threading.Thread(target=self._main, name=f"mailrules-{self.name}", daemon=True)
 
     # -------------------------------------------------------------- from other threads
@@ -621,9 +684,13 @@ class AccountRunner:
             if mailbox is not None:
                 sn = since_now and mailbox in first_pass
                 first_pass.discard(mailbox)
+                # IDLE just told this very connection of the new mail: its view is current, no SELECT
+                current = mailbox == self.home and self._home_announced
+                self._home_announced = False
                 ok = self._guard(
                     store, pool,
-                    lambda m=mailbox, r=retries, sn=sn: self._arrival(store, engine, m, retries=r, since_now=sn),
+                    lambda m=mailbox, r=retries, sn=sn, c=current: self._arrival(
+                        store, engine, m, retries=r, since_now=sn, reselect=not c),
                     backoff, mailbox, requeue=lambda m=mailbox, r=retries: self.notify(m, retries=r),
                 )
             elif task is not None:
@@ -631,8 +698,8 @@ class AccountRunner:
                                  (task.remaining or [None])[0])
             else:  # nothing to do: wait for news
                 deadline = self._next_timer(last_used, next_poll)
-                if self.home_idle and self.home is not None:
-                    ok = self._idle_home(session, pool, backoff, deadline)
+                if self.home_idle and self.home is not None and self.home not in self.broken:
+                    ok = self._idle_home(session, store, pool, backoff, deadline)
                 else:
                     with self.cond:
                         while not self._has_work() and time.monotonic() < deadline:
@@ -644,13 +711,16 @@ class AccountRunner:
             if ok:
                 backoff.reset()
 
-    def _idle_home(self, session: ImapSession, pool: SessionPool, backoff: Backoff, deadline: float) -> bool:
+    def _idle_home(self, session: ImapSession, store: StateStore, pool: SessionPool, backoff: Backoff,
+                   deadline: float) -> bool:
         """IDLE on the home mailbox until news, new work, or `deadline` (at most idle_interval)."""
         assert self.home is not None
-        server = session.server_name(self.home)
-        selected = session.selected
-        if selected is None or selected.name != server or selected.readonly:
-            # another mailbox was selected since: a pass re-selects home and takes what came meanwhile
+        try:
+            if self._home_needs_pass(session, store):
+                self.notify(self.home)
+                return True
+        except Exception as exc:  # noqa: BLE001 - let the pass meet (and sort out) the problem
+            log.debug("account %s: checking %s before IDLE failed: %s", self.name, self.home, exc)
             self.notify(self.home)
             return True
         with contextlib.suppress(OSError):
@@ -689,6 +759,7 @@ class AccountRunner:
             return False
         if exists_in(seen):
             log.debug("account %s mailbox %s: new mail announced", self.name, self.home)
+            self._home_announced = True
             self.notify(self.home)
         return True
 
@@ -725,6 +796,7 @@ class AccountRunner:
             if mailbox is not None:
                 with contextlib.suppress(Exception):
                     store.set_error(self.name, mailbox, _describe(exc))
+                self.broken.add(mailbox)
                 self._retry_later(mailbox)
             return False
 
@@ -739,6 +811,27 @@ class AccountRunner:
         self.retry_round[mailbox] = n + 1
         delay = min(MAX_RETRY_DELAY, max(self.account.poll_interval, 1.0) * 2 ** min(n, 20))
         self.retry_at[mailbox] = time.monotonic() + delay
+
+    def _home_needs_pass(self, session: ImapSession, store: StateStore) -> bool:
+        """Whether home may hold mail that no arrival pass took yet (so IDLE would not announce it).
+
+        IDLE reports only what this connection has not been told of. Mail that arrived
+        while it ran other commands (a pass's MOVE, a sweep) was announced then, in an
+        EXISTS that is gone: look for anything above the checkpoint, and for an EXISTS
+        in the answer to that very search.
+        """
+        assert self.home is not None
+        server = session.server_name(self.home)
+        selected = session.selected
+        if selected is None or selected.name != server or selected.readonly:
+            return True  # another mailbox was selected since: a pass re-selects home
+        state = store.mailbox(self.name, server)
+        if state is None or state.uidvalidity != selected.uidvalidity:
+            return True
+        found = session.search(SearchQuery((b"UID", f"{state.checkpoint + 1}:*".encode())))
+        if any(uid > state.checkpoint for uid in found):
+            return True
+        return bool(session.client._imap.untagged_responses.get("EXISTS"))
 
     def _start_watchers(self, session: ImapSession) -> None:
         watch = list(self.account.watch)
@@ -772,9 +865,12 @@ class AccountRunner:
                 self.known_uidnext[mailbox] = uidnext
                 self.notify(mailbox)
 
-    def _arrival(self, store: StateStore, engine: Engine, mailbox: str, *, retries: bool, since_now: bool) -> None:
+    def _arrival(self, store: StateStore, engine: Engine, mailbox: str, *, retries: bool, since_now: bool,
+                 reselect: bool = True) -> None:
         started = time.perf_counter()
-        outcome = engine.process(self.name, mailbox, since_now=since_now, limit=CATCHUP_BATCH, retries=retries)
+        outcome = engine.process(self.name, mailbox, since_now=since_now, limit=CATCHUP_BATCH, retries=retries,
+                                 reselect=reselect)
+        self.broken.discard(mailbox)
         log.debug("account %s mailbox %s: pass done in %.1f ms", self.name, mailbox,
                   (time.perf_counter() - started) * 1000)
         catchup = self.catchups.get(mailbox)

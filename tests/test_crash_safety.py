@@ -68,7 +68,7 @@ def test_sigkill_at_many_points_acts_on_every_message_exactly_once(variant, dove
                     time.sleep(rng.uniform(0.0, 0.06))
                 else:
                     # a slice is 25 messages x 3 actions = 75 lines
-                    if not _wait_lines_or_done(daemon, client, rng.randrange(1, 160)):
+                    if not _wait_lines_or_done(daemon, client, rng.randrange(1, 90)):
                         daemon.kill()
                         break  # all done before this kill point
                     time.sleep(rng.uniform(0.0, 0.015))

@@ -247,6 +247,24 @@ def test_sighup_with_a_broken_file_keeps_the_old_rules(harness, imap, make_messa
     assert_filed_once(imap, mids)
 
 
+def test_sighup_with_changed_accounts_reconnects_and_watches_the_new_mailbox(harness, imap, make_message):
+    imap.create_folder("Later")
+    daemon = harness()
+    daemon.start()
+    daemon.wait_for_log("watching with IDLE")
+    daemon.watch = ["INBOX", "Later"]
+    daemon.write_rules(FILE_RULES)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_log("the accounts changed: reconnecting")
+    daemon.wait_for_log("mailbox Later: watching with IDLE")
+    mids = append(imap, ["msg in the new mailbox"], make_message, folder="Later")
+    mids += append(imap, ["msg in inbox"], make_message)
+    wait_filed(imap, 2)
+    assert daemon.stop() == 0
+    assert not message_ids(imap, "Later")
+    assert_filed_once(imap, mids)
+
+
 def test_sigterm_exits_zero_and_tells_systemd(harness, tmp_path):
     path = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -340,6 +358,16 @@ def test_a_sweep_acts_on_existing_mail_while_arrivals_continue(harness, dovecot,
     assert all("$Swept" in flags for flags in inbox.values())
 
 
+def test_sweep_option_sweeps_at_start(harness, dovecot, imap_user, imap, make_message):
+    old = [make_message(subject=f"old {i}") for i in range(5)]
+    dovecot.deliver_files(imap_user, "INBOX", old)
+    daemon = harness(SWEEP_RULES.replace("{every: 1s}", '"0 3 * * *"'))
+    daemon.start("--sweep")
+    daemon.wait_for_log(re.escape("sweep cron:0 3 * * *: 5 messages"))
+    assert daemon.stop() == 0
+    assert dict(message_ids(imap, "OldCopy")) == {_mid(raw): 1 for raw in old}
+
+
 def test_a_sweep_missed_while_stopped_runs_once_at_start(harness, dovecot, imap_user, imap, make_message):
     from mailrules.config import load
     from mailrules.scheduler import last_sweep, meta_key
@@ -372,6 +400,24 @@ def test_a_sweep_missed_while_stopped_runs_once_at_start(harness, dovecot, imap_
 
 
 # ---------------------------------------------------------------------- units
+
+
+def test_catch_up_progress_is_logged_periodically(caplog):
+    import io
+    import logging
+
+    from mailrules.progress import CatchUp
+
+    with caplog.at_level(logging.INFO, logger="mailrules.progress"):
+        progress = CatchUp("t", "INBOX", 3000, stream=io.StringIO(), interval=0.0)
+        progress.advance(1000)
+        progress.advance(1000, total=3000)
+        progress.finish()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "account t mailbox INBOX: catching up on 3000 messages"
+    assert lines[1].startswith("account t mailbox INBOX: catching up: 1000 of 3000 messages")
+    assert lines[2].startswith("account t mailbox INBOX: catching up: 2000 of 3000 messages")
+    assert lines[3].startswith("account t mailbox INBOX: caught up on 2000 messages")
 
 
 def test_backoff_grows_exponentially_with_jitter_up_to_its_cap():
@@ -456,6 +502,41 @@ def test_idle_link_reports_exists_and_bye_and_eof():
             link.wait(time.monotonic() + 5)
     finally:
         ours.close()
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def test_idle_link_hands_back_what_it_read_past_its_command():
+    from mailrules.watcher import IdleLink
+
+    ours, theirs = socket.socketpair()
+    wake_r, wake_w = os.pipe()
+    file = ours.makefile("rb")
+
+    class FakeImap:
+        pass
+
+    class FakeClient:
+        _imap = FakeImap()
+
+        def socket(self):
+            return ours
+
+    FakeClient._imap.file = file
+    try:
+        theirs.sendall(b"* 1 EXISTS\r\n")  # already in imaplib's buffer before IDLE: not lost
+        assert file.peek(1)
+        link = IdleLink(FakeClient(), wake_r, timeout=5)
+        theirs.sendall(b"+ idling\r\n")
+        assert link.start() == [b"* 1 EXISTS"]
+        tag = theirs.recv(100).split()[0]
+        theirs.sendall(tag + b" OK Idle completed\r\n* 7 EXISTS\r\n")
+        assert link.done() == []
+        assert FakeClient._imap.file.readline() == b"* 7 EXISTS\r\n"  # imaplib reads on from there
+    finally:
+        file.close()
+        ours.close()
+        theirs.close()
         os.close(wake_r)
         os.close(wake_w)
 
