@@ -213,7 +213,11 @@ def run(args: argparse.Namespace) -> dict:
                 "drain_from_first_append_s": round(t_drained - t_start, 3),
                 "drain_after_last_append_s": round(t_drained - t_last, 3),
             }
-        leftover = len(client.select_folder("INBOX", readonly=True) and client.search(["SUBJECT", "latency-probe"]))
+        client.select_folder("INBOX", readonly=True)
+        deadline = time.monotonic() + 10  # the last MOVE may still be expunging the source
+        while (leftover := len(client.search(["SUBJECT", "latency-probe"]))) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            client.noop()
         client.logout()
         result = {
             "tool": tool,

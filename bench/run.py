@@ -310,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     check_tools(args.tools)
+    args.source_at_start = source_digest()
     DovecotServer, TcpProxy = kit()  # noqa: N806
     scenarios = scenarios_for(args)
     if any(s.proxy for s in scenarios) and TcpProxy is None:
@@ -354,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     table, summary = report(scenarios, outcomes, args.tools)
     load = os.getloadavg()
     print(f"\nload average at start {args.loadavg_at_start[0]:.1f}, at end {load[0]:.1f} ({os.cpu_count()} CPUs)")
+    src_end = source_digest()
+    print(f"mailrules source {args.source_at_start}" + ("" if src_end == args.source_at_start else f" -> {src_end} (CHANGED during the run)"))
     print("\n" + table)
     if trace_rows:
         print("\nProtocol trace (one extra run per tool, Dovecot rawlog; see bench/imaptrace.py):\n")
@@ -511,6 +514,21 @@ def report(scenarios: list[Scenario], outcomes: dict[str, Outcome], tools: list[
     return "\n".join(lines), summary
 
 
+def source_digest() -> str:
+    """A digest of mailrules' source (it may be edited while a benchmark runs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted((REPO / "mailrules").rglob("*.py")):
+        h.update(str(path.relative_to(REPO)).encode() + b"\0")
+        with contextlib.suppress(OSError):
+            h.update(path.read_bytes())
+    with contextlib.suppress(Exception):
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        return f"{head.stdout.strip() or 'no-commit'}+{h.hexdigest()[:12]}"
+    return h.hexdigest()[:12]
+
+
 def write_json(args, scenarios, outcomes, summary, now: float, trace_rows) -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     versions = {"python": platform.python_version()}
@@ -535,6 +553,7 @@ def write_json(args, scenarios, outcomes, summary, now: float, trace_rows) -> No
             "tools": args.tools,
             "proxy_delay_each_way_s": PROXY_DELAY,
         },
+        "mailrules_source": {"at_start": args.source_at_start, "at_end": source_digest()},
         "scenarios": {
             sc.key: {
                 **asdict(sc),

@@ -214,6 +214,32 @@ def test_mailboxes_beyond_max_connections_are_polled(harness, imap, make_message
     assert_filed_once(imap, mids)
 
 
+def test_a_silent_account_does_not_stall_the_others(harness, dovecot, imap_user, imap, make_message):
+    from mailrules.testing.proxy import TcpProxy
+
+    with TcpProxy(dovecot.host, dovecot.port) as proxy:
+        proxy.silence()  # the second account's server accepts connections and never answers
+        daemon = harness()
+        text = daemon.rules_text(FILE_RULES).replace(
+            "rules:\n",
+            "  stuck:\n"
+            f"    host: {dovecot.host}\n"
+            f"    port: {proxy.port}\n"
+            "    tls: none\n"
+            f"    username: {imap_user.name}\n"
+            "    password_env: MAILRULES_TEST_PASSWORD\n"
+            "    timeout: 30\n"
+            "rules:\n",
+        )
+        daemon.write_rules("", raw=text)
+        daemon.start()
+        daemon.wait_for_log("account t mailbox INBOX: watching with IDLE")
+        mids = append(imap, [f"msg {i}" for i in range(3)], make_message)
+        wait_filed(imap, 3)
+        assert daemon.stop() == 0  # even with the stuck account still waiting for its greeting
+    assert_filed_once(imap, mids)
+
+
 # ---------------------------------------------------------------------- signals
 
 
