@@ -115,6 +115,7 @@ class Engine:
         self.out = out or sys.stdout
         self.predicate_timeout = predicate_timeout
         self._warned: set[str] = set()
+        self._dry_headers: dict[int, tuple[str, str]] = {}  # --dry-run output: UID -> (From, Subject)
         self._limiter = TimeLimit()  # plugin predicates run in a worker thread, with a time limit
         # The daemon sets this: polled between steps; True abandons the pass (Interrupted).
         self.interrupt: Callable[[], bool] | None = None
@@ -355,6 +356,7 @@ class Engine:
         high: int,
         advance: bool,
     ) -> None:
+        """One pass of `rules` over `candidates`."""
         sel = session.selected
         assert sel is not None
         steps: dict[tuple[int, int], Step] = {(s.rule_index, s.action_index): s for s in (run.steps if run else ())}
@@ -388,7 +390,8 @@ class Engine:
             targets_all = matched | resumed.keys()
             if not targets_all:
                 continue
-            need_ids = UidSet(u for u in targets_all if u not in mids)
+            described = self._dry_headers if self.dry_run else mids
+            need_ids = UidSet(u for u in targets_all if u not in described)
             if need_ids:
                 mids.update(self._describe(session, need_ids, rule))
             if self.dry_run:
@@ -550,7 +553,6 @@ class Engine:
         if not self.dry_run:
             return session.message_ids(uids)
         out = {}
-        self._dry_headers = getattr(self, "_dry_headers", {})
         for uid, data in session.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (FROM SUBJECT MESSAGE-ID)]"]):
             raw = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
             view = MessageView(uid, raw_header=raw)
@@ -560,7 +562,7 @@ class Engine:
 
     def _print_rule(self, rule: Rule, uids: UidSet) -> None:
         """--dry-run output: the rule, the actions it would take, and the messages."""
-        headers = getattr(self, "_dry_headers", {})
+        headers = self._dry_headers
         actions = ", ".join(f"{c.name} {_arg_text(c)}".strip() for c in rule.actions)
         print(f"rule {rule.name!r}: {len(uids)} message(s) would get: {actions}", file=self.out)
         for uid in uids:
@@ -570,12 +572,18 @@ class Engine:
     def _log_action(
         self, rule: Rule, account: str, server: str, call: ActionCall, uids: UidSet, mids: dict[int, str]
     ) -> None:
+        """One line per action batch, naming every message (UID and Message-ID) it acted on."""
         if not log.isEnabledFor(logging.INFO):
             return
-        arg = _arg_text(call)
-        for uid in uids:
-            log.info("rule %r account %s mailbox %s UID %d Message-ID %s: %s %s",
-                     rule.name, account, server, uid, mids.get(uid) or "-", call.name, arg)
+        action = f"{call.name} {_arg_text(call)}".rstrip()
+        if len(uids) == 1:
+            uid = next(iter(uids))
+            log.info("rule %r account %s mailbox %s UID %d Message-ID %s: %s",
+                     rule.name, account, server, uid, mids.get(uid) or "-", action)
+            return
+        messages = ", ".join(f"UID {uid} {mids.get(uid) or '-'}" for uid in uids)
+        log.info("rule %r account %s mailbox %s: %s: %d messages: %s",
+                 rule.name, account, server, action, len(uids), messages)
 
     def close(self) -> None:
         self._limiter.close()

@@ -235,7 +235,8 @@ class Predicate:
         """The checked arguments of a rule's raw YAML argument; raises ArgumentError (ValueError)."""
         if self.schema is not None:
             if self._validator is None:
-                object.__setattr__(self, "_validator", _compile_schema(self.schema, f"predicate {self.name!r}"))
+                what = getattr(self, "_what", f"predicate {self.name!r}")
+                object.__setattr__(self, "_validator", _compile_schema(self.schema, what))
             error = _schema_error(self._validator, raw)
             if error is not None:
                 raise error
@@ -304,7 +305,8 @@ class Action:
         """The checked argument of a rule's raw YAML argument; raises ArgumentError (ValueError)."""
         if self.schema is not None:
             if self._validator is None:
-                object.__setattr__(self, "_validator", _compile_schema(self.schema, f"action {self.name!r}"))
+                what = getattr(self, "_what", f"action {self.name!r}")
+                object.__setattr__(self, "_validator", _compile_schema(self.schema, what))
             error = _schema_error(self._validator, raw)
             if error is not None:
                 raise error
@@ -531,9 +533,10 @@ class Registry:
                 raise PluginError(f"{what}: delivery must be one of {', '.join(_DELIVERY)}")
             if item.run is not None and not callable(item.run):
                 raise PluginError(f"{what}: run must be a function (context, uids, arg)")
-        if item.schema is not None:
-            object.__setattr__(item, "_validator", _compile_schema(item.schema, what))
+        # The schema is compiled on first use (validate(), `mailrules plugins`): importing
+        # jsonschema costs ~0.1 s of start-up that most runs do not need.
         object.__setattr__(item, "plugin", plugin_name)
+        object.__setattr__(item, "_what", what)
         table[item.name] = item
 
     def describe(self) -> list[str]:
@@ -548,6 +551,11 @@ class Registry:
             width = max((len(item.name) for _, item in items), default=0)
             for kind, item in items:
                 lines.append(f"  {kind:<9} {item.name:<{width}}  {item.summary}".rstrip())
+                if item.schema is not None and item._validator is None:
+                    try:  # schemas are compiled lazily: report a broken one here
+                        object.__setattr__(item, "_validator", _compile_schema(item.schema, item._what))
+                    except PluginError as exc:
+                        lines.append(f"    error: {exc}")
             events = [h for h in hooks.get(name, ()) if h not in ("mailrules_predicates", "mailrules_actions")]
             if events:
                 lines.append(f"  {'hooks':<9} {', '.join(events)}")

@@ -10,7 +10,6 @@ separator; IMAPClient encodes modified UTF-7.
 from __future__ import annotations
 
 import contextlib
-import imaplib
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -151,16 +150,28 @@ class ImapSession:
 
     def create_folder(self, server_name: str) -> None:
         """Create a folder (and report success if another client just created it)."""
+        # CREATE and SUBSCRIBE (so that mail clients show the folder) are pipelined: one
+        # round trip. A refused SUBSCRIBE does not matter.
+        imap = self.client._imap
+        name = self.client._normalise_folder(server_name)
+        create = imap._command("CREATE", name)
+        subscribe = imap._command("SUBSCRIBE", name)
         try:
-            self.client.create_folder(server_name)
+            typ, data = imap._command_complete("CREATE", create)
+        except imap.abort:
+            raise  # the connection is gone: not a refusal
+        except imap.error as exc:
+            typ, data = "BAD", [str(exc).encode()]
+        try:
+            imap._command_complete("SUBSCRIBE", subscribe)
+        except imap.abort:
+            raise
+        except imap.error:
+            pass
+        if typ == "OK":
             log.info("account %s: created folder %s", self.account, server_name)
-            with contextlib.suppress(IMAPClientError):
-                self.client.subscribe_folder(server_name)  # so that mail clients show it
-        except IMAPClientError as exc:
-            if isinstance(exc, imaplib.IMAP4.abort):
-                raise  # the connection is gone: not a refusal
-            if not self.folder_exists(server_name):
-                raise ServerRefused("CREATE", str(exc)) from None
+        elif not self.folder_exists(server_name):
+            raise ServerRefused("CREATE", _text(data))
         self._known_folders.add(server_name)
 
     def find_trash(self) -> str | None:
@@ -336,26 +347,31 @@ class ImapSession:
     def message_ids(self, uids: UidSet) -> dict[int, str]:
         """Message-ID of each message (empty string when it has none)."""
         out: dict[int, str] = {}
-        imap = self.client._imap
         for chunk in uids.chunks(MAX_SET_CHARS, FETCH_BATCH):
-            self._clear_untagged()
-            try:
-                tag = imap._command("UID", "FETCH", str(chunk), "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-                typ, data = imap._command_complete("FETCH", tag)
-            except imap.abort:
-                raise
-            except imap.error as exc:
-                raise ServerRefused("FETCH", str(exc)) from None
-            if typ != "OK":
-                raise ServerRefused("FETCH", _text(data))
-            # A fixed response shape: "N (UID u BODY[HEADER.FIELDS (MESSAGE-ID)] {n}" + literal.
-            # Parsed directly: IMAPClient's general parser costs ~50 us a message.
-            for item in imap.untagged_responses.pop("FETCH", []):
-                if not isinstance(item, tuple):
-                    continue
-                m = _UID_IN_FETCH.search(item[0])
-                if m and int(m.group(1)) in chunk:
-                    out[int(m.group(1))] = _parse_message_id(item[1] or b"")
+            out.update(self._message_ids(str(chunk), chunk))
+        return out
+
+    def _message_ids(self, uid_set: str, wanted: UidSet) -> dict[int, str]:
+        out: dict[int, str] = {}
+        imap = self.client._imap
+        self._clear_untagged()
+        try:
+            tag = imap._command("UID", "FETCH", uid_set, "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+            typ, data = imap._command_complete("FETCH", tag)
+        except imap.abort:
+            raise
+        except imap.error as exc:
+            raise ServerRefused("FETCH", str(exc)) from None
+        if typ != "OK":
+            raise ServerRefused("FETCH", _text(data))
+        # A fixed response shape: "N (UID u BODY[HEADER.FIELDS (MESSAGE-ID)] {n}" + literal.
+        # Parsed directly: IMAPClient's general parser costs ~50 us a message.
+        for item in imap.untagged_responses.pop("FETCH", []):
+            if not isinstance(item, tuple):
+                continue
+            m = _UID_IN_FETCH.search(item[0])
+            if m and int(m.group(1)) in wanted:
+                out[int(m.group(1))] = _parse_message_id(item[1] or b"")
         return out
 
     def existing(self, uids: UidSet) -> UidSet:
