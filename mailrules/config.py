@@ -240,7 +240,8 @@ def _parse_date(value: Any) -> dt.date:
     raise ValueError("expected a date YYYY-MM-DD, e.g. 2024-01-31")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address or the name ``localhost``."""
     name = host.strip().strip("[]").rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return True
@@ -681,7 +682,7 @@ def _account(doc: _Doc, name: str, node: Node, state: _State) -> Account:
         if tls not in TLS_MODES:
             raise _expected(doc, value["tls"], "tls", "one of implicit, starttls, none", hint=False)
     insecure = _bool(doc, value["insecure"], "insecure") if "insecure" in pairs else False
-    if tls == "none" and not insecure and not _is_loopback(host):
+    if tls == "none" and not insecure and not is_loopback(host):
         raise doc.error(
             value["tls"],
             f"tls: none would send the password unencrypted to {host!r}; it is allowed only for a loopback "

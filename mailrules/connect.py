@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
-import ipaddress
 import json
 import logging
 import re
@@ -38,6 +37,7 @@ import imapclient
 from imapclient import SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from .config import is_loopback
 from .model import Account
 from .secrets import Secret, SecretError, get_secret, known_secrets
 
@@ -207,19 +207,6 @@ def install_log_redaction() -> None:
 
 
 # --------------------------------------------------------------------------- TLS
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is a loopback address or the name ``localhost``."""
-    name = host.strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def make_ssl_context(account: Account) -> ssl.SSLContext:

@@ -233,13 +233,7 @@ class Predicate:
 
     def validate(self, raw: Any) -> Any:
         """The checked arguments of a rule's raw YAML argument; raises ArgumentError (ValueError)."""
-        if self.schema is not None:
-            if self._validator is None:
-                what = getattr(self, "_what", f"predicate {self.name!r}")
-                object.__setattr__(self, "_validator", _compile_schema(self.schema, what))
-            error = _schema_error(self._validator, raw)
-            if error is not None:
-                raise error
+        _check_schema(self, raw, "predicate")
         args = _run_parse(self.parse, raw) if self.parse is not None else raw
         try:
             self.needs_for(args)
@@ -304,14 +298,21 @@ class Action:
     def validate(self, raw: Any) -> Any:
         """The checked argument of a rule's raw YAML argument; raises ArgumentError (ValueError)."""
         if self.schema is not None:
-            if self._validator is None:
-                what = getattr(self, "_what", f"action {self.name!r}")
-                object.__setattr__(self, "_validator", _compile_schema(self.schema, what))
-            error = _schema_error(self._validator, raw)
-            if error is not None:
-                raise error
+            _check_schema(self, raw, "action")
             return _run_parse(self.parse, raw) if self.parse is not None else raw
         return _run_parse(self.parse or _no_argument, raw)
+
+
+def _check_schema(item: Predicate | Action, raw: Any, kind: str) -> None:
+    """Check `raw` against the item's JSON Schema (compiled on first use); raises ArgumentError."""
+    if item.schema is None:
+        return
+    if item._validator is None:
+        what = getattr(item, "_what", f"{kind} {item.name!r}")
+        object.__setattr__(item, "_validator", _compile_schema(item.schema, what))
+    error = _schema_error(item._validator, raw)
+    if error is not None:
+        raise error
 
 
 @dataclass(frozen=True)

@@ -330,10 +330,15 @@ class ImapSession:
 
     def _fetch_set(self, uid_set: str, items: list[str]) -> dict[int, dict]:
         """One UID FETCH with a compact UID set (IMAPClient.fetch would expand it to a list)."""
+        data = self._uid_fetch(uid_set, "(" + " ".join(i.upper() for i in items) + ")")
+        return parse_fetch_response(data, self.client.normalise_times, True)
+
+    def _uid_fetch(self, uid_set: str, items: str) -> list:
+        """Send one UID FETCH; the raw untagged FETCH data as imaplib collected it."""
         imap = self.client._imap
         self._clear_untagged()
         try:
-            tag = imap._command("UID", "FETCH", uid_set, "(" + " ".join(i.upper() for i in items) + ")")
+            tag = imap._command("UID", "FETCH", uid_set, items)
             typ, data = imap._command_complete("FETCH", tag)
         except imap.abort:
             raise
@@ -341,8 +346,7 @@ class ImapSession:
             raise ServerRefused("FETCH", str(exc)) from None
         if typ != "OK":
             raise ServerRefused("FETCH", _text(data))
-        typ, data = imap._untagged_response(typ, data, "FETCH")
-        return parse_fetch_response(data, self.client.normalise_times, True)
+        return imap.untagged_responses.pop("FETCH", [])
 
     def message_ids(self, uids: UidSet) -> dict[int, str]:
         """Message-ID of each message (empty string when it has none)."""
@@ -353,20 +357,9 @@ class ImapSession:
 
     def _message_ids(self, uid_set: str, wanted: UidSet) -> dict[int, str]:
         out: dict[int, str] = {}
-        imap = self.client._imap
-        self._clear_untagged()
-        try:
-            tag = imap._command("UID", "FETCH", uid_set, "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-            typ, data = imap._command_complete("FETCH", tag)
-        except imap.abort:
-            raise
-        except imap.error as exc:
-            raise ServerRefused("FETCH", str(exc)) from None
-        if typ != "OK":
-            raise ServerRefused("FETCH", _text(data))
         # A fixed response shape: "N (UID u BODY[HEADER.FIELDS (MESSAGE-ID)] {n}" + literal.
         # Parsed directly: IMAPClient's general parser costs ~50 us a message.
-        for item in imap.untagged_responses.pop("FETCH", []):
+        for item in self._uid_fetch(uid_set, "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"):
             if not isinstance(item, tuple):
                 continue
             m = _UID_IN_FETCH.search(item[0])

@@ -95,7 +95,7 @@ def test_mail_arriving_during_processing_is_not_missed(harness, dovecot, imap_us
     dovecot.deliver_files(imap_user, "INBOX", backlog)
     daemon = harness()
     daemon.start()
-    daemon.wait_for_log(r"Message-ID .*: add_keyword")  # the catch-up is under way
+    daemon.wait_for_log(r": add_keyword")  # the catch-up is under way
     other = dovecot.client(imap_user)
     try:
         mids = append(other, [f"msg new {i}" for i in range(40)], make_message)
@@ -317,7 +317,7 @@ def test_sigterm_during_a_large_catch_up_resumes_without_repeating(harness, dove
     dovecot.deliver_files(imap_user, "INBOX", backlog)
     daemon = harness()
     daemon.start()
-    daemon.wait_for_log(r"Message-ID .*: add_keyword")
+    daemon.wait_for_log(r": add_keyword")
     assert daemon.stop() == 0  # mid catch-up: the pass is abandoned, its journal kept
     result = daemon.run("run", "--once")
     assert result.returncode == 0, result.stderr
