@@ -122,6 +122,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             log.warning("%s", message)
     except ConfigError as exc:
         print(f"mailrules: {exc}", file=sys.stderr)
+        if args.command == "status":  # the progress is still worth showing; exit 2 all the same
+            from .status import print_status
+
+            print_status(None, _state_dir(Path(args.state) if args.state else None), out=sys.stdout)
         return EXIT_CONFIG
     except FileNotFoundError:
         print(f"mailrules: no rules file at {path} (use -c FILE or set MAILRULES_CONFIG)", file=sys.stderr)

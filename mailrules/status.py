@@ -23,7 +23,8 @@ def next_sweeps(config: Config, now: dt.datetime | None = None) -> list[tuple[st
     return list(seen.items())
 
 
-def print_status(config: Config, state_dir: Path, *, out: TextIO) -> int:
+def print_status(config: Config | None, state_dir: Path, *, out: TextIO) -> int:
+    """Print the progress kept in `state_dir`; config None (a broken rules file): no sweeps."""
     from .state import StateStore
 
     if not (state_dir / "state.sqlite3").exists():
@@ -55,8 +56,10 @@ def print_status(config: Config, state_dir: Path, *, out: TextIO) -> int:
     return 0
 
 
-def _print_sweeps(config: Config, out: TextIO, store=None) -> None:
+def _print_sweeps(config: Config | None, out: TextIO, store=None) -> None:
     """Next sweep of each schedule; with the state, the last sweep of each account and missed ones."""
+    if config is None:
+        return
     from .scheduler import last_sweep, next_sweep, schedule_groups, sweep_targets
 
     now = dt.datetime.now(dt.UTC)

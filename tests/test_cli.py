@@ -424,3 +424,17 @@ def test_password_comes_from_the_environment_only(lab):
     text = lab.config.read_text()
     assert lab.user.password not in text
     assert os.environ["MAILRULES_TEST_PW_ME"] == lab.user.password
+
+
+def test_status_with_a_broken_rules_file_shows_the_progress_and_exits_2(tmp_path):
+    from mailrules.state import StateStore
+
+    store = StateStore(tmp_path / "state")
+    store.set_mailbox("me", "INBOX", 7, 42)
+    store.close()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\naccounts: {}\nrules:\n  - name: x\n    where: [{no_such_plugin: 1}]\n")
+    result = run_cli("-c", str(rules), "--state", str(tmp_path / "state"), "status")
+    assert result.code == 2
+    assert "me INBOX: processed up to UID 42" in result.out
+    assert "no_such_plugin" in result.err
