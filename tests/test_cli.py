@@ -433,7 +433,15 @@ def test_status_with_a_broken_rules_file_shows_the_progress_and_exits_2(tmp_path
     store.set_mailbox("me", "INBOX", 7, 42)
     store.close()
     rules = tmp_path / "rules.yaml"
-    rules.write_text("version: 1\naccounts: {}\nrules:\n  - name: x\n    where: [{no_such_plugin: 1}]\n")
+    rules.write_text(textwrap.dedent("""\
+        version: 1
+        accounts:
+          me: {host: 127.0.0.1, tls: none, username: me, password_env: X}
+        rules:
+          - name: x
+            where: [{no_such_plugin: 1}]
+            actions: [flag]
+    """))
     result = run_cli("-c", str(rules), "--state", str(tmp_path / "state"), "status")
     assert result.code == 2
     assert "me INBOX: processed up to UID 42" in result.out
