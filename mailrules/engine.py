@@ -24,8 +24,8 @@ from typing import TextIO
 
 from .actions import ActionContext, ActionFailed, ActionRunner
 from .criteria import SearchQuery, compile_search
-from .message import MessageView, decode_rfc2047
-from .model import ActionCall, All, Config, Rule
+from .message import MessageView
+from .model import ActionCall, All, ArrivalDate, Config, Rule
 from .plugins import Registry, TimeLimit
 from .session import BODY_FETCH_BATCH, FETCH_BATCH, ImapSession, ServerRefused
 from .state import RunRecord, StateStore, Step
@@ -227,12 +227,9 @@ class Engine:
             if self.reader and retries:
                 candidates.update(self._retries(session, account, server, sel.uidvalidity, rules))
         outcome.candidates = len(candidates)
-        if not candidates:
-            if store and advance and (state is None or high > state.checkpoint or state.uidvalidity != sel.uidvalidity):
-                store.set_mailbox(account, server, sel.uidvalidity, high, last_pass=time.time())
-            return outcome
-        if not rules:
-            if store and advance:
+        if not candidates or not rules:  # nothing to do: only the checkpoint may move
+            moved = state is None or high > state.checkpoint or state.uidvalidity != sel.uidvalidity
+            if store and advance and (moved or candidates):
                 store.set_mailbox(account, server, sel.uidvalidity, high, last_pass=time.time())
             return outcome
         if store:
@@ -282,7 +279,7 @@ class Engine:
                         account, server, len(found))
             return {uid: (0, 0) for uid in found}
         since = dt.datetime.fromtimestamp(last_pass, dt.UTC) - dt.timedelta(days=2)
-        query = compile_search(_since(since.date()))
+        query = compile_search(ArrivalDate("since", since.date()))
         recent = session.search(query)
         out: dict[int, Position] = {}
         for uid, data in session.fetch(recent, ["INTERNALDATE"]):
@@ -495,7 +492,7 @@ class Engine:
         found = found & searchable
         if not rule.where or not found:
             return found
-        return self._predicates(session, rule, found, index, failures, active)
+        return self._predicates(session, rule, found, index, failures, mids, active)
 
     def _with_prefilters(self, session: ImapSession, rule: Rule):
         """The rule's criteria, plus what its predicates let the server check first.
@@ -515,8 +512,10 @@ class Engine:
         return All((rule.match, *extra)) if extra else rule.match
 
     def _predicates(
-        self, session: ImapSession, rule: Rule, found: UidSet, index: int, failures: dict, active: set[int]
+        self, session: ImapSession, rule: Rule, found: UidSet, index: int, failures: dict, mids: dict[int, str],
+        active: set[int],
     ) -> UidSet:
+        """The messages of `found` that every `where:` predicate accepts (Message-IDs noted in mids)."""
         preds = [(self.registry.predicates[p.name], p) for p in rule.where]
         needs: set[str] = set()
         for spec, call in preds:
@@ -537,6 +536,7 @@ class Engine:
                     break
             else:
                 passed.append(uid)
+                mids[uid] = view.message_id  # fetched anyway: the action log needs no second FETCH
         return UidSet(passed)
 
     def _test(self, spec, view: MessageView, args) -> bool:
@@ -593,12 +593,6 @@ def _names(rules: list[Rule]) -> list[str]:
     return [r.name for r in rules]
 
 
-def _since(day: dt.date):
-    from .model import ArrivalDate
-
-    return ArrivalDate("since", day)
-
-
 def _once_per_rule(call: ActionCall, registry: Registry) -> bool:
     """Sweep actions that must act on a message at most once per rule (copy and plugins)."""
     spec = registry.actions.get(call.name)
@@ -650,4 +644,4 @@ def _view(uid: int, data: dict) -> MessageView:
     return MessageView(uid, raw=raw, raw_header=header, size=data.get(b"RFC822.SIZE"), flags=flags)
 
 
-__all__ = ["Engine", "Interrupted", "Outcome", "SessionPool", "decode_rfc2047"]
+__all__ = ["Engine", "Interrupted", "Outcome", "SessionPool"]

@@ -181,9 +181,6 @@ class SweepScheduler:
             job.remove()
         self._add_jobs()
 
-    def next_runs(self) -> dict[str, dt.datetime | None]:
-        return {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
-
     def shutdown(self) -> None:
         if self._started:
             self.scheduler.shutdown(wait=False)
