@@ -9,7 +9,8 @@ with a server timestamp (`*.in`: from the client, `*.out`: to the client). From 
   response) something since the tool's previous command; a strictly synchronous client
   has one per command, a pipelining one fewer. The LOGIN exchange and the connection are
   not in the rawlog: add about 2 round trips per connection;
-- server seconds: per command type, from the command's arrival to its tagged completion;
+- server seconds: per command type, from the command's arrival (for a pipelined command:
+  the previous command's completion, if later) to its tagged completion;
 - client seconds: from a tagged completion to the client's next command (client work, and
   on a slow link the round trip itself);
 - bytes in each direction;
@@ -125,7 +126,10 @@ def analyse_session(inp: Path, outp: Path) -> Session:
             if tag not in pending:
                 continue  # not a completion of ours (e.g. a line of a message body)
             t0, name = pending.pop(tag)
-            s.server_seconds[name] += t - t0
+            # A pipelined command waits for the ones before it: its time starts when the
+            # previous completion went out (so overlapping commands are not counted twice).
+            start = t0 if last_completion is None else max(t0, last_completion)
+            s.server_seconds[name] += max(t - start, 0.0)
             completed_since_last_command = True
             last_completion = t
     if first is not None and last is not None:

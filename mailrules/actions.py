@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+
 from .message import MessageView
 from .model import ActionCall, FolderRef, Rule
 from .plugins import Action, Registry
@@ -172,6 +174,11 @@ class ActionRunner:
         return session, session.server_name(ref.path)
 
     def _uidnext_creating(self, session: ImapSession, dest: str) -> int:
+        floor = session.uidnext_floor(dest)
+        if floor is not None:
+            return floor  # from this pass's folder listing: a lower bound is all the journal needs
+        if session.known_missing(dest):
+            return 1  # the copy creates it
         try:
             return session.status_uidnext(dest)
         except Exception:  # noqa: BLE001 - most likely a missing folder
@@ -184,7 +191,9 @@ class ActionRunner:
         dest = self.ctx.session.server_name(ref.path)
         todo = self._not_yet_in(self.ctx.session, dest, uids, detail) if resuming else uids
         if todo:
-            transfer = self._with_trycreate(self.ctx.session, dest, lambda: self.ctx.session.copy(todo, dest))
+            transfer = self._with_trycreate(
+                self.ctx.session, dest, lambda create: self.ctx.session.copy(todo, dest, create=create)
+            )
             self._record_placed(self.ctx.account, dest, transfer.uidvalidity, transfer.mapping.values())
         return ActionResult(uids)
 
@@ -201,7 +210,7 @@ class ActionRunner:
         if dest == self.ctx.mailbox:
             return ActionResult(uids, removed=True)  # moving into itself: nothing to do
         if session.has("MOVE"):
-            transfer = self._with_trycreate(session, dest, lambda: session.move(todo, dest))
+            transfer = self._with_trycreate(session, dest, lambda create: session.move(todo, dest, create=create))
             self._record_placed(self.ctx.account, dest, transfer.uidvalidity, transfer.mapping.values())
             return ActionResult(uids, removed=True)
         # COPY, then mark the originals \Deleted and UID EXPUNGE exactly those.
@@ -212,20 +221,24 @@ class ActionRunner:
         else:
             to_copy = todo
         if to_copy:
-            transfer = self._with_trycreate(session, dest, lambda: session.copy(to_copy, dest))
+            transfer = self._with_trycreate(
+                session, dest, lambda create: session.copy(to_copy, dest, create=create)
+            )
             self._record_placed(self.ctx.account, dest, transfer.uidvalidity, transfer.mapping.values())
         self._mark_deleted_and_expunge(todo)
         return ActionResult(uids, removed=True, detail={"copied": True})
 
-    def _with_trycreate(self, session: ImapSession, dest: str, command: Callable[[], Any]) -> Any:
+    def _with_trycreate(self, session: ImapSession, dest: str, command: Callable[[bool], Any]) -> Any:
+        """Run command(create); create=True when the folder is known to be missing (the command
+        then creates it in the same round trip). A TRYCREATE refusal creates it and retries once."""
         try:
-            return command()
+            return command(session.known_missing(dest))
         except ServerRefused as exc:
             if not exc.trycreate and session.folder_exists(dest):
                 raise ActionFailed(str(exc)) from None
             session.create_folder(dest)
             try:
-                return command()
+                return command(False)
             except ServerRefused as exc2:
                 raise ActionFailed(str(exc2)) from None
 
@@ -253,7 +266,13 @@ class ActionRunner:
         uidnext = detail.get("uidnext")
         if uidnext is None:
             return uids
-        if dest_session.status_uidnext(dest) <= uidnext:
+        try:
+            now = dest_session.status_uidnext(dest)
+        except IMAPClientAbortError:
+            raise  # the connection is gone: not an answer
+        except IMAPClientError:
+            now = None  # no such folder (the copy would have created it): nothing arrived
+        if now is None or now <= uidnext:
             return uids  # nothing arrived there: the copy did not happen
         mids = self.ctx.session.message_ids(uids)
         arrived = _message_ids_since(dest_session, dest, uidnext)
@@ -295,7 +314,7 @@ class ActionRunner:
                     continue
                 try:
                     result = self._with_trycreate(
-                        dest_session, dest, lambda b=body, f=flags, d=data: dest_session.append(
+                        dest_session, dest, lambda _create, b=body, f=flags, d=data: dest_session.append(
                             dest, b, f, d.get(b"INTERNALDATE")
                         )
                     )

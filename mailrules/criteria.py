@@ -192,3 +192,49 @@ def _single_key(node: All) -> bool:
 def _paren(tokens: list[bytes]) -> list[bytes]:
     """Wrap tokens in parentheses (separate tokens: the sender joins them without spaces)."""
     return [OPEN, *tokens, CLOSE]
+
+
+# --------------------------------------------------------------------------- what criteria read
+
+TEXT_HEADERS = {"from": "From", "to": "To", "cc": "Cc", "bcc": "Bcc", "subject": "Subject"}
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a criterion looks at in a message.
+
+    headers: the header fields it searches. mutable: it depends on flags or keywords (or
+    on raw search keys, which may), so an earlier rule's action can change its result.
+    costly: the server reads whole messages for it (size, body, text): better searched
+    over the fewest messages, i.e. only those still in play when the rule's turn comes.
+    """
+
+    headers: frozenset[str] = frozenset()
+    mutable: bool = False
+    costly: bool = False
+
+
+def reads_of(node: Criterion) -> Reads:
+    """What `node` reads (see `Reads`)."""
+    if isinstance(node, (All, AnyOf)):
+        parts = [reads_of(child) for child in node.children]
+        return Reads(
+            frozenset().union(*(p.headers for p in parts)),
+            any(p.mutable for p in parts),
+            any(p.costly for p in parts),
+        )
+    if isinstance(node, Not):
+        return reads_of(node.child)
+    if isinstance(node, Header):
+        return Reads(frozenset({node.name}))
+    if isinstance(node, Text):
+        if node.field in TEXT_HEADERS:
+            return Reads(frozenset({TEXT_HEADERS[node.field]}))
+        return Reads(costly=True)  # body, text
+    if isinstance(node, SentDate):
+        return Reads(frozenset({"Date"}))
+    if isinstance(node, Size):
+        return Reads(costly=True)
+    if isinstance(node, (Flag, Keyword, Raw)):
+        return Reads(mutable=True)
+    return Reads()  # arrival dates and ages: in the server's index

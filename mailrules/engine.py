@@ -1,11 +1,13 @@
 """The rule engine: one pass of a rule list over the candidate messages of a mailbox.
 
-For each rule in file order: one UID SEARCH restricted to the candidates still in play,
-then the rule's `where:` predicates on what the server returned (fetching only the
-parts they need, in batches), then each action as UID-set commands. A rule sees the
-messages as the earlier rules left them (their actions already happened on the
-server), and moved/stopped messages leave play: the outcome equals evaluating the
-rules one message at a time, in order.
+First, one round trip of read-only commands (`_open_pass`): the candidates' Message-IDs,
+and the searches of the rules whose result cannot depend on the rules before them. Then
+for each rule in file order: its search result (or, for rules on flags, size or body, one
+UID SEARCH restricted to the candidates still in play), then its `where:` predicates on
+what the server returned (fetching only the parts they need, in batches), then each
+action as UID-set commands. A rule sees the messages as the earlier rules left them
+(their actions already happened on the server), and moved/stopped messages leave play:
+the outcome equals evaluating the rules one message at a time, in order.
 
 Every step is journaled in the state store (`mailrules.state`), so a crash resumes
 exactly where it stopped; a message whose action failed resumes at that rule and
@@ -23,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from .actions import ActionContext, ActionFailed, ActionRunner
-from .criteria import SearchQuery, compile_search
+from .criteria import SearchQuery, compile_search, reads_of
 from .message import MessageView
-from .model import ActionCall, All, ArrivalDate, Config, Rule
+from .model import ActionCall, All, ArrivalDate, Config, FolderRef, Rule
 from .plugins import Registry, TimeLimit
 from .session import BODY_FETCH_BATCH, FETCH_BATCH, ImapSession, ServerRefused
 from .state import RunRecord, StateStore, Step
@@ -367,6 +369,7 @@ class Engine:
             store=self.store, dry_run=self.dry_run, warned=self._warned,
         )
         runner = ActionRunner(ctx)
+        searched = self._open_pass(session, account, rules, UidSet(active), steps, mids) if active else {}
 
         for i, rule in enumerate(rules):
             if not active:
@@ -379,7 +382,7 @@ class Engine:
             if match_step is not None:
                 matched = match_step.uids & active
             else:
-                matched = self._match(session, rule, searchable, i, failures, mids, active)
+                matched = self._match(session, rule, searchable, i, failures, mids, active, searched.get(i))
                 if run is not None:
                     self.store.add_step(run.id, seq, i, -1, matched, "done")  # type: ignore[union-attr]
                     seq += 1
@@ -462,6 +465,57 @@ class Engine:
             log.error("account %s mailbox %s: gave up on UID %d (Message-ID %s) after repeated failures: %s",
                       account, server, uid, mids.get(uid, "?"), failures[uid][4])
 
+    def _open_pass(
+        self, session: ImapSession, account: str, rules: list[Rule], within: UidSet, steps: dict, mids: dict[int, str]
+    ) -> dict[int, UidSet]:
+        """The pass's read-only work, pipelined in one round trip (see `mailrules.pipeline`).
+
+        Fills `mids` with the candidates' Message-IDs (fetched with the header fields the
+        rules search, which a caching server then reads once) and returns, by rule index,
+        the server's answers to the searches whose result cannot depend on the earlier rules:
+        criteria that read neither flags nor whole messages (size, body), and no `where:`.
+        The others are searched at their turn, over the messages still in play. Also lists
+        the folders the rules copy or move to. Whatever the server refuses here is done
+        again, the ordinary way, when the rule's turn comes.
+        """
+        pipe = session.pipeline()
+        fields: set[str] = set()
+        queries = []
+        for i, rule in enumerate(rules):
+            reads = reads_of(rule.match)
+            fields |= reads.headers
+            if (i, -1) not in steps and not reads.mutable and not reads.costly and not rule.where:
+                queries.append((i, compile_search(rule.match, session.capabilities)))
+        # Not worth it when the rules' predicates fetch the Message-IDs anyway (`where:`), or for
+        # one rule over a large mailbox (a sweep): the Message-IDs of the messages it acts on
+        # are fetched then.
+        plain = any(not rule.where for rule in rules)
+        if not self.dry_run and plain and (len(rules) > 1 or len(within) <= FETCH_BATCH):
+            headers = pipe.headers(within, fields, FETCH_BATCH)
+        else:
+            headers = None
+        pending = {i: pipe.search(query, within) for i, query in queries}
+        folders = None if self.dry_run else pipe.folders(self._destinations(session, account, rules))
+        pipe.run()
+        session.note_folders(folders)
+        if headers is not None:
+            mids.update(headers.message_ids)
+        return {i: p.result for i, p in pending.items() if p is not None and p.result is not None}
+
+    @staticmethod
+    def _destinations(session: ImapSession, account: str, rules: list[Rule]) -> list[str]:
+        """Server names of the folders in this account that the rules copy or move to."""
+        out = []
+        for rule in rules:
+            for call in rule.actions:
+                ref = call.arg
+                if call.name in ("copy", "move") and isinstance(ref, FolderRef) and ref.account in (None, "", account):
+                    try:
+                        out.append(session.server_name(ref.path))
+                    except ValueError:
+                        continue  # reported when the action runs
+        return out
+
     def _check_interrupt(self) -> None:
         if self.interrupt is not None and self.interrupt():
             raise Interrupted()
@@ -477,12 +531,14 @@ class Engine:
         failures: dict,
         mids: dict[int, str],
         active: set[int],
+        searched: UidSet | None = None,
     ) -> UidSet:
+        """The messages of `searchable` the rule matches; searched: the server's answer, if already known."""
         if not searchable:
             return UidSet()
         query = compile_search(self._with_prefilters(session, rule), session.capabilities)
         try:
-            found = session.search(query, within=searchable)
+            found = searched if searched is not None else session.search(query, within=searchable)
         except ServerRefused as exc:
             log.error("rule %r: the server refused its search (%s): %s", rule.name, query, exc.message)
             for uid in searchable:

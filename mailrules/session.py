@@ -20,6 +20,7 @@ from imapclient.exceptions import IMAPClientError
 from imapclient.response_parser import parse_fetch_response
 
 from .criteria import CLOSE, OPEN, Literal, SearchQuery
+from .pipeline import PendingFolders, Pipeline, parse_message_id
 from .uidset import UidSet
 
 log = logging.getLogger("mailrules.imap")
@@ -69,6 +70,8 @@ class Selected:
 class ImapSession:
     """One logged-in connection of one account."""
 
+    max_set_chars = MAX_SET_CHARS
+
     def __init__(self, client: imapclient.IMAPClient, account: str = "") -> None:
         self.client = client
         self.account = account
@@ -80,6 +83,8 @@ class ImapSession:
         self._separator: str | None = None
         self._trash: str | None = None
         self._known_folders: set[str] = set()
+        self._missing_folders: set[str] = set()  # from the last folder listing (LIST-STATUS)
+        self._uidnext_floor: dict[str, int] = {}  # a UIDNEXT each folder had at least, this pass
         self._substring_search: bool | None = None
 
     def has(self, capability: str) -> bool:
@@ -152,10 +157,17 @@ class ImapSession:
         """Create a folder (and report success if another client just created it)."""
         # CREATE and SUBSCRIBE (so that mail clients show the folder) are pipelined: one
         # round trip. A refused SUBSCRIBE does not matter.
+        create, subscribe = self._send_create(server_name)
+        self._finish_create(server_name, create, subscribe)
+
+    def _send_create(self, server_name: str) -> tuple[bytes, bytes]:
+        """Send CREATE and SUBSCRIBE without waiting; `_finish_create` reads their answers."""
         imap = self.client._imap
         name = self.client._normalise_folder(server_name)
-        create = imap._command("CREATE", name)
-        subscribe = imap._command("SUBSCRIBE", name)
+        return imap._command("CREATE", name), imap._command("SUBSCRIBE", name)
+
+    def _finish_create(self, server_name: str, create: bytes, subscribe: bytes) -> None:
+        imap = self.client._imap
         try:
             typ, data = imap._command_complete("CREATE", create)
         except imap.abort:
@@ -167,7 +179,12 @@ class ImapSession:
         except imap.abort:
             raise
         except imap.error:
-            pass
+            pass  # a refused SUBSCRIBE does not matter
+        self._created(server_name, typ, data)
+
+    def _created(self, server_name: str, typ: str, data: list) -> None:
+        """Account for the answer to a CREATE (another client may have created it first)."""
+        self._missing_folders.discard(server_name)
         if typ == "OK":
             log.info("account %s: created folder %s", self.account, server_name)
         elif not self.folder_exists(server_name):
@@ -196,6 +213,26 @@ class ImapSession:
                         break
             self._trash = found
         return self._trash
+
+    def pipeline(self) -> Pipeline:
+        """A batch of read-only commands sent together (see `mailrules.pipeline`)."""
+        return Pipeline(self)
+
+    def note_folders(self, listing: PendingFolders | None) -> None:
+        """Remember a pipelined folder listing for this pass (replacing the previous one)."""
+        self._missing_folders = set(listing.missing) if listing else set()
+        self._uidnext_floor = dict(listing.uidnext) if listing else {}
+        if listing:
+            self._known_folders.update(listing.uidnext)
+            self._known_folders.difference_update(listing.missing)
+
+    def known_missing(self, server_name: str) -> bool:
+        """Whether this pass's folder listing found no such folder (and none was created since)."""
+        return server_name in self._missing_folders
+
+    def uidnext_floor(self, server_name: str) -> int | None:
+        """A value the folder's UIDNEXT is known to be at or above (this pass's listing), or None."""
+        return self._uidnext_floor.get(server_name)
 
     # ------------------------------------------------------------------ select
 
@@ -364,7 +401,7 @@ class ImapSession:
                 continue
             m = _UID_IN_FETCH.search(item[0])
             if m and int(m.group(1)) in wanted:
-                out[int(m.group(1))] = _parse_message_id(item[1] or b"")
+                out[int(m.group(1))] = parse_message_id(item[1] or b"")
         return out
 
     def existing(self, uids: UidSet) -> UidSet:
@@ -387,20 +424,29 @@ class ImapSession:
             except IMAPClientError as exc:
                 raise ServerRefused("STORE", str(exc)) from None
 
-    def copy(self, uids: UidSet, server_name: str) -> Transfer:
-        """UID COPY; the result maps source to destination UIDs when the server says (UIDPLUS)."""
-        return self._transfer("copy", uids, server_name)
+    def copy(self, uids: UidSet, server_name: str, *, create: bool = False) -> Transfer:
+        """UID COPY; the result maps source to destination UIDs when the server says (UIDPLUS).
 
-    def move(self, uids: UidSet, server_name: str) -> Transfer:
-        """UID MOVE (the caller checks the MOVE capability first)."""
-        return self._transfer("move", uids, server_name)
+        create: the folder is missing; CREATE and SUBSCRIBE it in the same round trip.
+        """
+        return self._transfer("copy", uids, server_name, create)
 
-    def _transfer(self, verb: str, uids: UidSet, server_name: str) -> Transfer:
+    def move(self, uids: UidSet, server_name: str, *, create: bool = False) -> Transfer:
+        """UID MOVE (the caller checks the MOVE capability first); create: as for `copy`."""
+        return self._transfer("move", uids, server_name, create)
+
+    def _transfer(self, verb: str, uids: UidSet, server_name: str, create: bool = False) -> Transfer:
         result = Transfer()
         for chunk in uids.chunks(MAX_SET_CHARS):
             self._clear_untagged()
+            creating = self._send_create(server_name) if create else None
+            create = False
             try:
-                getattr(self.client, verb)(str(chunk), server_name)
+                try:
+                    getattr(self.client, verb)(str(chunk), server_name)
+                finally:
+                    if creating is not None:
+                        self._finish_create(server_name, *creating)
             except IMAPClientError as exc:
                 if "EXPUNGEISSUED" not in str(exc).upper():
                     raise ServerRefused(verb.upper(), str(exc)) from None
@@ -420,6 +466,12 @@ class ImapSession:
                 if parsed:
                     result.uidvalidity = parsed[0]
                     result.mapping.update(parsed[1])
+        if server_name in self._uidnext_floor:  # keep it a lower bound of the folder's UIDNEXT
+            if result.mapping:
+                floor = max(self._uidnext_floor[server_name], max(result.mapping.values()) + 1)
+                self._uidnext_floor[server_name] = floor
+            else:
+                del self._uidnext_floor[server_name]
         return result
 
     def uid_expunge(self, uids: UidSet) -> None:
@@ -482,11 +534,3 @@ def _expand(text: str) -> list[int]:
 
 
 _UID_IN_FETCH = re.compile(rb"\bUID (\d+)")
-
-
-def _parse_message_id(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace")
-    m = re.search(r"^message-id:\s*(.*(?:\r?\n[ \t].*)*)", text, re.I | re.M)
-    if not m:
-        return ""
-    return " ".join(m.group(1).split())

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailrules.criteria import Literal, SearchQuery, compile_search, imap_date
+from mailrules.criteria import Literal, Reads, SearchQuery, compile_search, imap_date, reads_of
 from mailrules.model import (
     MATCH_EVERYTHING,
     Age,
@@ -398,3 +398,32 @@ def test_a_search_query_prints_as_one_line_with_parentheses_tight():
     query = compile_search(Not(All((Text("from", "a"), Flag("\\Seen")))), WITHIN)
     assert str(query) == 'NOT (FROM "a" SEEN)'
     assert isinstance(query, SearchQuery)
+
+
+# ----------------------------------------------------------------------------- what criteria read
+# (decides which searches the engine may send before the earlier rules have acted)
+
+
+def test_header_and_address_criteria_read_only_their_header_fields():
+    criterion = All((Header("List-Id", "dev"), AnyOf((Text("from", "a"), Not(Text("subject", "b"))))))
+    assert reads_of(criterion) == Reads(frozenset({"List-Id", "From", "Subject"}))
+
+
+def test_sent_date_reads_the_date_header():
+    assert reads_of(SentDate("since", dt.date(2024, 1, 1))).headers == {"Date"}
+
+
+@pytest.mark.parametrize("criterion", [Flag("\\Seen"), Keyword("$Dev", False), Raw("UNSEEN")])
+def test_flags_keywords_and_raw_keys_make_a_criterion_depend_on_earlier_rules(criterion):
+    assert reads_of(All((Header("List-Id", "x"), Not(criterion)))).mutable
+
+
+@pytest.mark.parametrize("criterion", [Size("larger", 100), Text("body", "x"), Text("text", "x")])
+def test_size_and_body_make_a_criterion_costly(criterion):
+    reads = reads_of(AnyOf((Text("from", "a"), criterion)))
+    assert reads.costly and not reads.mutable
+
+
+@pytest.mark.parametrize("criterion", [Age("older", 60), ArrivalDate("before", dt.date(2024, 1, 1)), MATCH_EVERYTHING])
+def test_arrival_dates_and_everything_are_neither_mutable_nor_costly(criterion):
+    assert reads_of(criterion) == Reads()

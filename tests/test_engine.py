@@ -651,8 +651,8 @@ def test_a_crash_right_after_the_server_did_a_copy_or_move_does_not_repeat_or_lo
     """)
     real = getattr(ImapSession, verb)
 
-    def then_crash(self, uids, dest):
-        real(self, uids, dest)
+    def then_crash(self, uids, dest, **kwargs):
+        real(self, uids, dest, **kwargs)
         raise Crash()
 
     monkeypatch.setattr(ImapSession, verb, then_crash)
@@ -677,8 +677,8 @@ def test_a_crash_mid_move_without_move_capability_neither_duplicates_nor_loses(
     """)
     real = ImapSession.copy
 
-    def copy_then_crash(self, uids, dest):
-        real(self, uids, dest)
+    def copy_then_crash(self, uids, dest, **kwargs):
+        real(self, uids, dest, **kwargs)
         raise Crash()
 
     monkeypatch.setattr(ImapSession, "copy", copy_then_crash)

@@ -29,9 +29,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,6 +174,9 @@ def summary(context: Any, message: Any) -> dict:
 
 def run_webhook(context: Any, uids: Any, arg: WebhookArgs) -> None:
     """POST one summary per message; raise on the first failure (the batch is retried)."""
+    import urllib.error  # here, not at the top: every mailrules start loads this plugin
+    import urllib.request
+
     for message in context.messages(uids, SUMMARY_HEADERS):
         body = json.dumps(summary(context, message)).encode("utf-8")
         headers = {"Content-Type": "application/json", "User-Agent": f"mailrules-notify/{__version__}"}

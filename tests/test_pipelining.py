@@ -1,0 +1,210 @@
+"""Round trips: what a pass costs on a slow link (mailrules.pipeline), on a real Dovecot.
+
+A round trip is counted each time the client, having sent something, waits for the
+server's answer. Not a timing: the number is a property of the protocol the engine speaks.
+"""
+
+from __future__ import annotations
+
+import imaplib
+
+import pytest
+from helpers import Lab
+
+from mailrules.pipeline import _mailbox_name, parse_message_id
+from mailrules.testing.proxy import TcpProxy
+
+
+@pytest.fixture
+def lab(dovecot, imap_user, tmp_path, monkeypatch) -> Lab:
+    return Lab(dovecot, imap_user, tmp_path, monkeypatch)
+
+
+class RoundTrips:
+    """Counts the client's waits for the server (imaplib's socket reads that follow a send)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.count = 0
+        self._sent = False
+        real_send, real_readline, real_read = imaplib.IMAP4.send, imaplib.IMAP4.readline, imaplib.IMAP4.read
+
+        def send(imap, data):
+            self._sent = True
+            return real_send(imap, data)
+
+        def readline(imap):
+            self._waited()
+            return real_readline(imap)
+
+        def read(imap, size):
+            self._waited()
+            return real_read(imap, size)
+
+        monkeypatch.setattr(imaplib.IMAP4, "send", send)
+        monkeypatch.setattr(imaplib.IMAP4, "readline", readline)
+        monkeypatch.setattr(imaplib.IMAP4, "read", read)
+
+    def _waited(self) -> None:
+        if self._sent:
+            self.count += 1
+            self._sent = False
+
+
+SUBJECTS = ("report 1", "report 2", "invoice", "chat")
+
+
+def pass_cost(dovecot, tmp_path, monkeypatch, rules: str, folders=()) -> tuple[int, Lab]:
+    """Round trips of one `run --once` over a fresh mailbox holding SUBJECTS."""
+    user = dovecot.add_user()
+    lab = Lab(dovecot, user, tmp_path / user.name, monkeypatch)
+    lab.tmp.mkdir()
+    with lab.client() as client:
+        for folder in folders:
+            client.create_folder(folder)
+    lab.deliver(*SUBJECTS)
+    lab.write(rules)
+    counter = RoundTrips(monkeypatch)
+    result = lab.run()
+    monkeypatch.undo()  # the counter; the next measurement installs its own
+    assert result.code == 0, result.err
+    return counter.count, lab
+
+
+NOTHING = """
+    - name: nothing
+      match: {subject: no such subject}
+      actions: [flag]
+"""
+
+
+def test_rules_on_headers_that_match_nothing_add_no_round_trip(dovecot, tmp_path, monkeypatch):
+    one, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING)
+    many_rules = NOTHING + "".join(
+        f"""
+    - name: nothing {i}
+      match: {{header: {{List-Id: list{i}.example.org}}, from: nobody{i}@example.org}}
+      actions: [{{move: Lists/{i}}}]
+"""
+        for i in range(10)
+    )
+    many, _ = pass_cost(dovecot, tmp_path, monkeypatch, many_rules)
+    assert many == one
+
+
+def test_each_action_of_a_rule_costs_one_round_trip_even_into_a_new_folder(dovecot, tmp_path, monkeypatch):
+    """No FETCH per rule for the log, no failed MOVE before CREATE: the STORE and the MOVE only."""
+    idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING)
+    acting, lab = pass_cost(dovecot, tmp_path, monkeypatch, """
+    - name: reports
+      match: {subject: report}
+      actions: [flag, {move: Reports/2026}]
+""")
+    assert acting == idle + 2
+    assert lab.where() == {"report 1": ["Reports/2026"], "report 2": ["Reports/2026"], "invoice": ["INBOX"],
+                           "chat": ["INBOX"]}
+    assert "Reports/2026" in lab.folders()
+
+
+def test_a_copy_into_a_new_folder_costs_one_round_trip(dovecot, tmp_path, monkeypatch):
+    idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING)
+    copying, lab = pass_cost(dovecot, tmp_path, monkeypatch, """
+    - name: keep invoices
+      match: {subject: invoice}
+      actions: [{copy: Invoices}]
+""")
+    assert copying == idle + 1
+    assert lab.where()["invoice"] == ["INBOX", "Invoices"]
+
+
+def test_a_copy_into_an_existing_folder_costs_one_round_trip(dovecot, tmp_path, monkeypatch):
+    idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING, folders=["Invoices"])
+    copying, lab = pass_cost(dovecot, tmp_path, monkeypatch, """
+    - name: keep invoices
+      match: {subject: invoice}
+      actions: [{copy: Invoices}]
+""", folders=["Invoices"])
+    assert copying == idle + 1
+    assert lab.where()["invoice"] == ["INBOX", "Invoices"]
+
+
+def test_a_rule_on_flags_is_searched_after_the_earlier_rules_acted(dovecot, tmp_path, monkeypatch):
+    _, lab = pass_cost(dovecot, tmp_path, monkeypatch, """
+    - name: flag reports
+      match: {subject: report}
+      actions: [flag]
+    - name: file flagged
+      match: {flagged: true}
+      actions: [{move: Flagged}]
+    - name: and then by header again
+      match: {subject: report}
+      actions: [{add_keyword: $Late}]
+""")
+    assert lab.where()["report 1"] == ["Flagged"]
+    assert lab.flags("Flagged") == {"report 1": {"\\Flagged"}, "report 2": {"\\Flagged"}}
+
+
+def test_a_search_refused_in_the_pipeline_is_sent_again_on_its_own(lab):
+    searches = 0
+
+    def refuse_the_second_search(line: bytes) -> bytes:
+        # the first search finds the new messages; the second is the first rule's, pipelined
+        nonlocal searches
+        if b" OK " in line and b"Search completed" in line:
+            searches += 1
+            if searches == 2:
+                tag = line.split(b" ", 1)[0]
+                return tag + b" NO [SERVERBUG] Internal error occurred. Refer to server log.\r\n"
+        return line
+
+    lab.deliver(*SUBJECTS)
+    with TcpProxy(lab.server.host, lab.server.port, rewrite_server=refuse_the_second_search) as proxy:
+        lab.write("""
+            - name: reports
+              match: {subject: report}
+              actions: [{move: Reports}]
+            - name: invoices
+              match: {subject: invoice}
+              actions: [seen]
+        """, port=proxy.port)
+        result = lab.run()
+    assert result.code == 0, result.err
+    assert searches >= 3  # the refused one came back alone
+    assert lab.where() == {"report 1": ["Reports"], "report 2": ["Reports"], "invoice": ["INBOX"], "chat": ["INBOX"]}
+    assert lab.flags() == {"invoice": {"\\Seen"}, "chat": set()}
+
+
+def test_the_action_log_names_the_message_ids_fetched_at_the_start_of_the_pass(lab):
+    lab.deliver({"subject": "report", "message_id": "<r1@example.org>"}, "chat")
+    lab.write("""
+        - name: reports
+          match: {subject: report}
+          actions: [flag, {move: Reports}]
+    """)
+    result = lab.run()
+    assert result.code == 0
+    lines = [line for line in result.err.splitlines() if "'reports'" in line]
+    assert len(lines) == 2 and all("<r1@example.org>" in line for line in lines), result.err
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize(
+    ("after", "parts", "name"),
+    [
+        (b'(\\HasNoChildren) "/" "Lists/dev"', None, "Lists/dev"),
+        (b"() \"/\" Junk", None, "Junk"),
+        (b'(\\Noselect) NIL "a \\"b\\""', None, 'a "b"'),
+        (b'() "/" {5}', [b"* LIST () \"/\" {5}", b"Caf&AOk-", b""], "Café"),
+        (b'"Lists/dev" (UIDNEXT 12)', None, "Lists/dev"),
+        (b"Archive (UIDNEXT 3)", None, "Archive"),
+    ],
+)
+def test_mailbox_names_are_read_from_list_and_status_answers(after, parts, name):
+    assert _mailbox_name(after, parts or [after]) == name
+
+
+def test_a_folded_message_id_is_unfolded():
+    raw = b"Message-ID:\r\n <long.id@example.org>\r\nList-Id: x\r\n\r\n"
+    assert parse_message_id(raw) == "<long.id@example.org>"
+    assert parse_message_id(b"List-Id: x\r\n\r\n") == ""
