@@ -674,3 +674,36 @@ def test_cross_account_a_message_the_destination_refuses_does_not_hold_up_or_dup
     assert sorted(m.subject for m in messages(quota_server, lab.other, "Archive")) == ["small 1", "small 2"]
     assert lab.subjects() == expected_here
     assert "pending 1" in lab.cli("status").out
+
+
+def lose_append_confirmation(line: bytes) -> bytes:
+    """The destination stores the message, but its OK never reaches us (the link died)."""
+    if re.match(rb"\S+ OK (\[APPENDUID [^\]]*\] )?Append completed", line):
+        return b""
+    return line
+
+
+@pytest.mark.parametrize("verb", ["copy", "move"])
+def test_cross_account_append_whose_confirmation_was_lost_is_not_repeated(two_accounts, verb):
+    """The retry finds the message at the destination (by Message-ID) instead of appending it again."""
+    lab = two_accounts
+    lab.deliver("invoice", "chat")
+    rules = f"""
+        - name: to other
+          match: {{subject: invoice}}
+          actions: [{{{verb}: other:Invoices}}]
+    """
+    with TcpProxy(lab.server.host, lab.server.port, rewrite_server=lose_append_confirmation) as proxy:
+        lab.config = write_config(
+            lab.tmp, lab.monkeypatch, lab.server, lab.user, rules,
+            others={"other": Acct(lab.other, proxy.port, timeout=1.0)},
+        )  # fmt: skip
+        first = lab.run()
+    assert first.code == 1
+    assert lab.subjects("Invoices", user=lab.other) == ["invoice"]  # stored, never confirmed
+    assert lab.where() == {"invoice": ["INBOX"], "chat": ["INBOX"]}  # so the source stays
+    write_two(lab, rules)
+    assert lab.run().code == 0
+    assert lab.subjects("Invoices", user=lab.other) == ["invoice"]  # not twice
+    assert lab.where() == ({"chat": ["INBOX"]} if verb == "move" else {"invoice": ["INBOX"], "chat": ["INBOX"]})
+    assert "pending" not in lab.cli("status").out or "pending 0" in lab.cli("status").out
