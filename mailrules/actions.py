@@ -13,6 +13,10 @@ applied exactly once on servers with UIDPLUS:
 * `delete`: idempotent;
 * plugin actions: run again if they declare 'at-least-once', skipped if 'at-most-once'.
 
+A copy that *failed* may still have happened (the link to another account died before
+it confirmed an APPEND). The engine keeps its intent detail with the retry, and the retry
+first looks for those messages at the destination by Message-ID, as after a crash.
+
 Never a bare EXPUNGE: only UID EXPUNGE of the UIDs this action marked \\Deleted, and
 without UIDPLUS nothing is expunged at all (the messages stay marked, with a warning).
 """
@@ -113,10 +117,11 @@ class ActionRunner:
         """What to record before the action so that a crash mid-action can be verified."""
         if call.name == "copy" or (call.name == "move" and isinstance(call.arg, FolderRef) and call.arg.account):
             session, dest = self._destination(call.arg)
-            return {"dest": dest, "uidnext": self._uidnext_creating(session, dest)}
+            account = call.arg.account or self.ctx.account
+            return {"account": account, "dest": dest, "uidnext": self._uidnext_creating(session, dest)}
         if call.name == "move" and not self.ctx.session.has("MOVE"):
             dest = self.ctx.session.server_name(call.arg.path)
-            return {"dest": dest, "uidnext": self._uidnext_creating(self.ctx.session, dest)}
+            return {"account": self.ctx.account, "dest": dest, "uidnext": self._uidnext_creating(self.ctx.session, dest)}
         return {}
 
     # -------------------------------------------------------------- dispatch
@@ -189,7 +194,7 @@ class ActionRunner:
         if ref.account and ref.account != self.ctx.account:
             return self._cross_account(ref, uids, detail, resuming, move=False)
         dest = self.ctx.session.server_name(ref.path)
-        todo = self._not_yet_in(self.ctx.session, dest, uids, detail) if resuming else uids
+        todo = self._still_to_copy(self.ctx.session, dest, uids, detail, resuming)
         if todo:
             transfer = self._with_trycreate(
                 self.ctx.session, dest, lambda create: self.ctx.session.copy(todo, dest, create=create)
@@ -216,10 +221,8 @@ class ActionRunner:
         # COPY, then mark the originals \Deleted and UID EXPUNGE exactly those.
         if resuming and detail.get("copied"):
             to_copy = UidSet()
-        elif resuming:
-            to_copy = self._not_yet_in(session, dest, todo, detail)
         else:
-            to_copy = todo
+            to_copy = self._still_to_copy(session, dest, todo, detail, resuming)
         if to_copy:
             transfer = self._with_trycreate(
                 session, dest, lambda create: session.copy(to_copy, dest, create=create)
@@ -261,27 +264,43 @@ class ActionRunner:
             return
         self.ctx.store.add_placed(account, dest, uidvalidity, list(dest_uids))
 
-    def _not_yet_in(self, dest_session: ImapSession, dest: str, uids: UidSet, detail: dict) -> UidSet:
-        """Of `uids` (selected mailbox), those whose Message-ID has not reached `dest` since the intent."""
-        uidnext = detail.get("uidnext")
-        if uidnext is None:
+    def _still_to_copy(
+        self, dest_session: ImapSession, dest: str, uids: UidSet, detail: dict, resuming: bool
+    ) -> UidSet:
+        """Of `uids` (selected mailbox), those an earlier attempt did not already copy to `dest`.
+
+        Checked by Message-ID among the messages that reached `dest` since the attempt began
+        (its UIDNEXT then): for the whole batch when resuming after a crash, and for the
+        messages of detail["uncertain"] (a failed attempt that may have been carried out, as
+        when the link died before the destination confirmed an APPEND) on any pass.
+        """
+        since: dict[int, int] = {}  # uid -> the destination's UIDNEXT before the attempt
+        if resuming and detail.get("uidnext") is not None:
+            since = dict.fromkeys(uids, int(detail["uidnext"]))
+        uncertain = detail.get("uncertain")
+        if uncertain:
+            for uid in UidSet.parse(uncertain["uids"]) & uids:
+                since[uid] = min(int(uncertain["uidnext"]), since.get(uid, int(uncertain["uidnext"])))
+        if not since:
             return uids
+        floor = min(since.values())
         try:
             now = dest_session.status_uidnext(dest)
         except IMAPClientAbortError:
             raise  # the connection is gone: not an answer
         except IMAPClientError:
             now = None  # no such folder (the copy would have created it): nothing arrived
-        if now is None or now <= uidnext:
+        if now is None or now <= floor:
             return uids  # nothing arrived there: the copy did not happen
-        mids = self.ctx.session.message_ids(uids)
-        arrived = _message_ids_since(dest_session, dest, uidnext)
+        mids = self.ctx.session.message_ids(UidSet(since))
+        arrived = _arrivals_since(dest_session, dest, floor)
         if dest_session is self.ctx.session:
             self.ctx.session.select(self.ctx.mailbox)  # back to the source mailbox
-        todo = UidSet(uid for uid in uids if not mids.get(uid) or mids[uid] not in arrived)
+        done = {uid for uid, start in since.items() if mids.get(uid) and arrived.get(mids[uid], 0) >= start}
+        todo = UidSet(uid for uid in uids if uid not in done)
         log.info(
-            "account %s: resumed an interrupted copy to %s: %d of %d messages were already there",
-            self.ctx.account, dest, len(uids) - len(todo), len(uids),
+            "account %s: checked an earlier, unconfirmed copy to %s: %d of %d messages were already there",
+            self.ctx.account, dest, len(done), len(since),
         )
         return todo
 
@@ -292,8 +311,7 @@ class ActionRunner:
         dest_session, dest = self._destination(ref)
         session = self.ctx.session
         todo = session.existing(uids) if (resuming and move) else uids
-        if resuming:
-            todo = self._not_yet_in(dest_session, dest, todo, detail)
+        todo = self._still_to_copy(dest_session, dest, todo, detail, resuming)
         created: list[int] = []
         sent: list[int] = []  # source UIDs whose APPEND the destination confirmed
         uidvalidity = None
@@ -362,11 +380,15 @@ class ActionRunner:
         return ActionResult(uids, removed=spec.terminal)
 
 
-def _message_ids_since(session: ImapSession, dest: str, uidnext: int) -> set[str]:
-    """Message-IDs of the messages that arrived in `dest` at or after UID `uidnext`."""
+def _arrivals_since(session: ImapSession, dest: str, uidnext: int) -> dict[str, int]:
+    """Message-ID -> highest UID, of the messages that arrived in `dest` at or after UID `uidnext`."""
     session.select(dest, readonly=True)
     from .criteria import SearchQuery
 
     found = session.search(SearchQuery((b"UID", f"{uidnext}:*".encode())))
     found = UidSet(u for u in found if u >= uidnext)
-    return {mid for mid in session.message_ids(found).values() if mid}
+    out: dict[str, int] = {}
+    for uid, mid in session.message_ids(found).items():
+        if mid:
+            out[mid] = max(uid, out.get(mid, 0))
+    return out

@@ -370,6 +370,13 @@ class Engine:
         )
         runner = ActionRunner(ctx)
         searched = self._open_pass(session, account, rules, UidSet(active), steps, mids) if active else {}
+        # Retries of copies that failed uncertainly (the destination may have stored them):
+        # the action first looks for them there (see ActionRunner._still_to_copy).
+        earlier = {
+            p.uid: p.resume_detail for p in (self.reader.pending(account, server, sel.uidvalidity) if self.reader else ())
+            if p.resume_detail and p.uid in candidates
+        }
+        retry_details: dict[int, dict] = {}  # failed now: what their retry must verify
 
         for i, rule in enumerate(rules):
             if not active:
@@ -412,11 +419,16 @@ class Engine:
                 if step is not None and step.state == "failed":
                     for uid in step.uids:
                         failures[uid] = (i, rule.name, a, mids.get(uid), "failed before the pass was interrupted")
+                    retry_details.update(_retry_details(step.detail, step.uids))
                     active -= set(step.uids)
                     continue
                 resuming = step is not None and step.state == "intent"
+                detail: dict = {}
                 try:
                     detail = step.detail if resuming else runner.intent_detail(call, targets)
+                    if not resuming:
+                        detail = _with_uncertain(detail, {u: earlier[u] for u in targets
+                                                          if u in earlier and candidates[u] == (i, a)})
                     if run is not None:
                         self.store.add_step(run.id, seq, i, a, targets, "intent", detail)  # type: ignore[union-attr]
                     result = runner.run(call, targets, detail=detail, resuming=resuming)
@@ -425,9 +437,10 @@ class Engine:
                     still = session.existing(targets - done)
                     for uid in still:
                         failures[uid] = (i, rule.name, a, mids.get(uid), str(exc))
+                    retry_details.update(_retry_details(detail, still))
                     active -= set(targets) - set(done)  # those done go on to the next actions
                     if run is not None:
-                        self.store.add_step(run.id, seq, i, a, targets, "failed")  # type: ignore[union-attr]
+                        self.store.add_step(run.id, seq, i, a, targets, "failed", detail or None)  # type: ignore[union-attr]
                         seq += 1
                     log.error("rule %r account %s mailbox %s: %s %s failed for %d messages (UIDs %s): %s",
                               rule.name, account, server, call.name, _arg_text(call), len(still), still, exc)
@@ -459,7 +472,7 @@ class Engine:
         outcome.given_up = self.store.finish_run(
             run.id, account, server, sel.uidvalidity, checkpoint=high,
             failures=failures if advance else {}, resolved=resolved if advance else (), started=run.started,
-            advance=advance,
+            advance=advance, resume_details=retry_details if advance else None,
         )
         for uid in outcome.given_up:
             log.error("account %s mailbox %s: gave up on UID %d (Message-ID %s) after repeated failures: %s",
@@ -671,6 +684,38 @@ def _event(rule, account, server, call, uids, mids, dry_run):
 
     return ActionEvent(rule.name, account, server, call.name, call.arg, tuple(uids),
                        tuple(mids.get(u, "") for u in uids), dry_run)
+
+
+def _with_uncertain(detail: dict, earlier: dict[int, dict]) -> dict:
+    """The intent `detail` of a copy, plus the retried messages whose earlier copy may have happened.
+
+    earlier: uid -> the resume detail recorded when its copy failed. Only those that failed
+    copying to the same destination count (the rules file may have changed since).
+    """
+    same = {
+        uid: d for uid, d in earlier.items()
+        if detail.get("uidnext") is not None and (d.get("account"), d.get("dest")) == (detail.get("account"),
+                                                                                       detail.get("dest"))
+    }
+    if not same:
+        return detail
+    since = min(int(d["uidnext"]) for d in same.values())
+    return {**detail, "uncertain": {"uids": str(UidSet(same)), "uidnext": since}}
+
+
+def _retry_details(detail: dict | None, uids: Iterable[int]) -> dict[int, dict]:
+    """After a failed copy with this intent `detail`: what each message's retry must verify first."""
+    if not detail or detail.get("uidnext") is None:
+        return {}
+    uncertain = detail.get("uncertain") or {}
+    earlier = UidSet.parse(uncertain["uids"]) if uncertain else UidSet()
+    out = {}
+    for uid in uids:
+        since = int(detail["uidnext"])
+        if uid in earlier:
+            since = min(since, int(uncertain["uidnext"]))
+        out[uid] = {"account": detail.get("account"), "dest": detail["dest"], "uidnext": since}
+    return out
 
 
 def _fetch_items(needs: set[str]) -> tuple[list[str], int]:

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS pending (
     message_id   TEXT,
     last_error   TEXT,
     updated      REAL,
+    resume_detail TEXT,             -- JSON: what the retry must verify first (a copy that may have happened)
     PRIMARY KEY (account, mailbox, uidvalidity, uid)
 );
 CREATE TABLE IF NOT EXISTS placed (
@@ -125,6 +126,9 @@ class Pending:
     status: str
     message_id: str | None
     last_error: str | None
+    # A copy that failed uncertainly (the destination may have stored the message):
+    # {"account", "dest", "uidnext"}, so that the retry first looks there by Message-ID.
+    resume_detail: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,13 @@ class StateStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a state file written by an older mailrules up to this schema."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(pending)")}
+        if "resume_detail" not in columns:
+            self.db.execute("ALTER TABLE pending ADD COLUMN resume_detail TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -232,14 +243,13 @@ class StateStore:
 
     def pending(self, account: str, mailbox: str, uidvalidity: int, *, status: str | None = "retry") -> list[Pending]:
         sql = (
-            "SELECT uid, rule_index, rule_name, action_index, attempts, status, message_id, last_error "
-            "FROM pending WHERE account=? AND mailbox=? AND uidvalidity=?"
+            f"SELECT {_PENDING_COLUMNS} FROM pending WHERE account=? AND mailbox=? AND uidvalidity=?"
         )
         args: list = [account, mailbox, uidvalidity]
         if status is not None:
             sql += " AND status=?"
             args.append(status)
-        return [Pending(*row) for row in self.db.execute(sql + " ORDER BY uid", args)]
+        return [_pending(row) for row in self.db.execute(sql + " ORDER BY uid", args)]
 
     def resolve(self, account: str, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> None:
         """Forget pending entries (the messages were processed, or are gone)."""
@@ -255,10 +265,9 @@ class StateStore:
 
     def all_pending(self) -> list[tuple[str, str, Pending]]:
         rows = self.db.execute(
-            "SELECT account, mailbox, uid, rule_index, rule_name, action_index, attempts, status, message_id, "
-            "last_error FROM pending ORDER BY account, mailbox, uid"
+            f"SELECT account, mailbox, {_PENDING_COLUMNS} FROM pending ORDER BY account, mailbox, uid"
         ).fetchall()
-        return [(r[0], r[1], Pending(*r[2:])) for r in rows]
+        return [(r[0], r[1], _pending(r[2:])) for r in rows]
 
     # ------------------------------------------------------------------ placed
 
@@ -354,12 +363,15 @@ class StateStore:
         resolved: Iterable[int],
         started: float,
         advance: bool = True,
+        resume_details: dict[int, dict] | None = None,
     ) -> list[int]:
         """End a run in one transaction: record failures, clear resolved retries, move the checkpoint.
 
         failures: uid -> (rule_index, rule_name, action_index, message_id, error).
+        resume_details: uid -> what its retry must verify first (see `Pending.resume_detail`).
         Returns the UIDs that reached MAX_ATTEMPTS and were given up in this call.
         """
+        resume_details = resume_details or {}
         given_up = []
         now = time.time()
         with self.transaction() as db:
@@ -373,10 +385,13 @@ class StateStore:
                 status = "given_up" if attempts >= MAX_ATTEMPTS else "retry"
                 if status == "given_up":
                     given_up.append(uid)
+                detail = resume_details.get(uid)
                 db.execute(
-                    "INSERT OR REPLACE INTO pending VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO pending (account, mailbox, uidvalidity, uid, rule_index, rule_name, "
+                    "action_index, attempts, status, message_id, last_error, updated, resume_detail) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (account, mailbox, uidvalidity, uid, rule_index, rule_name, action_index, attempts, status,
-                     message_id, error, now),
+                     message_id, error, now, json.dumps(detail) if detail else None),
                 )
             if advance:
                 current = self.mailbox(account, mailbox)
@@ -399,3 +414,13 @@ class StateStore:
 
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
+
+
+_PENDING_COLUMNS = (
+    "uid, rule_index, rule_name, action_index, attempts, status, message_id, last_error, resume_detail"
+)
+
+
+def _pending(row) -> Pending:
+    *fields, detail = row
+    return Pending(*fields, resume_detail=json.loads(detail) if detail else None)
