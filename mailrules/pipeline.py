@@ -58,8 +58,7 @@ class PendingSearch:
 class PendingHeaders:
     """A pipelined FETCH of header fields: the Message-ID of each message that exists."""
 
-    message_ids: dict[int, str] = field(default_factory=dict)
-    complete: bool = True  # False if the server refused a part of it
+    message_ids: dict[int, str] = field(default_factory=dict)  # a refused part: missing here
 
 
 @dataclass
@@ -133,7 +132,7 @@ class Pipeline:
     def _add(self, tokens: list[bytes], target) -> None:
         tag = self.imap._new_tag()
         self.imap.tagged_commands.pop(tag, None)  # answered here, not by imaplib
-        self._commands.append(_Command(tag, _render(tag, tokens), target))
+        self._commands.append(_Command(tag, render(tag, tokens)[0], target))
 
     # ------------------------------------------------------------------ running
 
@@ -239,7 +238,7 @@ class Pipeline:
                 target.result = UidSet()  # ESEARCH with no ALL: nothing matched
         elif isinstance(target, PendingHeaders):
             if not ok:
-                target.complete = False
+                log.debug("pipelined header fetch refused (%s); Message-IDs are fetched per rule", rest[:200])
         elif isinstance(target, PendingFolders):
             if ok:
                 # listed but without STATUS (\Noselect, say): neither known to exist nor missing
@@ -251,13 +250,21 @@ class Pipeline:
 # ---------------------------------------------------------------------- helpers
 
 
-def _render(tag: bytes, tokens: list[bytes]) -> bytes:
-    """One command line; literals as LITERAL+ ({n+}), no space after '(' or before ')'."""
+def render(tag: bytes, tokens: list[bytes], literal_plus: bool = True) -> list[bytes]:
+    """A command as the pieces to send, with no space after '(' or before ')'.
+
+    With LITERAL+ (`{n+}`) that is one piece. Without it, each literal's data starts a new
+    piece, to be sent once the server asked for it (a continuation request).
+    """
+    pieces: list[bytes] = []
     out = [tag]
     prev = b""
     for tok in tokens:
         if isinstance(tok, Literal):
-            out.append(b" {%d+}\r\n" % len(tok))
+            out.append(b" {%d%s}\r\n" % (len(tok), b"+" if literal_plus else b""))
+            if not literal_plus:
+                pieces.append(b"".join(out))
+                out = []
             out.append(bytes(tok))
         else:
             if tok != CLOSE and prev != OPEN:
@@ -265,7 +272,8 @@ def _render(tag: bytes, tokens: list[bytes]) -> bytes:
             out.append(tok)
         prev = tok
     out.append(b"\r\n")
-    return b"".join(out)
+    pieces.append(b"".join(out))
+    return pieces
 
 
 def _quote_mailbox(name: str) -> bytes:

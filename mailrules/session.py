@@ -19,8 +19,8 @@ import imapclient
 from imapclient.exceptions import IMAPClientError
 from imapclient.response_parser import parse_fetch_response
 
-from .criteria import CLOSE, OPEN, Literal, SearchQuery
-from .pipeline import PendingFolders, Pipeline, parse_message_id
+from .criteria import SearchQuery
+from .pipeline import PendingFolders, Pipeline, parse_message_id, render
 from .uidset import UidSet
 
 log = logging.getLogger("mailrules.imap")
@@ -322,25 +322,17 @@ class ImapSession:
         """Send `UID name tokens...` with literals and parentheses placed correctly."""
         imap = self.client._imap
         self._clear_untagged()
-        literal_plus = self.has("LITERAL+")
         tag = imap._new_tag()
-        buf = [tag, b" UID ", name]
-        prev = name
-        for tok in tokens:
-            if isinstance(tok, Literal):
-                log.debug("> %s", b"".join(buf)[:512])
-                imap.send(b"".join(buf))
-                buf = []
-                self.client._send_literal(tag, bytes(tok), literal_plus)
-            else:
-                if tok != CLOSE and prev != OPEN:
-                    buf.append(b" ")
-                buf.append(tok)
-            prev = tok
-        buf.append(b"\r\n")
-        line = b"".join(buf)
-        log.debug("> %s", line[:512])
-        imap.send(line)
+        pieces = render(tag, [b"UID", name, *tokens], self.has("LITERAL+"))
+        log.debug("> %s", pieces[0][:512])
+        imap.send(pieces[0])
+        for piece in pieces[1:]:
+            while imap._get_response():  # until the server's continuation request ('+')
+                answer = imap.tagged_commands.get(tag)
+                if answer:  # the server ended the command instead
+                    del imap.tagged_commands[tag]
+                    raise ServerRefused(name.decode(), _text(answer[1]))
+            imap.send(piece)
         try:
             typ, data = imap._command_complete(name.decode(), tag)
         except imap.abort:

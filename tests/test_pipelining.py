@@ -208,3 +208,33 @@ def test_a_folded_message_id_is_unfolded():
     raw = b"Message-ID:\r\n <long.id@example.org>\r\nList-Id: x\r\n\r\n"
     assert parse_message_id(raw) == "<long.id@example.org>"
     assert parse_message_id(b"List-Id: x\r\n\r\n") == ""
+
+
+def test_a_connection_lost_during_the_opening_round_trip_loses_and_repeats_nothing(lab, monkeypatch):
+    from mailrules import pipeline
+
+    lab.deliver(*SUBJECTS)
+    lab.write("""
+        - name: reports
+          match: {subject: report}
+          actions: [{copy: Saved}, {move: Reports}]
+    """)
+    real = pipeline.Pipeline._untagged
+    seen = 0
+
+    def drop_after_two_answers(self, parts, by_tag):
+        nonlocal seen
+        seen += 1
+        if seen > 2:
+            raise ConnectionResetError("the link died")
+        return real(self, parts, by_tag)
+
+    monkeypatch.setattr(pipeline.Pipeline, "_untagged", drop_after_two_answers)
+    assert lab.run().code == 1
+    assert lab.where() == {s: ["INBOX"] for s in SUBJECTS}
+    monkeypatch.setattr(pipeline.Pipeline, "_untagged", real)
+    assert lab.run().code == 0
+    assert lab.where() == {"report 1": ["Reports", "Saved"], "report 2": ["Reports", "Saved"], "invoice": ["INBOX"],
+                           "chat": ["INBOX"]}
+    assert lab.run().code == 0  # nothing left over
+    assert len(lab.messages("Saved")) == 2

@@ -402,3 +402,23 @@ def test_badcharset_with_text_no_listed_charset_can_write_is_a_clear_refusal(mat
     rewrite.armed = True
     with pytest.raises(ServerRefused, match="cannot search this text"):
         matches("{subject: 日本}", session_=session)
+
+
+def test_a_server_without_literal_plus_gets_non_ascii_searches_after_its_continuation_request(
+    dovecot_factory, tmp_path, monkeypatch
+):
+    """Such searches are not pipelined: each literal waits for the server's '+'."""
+    server = dovecot_factory(capabilities="IMAP4rev1 UIDPLUS MOVE ESEARCH IDLE")
+    lab = Lab(server, server.add_user(), tmp_path, monkeypatch)
+    lab.deliver("Grüße aus München", "plain")
+    lab.write("""
+        - name: umlauts
+          match: {subject: München}
+          actions: [{move: Umlaute}]
+        - name: ascii
+          match: {subject: plain}
+          actions: [flag]
+    """)
+    assert lab.run().code == 0
+    assert lab.where() == {"Grüße aus München": ["Umlaute"], "plain": ["INBOX"]}
+    assert lab.flags() == {"plain": {"\\Flagged"}}
