@@ -17,3 +17,11 @@ def pytest_configure(config: pytest.Config) -> None:
     pm = config.pluginmanager
     if not (pm.has_plugin("mailrules") or pm.has_plugin(PLUGIN)):
         pm.import_plugin(PLUGIN)
+
+
+@pytest.fixture
+def lab(dovecot, imap_user, tmp_path, monkeypatch):
+    """A fresh user on the session's Dovecot, with its rules file and state directory (helpers.Lab)."""
+    from helpers import Lab
+
+    return Lab(dovecot, imap_user, tmp_path, monkeypatch)

@@ -18,11 +18,6 @@ NO_MOVE = "IMAP4rev1 LITERAL+ UIDPLUS IDLE"
 NO_MOVE_NO_UIDPLUS = "IMAP4rev1 LITERAL+ IDLE"
 
 
-@pytest.fixture
-def lab(dovecot, imap_user, tmp_path, monkeypatch) -> Lab:
-    return Lab(dovecot, imap_user, tmp_path, monkeypatch)
-
-
 def lab_on(server, tmp_path, monkeypatch, **kwargs) -> Lab:
     return Lab(server, server.add_user(), tmp_path, monkeypatch, **kwargs)
 

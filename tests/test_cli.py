@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 from helpers import Lab, run_cli
 
 from mailrules.builtins import mailrules_actions
@@ -31,11 +30,6 @@ accounts:
     password_env: MAILRULES_TEST_UNUSED
 rules:
 """
-
-
-@pytest.fixture
-def lab(dovecot, imap_user, tmp_path, monkeypatch) -> Lab:
-    return Lab(dovecot, imap_user, tmp_path, monkeypatch)
 
 
 def offline_config(tmp_path, rules: str, name: str = "rules.yaml"):

@@ -20,11 +20,6 @@ from mailrules.state import StateStore
 from mailrules.testing.proxy import TcpProxy
 
 
-@pytest.fixture
-def lab(dovecot, imap_user, tmp_path, monkeypatch) -> Lab:
-    return Lab(dovecot, imap_user, tmp_path, monkeypatch)
-
-
 def ok(outcomes) -> bool:
     return all(isinstance(o, Outcome) and o.ok for o in outcomes)
 

@@ -15,11 +15,6 @@ from mailrules.pipeline import _mailbox_name, parse_message_id
 from mailrules.testing.proxy import TcpProxy
 
 
-@pytest.fixture
-def lab(dovecot, imap_user, tmp_path, monkeypatch) -> Lab:
-    return Lab(dovecot, imap_user, tmp_path, monkeypatch)
-
-
 class RoundTrips:
     """Counts the client's waits for the server (imaplib's socket reads that follow a send)."""
 
@@ -105,24 +100,14 @@ def test_each_action_of_a_rule_costs_one_round_trip_even_into_a_new_folder(dovec
     assert "Reports/2026" in lab.folders()
 
 
-def test_a_copy_into_a_new_folder_costs_one_round_trip(dovecot, tmp_path, monkeypatch):
-    idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING)
+@pytest.mark.parametrize("folders", [(), ("Invoices",)], ids=["new folder", "existing folder"])
+def test_a_copy_costs_one_round_trip(dovecot, tmp_path, monkeypatch, folders):
+    idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING, folders=folders)
     copying, lab = pass_cost(dovecot, tmp_path, monkeypatch, """
     - name: keep invoices
       match: {subject: invoice}
       actions: [{copy: Invoices}]
-""")
-    assert copying == idle + 1
-    assert lab.where()["invoice"] == ["INBOX", "Invoices"]
-
-
-def test_a_copy_into_an_existing_folder_costs_one_round_trip(dovecot, tmp_path, monkeypatch):
-    idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING, folders=["Invoices"])
-    copying, lab = pass_cost(dovecot, tmp_path, monkeypatch, """
-    - name: keep invoices
-      match: {subject: invoice}
-      actions: [{copy: Invoices}]
-""", folders=["Invoices"])
+""", folders=folders)
     assert copying == idle + 1
     assert lab.where()["invoice"] == ["INBOX", "Invoices"]
 
