@@ -112,22 +112,6 @@ def test_a_copy_costs_one_round_trip(dovecot, tmp_path, monkeypatch, folders):
     assert lab.where()["invoice"] == ["INBOX", "Invoices"]
 
 
-def test_a_rule_on_flags_is_searched_after_the_earlier_rules_acted(dovecot, tmp_path, monkeypatch):
-    _, lab = pass_cost(dovecot, tmp_path, monkeypatch, """
-    - name: flag reports
-      match: {subject: report}
-      actions: [flag]
-    - name: file flagged
-      match: {flagged: true}
-      actions: [{move: Flagged}]
-    - name: and then by header again
-      match: {subject: report}
-      actions: [{add_keyword: $Late}]
-""")
-    assert lab.where()["report 1"] == ["Flagged"]
-    assert lab.flags("Flagged") == {"report 1": {"\\Flagged"}, "report 2": {"\\Flagged"}}
-
-
 def test_a_search_refused_in_the_pipeline_is_sent_again_on_its_own(lab):
     searches = 0
 
