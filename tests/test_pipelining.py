@@ -112,6 +112,18 @@ def test_a_copy_costs_one_round_trip(dovecot, tmp_path, monkeypatch, folders):
     assert lab.where()["invoice"] == ["INBOX", "Invoices"]
 
 
+@pytest.mark.parametrize("folders", [(), ("Ärger/Rechnungen",)], ids=["new folder", "existing folder"])
+def test_a_non_ascii_destination_is_listed_and_created_like_any_other(dovecot, tmp_path, monkeypatch, folders):
+    idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING, folders=folders)
+    moving, lab = pass_cost(dovecot, tmp_path, monkeypatch, """
+    - name: invoices
+      match: {subject: invoice}
+      actions: [{move: Ärger/Rechnungen}]
+""", folders=folders)
+    assert moving == idle + 1
+    assert lab.where()["invoice"] == ["Ärger/Rechnungen"]
+
+
 def test_a_search_refused_in_the_pipeline_is_sent_again_on_its_own(lab):
     searches = 0
 
