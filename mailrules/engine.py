@@ -372,10 +372,8 @@ class Engine:
         searched = self._open_pass(session, account, rules, UidSet(active), steps, mids) if active else {}
         # Retries of copies that failed uncertainly (the destination may have stored them):
         # the action first looks for them there (see ActionRunner._still_to_copy).
-        earlier = {
-            p.uid: p.resume_detail for p in (self.reader.pending(account, server, sel.uidvalidity) if self.reader else ())
-            if p.resume_detail and p.uid in candidates
-        }
+        pending = self.reader.pending(account, server, sel.uidvalidity) if self.reader else []
+        earlier = {p.uid: p.resume_detail for p in pending if p.resume_detail and p.uid in candidates}
         retry_details: dict[int, dict] = {}  # failed now: what their retry must verify
 
         for i, rule in enumerate(rules):
@@ -461,6 +459,7 @@ class Engine:
             if rule.stop:
                 active -= set(targets_all)
 
+        session.note_folders(None)  # the listing was for this pass only
         outcome.failed = {uid: f[4] for uid, f in failures.items()}
         if run is None or self.store is None:
             return
@@ -692,11 +691,10 @@ def _with_uncertain(detail: dict, earlier: dict[int, dict]) -> dict:
     earlier: uid -> the resume detail recorded when its copy failed. Only those that failed
     copying to the same destination count (the rules file may have changed since).
     """
-    same = {
-        uid: d for uid, d in earlier.items()
-        if detail.get("uidnext") is not None and (d.get("account"), d.get("dest")) == (detail.get("account"),
-                                                                                       detail.get("dest"))
-    }
+    if detail.get("uidnext") is None:
+        return detail  # not a copy
+    destination = (detail.get("account"), detail.get("dest"))
+    same = {uid: d for uid, d in earlier.items() if (d.get("account"), d.get("dest")) == destination}
     if not same:
         return detail
     since = min(int(d["uidnext"]) for d in same.values())

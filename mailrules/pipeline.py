@@ -317,10 +317,12 @@ def _astring(text: bytes, parts: list[bytes]) -> bytes | None:
     return atom or None
 
 
+_MESSAGE_ID = re.compile(r"^message-id:\s*(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+
+
 def parse_message_id(raw: bytes) -> str:
     """The Message-ID in a header block (unfolded, whitespace collapsed); '' if it has none."""
-    text = raw.decode("utf-8", "replace")
-    m = re.search(r"^message-id:\s*(.*(?:\r?\n[ \t].*)*)", text, re.I | re.M)
+    m = _MESSAGE_ID.search(raw.decode("utf-8", "replace"))
     if not m:
         return ""
     return " ".join(m.group(1).split())
