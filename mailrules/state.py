@@ -8,6 +8,8 @@ The model, per account and mailbox (all UIDs are qualified by UIDVALIDITY):
   action failed resumes at that rule and action (``rule_index``/``action_index``; the
   rule's name is kept to find it again if the rules file changed), with a count of
   attempts; after ``MAX_ATTEMPTS`` it is ``given_up`` and listed by ``mailrules status``.
+  For a copy that failed but may still have happened, ``resume_detail`` says where to look
+  for the message (by Message-ID) before copying it again.
 * ``placed``: messages mailrules itself copied or moved *into* a mailbox: never
   processed there (no loops).
 * ``run`` / ``step``: the journal of the run in progress on a mailbox. Before a rule's
@@ -175,7 +177,12 @@ class StateStore:
         """Bring a state file written by an older mailrules up to this schema."""
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(pending)")}
         if "resume_detail" not in columns:
-            self.db.execute("ALTER TABLE pending ADD COLUMN resume_detail TEXT")
+            try:
+                self.db.execute("ALTER TABLE pending ADD COLUMN resume_detail TEXT")
+            except sqlite3.OperationalError:  # another process (mailrules status) added it first
+                columns = {row[1] for row in self.db.execute("PRAGMA table_info(pending)")}
+                if "resume_detail" not in columns:
+                    raise
 
     def close(self) -> None:
         self.db.close()
