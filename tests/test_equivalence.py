@@ -23,7 +23,6 @@ import contextlib
 import functools
 import re
 import secrets
-import shutil
 import tempfile
 import warnings
 from collections import Counter
@@ -66,7 +65,7 @@ from mailrules.plugins import Registry
 from mailrules.predicates import parse_regex_args
 from mailrules.session import ImapSession
 from mailrules.state import StateStore
-from mailrules.testing.dovecot import DovecotServer
+from mailrules.testing.dovecot import temporary_dovecot
 
 ACCOUNT = "acct"
 HERE = Location("<test_equivalence>")
@@ -691,14 +690,8 @@ MINIMAL_CAPABILITIES = "IMAP4rev1 LITERAL+ UIDPLUS IDLE"
 @pytest.fixture(scope="module")
 def minimal_dovecot(dovecot):
     """A second Dovecot advertising only MINIMAL_CAPABILITIES (after `dovecot`: same skip rules)."""
-    root = Path(tempfile.mkdtemp(prefix="mailrules-dovecot-minimal-"))
-    server = DovecotServer(root, capabilities=MINIMAL_CAPABILITIES)
-    try:
-        server.start()
+    with temporary_dovecot("mailrules-dovecot-minimal-", capabilities=MINIMAL_CAPABILITIES) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @settings(PROPERTY_SETTINGS, max_examples=15)

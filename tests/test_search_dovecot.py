@@ -232,18 +232,10 @@ def without_within(dovecot_factory_module, by_uid):
 
 @pytest.fixture(scope="module")
 def dovecot_factory_module(dovecot):
-    import shutil
-    import tempfile
-    from pathlib import Path
+    from mailrules.testing.dovecot import temporary_dovecot
 
-    from mailrules.testing.dovecot import DovecotServer
-
-    root = Path(tempfile.mkdtemp(prefix="mailrules-dovecot-"))
-    server = DovecotServer(root, capabilities="IMAP4rev1 LITERAL+ UIDPLUS MOVE IDLE ESEARCH NAMESPACE")
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with temporary_dovecot(capabilities="IMAP4rev1 LITERAL+ UIDPLUS MOVE IDLE ESEARCH NAMESPACE") as server:
+        yield server
 
 
 def test_without_within_ages_never_match_more_than_asked(matches, without_within):

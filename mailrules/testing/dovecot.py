@@ -5,7 +5,7 @@ listens on a free port of 127.0.0.1 and is stopped (with every child process) at
 ``stop()``, at interpreter exit, or - if it was started from the main thread - when the
 Python process dies.  Typical use::
 
-    with DovecotServer(Path(tempfile.mkdtemp())) as server:
+    with temporary_dovecot() as server:     # or DovecotServer(directory), then start()/stop()
         user = server.add_user()
         client = server.client(user)          # logged-in imapclient.IMAPClient
         server.deliver_files(user, "Lists/dev", [make_message(subject="hi")])
@@ -52,9 +52,10 @@ import socket
 import ssl
 import stat
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -73,6 +74,7 @@ __all__ = [
     "find_binary",
     "make_ca",
     "make_cert",
+    "temporary_dovecot",
 ]
 
 MAIL_USER = "vmail"
@@ -809,6 +811,20 @@ protocol imap {{
 
 _last_usec = 0
 _usec_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def temporary_dovecot(prefix: str = "mailrules-dovecot-", **kwargs) -> Iterator[DovecotServer]:
+    """A started `DovecotServer` (``kwargs``) in a new temporary directory; stopped and removed after.
+
+    Not pytest's ``tmp_path``: Dovecot's unprivileged processes must be able to reach it.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with DovecotServer(root, **kwargs) as server:
+            yield server
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _maildir_base() -> str:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,17 +51,10 @@ def _require_dovecot() -> None:
 def dovecot() -> Iterator[DovecotServer]:
     """A Dovecot shared by the whole session; use ``imap_user`` for per-test isolation."""
     _require_dovecot()
-    from mailrules.testing.dovecot import DovecotServer
+    from mailrules.testing.dovecot import temporary_dovecot
 
-    # Not tmp_path_factory: Dovecot's unprivileged processes must reach the directory.
-    root = Path(tempfile.mkdtemp(prefix="mailrules-dovecot-"))
-    server = DovecotServer(root)
-    try:
-        server.start()
+    with temporary_dovecot() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -101,25 +92,14 @@ def dovecot_factory() -> Iterator[Callable[..., DovecotServer]]:
     Each call returns a started server in its own directory; all are stopped at teardown.
     """
     _require_dovecot()
-    from mailrules.testing.dovecot import DovecotServer
+    from mailrules.testing.dovecot import temporary_dovecot
 
-    servers: list[DovecotServer] = []
-    roots: list[Path] = []
+    with contextlib.ExitStack() as servers:
 
-    def factory(**kwargs: Any) -> DovecotServer:
-        root = Path(tempfile.mkdtemp(prefix="mailrules-dovecot-"))
-        roots.append(root)
-        server = DovecotServer(root, **kwargs)
-        servers.append(server)
-        return server.start()
+        def factory(**kwargs: Any) -> DovecotServer:
+            return servers.enter_context(temporary_dovecot(**kwargs))
 
-    try:
         yield factory
-    finally:
-        for server in servers:
-            server.stop()
-        for root in roots:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
