@@ -548,16 +548,17 @@ class Engine:
         """The messages of `searchable` the rule matches; searched: the server's answer, if already known."""
         if not searchable:
             return UidSet()
-        query = compile_search(self._with_prefilters(session, rule), session.capabilities)
-        try:
-            found = searched if searched is not None else session.search(query, within=searchable)
-        except ServerRefused as exc:
-            log.error("rule %r: the server refused its search (%s): %s", rule.name, query, exc.message)
-            for uid in searchable:
-                failures[uid] = (index, rule.name, 0, None, f"search refused: {exc.message}")
-            active -= set(searchable)
-            return UidSet()
-        found = found & searchable
+        if searched is None:  # not answered in the pass's opening: search now
+            query = compile_search(self._with_prefilters(session, rule), session.capabilities)
+            try:
+                searched = session.search(query, within=searchable)
+            except ServerRefused as exc:
+                log.error("rule %r: the server refused its search (%s): %s", rule.name, query, exc.message)
+                for uid in searchable:
+                    failures[uid] = (index, rule.name, 0, None, f"search refused: {exc.message}")
+                active -= set(searchable)
+                return UidSet()
+        found = searched & searchable
         if not rule.where or not found:
             return found
         return self._predicates(session, rule, found, index, failures, mids, active)
