@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from .dovecot import DovecotServer, User
 
-__all__ = ["DaemonHarness", "message_ids", "wait_until"]
+__all__ = ["DaemonHarness", "message_contents", "message_ids", "wait_until"]
 
 DEFAULT_TIMINGS = {"timeout": 5, "idle_interval": 2, "poll_interval": 0.5, "reconnect_max": 1}
 
@@ -63,6 +63,27 @@ def message_ids(client: imapclient.IMAPClient, folder: str) -> collections.Count
         raw = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
         m = re.search(rb"(?im)^message-id:\s*(\S+)", raw)
         out[m.group(1).decode() if m else ""] += 1
+    return out
+
+
+def message_contents(client: imapclient.IMAPClient, folder: str) -> collections.Counter[str]:
+    """SHA-256 digests of the whole messages in `folder` (a Counter), or empty if it does not exist.
+
+    "Nothing lost, nothing doubled" must be checked by content, not by Message-ID: real mail
+    repeats Message-IDs (resent newsletters, list copies) and some messages have none, and a
+    count by Message-ID hides exactly the losses and duplicates that such messages suffer.
+    """
+    import hashlib
+
+    if not client.folder_exists(folder):
+        return collections.Counter()
+    client.select_folder(folder, readonly=True)
+    uids = client.search(["ALL"])
+    out: collections.Counter[str] = collections.Counter()
+    for start in range(0, len(uids), 500):
+        for data in client.fetch(uids[start:start + 500], ["BODY.PEEK[]"]).values():
+            raw = next((v for k, v in data.items() if k.startswith(b"BODY[")), b"") or b""
+            out[hashlib.sha256(raw).hexdigest()] += 1
     return out
 
 
