@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 import warnings
 from pathlib import Path
@@ -123,9 +124,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"mailrules: {exc}", file=sys.stderr)
         if args.command == "status":  # the progress is still worth showing; exit 2 all the same
+            from .state import StateError
             from .status import print_status
 
-            print_status(None, _state_dir(Path(args.state) if args.state else None), out=sys.stdout)
+            try:
+                print_status(None, _state_dir(Path(args.state) if args.state else None), out=sys.stdout)
+            except StateError as exc:
+                print(f"mailrules: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except FileNotFoundError:
         print(f"mailrules: no rules file at {path} (use -c FILE or set MAILRULES_CONFIG)", file=sys.stderr)
@@ -164,11 +169,15 @@ def _state_dir(state_dir: Path | None) -> Path:
 
 def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Namespace) -> int:
     from .lock import AlreadyRunning, StateLock
-    from .state import StateStore
+    from .state import StateError, StateStore
 
     directory = _state_dir(state_dir)
-    if args.dry_run:  # reads the progress (to know what is new) and writes nothing
-        store = StateStore(directory) if (directory / "state.sqlite3").exists() else None
+    if args.dry_run:  # reads the progress (to know what is new) and writes nothing: read-only
+        try:
+            store = StateStore.open_readonly(directory)
+        except StateError as exc:
+            print(f"mailrules: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
         try:
             return _run_once(config, registry, store, args)
         finally:
@@ -180,7 +189,16 @@ def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Nam
     except AlreadyRunning as exc:
         print(f"mailrules: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    store = StateStore(directory)
+    except OSError as exc:  # the lock file lives in the state directory too
+        print(f"mailrules: state directory {directory}: cannot take the lock "
+              f"({exc.strerror or exc}); make it writable for this user, or use --state DIR", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        store = StateStore(directory)
+    except StateError as exc:
+        lock.release()
+        print(f"mailrules: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         if args.once:
             return _run_once(config, registry, store, args)
@@ -252,13 +270,18 @@ def _sweep_all(config: Config, engine, store, pool) -> bool:
 
 
 def _report_failure(account: str, mailbox: str, exc: Exception, store) -> None:
+    from .state import describe_state_error
+
     message = f"{type(exc).__name__}: {exc}"
     log.error("account %s mailbox %s: %s", account, mailbox, message)
     log.debug("details", exc_info=True)
-    if store is not None:
-        for state in store.mailboxes():
-            if state.account == account:
-                store.set_error(account, state.mailbox, message)
+    if store is not None and not store.readonly:
+        try:
+            for state in store.mailboxes():
+                if state.account == account:
+                    store.set_error(account, state.mailbox, message)
+        except sqlite3.Error as err:  # e.g. the disk is full: the failure is logged all the same
+            log.error("%s", describe_state_error(store.path, err, "recording the error"))
 
 
 # ---------------------------------------------------------------------- check
@@ -279,10 +302,15 @@ def cmd_check(config: Config, registry, *, connect: bool) -> int:
 
 
 def cmd_status(config: Config, state_dir: Path | None) -> int:
+    from .state import StateError
     from .status import print_status
 
     directory = _state_dir(state_dir)
-    return print_status(config, directory, out=sys.stdout)
+    try:
+        return print_status(config, directory, out=sys.stdout)
+    except StateError as exc:
+        print(f"mailrules: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 # ---------------------------------------------------------------------- plugins

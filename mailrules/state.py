@@ -23,9 +23,11 @@ Writes are grouped in short transactions; the connection is used from one thread
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -160,18 +162,221 @@ def default_state_dir() -> Path:
     return Path(base) / "mailrules"
 
 
-class StateStore:
-    """The progress of every account and mailbox, in `state_dir/state.sqlite3`."""
+class StateError(Exception):
+    """The state file cannot be opened or used. The message names the file and says what to do.
 
-    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+    A broken state is a runtime failure (exit 1): the rules file is fine, and starting over
+    with an empty state would process every message again (and copy it twice).
+    """
+
+
+STATE_FILE = "state.sqlite3"
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_TABLES = frozenset({"mailbox", "pending", "placed", "run", "step", "sweep", "meta"})
+_START_AFRESH = (
+    "if it cannot be restored from a backup, move it away and run `mailrules run --since-now` "
+    "(or without --since-now to process every message again)"
+)
+
+
+def state_file(state_dir: str | os.PathLike[str]) -> Path:
+    """The SQLite file of the state directory `state_dir`."""
+    return Path(state_dir) / STATE_FILE
+
+
+def describe_state_error(path: Path, exc: BaseException, doing: str) -> StateError:
+    """A `StateError` for an SQLite or OS error met while `doing` something with the state file.
+
+    Public so that the command line can word a failure in the middle of a run the same way.
+    """
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    if name.startswith("SQLITE_FULL") or "disk is full" in text or getattr(exc, "errno", None) == 28:
+        hint = "the disk is full: free some space and run again (nothing was lost: the work is retried)"
+    elif name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        hint = f"the file is damaged. Refusing to start: {_START_AFRESH}"
+    elif name.startswith("SQLITE_READONLY") or isinstance(exc, PermissionError) or name == "SQLITE_CANTOPEN" \
+            or getattr(exc, "errno", None) in (1, 13, 30):
+        hint = (f"it cannot be written (read-only file system or directory, or no permission); "
+                f"make {path.parent} writable for this user, or use --state DIR. "
+                "`mailrules status` and `run --dry-run` only read it")
+    elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        hint = "another process holds it locked; try again"
+    else:
+        hint = "check the file and its directory"
+    detail = getattr(exc, "strerror", None) or text or type(exc).__name__
+    return StateError(f"state file {path}: {doing} failed ({detail}): {hint}")
+
+
+def _check_file(path: Path) -> bool:
+    """False if there is no state file; raise `StateError` if one exists but is not a state."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise describe_state_error(path, exc, "looking at it") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise StateError(f"state file {path}: it exists but is not a regular file; move it away "
+                         "or use --state DIR")
+    if info.st_size == 0:
+        raise StateError(
+            f"state file {path}: it exists but is empty, so the progress it held is lost (a new state "
+            f"would process every message again and copy it twice). Refusing to start: {_START_AFRESH}"
+        )
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise describe_state_error(path, exc, "reading it") from None
+    if head != _SQLITE_HEADER:
+        raise StateError(f"state file {path}: it is not an SQLite database (damaged, truncated or "
+                         f"overwritten). Refusing to start: {_START_AFRESH}")
+    return True
+
+
+def _verify(db: sqlite3.Connection, path: Path) -> None:
+    """The file is an undamaged SQLite database holding mailrules tables (else `StateError`)."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+    if problems != ["ok"]:
+        raise StateError(f"state file {path}: it is damaged ({'; '.join(map(str, problems))[:300]}). "
+                         f"Refusing to start: {_START_AFRESH}")
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables & _TABLES:
+        raise StateError(f"state file {path}: it is an SQLite database but holds no mailrules state. "
+                         f"Refusing to start: {_START_AFRESH}")
+
+
+def _create(directory: Path, path: Path) -> None:
+    """Create a new, complete state file atomically: built beside it, then linked into place.
+
+    So that an interrupted creation (full disk, kill) never leaves an empty `state.sqlite3`
+    behind, which the next start would have to refuse.
+    """
+    tmp = directory / f".{STATE_FILE}.{os.getpid()}.new"
+    try:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+            leftover.unlink(missing_ok=True)
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('created', ?)", (str(time.time()),))
+        finally:
+            db.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # created meanwhile by another process: use theirs
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _shadow_missing(db: sqlite3.Connection) -> None:
+    """On a read-only connection to an older state: empty TEMP stand-ins for missing tables and columns.
+
+    The queries of this module then work unchanged, without migrating (writing) the file.
+    """
+    reference = sqlite3.connect(":memory:")
+    try:
+        reference.executescript(SCHEMA)
+        for table, sql in reference.execute("SELECT name, sql FROM sqlite_master WHERE type='table' "
+                                          "AND name NOT LIKE 'sqlite%'").fetchall():
+            wanted = [row[1] for row in reference.execute(f"PRAGMA table_info({table})")]
+            present = {row[1] for row in db.execute(f"PRAGMA main.table_info({table})")}
+            if not present:
+                db.execute(sql.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+            elif any(c not in present for c in wanted):
+                select = ", ".join(c if c in present else f"NULL AS {c}" for c in wanted)
+                db.execute(f"CREATE TEMP VIEW {table} AS SELECT {select} FROM main.{table}")
+    finally:
+        reference.close()
+
+
+class StateStore:
+    """The progress of every account and mailbox, in `state_dir/state.sqlite3`.
+
+    `StateStore(dir)` opens it for a run: created (atomically) if absent, migrated, written.
+    `StateStore.open_readonly(dir)` opens it for `status` and `run --dry-run`: read-only,
+    never created or migrated (None if there is none). Either way a file that exists but is
+    empty, damaged or not a mailrules state is refused with a `StateError`, never replaced.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str], *, readonly: bool = False) -> None:
         self.dir = Path(state_dir)
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = self.dir / "state.sqlite3"
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self._migrate()
+        self.path = self.dir / STATE_FILE
+        self.readonly = readonly
+        if readonly:
+            self.db = self._connect_readonly()
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise describe_state_error(self.path, exc, "creating its directory") from None
+        if not _check_file(self.path):
+            try:
+                _create(self.dir, self.path)
+            except (OSError, sqlite3.Error) as exc:
+                raise describe_state_error(self.path, exc, "creating it") from None
+            _check_file(self.path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise describe_state_error(self.path, exc, "opening it") from None
+        try:
+            _verify(self.db, self.path)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            self._migrate()
+        except StateError:
+            self.db.close()
+            raise
+        except sqlite3.Error as exc:
+            self.db.close()
+            raise describe_state_error(self.path, exc, "opening it for writing") from None
+
+    @classmethod
+    def open_readonly(cls, state_dir: str | os.PathLike[str]) -> StateStore | None:
+        """The state for reading only (`status`, `run --dry-run`); None if nothing was processed yet."""
+        if not _check_file(state_file(state_dir)):
+            return None
+        return cls(state_dir, readonly=True)
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        if not _check_file(self.path):
+            raise StateError(f"state file {self.path}: there is none yet")
+        uri = self.path.resolve().as_uri()
+        try:
+            try:
+                db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30,
+                                     check_same_thread=False)
+                try:
+                    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                except sqlite3.Error:
+                    db.close()
+                    raise
+            except sqlite3.OperationalError:
+                # WAL needs a -shm file beside the database. In a read-only directory without
+                # one, no writer can be active and nothing can be pending in a -wal: the file
+                # alone is the whole state, so read it as immutable.
+                if os.path.exists(f"{self.path}-wal") or os.access(self.dir, os.W_OK):
+                    raise
+                db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                                     check_same_thread=False)
+            try:
+                _verify(db, self.path)
+                _shadow_missing(db)
+            except BaseException:
+                db.close()
+                raise
+        except sqlite3.Error as exc:
+            raise describe_state_error(self.path, exc, "reading it") from None
+        return db
 
     def _migrate(self) -> None:
         """Bring a state file written by an older mailrules up to this schema."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from pathlib import Path
 from typing import TextIO
 
@@ -24,36 +25,49 @@ def next_sweeps(config: Config, now: dt.datetime | None = None) -> list[tuple[st
 
 
 def print_status(config: Config | None, state_dir: Path, *, out: TextIO) -> int:
-    """Print the progress kept in `state_dir`; config None (a broken rules file): no sweeps."""
-    from .state import StateStore
+    """Print the progress kept in `state_dir`; config None (a broken rules file): no sweeps.
 
-    if not (state_dir / "state.sqlite3").exists():
-        print(f"no state yet in {state_dir} (mailrules run has not run with this state directory)", file=out)
+    Opens the state read-only (never creating, migrating or writing it): it works while the
+    daemon runs and on a read-only copy. Raises `mailrules.state.StateError` if the state
+    file exists but is damaged or unreadable.
+    """
+    from .state import StateStore, describe_state_error
+
+    store = StateStore.open_readonly(state_dir)
+    if store is None:
+        print(f"no state yet in {state_dir}: nothing processed yet (mailrules run has not run with this "
+              "state directory)", file=out)
         _print_sweeps(config, out)
         return 0
-    store = StateStore(state_dir)
     try:
-        pending = store.all_pending()
-        for mb in store.mailboxes():
-            rows = [p for a, m, p in pending if a == mb.account and m == mb.mailbox]
-            retry = sum(1 for p in rows if p.status == "retry")
-            given_up = [p for p in rows if p.status == "given_up"]
-            when = dt.datetime.fromtimestamp(mb.last_pass).isoformat(timespec="seconds") if mb.last_pass else "never"
-            print(f"{mb.account} {mb.mailbox}: processed up to UID {mb.checkpoint} (UIDVALIDITY {mb.uidvalidity}), "
-                  f"last pass {when}; pending {retry}, given up {len(given_up)}", file=out)
-            if mb.last_error:
-                print(f"  last error: {mb.last_error}", file=out)
-            for p in given_up:
-                print(f"  given up: UID {p.uid} Message-ID {p.message_id or '-'} at rule {p.rule_name!r} "
-                      f"after {p.attempts} attempts: {p.last_error}", file=out)
-            for p in rows:
-                if p.status == "retry":
-                    print(f"  pending: UID {p.uid} at rule {p.rule_name!r} (attempt {p.attempts}): {p.last_error}",
-                          file=out)
-        _print_sweeps(config, out, store)
+        _print_progress(store, config, out)
+    except sqlite3.Error as exc:
+        raise describe_state_error(store.path, exc, "reading it") from None
     finally:
         store.close()
     return 0
+
+
+def _print_progress(store, config: Config | None, out: TextIO) -> None:
+    """The progress of each mailbox, its pending and given-up messages, then the sweeps."""
+    pending = store.all_pending()
+    for mb in store.mailboxes():
+        rows = [p for a, m, p in pending if a == mb.account and m == mb.mailbox]
+        retry = sum(1 for p in rows if p.status == "retry")
+        given_up = [p for p in rows if p.status == "given_up"]
+        when = dt.datetime.fromtimestamp(mb.last_pass).isoformat(timespec="seconds") if mb.last_pass else "never"
+        print(f"{mb.account} {mb.mailbox}: processed up to UID {mb.checkpoint} (UIDVALIDITY {mb.uidvalidity}), "
+              f"last pass {when}; pending {retry}, given up {len(given_up)}", file=out)
+        if mb.last_error:
+            print(f"  last error: {mb.last_error}", file=out)
+        for p in given_up:
+            print(f"  given up: UID {p.uid} Message-ID {p.message_id or '-'} at rule {p.rule_name!r} "
+                  f"after {p.attempts} attempts: {p.last_error}", file=out)
+        for p in rows:
+            if p.status == "retry":
+                print(f"  pending: UID {p.uid} at rule {p.rule_name!r} (attempt {p.attempts}): {p.last_error}",
+                      file=out)
+    _print_sweeps(config, out, store)
 
 
 def _print_sweeps(config: Config | None, out: TextIO, store=None) -> None:

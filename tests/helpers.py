@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
+import subprocess
 import textwrap
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -379,3 +381,37 @@ class Lab:
     def client(self, user: User | None = None):
         """A context manager: a logged-in IMAPClient of the user (another client)."""
         return connected(self.server, user or self.user)
+
+
+@contextlib.contextmanager
+def read_only_directory(directory: Path):
+    """`directory` read-only for the duration, even for root.
+
+    As root, permissions do not stop writes, so this uses a read-only bind mount of the
+    directory onto itself (undone afterwards). Without `mount` rights, a non-root user gets
+    mode 0555 instead; root without them skips the test.
+    """
+    import pytest
+
+    directory = Path(directory)
+    mounted = subprocess.run(["mount", "--bind", str(directory), str(directory)], capture_output=True).returncode == 0
+    if mounted:
+        try:
+            ro = subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], capture_output=True)
+            if ro.returncode != 0:
+                pytest.skip(f"cannot remount read-only: {ro.stderr.decode(errors='replace').strip()}")
+            yield directory
+        finally:
+            done = subprocess.run(["umount", str(directory)], capture_output=True, text=True)
+            if done.returncode != 0:  # a file left open under it: detach it all the same, then fail
+                subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+                raise AssertionError(f"umount {directory}: {done.stderr.strip()} (a file left open?)")
+        return
+    if os.geteuid() == 0:
+        pytest.skip("cannot make a directory read-only for root here (no bind mount)")
+    mode = directory.stat().st_mode
+    directory.chmod(0o555)
+    try:
+        yield directory
+    finally:
+        directory.chmod(mode)

@@ -6,6 +6,7 @@ real `python -m mailrules.cli` in a subprocess.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import socket
@@ -13,7 +14,8 @@ import subprocess
 import sys
 import textwrap
 
-from helpers import Lab, run_cli
+import pytest
+from helpers import Lab, read_only_directory, run_cli
 
 from mailrules.builtins import mailrules_actions
 
@@ -440,3 +442,109 @@ def test_status_with_a_broken_rules_file_shows_the_progress_and_exits_2(tmp_path
     assert result.code == 2
     assert "me INBOX: processed up to UID 42" in result.out
     assert "no_such_plugin" in result.err
+
+
+# ----------------------------------------------------------------------------- a state that cannot be used
+
+
+def _damage(path, kind: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 3],
+                      "random bytes": os.urandom(max(len(data), 8192))}[kind])
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random bytes"])
+@pytest.mark.parametrize("command", [("run", "--once"), ("run", "--dry-run"), ("status",)])
+def test_a_broken_state_file_exits_1_naming_it_without_a_traceback(tmp_path, kind, command):
+    from mailrules.state import StateStore
+
+    store = StateStore(tmp_path / "state")
+    store.set_mailbox("me", "INBOX", 7, 42)
+    with store.transaction() as db:
+        db.executemany("INSERT INTO placed VALUES (?,?,?,?)", [("me", "A", 1, uid) for uid in range(3000)])
+    store.close()
+    state_file = tmp_path / "state" / "state.sqlite3"
+    _damage(state_file, kind)
+    before = state_file.read_bytes()
+    path = offline_config(tmp_path, """
+        - name: a
+          actions: [flag]
+    """)
+    result = run_cli("-c", path, "--state", tmp_path / "state", *command)
+    assert result.code == EXIT_FAILURE, result.err
+    assert str(state_file) in result.err and "Traceback" not in result.err + result.out
+    assert "logged in" not in result.err  # refused before any work
+    assert state_file.read_bytes() == before
+
+
+def test_status_without_a_state_says_nothing_was_processed_and_creates_nothing(tmp_path):
+    path = offline_config(tmp_path, """
+        - name: a
+          actions: [flag]
+    """)
+    result = run_cli("-c", path, "--state", tmp_path / "state", "status")
+    assert result.code == EXIT_OK, result.err
+    assert "nothing processed yet" in result.out
+    assert not (tmp_path / "state").exists()
+
+
+def test_status_and_dry_run_read_a_state_in_a_read_only_directory_and_run_refuses_clearly(lab):
+    lab.deliver("old")
+    lab.write("""
+        - name: flag
+          actions: [flag]
+    """)
+    assert lab.run().code == EXIT_OK
+    lab.deliver("new")
+    with read_only_directory(lab.state):
+        status = lab.cli("status")
+        assert status.code == EXIT_OK, status.err
+        assert "me INBOX: processed up to UID 1" in status.out
+        dry = lab.run("--dry-run")
+        assert dry.code == EXIT_OK, dry.err
+        assert "new" in dry.out and "old" not in dry.out
+        run = lab.run()
+        assert run.code == EXIT_FAILURE
+        assert str(lab.state) in run.err and "Traceback" not in run.err
+    assert lab.flags() == {"old": {"\\Flagged"}, "new": set()}
+    assert lab.run().code == EXIT_OK
+    assert lab.flags() == {"old": {"\\Flagged"}, "new": {"\\Flagged"}}
+
+
+def test_a_full_disk_in_the_middle_of_a_run_fails_the_batch_and_the_next_run_loses_and_doubles_nothing(
+        lab, monkeypatch):
+    import sqlite3
+
+    from mailrules.state import StateStore
+    from mailrules.testing.daemon import message_contents
+
+    lab.deliver(*[f"m{i}" for i in range(5)])
+    with lab.client() as client:
+        originals = message_contents(client, "INBOX")
+    lab.write("""
+        - name: keep a copy
+          actions: [{copy: Copies}]
+        - name: archive
+          actions: [{move: Archive}]
+    """)
+    real_add_step = StateStore.add_step
+
+    def full_after_the_action(self, run_id, seq, rule_index, action_index, uids, state, detail=None):
+        if state == "done" and action_index >= 0:  # the server did it; recording that fails
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_add_step(self, run_id, seq, rule_index, action_index, uids, state, detail)
+
+    def full(self, *args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as m:
+        m.setattr(StateStore, "add_step", full_after_the_action)
+        m.setattr(StateStore, "set_error", full)
+        failed = lab.run()
+    assert failed.code == EXIT_FAILURE
+    assert "disk is full" in failed.err and "Traceback" not in failed.err
+    assert lab.run().code == EXIT_OK
+    with lab.client() as client:
+        assert message_contents(client, "Copies") == originals
+        assert message_contents(client, "Archive") == originals
+        assert message_contents(client, "INBOX") == collections.Counter()
