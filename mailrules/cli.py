@@ -121,6 +121,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             config = load(path, registry=registry)
         for message in config.warnings:
             log.warning("%s", message)
+        from .secrets import protect_accounts
+
+        protect_accounts(config.accounts.values())  # out of every child's environment (plugins, commands)
     except ConfigError as exc:
         print(f"mailrules: {exc}", file=sys.stderr)
         if args.command == "status":  # the progress is still worth showing; exit 2 all the same

@@ -39,7 +39,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from .config import is_loopback
 from .model import Account
-from .secrets import Secret, SecretError, get_secret, known_secrets
+from .secrets import Secret, SecretError, get_secret, known_secrets, redact_secrets, register_secret
 
 __all__ = [
     "AuthenticationError",
@@ -125,11 +125,11 @@ _AUTH_COMMAND = re.compile(
 
 
 def redact(text: str) -> str:
-    """`text` with every known secret replaced by ``***``."""
-    for value in known_secrets():
-        if value in text:
-            text = text.replace(value, "***")
-    return text
+    """`text` with every known secret, in every form it can take, replaced by ``***``.
+
+    Forms: see `mailrules.secrets.secret_forms` (escaped, mis-decoded, base64, URL-encoded).
+    """
+    return redact_secrets(text)
 
 
 def _redact_protocol(text: str) -> str:
@@ -203,7 +203,32 @@ def install_log_redaction() -> None:
             return record
 
         logging.setLogRecordFactory(factory)
+        _install_excepthooks()
         _installed = True
+
+
+def _install_excepthooks() -> None:
+    """Tracebacks printed for uncaught exceptions (main thread and others) are redacted too."""
+    import sys
+    import traceback
+
+    def hook(exc_type: Any, exc: Any, tb: Any) -> None:
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        sys.stderr.write(redact(text))
+
+    previous_thread_hook = threading.excepthook
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+        sys.stderr.write(redact(f"Exception in thread {name}:\n{text}"))
+
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = hook
+    if previous_thread_hook is threading.__excepthook__:
+        threading.excepthook = thread_hook
 
 
 # --------------------------------------------------------------------------- TLS
@@ -394,6 +419,7 @@ class _Sasl:
     """
 
     def __init__(self, initial: str, dummy: bytes | None) -> None:
+        register_secret(initial)  # so that its base64, as a protocol log shows it, is redacted too
         self._initial: str | None = initial
         self._dummy = dummy
         self.error: bytes | None = None

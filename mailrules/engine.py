@@ -29,6 +29,7 @@ from .criteria import SearchQuery, compile_search, reads_of
 from .message import MessageView
 from .model import ActionCall, All, ArrivalDate, Config, FolderRef, Rule
 from .plugins import Registry, TimeLimit
+from .secrets import protect_accounts
 from .session import BODY_FETCH_BATCH, FETCH_BATCH, ImapSession, ServerRefused
 from .state import RunRecord, StateStore, Step
 from .uidset import UidSet
@@ -121,6 +122,7 @@ class Engine:
         self._limiter = TimeLimit()  # plugin predicates run in a worker thread, with a time limit
         # The daemon sets this: polled between steps; True abandons the pass (Interrupted).
         self.interrupt: Callable[[], bool] | None = None
+        protect_accounts(config.accounts.values())  # plugin children never see a password_env variable
 
     # ------------------------------------------------------------------ selection
 

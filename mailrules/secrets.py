@@ -34,7 +34,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, NoReturn
 
 from .model import Account
@@ -46,9 +46,15 @@ __all__ = [
     "SecretError",
     "get_secret",
     "keyring_entry",
+    "child_environment",
     "known_secrets",
     "login_command",
+    "protect_accounts",
+    "redact_secrets",
+    "register_secret",
+    "register_secret_variable",
     "run_secret_command",
+    "secret_forms",
     "store_password_in_keyring",
 ]
 
@@ -121,11 +127,7 @@ _KEEP_PER_ACCOUNT = 4
 
 def _remember(account: Account, secret: Secret) -> Secret:
     """Note a secret just handed out, so that log redaction can scrub it everywhere."""
-    value = secret.reveal()
-    if len(value) >= _MIN_SCRUB_LENGTH:
-        with _known_lock:
-            recent = [v for v in _known.get(account.name, []) if v != value]
-            _known[account.name] = (recent + [value])[-_KEEP_PER_ACCOUNT:]
+    _remember_value(f"account:{account.name}", secret.reveal())
     return secret
 
 
@@ -137,6 +139,116 @@ def known_secrets() -> tuple[str, ...]:
     with _known_lock:
         values = {v for recent in _known.values() for v in recent}
     return tuple(sorted(values, key=len, reverse=True))
+
+
+def register_secret(value: str | Secret) -> None:
+    """Treat `value` as a secret from now on: redacted in every form, kept out of child environments.
+
+    For values built from a secret that are sent or shown whole, such as a SASL initial
+    response (whose base64 a protocol log would otherwise show), or for a plugin's own token.
+    """
+    _remember_value("", value.reveal() if isinstance(value, Secret) else value, keep=16)
+
+
+def _remember_value(key: str, value: str, *, keep: int = _KEEP_PER_ACCOUNT) -> None:
+    if len(value) >= _MIN_SCRUB_LENGTH:
+        with _known_lock:
+            recent = [v for v in _known.get(key, []) if v != value]
+            _known[key] = (recent + [value])[-keep:]
+
+
+_forms_cache: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+
+
+def secret_forms() -> tuple[str, ...]:
+    """Every text form in which a known secret can appear in a log line, an error or a traceback.
+
+    Longest first. For each secret: itself; its ``repr()``/``ascii()``/JSON escapes (control
+    bytes, quotes, non-ASCII); the ``repr()`` of its UTF-8 bytes (``b'p\\xc3\\xa4ss'``, as
+    imaplib reports a server's reply); its UTF-8 bytes mis-decoded as Latin-1 or cp1252 (a
+    server's echo decoded the wrong way) and the reverse; its base64 (SASL PLAIN, XOAUTH2 and
+    OAUTHBEARER initial responses are registered whole, see `register_secret`); its URL
+    encodings. Parts of a secret are not covered.
+    """
+    global _forms_cache
+    secrets = known_secrets()
+    cached_for, forms = _forms_cache
+    if cached_for == secrets:
+        return forms
+    found: set[str] = set()
+    for value in secrets:
+        found |= _forms_of(value)
+    forms = tuple(sorted((f for f in found if len(f) >= _MIN_SCRUB_LENGTH), key=len, reverse=True))
+    _forms_cache = (secrets, forms)
+    return forms
+
+
+def _forms_of(value: str) -> set[str]:
+    import base64
+    import json
+    import urllib.parse
+
+    raw = value.encode("utf-8", "surrogateescape")
+    texts = {value, raw.decode("latin-1"), raw.decode("cp1252", "replace"), raw.decode("utf-8", "replace")}
+    try:
+        latin = value.encode("latin-1")
+    except UnicodeEncodeError:
+        pass
+    else:  # a Latin-1 echo read as UTF-8
+        texts |= {latin.decode("utf-8", "replace"), latin.decode("utf-8", "backslashreplace")}
+    forms: set[str] = set()
+    for text in texts:
+        forms |= {text, repr(text)[1:-1], ascii(text)[1:-1], json.dumps(text)[1:-1],
+                  json.dumps(text, ensure_ascii=False)[1:-1], repr(repr(text)[1:-1])[1:-1]}
+    for data in {raw, value.encode("latin-1", "replace")}:
+        forms |= {repr(data)[2:-1], data.decode("ascii", "backslashreplace")}
+    encoded = base64.b64encode(raw).decode("ascii")
+    forms |= {encoded, encoded.rstrip("="), base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")}
+    forms |= {urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), urllib.parse.quote(value)}
+    return forms
+
+
+def redact_secrets(text: str, replacement: str = "***") -> str:
+    """`text` with every known secret, in every form of `secret_forms()`, replaced."""
+    for form in secret_forms():
+        if form in text:
+            text = text.replace(form, replacement)
+    return text
+
+
+# --------------------------------------------------------------------------- child processes
+
+_secret_variables: set[str] = set()
+
+
+def register_secret_variable(name: str) -> None:
+    """Keep the environment variable `name` out of `child_environment()` (it holds a secret)."""
+    if isinstance(name, str) and name:
+        with _known_lock:
+            _secret_variables.add(name)
+
+
+def protect_accounts(accounts: Iterable[Account]) -> None:
+    """Register the ``password_env`` variable of every account (the Engine does this at start)."""
+    for account in accounts:
+        if account.auth.kind == "password_env":
+            register_secret_variable(account.auth.value)
+
+
+def child_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of `base` (default: ``os.environ``) fit for a child process that is not trusted with secrets.
+
+    Leaves out every variable named by an account's ``password_env`` (see `protect_accounts`)
+    or by `register_secret_variable`, and every variable whose value is, or contains, a
+    secret handed out so far (`known_secrets`, `register_secret`). Plugins that start
+    programs should pass ``env=child_environment()`` (plus their own variables).
+    """
+    environ = os.environ if base is None else base
+    with _known_lock:
+        names = set(_secret_variables)
+    values = known_secrets()
+    return {k: v for k, v in environ.items()
+            if k not in names and not any(secret in v for secret in values)}
 
 
 # --------------------------------------------------------------------------- sources
@@ -181,6 +293,7 @@ def run_secret_command(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=child_environment(),  # not the other accounts' password_env variables
             process_group=0,
         )
     except FileNotFoundError:
@@ -242,6 +355,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 def _from_env(name: Any, account: Account) -> Secret:
     if not isinstance(name, str) or not name:
         raise SecretError(f"account {account.name!r}: password_env must name an environment variable")
+    register_secret_variable(name)
     value = os.environ.get(name)
     if value is None:
         raise SecretError(f"account {account.name!r}: environment variable {name} is not set")

@@ -16,6 +16,7 @@ import pickle
 import shutil
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -791,3 +792,213 @@ def test_connect_error_is_a_single_catchable_base() -> None:
     for cls in (AuthenticationError, CertificateUnknownError, HostnameMismatchError, StartTLSMissingError,
                 ConnectTimeoutError, ConnectionFailedError, InsecureConnectionError, SecretUnavailableError):
         assert issubclass(cls, ConnectError)
+
+
+# --------------------------------------------------------------------------- a secret in any form
+
+
+class EchoingServer:
+    """A plain IMAP server on loopback that refuses every login and echoes what it was sent.
+
+    LOGIN: the NO repeats the raw arguments. AUTHENTICATE: the NO repeats the client's base64
+    response and the bytes it decodes to. This is what some servers do, and it puts the
+    secret in the error text in whatever form the client library then decodes it to.
+    """
+
+    def __init__(self, mechanisms: str = "AUTH=PLAIN") -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.caps = f"IMAP4rev1 {mechanisms}".encode()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        import base64
+
+        with conn, conn.makefile("rb") as rfile:
+            conn.sendall(b"* OK echo ready\r\n")
+            for line in rfile:
+                tag, _, rest = line.rstrip(b"\r\n").partition(b" ")
+                command, _, args = rest.partition(b" ")
+                command = command.upper()
+                if command == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY " + self.caps + b"\r\n" + tag + b" OK done\r\n")
+                elif command == b"LOGIN":
+                    conn.sendall(tag + b" NO [AUTHENTICATIONFAILED] wrong: " + args + b"\r\n")
+                elif command == b"AUTHENTICATE":
+                    conn.sendall(b"+ \r\n")
+                    response = rfile.readline().rstrip(b"\r\n")
+                    decoded = base64.b64decode(response + b"==="[: -len(response) % 4 or 0])
+                    conn.sendall(tag + b" NO [AUTHENTICATIONFAILED] wrong: " + response + b" = "
+                                 + decoded.replace(b"\r", b"").replace(b"\n", b"") + b"\r\n")
+                elif command == b"LOGOUT":
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+                else:
+                    conn.sendall(tag + b" BAD what\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def echoing() -> Iterator[Any]:
+    servers: list[EchoingServer] = []
+
+    def factory(mechanisms: str = "AUTH=PLAIN") -> EchoingServer:
+        servers.append(EchoingServer(mechanisms))
+        return servers[-1]
+
+    yield factory
+    for server in servers:
+        server.close()
+
+
+def leaked_forms(secret: str) -> dict[str, str]:
+    """The forms a secret takes once a server echoes it and Python decodes or escapes it (an oracle)."""
+    raw = secret.encode("utf-8")
+    forms = {
+        "as is": secret,
+        "repr": repr(secret)[1:-1],
+        "ascii": ascii(secret)[1:-1],
+        "bytes repr": repr(raw)[2:-1],
+        "utf-8 read as latin-1": raw.decode("latin-1"),
+        "utf-8 read as latin-1, repr": repr(raw.decode("latin-1"))[1:-1],
+        "url-encoded": urllib.parse.quote(secret, safe=""),
+        "json": json.dumps(secret)[1:-1],
+    }
+    return {name: form for name, form in forms.items() if len(form) >= 4}
+
+
+PASSWORDS = {
+    "ascii": "Echo-PW-" + os.urandom(4).hex(),
+    "non-ascii": "Pässwörd-Ünï-" + os.urandom(4).hex(),
+    "control bytes": "tok\x01en\x1b[0m\x7f-" + os.urandom(4).hex(),
+    "quotes and backslashes": 'pa"ss\\wo\'rd-' + os.urandom(4).hex(),
+}
+
+
+def _assert_no_form(text: str, secret: str, where: str) -> None:
+    for name, form in leaked_forms(secret).items():
+        assert form not in text, f"secret ({name} form {form!r}) in {where}: {text[:400]!r}"
+
+
+@pytest.mark.parametrize("password", PASSWORDS.values(), ids=PASSWORDS.keys())
+def test_a_password_the_server_echoes_in_its_refusal_is_redacted_in_every_form(
+        password: str, echoing: Any, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    server = echoing()
+    caplog.set_level(logging.DEBUG)
+    for name in LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+    monkeypatch.setenv("MAILRULES_TEST_ECHO_PW", password)
+    account = make_account(Auth("password_env", "MAILRULES_TEST_ECHO_PW"), port=server.port, tls="none")
+    with pytest.raises(AuthenticationError) as info:
+        connect(account)
+    assert "wrong:" in str(info.value)  # the server's echo did reach the message
+    logging.getLogger("mailrules.test").error("login failed: %s %r", info.value, str(info.value),
+                                              exc_info=info.value)
+    _assert_no_form(all_text(info.value), password, "the error")
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    for record in caplog.records:
+        _assert_no_form(formatter.format(record), password, f"a log record of {record.name}")
+    out, err = capfd.readouterr()
+    _assert_no_form(out + err, password, "the output")
+
+
+def test_an_oauth2_token_echoed_in_base64_is_redacted(echoing: Any, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    import base64
+
+    server = echoing("AUTH=XOAUTH2")
+    token = "ya29.Echo-TOKEN-" + os.urandom(6).hex()
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    caplog.set_level(logging.DEBUG)
+    for name in LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+    account = make_account(Auth("oauth2", {"token_command": token_command(token_file)}), port=server.port,
+                           tls="none", username="someone")
+    with pytest.raises(AuthenticationError) as info:
+        connect(account)
+    sasl = base64.b64encode(f"user=someone\x01auth=Bearer {token}\x01\x01".encode()).decode()
+    for text, where in ((all_text(info.value), "the error"), (caplog.text, "the log")):
+        assert sasl not in text and token not in text, where
+        _assert_no_form(text, token, where)
+
+
+def test_redaction_covers_the_forms_a_secret_takes() -> None:
+    """The forms, one by one (the SASL PLAIN initial response is registered whole by connect)."""
+    import base64
+
+    from mailrules.connect import redact
+    from mailrules.secrets import register_secret
+
+    password = "Grüße-" + os.urandom(4).hex()
+    register_secret(password)
+    plain = f"\0someone\0{password}"
+    register_secret(plain)
+    raw = password.encode()
+    samples = [password, repr(password), ascii(password), repr(raw), raw.decode("latin-1"),
+               raw.decode("cp1252", "replace"), base64.b64encode(raw).decode(),
+               base64.b64encode(plain.encode()).decode(), urllib.parse.quote(password),
+               urllib.parse.quote_plus(password), json.dumps(password), repr([raw])]
+    for sample in samples:
+        cleaned = redact(f"before {sample} after")
+        assert cleaned.startswith("before ") and cleaned.endswith(" after"), cleaned
+        assert "***" in cleaned and password not in cleaned, (sample, cleaned)
+
+
+def test_an_uncaught_traceback_is_redacted(tmp_path: Path) -> None:
+    script = (
+        "import os, sys\n"
+        "from mailrules.connect import install_log_redaction\n"
+        "from mailrules.model import Account, Auth\n"
+        "from mailrules.secrets import get_secret\n"
+        "install_log_redaction()\n"
+        "s = get_secret(Account(name='a', host='h', username='u', auth=Auth('password_env', 'PW')))\n"
+        "raise ValueError('oops ' + repr(s.reveal().encode()))\n"
+    )
+    secret = "Trace-Pässwörd-" + os.urandom(4).hex()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PW": secret})
+    assert "ValueError: oops" in result.stderr and "***" in result.stderr
+    _assert_no_form(result.stderr, secret, "the traceback")
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def test_a_child_environment_leaves_out_every_account_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailrules.secrets import child_environment, protect_accounts, register_secret
+
+    value = "Child-PW-" + os.urandom(4).hex()
+    monkeypatch.setenv("MAILRULES_TEST_CHILD_PW", "never-fetched-" + os.urandom(4).hex())
+    monkeypatch.setenv("MAILRULES_TEST_COPY_OF_A_SECRET", f"prefix {value}")
+    monkeypatch.setenv("MAILRULES_TEST_ORDINARY", "kept")
+    protect_accounts([make_account(Auth("password_env", "MAILRULES_TEST_CHILD_PW")),
+                      make_account(Auth("password", "inline-pw"))])
+    register_secret(value)
+    env = child_environment()
+    assert "MAILRULES_TEST_CHILD_PW" not in env and "MAILRULES_TEST_COPY_OF_A_SECRET" not in env
+    assert env["MAILRULES_TEST_ORDINARY"] == "kept" and env["PATH"] == os.environ["PATH"]
+    assert child_environment({"A": "1", "MAILRULES_TEST_CHILD_PW": "x"}) == {"A": "1"}
+
+
+def test_a_password_command_does_not_see_another_accounts_password_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailrules.secrets import protect_accounts
+
+    monkeypatch.setenv("MAILRULES_TEST_OTHER_ACCOUNT_PW", "other-" + os.urandom(4).hex())
+    protect_accounts([make_account(Auth("password_env", "MAILRULES_TEST_OTHER_ACCOUNT_PW"), name="other")])
+    show = [sys.executable, "-c", "import os; print(os.environ.get('MAILRULES_TEST_OTHER_ACCOUNT_PW', 'absent'))"]
+    secret = get_secret(make_account(Auth("password_command", show), name="mine"))
+    assert secret.reveal() == "absent"

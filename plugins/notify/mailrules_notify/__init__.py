@@ -4,7 +4,8 @@ Two actions:
 
 ``pipe: {command: [PROGRAM, ARG...], timeout: 10}``
     Runs PROGRAM (no shell) once per message, the whole message on its standard input.
-    The environment adds MAILRULES_RULE, MAILRULES_ACCOUNT, MAILRULES_MAILBOX,
+    The environment is mailrules' own without the accounts' secrets (see
+    `mailrules.secrets.child_environment`), plus MAILRULES_RULE, MAILRULES_ACCOUNT, MAILRULES_MAILBOX,
     MAILRULES_UID and MAILRULES_MESSAGE_ID. A non-zero exit status, or running longer
     than `timeout` seconds (the program and its children are then killed), fails the
     action: the message is retried on a later pass.
@@ -35,6 +36,7 @@ from typing import Any
 
 from mailrules import hookimpl
 from mailrules.plugins import Action, ArgumentError
+from mailrules.secrets import child_environment
 
 __version__ = "0.1.0"
 
@@ -74,7 +76,7 @@ def parse_pipe(raw: dict) -> PipeArgs:
 def run_pipe(context: Any, uids: Any, arg: PipeArgs) -> None:
     """Pipe each message to the command; raise on the first failure (the batch is retried)."""
     for message in context.messages(uids, ["message"]):
-        env = dict(os.environ)
+        env = child_environment()  # without the accounts' secrets
         env.update(
             MAILRULES_RULE=context.rule.name,
             MAILRULES_ACCOUNT=context.account,

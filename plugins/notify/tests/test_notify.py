@@ -191,6 +191,34 @@ def test_pipe_gives_each_message_to_the_command_on_stdin(tmp_path, run_rules, ma
     assert (out / "1.env").read_text().split("\n") == ["archive", "test", "INBOX", "<a@example.org>"]
 
 
+DUMP_ENV = """
+import json, os, sys
+sys.stdin.buffer.read()
+with open(sys.argv[1], "w") as fh:
+    json.dump(dict(os.environ), fh)
+"""
+
+
+def test_pipe_child_gets_no_account_secret_in_its_environment(tmp_path, rules_runner, make_message, monkeypatch):
+    from mailrules.secrets import protect_accounts
+
+    script, out = tmp_path / "dump_env.py", tmp_path / "env.json"
+    script.write_text(DUMP_ENV)
+    runner = rules_runner(f"- name: piped\n  actions: [{{pipe: {{command: ['{PY}', '{script}', '{out}']}}}}]\n")
+    monkeypatch.setenv("NOTIFY_TEST_LOGIN_PASSWORD", runner.user.password)  # this account's, by value
+    monkeypatch.setenv("NOTIFY_TEST_OTHER_ACCOUNT_PW", "other-account-" + os.urandom(4).hex())
+    monkeypatch.setenv("NOTIFY_TEST_ORDINARY", "kept")
+    other = runner.config.accounts[next(iter(runner.config.accounts))]
+    protect_accounts([type(other)(name="other", host="127.0.0.1", username="x",
+                                  auth=type(other.auth)("password_env", "NOTIFY_TEST_OTHER_ACCOUNT_PW"))])
+    runner.deliver([make_message(subject="a")])
+    assert runner.run().failed == {}
+    env = json.loads(out.read_text())
+    assert env["NOTIFY_TEST_ORDINARY"] == "kept" and env["MAILRULES_RULE"] == "piped"
+    assert "NOTIFY_TEST_OTHER_ACCOUNT_PW" not in env and "NOTIFY_TEST_LOGIN_PASSWORD" not in env
+    assert not any(runner.user.password in value for value in env.values())
+
+
 def test_pipe_non_zero_exit_fails_the_action_and_the_message_is_retried(tmp_path, rules_runner, make_message):
     flag = tmp_path / "fail"
     flag.write_text("")
