@@ -412,14 +412,28 @@ def test_version(capsys):
     assert "mailrules" in (result.out + result.err + capsys.readouterr().out)
 
 
-def test_password_comes_from_the_environment_only(lab):
+def test_password_comes_from_the_environment_only(lab, monkeypatch):
+    lab.deliver("x")
     lab.write("""
         - name: a
           actions: [flag]
     """)
-    text = lab.config.read_text()
-    assert lab.user.password not in text
-    assert os.environ["MAILRULES_TEST_PW_ME"] == lab.user.password
+    assert lab.user.password not in lab.config.read_text()
+    monkeypatch.delenv("MAILRULES_TEST_PW_ME")  # the rules file alone cannot log in
+    missing = lab.run()
+    assert missing.code == EXIT_FAILURE
+    assert "MAILRULES_TEST_PW_ME is not set" in missing.err
+    assert lab.flags() == {"x": set()}
+    wrong = "Wrong-Pässwörd-" + os.urandom(4).hex()
+    monkeypatch.setenv("MAILRULES_TEST_PW_ME", wrong)  # what the variable says is what is sent
+    refused = lab.run()
+    assert refused.code == EXIT_FAILURE and "rejected the login" in refused.err
+    assert wrong not in refused.err + refused.out and lab.flags() == {"x": set()}
+    monkeypatch.setenv("MAILRULES_TEST_PW_ME", lab.user.password)
+    done = lab.run()
+    assert done.code == EXIT_OK, done.err
+    assert lab.flags() == {"x": {"\\Flagged"}}
+    assert lab.user.password not in done.err + done.out + missing.err + refused.err
 
 
 def test_status_with_a_broken_rules_file_shows_the_progress_and_exits_2(tmp_path):
