@@ -119,18 +119,25 @@ def test_mail_arriving_during_idle_is_processed_once(harness, imap, make_message
 
 
 def test_mail_arriving_during_processing_is_not_missed(harness, dovecot, imap_user, imap, make_message):
+    from mailrules.testing.proxy import TcpProxy
+
     backlog = mail(make_message, [f"msg old {i}" for i in range(300)])
     dovecot.deliver_files(imap_user, "INBOX", backlog)
-    daemon = harness()
-    daemon.start()
-    daemon.wait_for_log(r": add_keyword")  # the catch-up is under way
-    other = dovecot.client(imap_user)
-    try:
-        sent = append(other, [f"msg new {i}" for i in range(40)], make_message)
-    finally:
-        other.logout()
-    wait_filed(imap, 340)
-    assert daemon.stop() == 0
+    # slices of 25 over a 20 ms round trip: the catch-up lasts a dozen slices of several round trips
+    with TcpProxy(dovecot.host, dovecot.port, delay=0.010) as proxy:
+        daemon = harness(port=proxy.port)
+        daemon.start(env={"MAILRULES_CATCHUP_BATCH": "25"})
+        daemon.wait_for_log(r"catching up on \d+ messages")  # the first slice is done, more wait
+        other = dovecot.client(imap_user)
+        try:
+            sent = append(other, [f"msg new {i}" for i in range(40)], make_message)
+        finally:
+            other.logout()
+        # every new message arrived while the catch-up was still running
+        assert "caught up on" not in daemon.log(), daemon.log()[-3000:]
+        wait_filed(imap, 340)
+        daemon.wait_for_log(r"caught up on \d+ messages")
+        assert daemon.stop() == 0
     assert_filed_once(imap, backlog + sent)
 
 
@@ -341,14 +348,22 @@ def test_sigterm_exits_zero_and_tells_systemd(harness, tmp_path):
 
 
 def test_sigterm_during_a_large_catch_up_resumes_without_repeating(harness, dovecot, imap_user, imap, make_message):
+    from mailrules.testing.proxy import TcpProxy
+
     backlog = mail(make_message, [f"msg {i}" for i in range(1500)])
     dovecot.deliver_files(imap_user, "INBOX", backlog)
-    daemon = harness()
-    daemon.start()
-    daemon.wait_for_log(r": add_keyword")
-    assert daemon.stop() == 0  # mid catch-up: the pass is abandoned, its journal kept
-    result = daemon.run("run", "--once")
-    assert result.returncode == 0, result.stderr
+    # a 100 ms round trip: the steps after the first one's log line take several of them
+    with TcpProxy(dovecot.host, dovecot.port, delay=0.050) as proxy:
+        daemon = harness(port=proxy.port)
+        daemon.start()
+        daemon.wait_for_log(r": add_keyword")
+        assert daemon.stop() == 0
+        # the signal landed mid-pass: the pass was abandoned (its journal kept) with mail still waiting
+        assert "stopping: the pass in progress was abandoned" in daemon.log(), daemon.log()[-3000:]
+        assert sum(message_ids(imap, "INBOX").values()) > 0
+        proxy.delay = 0.0
+        result = daemon.run("run", "--once")
+        assert result.returncode == 0, result.stderr
     assert_filed_once(imap, backlog)
 
 
