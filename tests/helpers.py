@@ -267,19 +267,25 @@ Snapshot = dict[str, list[tuple[str, tuple[str, ...]]]]
 
 
 def snapshot(server: DovecotServer, user: User, *, uids: bool = False) -> Snapshot:
-    """A user's whole mail state: per selectable folder, sorted (Message-ID, flags) tuples.
+    """A user's whole mail state: per selectable folder, sorted (content digest, Message-ID, flags).
 
+    The digest of the whole message tells apart messages that share a Message-ID or have none.
     \\Recent is left out (it belongs to sessions, not to messages). With `uids=True` the
     tuples start with the UID and each folder also lists its ("UIDNEXT", UIDVALIDITY).
     """
+    from mailrules.testing.daemon import content_digest
+
     out: Snapshot = {}
     with connected(server, user) as client:
         for flags, _sep, name in client.list_folders():
             if b"\\Noselect" in flags:
                 continue
+            found = read_messages(client, name)
+            bodies = client.fetch([m.uid for m in found], ["BODY.PEEK[]"]) if found else {}
+            digests = {uid: content_digest(data[b"BODY[]"]) for uid, data in bodies.items()}
             rows: list = sorted(
-                ((m.uid,) if uids else ()) + (m.message_id, tuple(sorted(m.flags)))
-                for m in read_messages(client, name)
+                ((m.uid,) if uids else ()) + (digests[m.uid], m.message_id, tuple(sorted(m.flags)))
+                for m in found
             )
             if uids:
                 status = client.folder_status(name, ["UIDNEXT", "UIDVALIDITY"])

@@ -372,7 +372,7 @@ def test_password_command_that_hangs_is_stopped_at_its_timeout() -> None:
     with pytest.raises(SecretError, match="did not finish within 0.5 s"):
         # a child that keeps the pipe open too: the whole process group is stopped
         run_secret_command(["sh", "-c", "sleep 30 & sleep 30"], account, timeout=0.5)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30 / 3  # not the children's sleep (not a fixed limit: no busy-machine flake)
 
 
 def test_password_env_reads_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -444,6 +444,9 @@ def test_connection_refused_says_so() -> None:
         connect(make_account(Auth("password", "x"), port=port, timeout=5))
 
 
+DEFAULT_TIMEOUT = Account.__dataclass_fields__["timeout"].default  # what a timeout not passed on would wait
+
+
 @pytest.mark.parametrize("tls", ["implicit", "starttls"])
 def test_silent_server_times_out(tls: str, server: DovecotServer) -> None:
     """The server accepts the TCP connection and then says nothing (no TLS, no greeting)."""
@@ -454,7 +457,7 @@ def test_silent_server_times_out(tls: str, server: DovecotServer) -> None:
         started = time.monotonic()
         with pytest.raises(ConnectTimeoutError, match="did not answer within 1 s"):
             connect(account)
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < DEFAULT_TIMEOUT / 4  # the account's 1 s, not the 60 s default
         assert proxy.connections_accepted == 1
 
 
@@ -486,7 +489,7 @@ def test_server_silent_after_login_command_times_out() -> None:
     finally:
         listener.close()
     assert got_login.is_set()
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < DEFAULT_TIMEOUT / 4  # the account's 1 s, not the 60 s default
     assert CANARY not in all_text(info.value)
 
 

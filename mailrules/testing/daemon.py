@@ -17,6 +17,7 @@ by default so that tests see reconnections and polls quickly. Its log (stderr) g
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import re
 import signal
@@ -32,7 +33,10 @@ if TYPE_CHECKING:
 
     from .dovecot import DovecotServer, User
 
-__all__ = ["DaemonHarness", "message_contents", "message_ids", "wait_until"]
+__all__ = [
+    "DaemonHarness", "content_digest", "flags_by_content", "keywords", "message_contents", "message_ids",
+    "wait_until",
+]
 
 DEFAULT_TIMINGS = {"timeout": 5, "idle_interval": 2, "poll_interval": 0.5, "reconnect_max": 1}
 
@@ -66,6 +70,11 @@ def message_ids(client: imapclient.IMAPClient, folder: str) -> collections.Count
     return out
 
 
+def content_digest(raw: bytes) -> str:
+    """The key `message_contents` counts a message under: a SHA-256 digest of its bytes."""
+    return hashlib.sha256(raw).hexdigest()
+
+
 def message_contents(client: imapclient.IMAPClient, folder: str) -> collections.Counter[str]:
     """SHA-256 digests of the whole messages in `folder` (a Counter), or empty if it does not exist.
 
@@ -73,8 +82,6 @@ def message_contents(client: imapclient.IMAPClient, folder: str) -> collections.
     repeats Message-IDs (resent newsletters, list copies) and some messages have none, and a
     count by Message-ID hides exactly the losses and duplicates that such messages suffer.
     """
-    import hashlib
-
     if not client.folder_exists(folder):
         return collections.Counter()
     client.select_folder(folder, readonly=True)
@@ -83,22 +90,52 @@ def message_contents(client: imapclient.IMAPClient, folder: str) -> collections.
     for start in range(0, len(uids), 500):
         for data in client.fetch(uids[start:start + 500], ["BODY.PEEK[]"]).values():
             raw = next((v for k, v in data.items() if k.startswith(b"BODY[")), b"") or b""
-            out[hashlib.sha256(raw).hexdigest()] += 1
+            out[content_digest(raw)] += 1
+    return out
+
+
+def flags_by_content(client: imapclient.IMAPClient, folder: str) -> collections.Counter[tuple[str, frozenset[str]]]:
+    """The multiset of (content digest, flags and keywords) of the messages in `folder`.
+
+    Keyed like `message_contents` (a SHA-256 digest of the whole message), so that messages
+    sharing a Message-ID, or having none, each keep their own flags: a dict keyed by
+    Message-ID would let one such message stand for all. \\Recent is left out (it belongs to
+    a session, not to the message). Empty if `folder` does not exist.
+    """
+    out: collections.Counter[tuple[str, frozenset[str]]] = collections.Counter()
+    if not client.folder_exists(folder):
+        return out
+    client.select_folder(folder, readonly=True)
+    uids = client.search(["ALL"])
+    for start in range(0, len(uids), 500):
+        for data in client.fetch(uids[start:start + 500], ["FLAGS", "BODY.PEEK[]"]).values():
+            raw = next((v for k, v in data.items() if k.startswith(b"BODY[")), b"") or b""
+            flags = frozenset(f.decode() if isinstance(f, bytes) else str(f) for f in data.get(b"FLAGS", ()))
+            out[(content_digest(raw), flags - {"\\Recent"})] += 1
     return out
 
 
 def keywords(client: imapclient.IMAPClient, folder: str) -> dict[str, set[str]]:
-    """Message-ID -> flags and keywords of every message in `folder`."""
+    """Message-ID -> flags and keywords of every message in `folder`.
+
+    Only for folders whose messages have distinct Message-IDs: a repeated or missing
+    Message-ID raises AssertionError instead of silently letting one message's flags
+    stand for another's. Use `flags_by_content` for mail that may share Message-IDs.
+    """
     client.select_folder(folder, readonly=True)
     uids = client.search(["ALL"])
     out: dict[str, set[str]] = {}
     if not uids:
         return out
-    for data in client.fetch(uids, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]).values():
+    for uid, data in client.fetch(uids, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]).items():
         raw = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
         m = re.search(rb"(?im)^message-id:\s*(\S+)", raw)
-        flags = {f.decode() if isinstance(f, bytes) else str(f) for f in data.get(b"FLAGS", ())}
-        out[m.group(1).decode() if m else ""] = flags
+        if m is None:
+            raise AssertionError(f"keywords(): UID {uid} in {folder} has no Message-ID; use flags_by_content()")
+        mid = m.group(1).decode()
+        if mid in out:
+            raise AssertionError(f"keywords(): Message-ID {mid} repeats in {folder}; use flags_by_content()")
+        out[mid] = {f.decode() if isinstance(f, bytes) else str(f) for f in data.get(b"FLAGS", ())}
     return out
 
 

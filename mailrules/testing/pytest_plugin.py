@@ -21,7 +21,6 @@ This module imports nothing heavy at import time, so it costs other projects not
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,13 +37,11 @@ REQUIRE_ENV = "MAILRULES_REQUIRE_DOVECOT"
 
 def _require_dovecot() -> None:
     from mailrules.testing.dovecot import dovecot_available
+    from mailrules.testing.require import missing
 
     if dovecot_available():
         return
-    message = "dovecot is not installed (Debian: apt-get install dovecot-imapd)"
-    if os.environ.get(REQUIRE_ENV, "").strip() not in ("", "0"):
-        pytest.fail(f"{message}, and {REQUIRE_ENV} is set", pytrace=False)
-    pytest.skip(f"{message}; set {REQUIRE_ENV}=1 to make this an error")
+    missing("dovecot is not installed (Debian: apt-get install dovecot-imapd)", REQUIRE_ENV)
 
 
 @pytest.fixture(scope="session")

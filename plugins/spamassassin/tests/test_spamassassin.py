@@ -1,12 +1,13 @@
 """The spamassassin plugin against a real spamd (started on loopback) and the private Dovecot.
 
-Needs ``spamd`` (Debian: ``apt-get install spamassassin``). Without it these tests are
-skipped, unless MAILRULES_REQUIRE_SPAMD is set (CI sets it), which makes them fail.
+Needs ``spamd`` (Debian: ``apt-get install spamassassin``) and the plugin installed
+(``pip install -e plugins/spamassassin``). Without them these tests are skipped, unless
+MAILRULES_REQUIRE_SPAMD or (for the plugin) MAILRULES_REQUIRE_PLUGINS is set (CI sets both),
+which makes them fail.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -17,23 +18,19 @@ from pathlib import Path
 import pytest
 
 from mailrules.config import ConfigError
+from mailrules.testing.require import REQUIRE_PLUGINS, REQUIRE_SPAMD, import_or_skip, missing
 
-mailrules_spamassassin = pytest.importorskip(
-    "mailrules_spamassassin", reason="the plugin is not installed: pip install -e plugins/spamassassin"
+mailrules_spamassassin = import_or_skip(
+    "mailrules_spamassassin", "pip install -e plugins/spamassassin", REQUIRE_SPAMD, REQUIRE_PLUGINS
 )
 from mailrules_spamassassin.spamc import SpamdClient, SpamdError, parse_address  # noqa: E402
 from mailrules_spamassassin.testing import GTUBE, SpamdServer, find_spamd  # noqa: E402
-
-REQUIRE_ENV = "MAILRULES_REQUIRE_SPAMD"
 
 
 @pytest.fixture(scope="module")
 def spamd():
     if find_spamd() is None:
-        message = "spamd is not installed (Debian: apt-get install spamassassin)"
-        if os.environ.get(REQUIRE_ENV, "").strip() not in ("", "0"):
-            pytest.fail(f"{message}, and {REQUIRE_ENV} is set", pytrace=False)
-        pytest.skip(f"{message}; set {REQUIRE_ENV}=1 to make this an error")
+        missing("spamd is not installed (Debian: apt-get install spamassassin)", REQUIRE_SPAMD)
     directory = Path(tempfile.mkdtemp(prefix="mailrules-spamd-"))
     server = SpamdServer(directory).start()
     try:
