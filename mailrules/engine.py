@@ -371,7 +371,7 @@ class Engine:
         runner = ActionRunner(ctx)
         searched = self._open_pass(session, account, rules, UidSet(active), steps, mids) if active else {}
         # Retries of copies that failed uncertainly (the destination may have stored them):
-        # the action first looks for them there (see ActionRunner._still_to_copy).
+        # the action first looks for them there (see ActionRunner._proven_copies).
         pending = self.reader.pending(account, server, sel.uidvalidity) if self.reader else []
         earlier = {p.uid: p.resume_detail for p in pending if p.resume_detail and p.uid in candidates}
         retry_details: dict[int, dict] = {}  # failed now: what their retry must verify

@@ -105,20 +105,20 @@ def crash_mid_expunge(monkeypatch) -> None:
 # ----------------------------------------------------------------------------- crashes, across accounts
 
 
-@pytest.mark.parametrize("moment", ["after 1 append", "after 12 appends", "after the last append",
+@pytest.mark.parametrize("moment", ["after 1 append", "after 8 appends", "after the last append",
                                     "mid expunge"])
 def test_a_cross_account_move_interrupted_by_a_crash_neither_loses_nor_doubles_a_message(
     two, monkeypatch, moment
 ):
     lab = two
-    raws = newsletters(30)
+    raws = newsletters(20)
     lab.deliver(*raws)
     rules_to(lab, "move: other:Archive")
     with pytest.MonkeyPatch.context() as patch, pytest.raises(Crash):
         if moment == "mid expunge":
             crash_mid_expunge(patch)
         else:
-            crash_after_appends(patch, {"after 1 append": 1, "after 12 appends": 12}.get(moment, 30))
+            crash_after_appends(patch, {"after 1 append": 1, "after 8 appends": 8}.get(moment, 20))
         lab.engine()
     assert ok(lab.engine())
     assert contents(lab.server, lab.user) == collections.Counter()
@@ -177,11 +177,11 @@ def test_a_cross_account_move_whose_destination_is_dropped_mid_run_neither_loses
     two, monkeypatch
 ):
     lab = two
-    raws = newsletters(30)
+    raws = newsletters(20)
     lab.deliver(*raws)
     rules_to(lab, "move: other:Archive")
     with pytest.MonkeyPatch.context() as patch:
-        kick_before_append(patch, lab.server, lab.other, 11)
+        kick_before_append(patch, lab.server, lab.other, 8)
         assert not ok(lab.engine())
     total = contents(lab.server, lab.user) + contents(lab.server, lab.other)
     assert total == digests(raws)  # nothing lost or doubled by the failed run
@@ -268,45 +268,44 @@ def test_a_move_without_move_capability_interrupted_between_two_copy_commands_lo
 # ----------------------------------------------------------------------------- SIGKILL
 
 
-N_KILLED = 300
+N_KILLED = 150
 
 
-def two_account_config(server, me, other, port: int) -> str:
+def two_account_config(server, me, other) -> str:
     return (
         "version: 1\naccounts:\n"
         f"  me:\n    host: {server.host}\n    port: {server.port}\n    tls: none\n"
         f"    username: {me.name}\n    password_env: MAILRULES_TEST_PASSWORD\n    watch: [INBOX]\n"
         f"    timeout: 5\n"
-        f"  other:\n    host: {server.host}\n    port: {port}\n    tls: none\n"
+        f"  other:\n    host: {server.host}\n    port: {server.port}\n    tls: none\n"
         f"    username: {other.name}\n    password_env: MAILRULES_TEST_OTHER_PASSWORD\n    timeout: 5\n"
         "rules:\n  - name: away\n    actions: [{move: 'other:Archive'}]\n"
     )
 
 
 def test_sigkill_at_several_moments_of_a_cross_account_move_keeps_every_message(dovecot, tmp_path):
-    """300 messages, two in three sharing one Message-ID, the others without one, moved to another
+    """150 messages, two in three sharing one Message-ID, the others without one, moved to another
     account by `run --once`, killed with SIGKILL three times while appending, then run to
     the end: the multiset of message contents over both accounts is unchanged."""
     me, other = dovecot.add_user(), dovecot.add_user()
     raws = newsletters(N_KILLED)
     dovecot.deliver_files(me, "INBOX", raws)
     expected = digests(raws)
-    with TcpProxy(dovecot.host, dovecot.port, delay=0.002) as proxy:
-        daemon = DaemonHarness(dovecot, me, tmp_path / "daemon", rules="")
-        daemon.write_rules("", raw=two_account_config(dovecot, me, other, proxy.port))
-        env = {"MAILRULES_TEST_OTHER_PASSWORD": other.password}
-        try:
-            for arrived in (20, 90, 200):  # kill points: messages at the destination
-                daemon.start("--once", env=env)
-                wait_until(lambda n=arrived: _count(dovecot, other) >= n or daemon.proc.poll() is not None,
-                           60, interval=0.02, message=f"{arrived} messages at the destination")
-                daemon.kill()
-                total = contents(dovecot, me) + contents(dovecot, other)
-                assert expected - total == collections.Counter(), "a message was lost"
+    daemon = DaemonHarness(dovecot, me, tmp_path / "daemon", rules="")
+    daemon.write_rules("", raw=two_account_config(dovecot, me, other))
+    env = {"MAILRULES_TEST_OTHER_PASSWORD": other.password}
+    try:
+        for arrived in (5, 40, 100):  # kill points: messages at the destination
             daemon.start("--once", env=env)
-            assert daemon.proc.wait(120) == 0, daemon.log()[-3000:]
-        finally:
-            daemon.close()
+            wait_until(lambda n=arrived: _count(dovecot, other) >= n or daemon.proc.poll() is not None,
+                       60, interval=0.01, message=f"{arrived} messages at the destination")
+            daemon.kill()
+            total = contents(dovecot, me) + contents(dovecot, other)
+            assert expected - total == collections.Counter(), "a message was lost"
+        daemon.start("--once", env=env)
+        assert daemon.proc.wait(120) == 0, daemon.log()[-3000:]
+    finally:
+        daemon.close()
     assert contents(dovecot, me) == collections.Counter()
     assert contents(dovecot, other) == expected
 
@@ -316,3 +315,12 @@ def _count(server, user) -> int:
         if not client.folder_exists("Archive"):
             return 0
         return int(client.folder_status("Archive", ["MESSAGES"])[b"MESSAGES"])
+
+
+def test_an_interrupted_copy_journaled_by_an_older_version_is_still_verified():
+    """Older state files hold one "uncertain" dict (and no "claimed") in a copy's intent detail."""
+    from mailrules.actions import uncertain_groups
+
+    old = {"account": "other", "dest": "Archive", "uidnext": 9, "uncertain": {"uids": "3:4", "uidnext": 5}}
+    assert uncertain_groups(old) == [{"uids": "3:4", "uidnext": 5}]
+    assert uncertain_groups({"account": "other", "dest": "Archive", "uidnext": 9}) == []
