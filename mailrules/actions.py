@@ -9,13 +9,22 @@ applied exactly once on servers with UIDPLUS:
 * `move` (MOVE, or COPY + STORE \\Deleted + UID EXPUNGE): the UIDs still in the source
   were not moved yet; only those are moved;
 * `copy` and cross-account copies: the destination's UIDNEXT was recorded before;
-  messages whose Message-ID already arrived there since are not copied again;
+  what arrived there since is compared with the source messages *by content* (see
+  `ActionRunner._proven_copies`), and only messages not proven there are copied again;
 * `delete`: idempotent;
 * plugin actions: run again if they declare 'at-least-once', skipped if 'at-most-once'.
 
 A copy that *failed* may still have happened (the link to another account died before
 it confirmed an APPEND). The engine keeps its intent detail with the retry, and the retry
-first looks for those messages at the destination by Message-ID, as after a crash.
+first looks for those messages at the destination, by content, as after a crash.
+
+Verification is exact per message: a digest of the whole message (APPEND and COPY store
+the bytes as given), matched as multisets, so that messages sharing a Message-ID or
+lacking one, and byte-identical duplicates, are each proven by their own copy. Before a
+cross-account action removes any source (or gives up), it journals what it knows
+(`verified`: the sources proven copied, and the destination UID from which an unconfirmed
+APPEND may have landed, narrowed by each APPENDUID), so that a resume or retry never
+counts one arrival for two messages.
 
 Never a bare EXPUNGE: only UID EXPUNGE of the UIDs this action marked \\Deleted, and
 without UIDPLUS nothing is expunged at all (the messages stay marked, with a warning).
@@ -23,6 +32,7 @@ without UIDPLUS nothing is expunged at all (the messages stay marked, with a war
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -56,11 +66,14 @@ class ActionFailed(Exception):
 
     done: the UIDs of the batch for which the action did complete before it failed (they
     are not retried, so that a copy is never repeated).
+    verified: for a copy that may have partly happened, what its retry must check first
+    (see `ActionRunner._cross_account`): {"uidnext", "done", "claimed"?}.
     """
 
-    def __init__(self, message: str, *, done: UidSet | None = None) -> None:
+    def __init__(self, message: str, *, done: UidSet | None = None, verified: dict | None = None) -> None:
         super().__init__(message)
         self.done = done or UidSet()
+        self.verified = verified
 
 
 @dataclass
@@ -79,6 +92,8 @@ class ActionContext:
     store: StateStore | None = None
     dry_run: bool = False
     warned: set[str] = field(default_factory=set)
+    # Rewrites the journal's intent detail of the action in progress (None: no journal).
+    journal: Callable[[dict], None] | None = None
 
     def fetch(self, uids: UidSet, items: list[str]):
         """UID FETCH helper for plugin actions: yields (uid, data)."""
@@ -194,7 +209,7 @@ class ActionRunner:
         if ref.account and ref.account != self.ctx.account:
             return self._cross_account(ref, uids, detail, resuming, move=False)
         dest = self.ctx.session.server_name(ref.path)
-        todo = self._still_to_copy(self.ctx.session, dest, uids, detail, resuming)
+        todo = uids - self._proven_copies(self.ctx.session, dest, uids, detail, resuming)[0]
         if todo:
             transfer = self._with_trycreate(
                 self.ctx.session, dest, lambda create: self.ctx.session.copy(todo, dest, create=create)
@@ -222,7 +237,7 @@ class ActionRunner:
         if resuming and detail.get("copied"):
             to_copy = UidSet()
         else:
-            to_copy = self._still_to_copy(session, dest, todo, detail, resuming)
+            to_copy = todo - self._proven_copies(session, dest, todo, detail, resuming)[0]
         if to_copy:
             transfer = self._with_trycreate(
                 session, dest, lambda create: session.copy(to_copy, dest, create=create)
@@ -264,25 +279,23 @@ class ActionRunner:
             return
         self.ctx.store.add_placed(account, dest, uidvalidity, list(dest_uids))
 
-    def _still_to_copy(
+    def _proven_copies(
         self, dest_session: ImapSession, dest: str, uids: UidSet, detail: dict, resuming: bool
-    ) -> UidSet:
-        """Of `uids` (selected mailbox), those an earlier attempt did not already copy to `dest`.
+    ) -> tuple[UidSet, int | None]:
+        """Of `uids` (selected mailbox), those an earlier attempt is proven to have copied to `dest`.
 
-        Checked by Message-ID among the messages that reached `dest` since the attempt began
-        (its UIDNEXT then): for the whole batch when resuming after a crash, and for the
-        messages of detail["uncertain"] (a failed attempt that may have been carried out, as
-        when the link died before the destination confirmed an APPEND) on any pass.
+        Each message is looked for among what reached `dest` since its attempt began (the
+        UIDNEXT then): for the whole batch when resuming after a crash, and for the messages
+        of detail["uncertain"] (a failed attempt that may have been carried out, as when the
+        link died before the destination confirmed an APPEND) on any pass. The comparison is
+        by a digest of the whole message, as multisets: each arrival proves at most one source
+        message, and arrivals `claimed` as copies of messages already finished prove none.
+        Returns the proven UIDs and the destination's UIDNEXT when it was checked (None: not
+        checked).
         """
-        since: dict[int, int] = {}  # uid -> the destination's UIDNEXT before the attempt
-        if resuming and detail.get("uidnext") is not None:
-            since = dict.fromkeys(uids, int(detail["uidnext"]))
-        uncertain = detail.get("uncertain")
-        if uncertain:
-            for uid in UidSet.parse(uncertain["uids"]) & uids:
-                since[uid] = min(int(uncertain["uidnext"]), since.get(uid, int(uncertain["uidnext"])))
+        since, claims, proven = _windows(uids, detail, resuming)
         if not since:
-            return uids
+            return proven, None
         floor = min(since.values())
         try:
             now = dest_session.status_uidnext(dest)
@@ -291,33 +304,69 @@ class ActionRunner:
         except IMAPClientError:
             now = None  # no such folder (the copy would have created it): nothing arrived
         if now is None or now <= floor:
-            return uids  # nothing arrived there: the copy did not happen
-        mids = self.ctx.session.message_ids(UidSet(since))
-        arrived = _arrivals_since(dest_session, dest, floor)
-        if dest_session is self.ctx.session:
-            self.ctx.session.select(self.ctx.mailbox)  # back to the source mailbox
-        done = {uid for uid, start in since.items() if mids.get(uid) and arrived.get(mids[uid], 0) >= start}
-        todo = UidSet(uid for uid in uids if uid not in done)
+            return proven, now  # nothing arrived there: the copy did not happen
+        # Sizes first (cheap): only messages whose size occurs on both sides are read whole.
+        source = self.ctx.session
+        sizes = {uid: data.get(b"RFC822.SIZE") for uid, data in source.fetch(UidSet(since), ["RFC822.SIZE"])}
+        arrived = _arrivals_since(dest_session, dest, floor, set(sizes.values()))
+        if dest_session is source:
+            source.select(self.ctx.mailbox)  # back to the source mailbox
+        arrived_sizes = {size for size, _digest in arrived.values()}
+        candidates: dict[str, list[int]] = {}
+        near = UidSet(uid for uid, size in sizes.items() if size in arrived_sizes)
+        for uid, data in source.fetch(near, ["BODY.PEEK[]"], batch=BODY_BATCH):
+            body = data.get(b"BODY[]")
+            if body:
+                candidates.setdefault(content_digest(body), []).append(uid)
+        by_digest: dict[str, list[int]] = {}
+        for uid, (_size, digest) in arrived.items():
+            by_digest.setdefault(digest, []).append(uid)
+        found = _match(candidates, by_digest, since, claims)
         log.info(
             "account %s: checked an earlier, unconfirmed copy to %s: %d of %d messages were already there",
-            self.ctx.account, dest, len(done), len(since),
+            self.ctx.account, dest, len(found), len(since),
         )
-        return todo
+        return proven | found, now
 
     # -------------------------------------------------------------- cross-account
 
     def _cross_account(self, ref: FolderRef, uids: UidSet, detail: dict, resuming: bool, *, move: bool) -> ActionResult:
-        """APPEND each message to the other account (flags and date kept), then remove the source."""
+        """APPEND each message to the other account (flags and date kept), then remove the source.
+
+        Which messages landed is known exactly: an APPEND the destination confirmed (with its
+        APPENDUID where the server has UIDPLUS), or a copy proven by content afterwards. Before
+        any source is removed, and before giving up on the rest, the journal records it (see
+        `_verified`), so that neither a crash nor a retry can take one arrival for two messages.
+        """
         dest_session, dest = self._destination(ref)
         session = self.ctx.session
         todo = session.existing(uids) if (resuming and move) else uids
-        todo = self._still_to_copy(dest_session, dest, todo, detail, resuming)
+        proven, checked = self._proven_copies(dest_session, dest, todo, detail, resuming)
+        todo -= proven
+        # From which destination UID an APPEND of this attempt that is not confirmed may land;
+        # `claimed`: digests of confirmed APPENDs at or above it (the server gave no APPENDUID).
+        start = max(int(detail.get("uidnext") or 1), checked or 1)
+        claimed: list[str] = []
         created: list[int] = []
         sent: list[int] = []  # source UIDs whose APPEND the destination confirmed
         uidvalidity = None
         refused: list[str] = []  # one message refused (too big, over quota) does not hold up the others
+
+        def verified() -> dict:
+            record: dict = {"uidnext": start, "done": str(proven | sent)}
+            if claimed:
+                record["claimed"] = list(claimed)
+            return record
+
+        def finish(uids_done: UidSet) -> None:
+            """Journal what is proven, then (a move) remove exactly those sources."""
+            if self.ctx.journal is not None:
+                self.ctx.journal({**detail, "verified": verified()})
+            if move and uids_done:
+                self._mark_deleted_and_expunge(uids_done)
+
         try:
-            for uid, data in session.fetch(todo, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"], batch=50):
+            for uid, data in session.fetch(todo, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"], batch=BODY_BATCH):
                 flags = [
                     f.decode() if isinstance(f, bytes) else f
                     for f in data.get(b"FLAGS", ())
@@ -343,22 +392,24 @@ class ActionRunner:
                 if result:
                     uidvalidity = result[0]
                     created.append(result[1])
+                    # UIDs ascend: every earlier APPEND landed below this one
+                    start = max(start, result[1] + 1)
+                    claimed.clear()
+                else:
+                    claimed.append(content_digest(body))
         except Exception as exc:  # noqa: BLE001 - destination dropped: retried later, source untouched
             self._record_placed(ref.account or self.ctx.account, dest, uidvalidity, created)
-            if move and sent:  # these arrived: finish their move, so that a retry cannot duplicate them
-                self._mark_deleted_and_expunge(UidSet(sent))
+            done = proven | sent
+            finish(done)  # these arrived: finish their move, so that a retry cannot duplicate them
             message = str(exc) if isinstance(exc, ActionFailed) else f"copy to {ref} failed: {exc}"
-            raise ActionFailed(message, done=UidSet(sent)) from exc
+            raise ActionFailed(message, done=done, verified=verified()) from exc
         self._record_placed(ref.account or self.ctx.account, dest, uidvalidity, created)
+        done = proven | sent
+        finish(done)
         if refused:
-            if move and sent:
-                self._mark_deleted_and_expunge(UidSet(sent))
             raise ActionFailed(f"copy to {ref} refused for {len(refused)} messages: {'; '.join(refused)}",
-                               done=UidSet(sent))
-        if move:
-            self._mark_deleted_and_expunge(uids)
-            return ActionResult(uids, removed=True)
-        return ActionResult(uids)
+                               done=done, verified=verified())
+        return ActionResult(uids, removed=move)
 
     # -------------------------------------------------------------- plugins
 
@@ -380,15 +431,90 @@ class ActionRunner:
         return ActionResult(uids, removed=spec.terminal)
 
 
-def _arrivals_since(session: ImapSession, dest: str, uidnext: int) -> dict[str, int]:
-    """Message-ID -> highest UID, of the messages that arrived in `dest` at or after UID `uidnext`."""
+BODY_BATCH = 50  # whole messages per UID FETCH while verifying
+
+
+def content_digest(raw: bytes) -> str:
+    """What identifies a message's content for copy verification: SHA-256 of all its bytes (hex, 128 bits)."""
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def _windows(uids: UidSet, detail: dict, resuming: bool) -> tuple[dict[int, int], list[tuple[str, int]], UidSet]:
+    """What to verify of an earlier attempt, from its journal `detail`.
+
+    Returns (uid -> the destination UID from which its copy may have landed; claims: (digest,
+    from-UID) of arrivals that are copies of messages already finished; the UIDs the journal
+    already records as proven copied).
+    """
+    verified = detail.get("verified") if resuming else None
+    if verified:  # the attempt journaled what it had proven before removing or giving up anything
+        proven = UidSet.parse(verified.get("done") or "") & uids
+        start = int(verified["uidnext"])
+        claims = [(d, start) for d in verified.get("claimed") or ()]
+        return {uid: start for uid in uids if uid not in proven}, claims, proven
+    since: dict[int, int] = {}
+    claims = []
+    if resuming and detail.get("uidnext") is not None:
+        since = dict.fromkeys(uids, int(detail["uidnext"]))
+    for group in uncertain_groups(detail):
+        start = int(group["uidnext"])
+        for uid in UidSet.parse(group["uids"]) & uids:
+            since[uid] = min(start, since.get(uid, start))
+        claims += [(d, start) for d in group.get("claimed") or ()]
+    return since, claims, UidSet()
+
+
+def uncertain_groups(detail: dict) -> list[dict]:
+    """The earlier, possibly carried out attempts a copy's intent `detail` names (a dict in
+    state files of older versions, a list of {"uids", "uidnext", "claimed"?} now)."""
+    uncertain = detail.get("uncertain")
+    if not uncertain:
+        return []
+    return [uncertain] if isinstance(uncertain, dict) else list(uncertain)
+
+
+def _match(
+    candidates: dict[str, list[int]], arrivals: dict[str, list[int]], since: dict[int, int],
+    claims: list[tuple[str, int]],
+) -> set[int]:
+    """Source UIDs proven copied: digest -> source UIDs, digest -> arrived destination UIDs.
+
+    A multiset matching: each arrival proves at most one source message, and only one whose
+    window (`since`) it lies in. Claimed arrivals (copies of messages already finished) are
+    taken out first, the earliest possible one each. Matching the most constrained source
+    first with the latest arrival proves as many as can be proven.
+    """
+    pool = {d: sorted(uids) for d, uids in arrivals.items()}
+    for digest, start in claims:
+        uids = pool.get(digest, [])
+        first = next((k for k, uid in enumerate(uids) if uid >= start), None)
+        if first is not None:
+            del uids[first]
+    found: set[int] = set()
+    for digest, sources in candidates.items():
+        left = pool.get(digest, [])
+        for uid in sorted(sources, key=lambda u: since[u], reverse=True):
+            if left and left[-1] >= since[uid]:
+                left.pop()
+                found.add(uid)
+    return found
+
+
+def _arrivals_since(session: ImapSession, dest: str, uidnext: int, sizes: set[int]) -> dict[int, tuple[int, str]]:
+    """UID -> (size, content digest) of the messages that arrived in `dest` at or after UID `uidnext`.
+
+    Only messages of one of these `sizes` are read whole (the others cannot be a copy).
+    """
     session.select(dest, readonly=True)
     from .criteria import SearchQuery
 
     found = session.search(SearchQuery((b"UID", f"{uidnext}:*".encode())))
     found = UidSet(u for u in found if u >= uidnext)
-    out: dict[str, int] = {}
-    for uid, mid in session.message_ids(found).items():
-        if mid:
-            out[mid] = max(uid, out.get(mid, 0))
+    same_size = {uid: data.get(b"RFC822.SIZE") for uid, data in session.fetch(found, ["RFC822.SIZE"])}
+    near = UidSet(uid for uid, size in same_size.items() if size in sizes)
+    out: dict[int, tuple[int, str]] = {}
+    for uid, data in session.fetch(near, ["BODY.PEEK[]"], batch=BODY_BATCH):
+        body = data.get(b"BODY[]")
+        if body is not None:
+            out[uid] = (same_size[uid], content_digest(body))
     return out

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .actions import ActionContext, ActionFailed, ActionRunner
+from .actions import ActionContext, ActionFailed, ActionRunner, uncertain_groups
 from .criteria import SearchQuery, compile_search, reads_of
 from .message import MessageView
 from .model import ActionCall, All, ArrivalDate, Config, FolderRef, Rule
@@ -373,7 +373,7 @@ class Engine:
         runner = ActionRunner(ctx)
         searched = self._open_pass(session, account, rules, UidSet(active), steps, mids) if active else {}
         # Retries of copies that failed uncertainly (the destination may have stored them):
-        # the action first looks for them there (see ActionRunner._still_to_copy).
+        # the action first looks for them there (see ActionRunner._proven_copies).
         pending = self.reader.pending(account, server, sel.uidvalidity) if self.reader else []
         earlier = {p.uid: p.resume_detail for p in pending if p.resume_detail and p.uid in candidates}
         retry_details: dict[int, dict] = {}  # failed now: what their retry must verify
@@ -431,9 +431,12 @@ class Engine:
                                                           if u in earlier and candidates[u] == (i, a)})
                     if run is not None:
                         self.store.add_step(run.id, seq, i, a, targets, "intent", detail)  # type: ignore[union-attr]
+                    ctx.journal = _journal(self.store, run, seq, i, a, targets)
                     result = runner.run(call, targets, detail=detail, resuming=resuming)
                 except (ActionFailed, ServerRefused, ValueError) as exc:
                     done = exc.done if isinstance(exc, ActionFailed) else UidSet()
+                    if isinstance(exc, ActionFailed) and exc.verified is not None:
+                        detail = {**detail, "verified": exc.verified}  # what the retry must check
                     still = session.existing(targets - done)
                     for uid in still:
                         failures[uid] = (i, rule.name, a, mids.get(uid), str(exc))
@@ -688,34 +691,63 @@ def _event(rule, account, server, call, uids, mids, dry_run):
                        tuple(mids.get(u, "") for u in uids), dry_run)
 
 
+def _journal(store: StateStore | None, run: RunRecord | None, seq: int, rule_index: int, action_index: int,
+             uids: UidSet) -> Callable[[dict], None] | None:
+    """For an action in progress: rewrite its journaled intent detail (what it has proven so far)."""
+    if store is None or run is None:
+        return None
+    return lambda detail: store.add_step(run.id, seq, rule_index, action_index, uids, "intent", detail)
+
+
 def _with_uncertain(detail: dict, earlier: dict[int, dict]) -> dict:
     """The intent `detail` of a copy, plus the retried messages whose earlier copy may have happened.
 
     earlier: uid -> the resume detail recorded when its copy failed. Only those that failed
-    copying to the same destination count (the rules file may have changed since).
+    copying to the same destination count (the rules file may have changed since). Messages
+    of the same earlier attempt form one group: its window ("uidnext") and the arrivals it
+    claimed for messages already finished ("claimed") are kept apart from other attempts'.
     """
     if detail.get("uidnext") is None:
         return detail  # not a copy
     destination = (detail.get("account"), detail.get("dest"))
-    same = {uid: d for uid, d in earlier.items() if (d.get("account"), d.get("dest")) == destination}
-    if not same:
+    groups: dict[tuple, list[int]] = {}
+    for uid, d in earlier.items():
+        if (d.get("account"), d.get("dest")) == destination:
+            groups.setdefault((int(d["uidnext"]), tuple(d.get("claimed") or ())), []).append(uid)
+    if not groups:
         return detail
-    since = min(int(d["uidnext"]) for d in same.values())
-    return {**detail, "uncertain": {"uids": str(UidSet(same)), "uidnext": since}}
+    uncertain = []
+    for (since, claimed), uids in sorted(groups.items()):
+        group: dict = {"uids": str(UidSet(uids)), "uidnext": since}
+        if claimed:
+            group["claimed"] = list(claimed)
+        uncertain.append(group)
+    return {**detail, "uncertain": uncertain}
 
 
 def _retry_details(detail: dict | None, uids: Iterable[int]) -> dict[int, dict]:
     """After a failed copy with this intent `detail`: what each message's retry must verify first."""
     if not detail or detail.get("uidnext") is None:
         return {}
-    uncertain = detail.get("uncertain") or {}
-    earlier = UidSet.parse(uncertain["uids"]) if uncertain else UidSet()
+    where = {"account": detail.get("account"), "dest": detail["dest"]}
+    verified = detail.get("verified")
+    if verified:
+        # The attempt checked every earlier uncertainty: only its own unconfirmed APPEND,
+        # at or above verified["uidnext"], may have landed.
+        base = {**where, "uidnext": int(verified["uidnext"])}
+        if verified.get("claimed"):
+            base["claimed"] = list(verified["claimed"])
+        done = UidSet.parse(verified.get("done") or "")
+        return {uid: dict(base) for uid in uids if uid not in done}
     out = {}
     for uid in uids:
         since = int(detail["uidnext"])
-        if uid in earlier:
-            since = min(since, int(uncertain["uidnext"]))
-        out[uid] = {"account": detail.get("account"), "dest": detail["dest"], "uidnext": since}
+        claimed: list[str] = []
+        for group in uncertain_groups(detail):
+            if uid in UidSet.parse(group["uids"]):
+                since = min(since, int(group["uidnext"]))
+                claimed += group.get("claimed") or []
+        out[uid] = {**where, "uidnext": since, **({"claimed": claimed} if claimed else {})}
     return out
 
 

@@ -9,7 +9,7 @@ The model, per account and mailbox (all UIDs are qualified by UIDVALIDITY):
   rule's name is kept to find it again if the rules file changed), with a count of
   attempts; after ``MAX_ATTEMPTS`` it is ``given_up`` and listed by ``mailrules status``.
   For a copy that failed but may still have happened, ``resume_detail`` says where to look
-  for the message (by Message-ID) before copying it again.
+  for the message (by content, see `mailrules.actions`) before copying it again.
 * ``placed``: messages mailrules itself copied or moved *into* a mailbox: never
   processed there (no loops).
 * ``run`` / ``step``: the journal of the run in progress on a mailbox. Before a rule's
@@ -131,7 +131,9 @@ class Pending:
     message_id: str | None
     last_error: str | None
     # A copy that failed uncertainly (the destination may have stored the message):
-    # {"account", "dest", "uidnext"}, so that the retry first looks there by Message-ID.
+    # {"account", "dest", "uidnext", "claimed"?}: the retry first compares what arrived there since
+    # UID uidnext with the message, by content ("claimed": digests of arrivals that are other messages).
+    # JSON, so that older state files (without "claimed") keep working.
     resume_detail: dict | None = None
 
 
