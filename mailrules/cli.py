@@ -62,8 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(test, top=False)
     test.add_argument("messages", nargs="*")
 
-    demo = sub.add_parser("demo", help="(not yet available) the example rules against a throwaway server")
+    demo = sub.add_parser("demo", help="the example rules at work on a throwaway local server (needs Dovecot)")
     _common(demo, top=False)
+    demo.add_argument("--keep", action="store_true",
+                      help="afterwards keep the server running; print its address, logins and a rules file for it")
+    demo.add_argument("--load", action="append", metavar="PATH", default=[],
+                      help="put .eml files, mbox files or Maildirs (repeatable) into its account 'me'; implies --keep")
+    demo.add_argument("--port", type=int, default=0, help="the server's port on 127.0.0.1 (default: a free one)")
 
     login = sub.add_parser("login", help="store an account's password in the system keyring")
     _common(login, top=False)
@@ -104,8 +109,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("mailrules test: not yet available in this version", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "demo":
-        print("mailrules demo: not yet available in this version", file=sys.stderr)
-        return EXIT_CONFIG
+        from .demo import demo_command
+
+        return demo_command(args)
     try:
         registry = Registry.load()
     except PluginError as exc:

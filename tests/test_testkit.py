@@ -189,6 +189,79 @@ def test_two_servers_run_side_by_side(dovecot: DovecotServer, dovecot_factory: F
     other.client(other.add_user()).logout()
 
 
+def test_a_server_listens_on_the_port_it_was_given(dovecot_factory: Factory) -> None:
+    port = _free_port()
+    server = dovecot_factory(port=port)
+    assert server.port == port
+    client = imapclient.IMAPClient("127.0.0.1", port, ssl=False, timeout=10)
+    user = server.add_user()
+    client.login(user.name, user.password)
+    client.logout()
+
+
+def test_a_port_already_taken_is_an_error_naming_the_port(tmp_path: Path) -> None:
+    from mailrules.testing.dovecot import DovecotError, dovecot_available
+
+    if not dovecot_available():
+        pytest.skip("dovecot is not installed")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = DovecotServer(tmp_path / "srv", port=port)
+        with pytest.raises(DovecotError, match=f"127.0.0.1:{port}"):
+            server.start()
+    assert not server.running
+
+
+NOBODY_SCRIPT = """
+import os, pwd
+from mailrules.testing.dovecot import temporary_dovecot
+from mailrules.testing.messages import make_message
+with temporary_dovecot() as server:
+    user = server.add_user()
+    server.deliver_files(user, "INBOX", [make_message(subject="mine")])
+    client = server.client(user, "INBOX")
+    assert client.search(["SUBJECT", "mine"]) == [1]
+    client.create_folder("Lists/dev")
+    client.move([1], "Lists/dev")
+    client.logout()
+    owners = {os.stat(path).st_uid for path in server.mail_dir.rglob("*")}
+    print("owners", sorted(pwd.getpwuid(uid).pw_name for uid in owners))
+"""
+
+
+def test_a_normal_user_runs_a_private_server_as_itself(tmp_path: Path) -> None:
+    """Not root: Dovecot runs entirely as the invoking user (no vmail, no chroot)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from mailrules.testing.dovecot import dovecot_available
+
+    setpriv = shutil.which("setpriv")
+    if not dovecot_available() or os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs dovecot, root (to become 'nobody') and setpriv")
+    as_nobody = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": repo, "HOME": str(tmp_path)}
+    probe = subprocess.run([*as_nobody, sys.executable, "-c", "import imapclient, mailrules"],
+                           env=env, capture_output=True, text=True, cwd="/")
+    if probe.returncode != 0:
+        pytest.skip(f"'nobody' cannot run this Python and the repository: {probe.stderr.strip()[-200:]}")
+    result = subprocess.run([*as_nobody, sys.executable, "-c", NOBODY_SCRIPT], env=env,
+                            capture_output=True, text=True, cwd="/", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "owners ['nobody']" in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 # -------------------------------------------------------------------------- TLS
 
 

@@ -31,8 +31,12 @@ Dovecot's passwd-file is re-read at most once per second, so a user appended to 
 shared file can be refused for up to a second.  Each user therefore gets a file of its own
 (``users/%u``), which Dovecot sees at once.
 
-Needs root (Dovecot drops to its packaged ``dovenull``/``dovecot`` users and to the mail
-user ``vmail``, created with ``useradd -r -M`` when missing) and the ``dovecot``/``doveadm``
+As root, Dovecot drops to its packaged ``dovenull``/``dovecot`` users and to the mail user
+``vmail`` (created with ``useradd -r -M`` when missing): the privilege separation of a real
+installation, which the tests use.  As any other user the instance runs entirely as that user
+(``default_login_user``, ``default_internal_user`` and the mail owner are the invoking user,
+login processes without chroot): no privilege separation, fine for a throwaway server on
+loopback (``mailrules demo`` as a normal user).  Either way it needs the ``dovecot``/``doveadm``
 binaries (Debian: ``apt-get install dovecot-imapd``).  TLS needs the ``openssl`` CLI.
 """
 
@@ -41,6 +45,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import grp
 import itertools
 import os
 import pwd
@@ -87,6 +92,7 @@ START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 _HARMLESS_HELPERS = {"log", "stats"}
 _CLIENT_SERVICES = {"imap-login", "imap", "pop3-login", "pop3", "managesieve-login", "managesieve"}
+_CHROOTED_SERVICES = ("imap-login", "pop3-login", "submission-login", "imap-urlauth-login", "anvil")
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@+-]{0,63}$")
 _counter = itertools.count(1)
@@ -324,8 +330,14 @@ class DovecotServer:
         layout: Literal["fs", "maildir++"] = "fs",
         cert: CertFiles | None = None,
         max_userip_connections: int = 100,
+        port: int = 0,
+        tls_port: int | None = None,
     ) -> None:
         """Prepare (but do not start) a server rooted at ``tmpdir``.
+
+        ``port``: the plain IMAP port on 127.0.0.1; 0 (the default) picks a free one (and
+        another if it is taken by the time Dovecot binds it).  A fixed port that is taken is
+        an error.  ``tls_port``: the implicit-TLS port with ``tls``; None picks a free one.
 
         ``tls``: implicit-TLS listener on ``tls_port`` plus STARTTLS on ``port``, with a
         throwaway CA (``ca_file``) unless ``cert`` is given (see ``make_cert``).
@@ -350,8 +362,8 @@ class DovecotServer:
         self.mail_dir = self.root / "mail"
         self.home_dir = self.root / "home"
         self.tls_dir = self.root / "tls"
-        self.port: int = 0
-        self.tls_port: int | None = None
+        self.port: int = port
+        self.tls_port: int | None = tls_port
         self._cert = cert
         self._users: dict[str, User] = {}
         self._user_seq = itertools.count(1)
@@ -374,6 +386,11 @@ class DovecotServer:
         return self._cert
 
     @property
+    def as_root(self) -> bool:
+        """True when started by root (privilege separation), False for a single-user instance."""
+        return os.geteuid() == 0
+
+    @property
     def running(self) -> bool:
         """True while the Dovecot master process is alive."""
         return self._proc is not None and self._proc.poll() is None
@@ -393,14 +410,15 @@ class DovecotServer:
         exe, doveadm = find_binary("dovecot"), find_binary("doveadm")
         if exe is None or doveadm is None:
             raise DovecotError("dovecot is not installed (Debian: apt-get install dovecot-imapd)")
-        if os.geteuid() != 0:
-            raise DovecotError("DovecotServer needs root (Dovecot switches to its own users)")
-        self._mail_pw = _ensure_mail_user(MAIL_USER)
-        for name in ("dovecot", "dovenull"):  # packaged default_internal_user / default_login_user
-            try:
-                pwd.getpwnam(name)
-            except KeyError:
-                raise DovecotError(f"system user {name!r} missing: is dovecot-core installed?") from None
+        if self.as_root:
+            self._mail_pw = _ensure_mail_user(MAIL_USER)
+            for name in ("dovecot", "dovenull"):  # packaged default_internal_user / default_login_user
+                try:
+                    pwd.getpwnam(name)
+                except KeyError:
+                    raise DovecotError(f"system user {name!r} missing: is dovecot-core installed?") from None
+        else:
+            self._mail_pw = pwd.getpwuid(os.geteuid())
         self._prepare_dirs()
         if self.tls and self._cert is None:
             self._cert = make_cert(self.tls_dir, ca=make_ca(self.tls_dir))
@@ -410,6 +428,8 @@ class DovecotServer:
             if not fixed_ports:
                 ports = _free_ports(2 if self.tls else 1)
                 self.port, self.tls_port = ports[0], (ports[1] if self.tls else None)
+            elif self.tls and self.tls_port is None:
+                self.tls_port = _free_ports(1)[0]
             self._write_config()
             try:
                 self._spawn(exe)
@@ -676,7 +696,8 @@ class DovecotServer:
     def _prepare_dirs(self) -> None:
         assert self._mail_pw is not None
         self.root.mkdir(parents=True, exist_ok=True)
-        _make_traversable(self.root)
+        if self.as_root:  # Dovecot's own users must reach it; a single-user instance owns it
+            _make_traversable(self.root)
         for directory in (self.base_dir, self.state_dir, self.users_dir, self.tls_dir):
             directory.mkdir(exist_ok=True)
             os.chmod(directory, 0o755)
@@ -705,6 +726,12 @@ class DovecotServer:
             ssl_conf = "ssl = no\n"
             imaps = "  inet_listener imaps {\n    port = 0\n  }\n"
         capability = f"  imap_capability = {self.capabilities}\n" if self.capabilities else ""
+        users = ""
+        if not self.as_root:  # everything as the invoking user: no privilege separation, no chroot
+            group = grp.getgrgid(pw.pw_gid).gr_name
+            users = (f"default_login_user = {pw.pw_name}\ndefault_internal_user = {pw.pw_name}\n"
+                     f"default_internal_group = {group}\n")
+            users += "".join(f"service {name} {{\n  chroot =\n}}\n" for name in _CHROOTED_SERVICES)
         conf = f"""# Generated by mailrules.testing.dovecot - private test instance
 instance_name = {self.instance_name}
 base_dir = {self.base_dir}
@@ -745,7 +772,7 @@ service anvil {{
 protocol imap {{
   mail_max_userip_connections = {self.max_userip_connections}
 {capability}}}
-{self.extra_conf}
+{users}{self.extra_conf}
 """
         self.conf_path.write_text(conf)
 

@@ -6,7 +6,7 @@ Fixtures:
 - ``imap_user``: a fresh, empty account on it (a new one for every test; ~0.3 ms).
 - ``imap``: an ``imapclient.IMAPClient`` logged in as ``imap_user``, logged out afterwards.
 - ``make_message``: ``mailrules.testing.messages.make_message``.
-- ``dovecot_factory``: ``dovecot_factory(tls=True, capabilities="IMAP4rev1 IDLE", ...)``
+- ``dovecot_factory``: ``dovecot_factory(tls=True, capabilities="IMAP4rev1 IDLE", port=1143, ...)``
   starts an extra server (same keywords as ``DovecotServer``), stopped at test teardown.
 - ``run_rules``: ``run_rules(rules_yaml, [messages], plugins=[...]) -> RunResult``: a rules
   snippet run once against a fresh account; what happened (folders, flags, actions, log).
