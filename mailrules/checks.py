@@ -1,14 +1,47 @@
-"""`mailrules check --connect`: log in to each account and check what the rules need."""
+"""`mailrules check --connect`: log in to each account and check what the rules need.
+
+What it reports must match what a real run would meet, without changing anything:
+- keywords are judged from SELECT's PERMANENTFLAGS, as the real run sees them (a read-only
+  EXAMINE gets `PERMANENTFLAGS ()` from Dovecot, which says nothing about what SELECT allows).
+  SELECT modifies nothing by itself: no STORE is sent, and the mailbox is left with UNSELECT
+  (or by the next SELECT, or LOGOUT), never CLOSE, which would expunge \\Deleted messages.
+  mailrules does not use \\Recent, which a SELECT may take from other clients.
+- every folder that any rule names is checked: watched mailboxes, the `mailbox:` of arrival and
+  scheduled rules, and move/copy destinations, cross-account ones on their own account;
+- a folder name that cannot exist on this server (a level containing its separator) is a
+  reported problem with the rule and its file:line, never a traceback.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TextIO
 
-from .model import Config, FolderRef
+from imapclient.exceptions import IMAPClientError
+
+from .model import Config, FolderRef, Location, Rule
 from .plugins import Registry
 from .session import ImapSession
 
 IMPORTANT = ("MOVE", "UIDPLUS", "IDLE", "ESEARCH", "WITHIN", "SPECIAL-USE", "NOTIFY", "CONDSTORE")
+KEYWORD_ACTIONS = ("add_keyword", "remove_keyword")
+
+
+@dataclass
+class _Source:
+    """A mailbox that rules read in one account: watched, and/or named by rules' `mailbox:`."""
+
+    path: str
+    watched: bool = False
+    rules: list[Rule] = field(default_factory=list)
+
+
+@dataclass
+class _Destination:
+    """A move/copy destination in one account and the actions that name it."""
+
+    ref: FolderRef
+    uses: list[tuple[Rule, Location]] = field(default_factory=list)
 
 
 def check_accounts(config: Config, registry: Registry, *, out: TextIO) -> int:
@@ -25,9 +58,55 @@ def check_accounts(config: Config, registry: Registry, *, out: TextIO) -> int:
             continue
         try:
             failed |= not _check_account(config, account.name, session, out)
+        except IMAPClientError as exc:  # a connection lost mid-check: report, go on
+            print(f"  error: the check of account {account.name} stopped: {exc}", file=out)
+            failed = True
         finally:
             session.logout()
     return 1 if failed else 0
+
+
+def _rule_where(rule: Rule, location: Location | None = None) -> str:
+    return f"rule {rule.name!r} ({location or rule.location})"
+
+
+def sources_of(config: Config, account: str) -> list[_Source]:
+    """Every mailbox the rules read in `account`: watched ones first, then rules' `mailbox:`."""
+    acct = config.accounts[account]
+    found: dict[str, _Source] = {}
+    for mailbox in acct.watch:
+        found.setdefault(mailbox, _Source(mailbox)).watched = True
+    for rule in config.rules:
+        if not rule.enabled or rule.account not in (None, account):
+            continue
+        for mailbox in rule.mailboxes if rule.mailboxes is not None else acct.watch:
+            found.setdefault(mailbox, _Source(mailbox)).rules.append(rule)
+    return list(found.values())
+
+
+def destinations_in(config: Config, account: str) -> list[_Destination]:
+    """Every move/copy destination in `account`, from the rules of any account."""
+    found: dict[str, _Destination] = {}
+    for rule in config.rules:
+        if not rule.enabled:
+            continue
+        for call in rule.actions:
+            ref = call.arg
+            if not isinstance(ref, FolderRef):
+                continue
+            target = ref.account or rule.account  # None: the rule runs (and files) in every account
+            if target not in (None, account):
+                continue
+            found.setdefault(str(ref), _Destination(ref)).uses.append((rule, call.location))
+    return list(found.values())
+
+
+def _server_name(session: ImapSession, path: str) -> str | None:
+    """The server's name for `path`, or None when no folder can have that name on this server."""
+    try:
+        return session.server_name(path)
+    except ValueError:  # a level contains the server's separator
+        return None
 
 
 def _check_account(config: Config, name: str, session: ImapSession, out: TextIO) -> bool:
@@ -37,38 +116,65 @@ def _check_account(config: Config, name: str, session: ImapSession, out: TextIO)
     missing = [c for c in IMPORTANT if not session.has(c)]
     print(f"account {name}: connected to {account.host}:{account.port} as {account.username}", file=out)
     print(f"  capabilities: {' '.join(have) or '-'}; missing: {' '.join(missing) or '-'}", file=out)
+    prefix, separator = session.namespace()
+    print(f"  folders: separator {separator!r}, namespace prefix {prefix!r}", file=out)
     if not session.has("UIDPLUS"):
         print("  warning: no UIDPLUS: moves without MOVE and deletes leave messages marked \\Deleted", file=out)
     if not session.has("IDLE"):
         print("  note: no IDLE: the daemon will poll", file=out)
-    rules = [r for r in config.rules if r.account in (None, name) and r.enabled]
-    for mailbox in account.watch:
-        server = session.server_name(mailbox)
-        if not session.folder_exists(server):
-            print(f"  mailbox {mailbox}: MISSING on the server (watched)", file=out)
+    unnamable = (f"cannot exist on this server: a level of the name contains the server's separator "
+                 f"{separator!r} (rename the folder, or choose another name)")
+    selected = False
+    for source in sources_of(config, name):
+        users = "; ".join(
+            _rule_where(r) + (" (scheduled)" if r.schedule is not None else "") for r in source.rules
+        )
+        server = _server_name(session, source.path)
+        if server is None:
+            print(f"  mailbox {source.path}: error: {unnamable}", file=out)
+            if users:
+                print(f"    read by {users}", file=out)
             ok = False
             continue
-        sel = session.select(server, readonly=True)
+        if not session.folder_exists(server):
+            print(f"  mailbox {source.path}: MISSING on the server" + (" (watched)" if source.watched else ""),
+                  file=out)
+            for rule in source.rules:
+                kind = "a scheduled rule sweeps it" if rule.schedule is not None else "an arrival rule reads it"
+                print(f"    error: {_rule_where(rule)}: {kind}, but mailbox {source.path} does not exist",
+                      file=out)
+            ok = False
+            continue
+        sel = session.select(server)  # not EXAMINE: see the module docstring
+        selected = True
         keyword_rules = [
-            r.name for r in rules
-            if r.applies_to(name, mailbox, account.watch)
-            and any(a.name in ("add_keyword", "remove_keyword") for a in r.actions)
+            r for r in config.rules
+            if r.applies_to(name, source.path, account.watch)
+            and any(a.name in KEYWORD_ACTIONS for a in r.actions)
         ]
         kw = "yes" if sel.can_store_keyword("$MailrulesProbe") else "NO"
-        print(f"  mailbox {mailbox} ({server}): {sel.exists} messages, UIDVALIDITY {sel.uidvalidity}, "
+        print(f"  mailbox {source.path} ({server}): {sel.exists} messages, UIDVALIDITY {sel.uidvalidity}, "
               f"keywords: {kw}", file=out)
         if kw == "NO" and keyword_rules:
-            print(f"    error: rules {', '.join(map(repr, keyword_rules))} set keywords, which this mailbox "
-                  "cannot store", file=out)
+            for rule in keyword_rules:
+                print(f"    error: {_rule_where(rule)} sets keywords, which this mailbox cannot store", file=out)
             ok = False
-    for rule in rules:
-        for call in rule.actions:
-            if isinstance(call.arg, FolderRef) and call.arg.account in (None, name):
-                server = session.server_name(call.arg.path)
-                if not session.folder_exists(server):
-                    print(f"  rule {rule.name!r}: folder {call.arg.path} does not exist yet (created on first "
-                          "use)", file=out)
-            if call.name == "trash" and session.find_trash() is None:
-                print(f"  rule {rule.name!r}: error: no Trash mailbox on this server", file=out)
+    if selected:
+        session.unselect()
+    for dest in destinations_in(config, name):
+        server = _server_name(session, dest.ref.path)
+        for rule, location in dest.uses:
+            where = _rule_where(rule, location)
+            if server is None:
+                print(f"  {where}: error: folder {dest.ref} {unnamable}", file=out)
                 ok = False
+            elif not session.folder_exists(server):
+                print(f"  {where}: folder {dest.ref} does not exist yet (created on first use)", file=out)
+    for rule in config.rules:
+        if rule.enabled and rule.account in (None, name):
+            for call in rule.actions:
+                if call.name == "trash" and session.find_trash() is None:
+                    print(f"  {_rule_where(rule, call.location)}: error: no Trash mailbox on this server",
+                          file=out)
+                    ok = False
     return ok

@@ -315,6 +315,9 @@ def _network_error(account: Account, exc: BaseException, stage: str, timeout: fl
     where, name = _where(account), account.name
     if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
         hint = "check the host and port, or raise the account's 'timeout:'"
+        if account.tls != "implicit" and "greeting" in stage:
+            hint = ("check the host and port (a port that expects TLS from the first byte needs "
+                    "'tls: implicit'), or raise the account's 'timeout:'")
         if account.tls != "implicit" and account.port in (993, 995) and "greeting" in stage:
             hint = (f"port {account.port} usually expects TLS from the first byte: set "
                     "'tls: implicit' (or use the STARTTLS port, usually 143)")
@@ -351,18 +354,78 @@ def _network_error(account: Account, exc: BaseException, stage: str, timeout: fl
 # --------------------------------------------------------------------------- connecting
 
 
+GREETING_HINT_WAIT = 4.0  # seconds of silence before a plain connection asks whether the port speaks TLS
+TLS_PROBE_WAIT = 3.0  # seconds for that question (a separate connection, a ClientHello only)
+# Handshake failures that mean "the other side did not answer in TLS at all".
+_NOT_TLS_REASONS = ("WRONG_VERSION_NUMBER", "UNEXPECTED_EOF_WHILE_READING", "RECORD_LAYER_FAILURE",
+                    "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "UNKNOWN_PROTOCOL")
+
+
+def _speaks_tls(account: Account) -> bool:
+    """Whether host:port answers a TLS ClientHello, on a short-lived connection of its own.
+
+    Nothing but the ClientHello is sent and nothing received is trusted or used, so the
+    certificate is not verified here (it would be, on the real connection).
+    """
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE  # a yes/no question about the protocol, see above
+    try:
+        with socket.create_connection((account.host, account.port), timeout=TLS_PROBE_WAIT) as raw, \
+                probe.wrap_socket(raw, server_hostname=account.host):
+            return True
+    except ssl.SSLError as exc:  # an alert is a TLS answer too; garbage is not
+        return (getattr(exc, "reason", None) or "") not in _NOT_TLS_REASONS
+    except OSError:
+        return False
+
+
+def _tls_port_error(account: Account) -> ConnectionFailedError:
+    return ConnectionFailedError(
+        f"account {account.name!r}: {_where(account)} sent no IMAP greeting but speaks TLS: it is an "
+        f"implicit-TLS port (usually 993), and 'tls: {account.tls}' starts in plain text. Set "
+        "'tls: implicit' (or use the server's STARTTLS port, usually 143)",
+        account=account.name,
+    )
+
+
+def _plain_client(account: Account, timeout: float) -> imapclient.IMAPClient:
+    """A plain connection with its greeting; silence is checked for a TLS port early.
+
+    The greeting is first awaited for GREETING_HINT_WAIT seconds only: an implicit-TLS port
+    stays silent (its server waits for a ClientHello), which would otherwise cost the whole
+    `timeout` and end with a misleading hint. If the port speaks TLS, that is the error;
+    otherwise the connection is opened again with the full timeout (a slow server).
+    """
+    def attempt(wait: float) -> imapclient.IMAPClient:
+        return imapclient.IMAPClient(account.host, port=account.port, ssl=False,
+                                     timeout=SocketTimeout(connect=wait, read=timeout))
+
+    if timeout <= GREETING_HINT_WAIT + TLS_PROBE_WAIT:  # short enough: the timeout's hint names TLS
+        return attempt(timeout)
+    try:
+        return attempt(GREETING_HINT_WAIT)
+    except TimeoutError:
+        if _speaks_tls(account):
+            raise _tls_port_error(account) from None
+    return attempt(timeout)
+
+
 def _open(account: Account, timeout: float, context: ssl.SSLContext | None) -> imapclient.IMAPClient:
     """TCP (+ TLS) connection and greeting; STARTTLS done if asked. Not logged in."""
     implicit = account.tls == "implicit"
     stage = "TLS handshake and greeting" if implicit else "connecting and reading the greeting"
     try:
-        client = imapclient.IMAPClient(
-            account.host,
-            port=account.port,
-            ssl=implicit,
-            ssl_context=context if implicit else None,
-            timeout=SocketTimeout(connect=timeout, read=timeout),
-        )
+        if implicit:
+            client = imapclient.IMAPClient(
+                account.host,
+                port=account.port,
+                ssl=True,
+                ssl_context=context,
+                timeout=SocketTimeout(connect=timeout, read=timeout),
+            )
+        else:
+            client = _plain_client(account, timeout)
     except ssl.SSLError as exc:
         raise _tls_error(account, exc, "implicit") from exc
     except (OSError, imaplib.IMAP4.error) as exc:

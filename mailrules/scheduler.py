@@ -87,6 +87,36 @@ def last_sweep(store, account: str, key: str) -> dt.datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+def baseline_key(account: str, key: str) -> str:
+    return f"sweep-since:{account}:{key}"
+
+
+def sweep_baseline(store, account: str, key: str) -> dt.datetime | None:
+    """When the daemon first ran with this schedule for `account` (no sweep needed to be missed)."""
+    text = store.get_meta(baseline_key(account, key))
+    try:
+        when = dt.datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def sweep_reference(store, account: str, key: str) -> dt.datetime | None:
+    """The time the schedule counts from: the last sweep, else the daemon's first run with it."""
+    return last_sweep(store, account, key) or sweep_baseline(store, account, key)
+
+
+def describe_schedule(schedule: Schedule) -> str:
+    """'every 1h' or "cron '0 3 * * *'", as a person reads it (not `Schedule.key()`)."""
+    if schedule.cron is not None:
+        return f"cron {schedule.cron!r}"
+    seconds = schedule.every_seconds or 0
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"every {seconds // size}{unit}"
+    return f"every {seconds}s"
+
+
 def record_sweep(store, account: str, key: str, when: dt.datetime) -> None:
     previous = last_sweep(store, account, key)
     if previous is None or when > previous:
@@ -142,7 +172,7 @@ class SweepScheduler:
         for key, (schedule, _rules) in schedule_groups(self.config).items():
             start = None
             if schedule.every_seconds is not None:
-                lasts = [last_sweep(self.store, a, key) for a in self.config.accounts]
+                lasts = [sweep_reference(self.store, a, key) for a in self.config.accounts]
                 known = [t for t in lasts if t is not None]
                 anchor = max(known) if known else now
                 start = anchor + dt.timedelta(seconds=schedule.every_seconds)
@@ -161,16 +191,18 @@ class SweepScheduler:
         """Schedule keys whose sweep of `account` fell due while the daemon was down.
 
         A schedule never swept before (new, or the first start) is not missed: its
-        first sweep is its next scheduled time; the baseline is recorded now.
+        first sweep is its next scheduled time. The time it was first seen is recorded as
+        its baseline (not as a sweep: `status` must not show a sweep that never ran), and
+        a sweep that fell due after the baseline while the daemon was down is missed.
         """
         now = now or dt.datetime.now(dt.UTC)
         out = []
         for key, (schedule, rules) in schedule_groups(self.config).items():
             if not sweep_targets(self.config, rules, account):
                 continue
-            last = last_sweep(self.store, account, key)
+            last = sweep_reference(self.store, account, key)
             if last is None:
-                record_sweep(self.store, account, key, now)
+                self.store.set_meta(baseline_key(account, key), now.astimezone(dt.UTC).isoformat())
             elif due_since(schedule, self.config.timezone, last, now):
                 out.append(key)
         return out

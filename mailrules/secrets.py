@@ -446,6 +446,28 @@ def store_password_in_keyring(account: Account, password: str | Secret) -> None:
         ) from None
 
 
+def _keyring_unusable(account: Account) -> str | None:
+    """Why the system keyring cannot hold `account`'s password, or None if it can be used.
+
+    The backend is asked for the entry (read only): with no backend installed, keyring's
+    fallback raises at once; a locked or broken backend fails the same way.
+    """
+    try:
+        keyring = _keyring_module()
+    except SecretError as exc:
+        return str(exc)
+    try:
+        backend = keyring.get_keyring()
+        if getattr(backend, "backends", None) == []:  # keyring's chainer, with nothing to chain
+            raise RuntimeError("no keyring backend is installed")
+        keyring.get_password(*keyring_entry(account))
+    except Exception as exc:  # noqa: BLE001 - keyring.errors.NoKeyringError and backend errors
+        return (f"the system keyring cannot be used ({type(exc).__name__}: {exc}); install and unlock "
+                "a keyring backend (see `keyring --list-backends`), or use 'password_command:' or "
+                "'password_env:' for this account")
+    return None
+
+
 def login_command(
     account: Account,
     *,
@@ -466,6 +488,10 @@ def login_command(
             file=out,
         )
         return 2
+    problem = _keyring_unusable(account)
+    if problem:  # before asking: a password typed for nothing is worse than no question
+        print(f"mailrules login: {problem}; nothing was asked and nothing stored", file=out)
+        return 1
     try:
         first = prompt(f"Password for {account.username} on {account.host} (account {account.name}): ")
         second = prompt("Again, to confirm: ")

@@ -132,6 +132,10 @@ class ImapSession:
             self._prefix, self._separator = prefix, sep
         return self._prefix or "", self._separator or "/"
 
+    def namespace(self) -> tuple[str, str]:
+        """The personal namespace's prefix and hierarchy separator (asked once per session)."""
+        return self._namespace()
+
     def server_name(self, path: str) -> str:
         """The server's name for a folder written 'A/B' (namespace prefix and separator)."""
         prefix, sep = self._namespace()
@@ -252,6 +256,16 @@ class ImapSession:
         )
         self._known_folders.add(server_name)
         return self.selected
+
+    def unselect(self) -> None:
+        """Leave the selected mailbox without expunging anything (UNSELECT, never CLOSE).
+
+        Without UNSELECT nothing is sent: selecting another mailbox or LOGOUT leaves it
+        without expunging too.
+        """
+        if self.selected is not None and self.has("UNSELECT"):
+            self.client.unselect_folder()
+        self.selected = None
 
     def _uidnext_fallback(self) -> int:
         uids = self.client.search(["ALL"])

@@ -11,17 +11,21 @@ from .model import Config
 
 
 def next_sweeps(config: Config, now: dt.datetime | None = None) -> list[tuple[str, dt.datetime | None]]:
-    """(schedule description, next fire time) for each distinct schedule of the rules file."""
-    from .scheduler import trigger_for
+    """(schedule key, next fire time) for each distinct schedule, knowing no past sweep.
+
+    A cron schedule has a fixed next time; an interval schedule has none (None) until the
+    daemon has run with it: its first sweep is one interval after the daemon's start.
+    """
+    from .scheduler import schedule_groups, trigger_for
 
     now = now or dt.datetime.now(dt.UTC)
-    seen: dict[str, dt.datetime | None] = {}
-    for rule in config.rules:
-        if rule.schedule is None or not rule.enabled or rule.schedule.key() in seen:
-            continue
-        trigger = trigger_for(rule.schedule, config.timezone)
-        seen[rule.schedule.key()] = trigger.get_next_fire_time(None, now)
-    return list(seen.items())
+    out = []
+    for key, (schedule, _rules) in schedule_groups(config).items():
+        when = None
+        if schedule.cron is not None:
+            when = trigger_for(schedule, config.timezone).get_next_fire_time(None, now)
+        out.append((key, when))
+    return out
 
 
 def print_status(config: Config | None, state_dir: Path, *, out: TextIO) -> int:
@@ -67,32 +71,67 @@ def _print_progress(store, config: Config | None, out: TextIO) -> None:
             if p.status == "retry":
                 print(f"  pending: UID {p.uid} at rule {p.rule_name!r} (attempt {p.attempts}): {p.last_error}",
                       file=out)
+    _print_health(config, out, store)
     _print_sweeps(config, out, store)
 
 
-def _print_sweeps(config: Config | None, out: TextIO, store=None) -> None:
-    """Next sweep of each schedule; with the state, the last sweep of each account and missed ones."""
+def _print_health(config: Config | None, out: TextIO, store) -> None:
+    """The permanent problems the daemon last reported (login refused, a watched mailbox missing)."""
     if config is None:
         return
-    from .scheduler import last_sweep, next_sweep, schedule_groups, sweep_targets
+    from .watcher import health_key
+
+    for name, account in config.accounts.items():
+        for mailbox in (None, *account.watch):
+            value = store.get_meta(health_key(name, mailbox))
+            if value:
+                since, _, text = value.partition("\t")
+                when = dt.datetime.fromisoformat(since).astimezone().isoformat(timespec="seconds")
+                print(f"account {name}: {text} (reported by the daemon since {when})", file=out)
+
+
+def _print_sweeps(config: Config | None, out: TextIO, store=None) -> None:
+    """Per schedule: its rules, next sweep and each account's last sweep.
+
+    The next time is computed from what the state recorded (the last sweep, else the
+    daemon's first run with the schedule), never from "now": without a daemon it must
+    not move forward on every call.
+    """
+    if config is None:
+        return
+    from .scheduler import (
+        describe_schedule,
+        last_sweep,
+        next_sweep,
+        schedule_groups,
+        sweep_reference,
+        sweep_targets,
+    )
 
     now = dt.datetime.now(dt.UTC)
     groups = schedule_groups(config)
     for key, when in next_sweeps(config, now):
+        schedule, rules = groups[key]
         lasts = []
-        if store is not None and key in groups:
-            schedule, rules = groups[key]
+        if store is not None:
             for account in config.accounts:
                 if not sweep_targets(config, rules, account):
                     continue
-                last = last_sweep(store, account, key)
-                due = next_sweep(schedule, config.timezone, last, now) if last else when
-                lasts.append((account, last, due))
-            dues = [d for _, _, d in lasts if d is not None]
+                reference = sweep_reference(store, account, key)
+                due = next_sweep(schedule, config.timezone, reference, now) if reference else when
+                lasts.append((account, last_sweep(store, account, key), reference, due))
+            dues = [d for *_, d in lasts if d is not None]
             when = min(dues) if dues else when
-        missed = any(last is not None and due is not None and due <= now for _, last, due in lasts)
-        shown = when.astimezone().isoformat(timespec="seconds") if when else "none"
-        print(f"next sweep {key}: {'at the next start of the daemon (missed)' if missed else shown}", file=out)
-        for account, last, _ in lasts:
+        missed = any(ref is not None and due is not None and due <= now for _, _, ref, due in lasts)
+        if missed:
+            shown = "at the next start of the daemon (missed)"
+        elif when is not None:
+            shown = when.astimezone().isoformat(timespec="seconds")
+        else:
+            shown = "first sweep one interval after the daemon starts"
+        names = ", ".join(repr(r.name) for r in rules)
+        label = "rule" if len(rules) == 1 else "rules"
+        print(f"next sweep of {label} {names} ({describe_schedule(schedule)}): {shown}", file=out)
+        for account, last, _, _ in lasts:
             text = last.astimezone().isoformat(timespec="seconds") if last else "never"
             print(f"  last sweep of account {account}: {text}", file=out)

@@ -57,6 +57,7 @@ import time
 import warnings
 
 import imapclient
+from imapclient.exceptions import IMAPClientError
 
 from .criteria import SearchQuery
 from .engine import Engine, Interrupted, SessionPool
@@ -75,6 +76,12 @@ STOP_GRACE = 5.0  # seconds the threads get to finish at SIGTERM before the proc
 LOGOUT_TIMEOUT = 2.0  # seconds for DONE/LOGOUT when stopping
 HEALTHY_AFTER = 30.0  # a connection that lived this long resets the reconnection backoff
 MAX_RETRY_DELAY = 3600.0  # cap of the delay between retries of failed actions
+# A permanent problem (login refused, TLS failure, watched mailbox missing) will not go away by
+# itself within seconds: it is retried from this delay, doubling up to PERMANENT_RETRY_MAX (or
+# the account's reconnect_max if larger), not with the fast reconnection backoff.
+PERMANENT_RETRY_BASE = 30.0
+PERMANENT_RETRY_MAX = 900.0
+HEALTH_META = "health:"  # state meta keys "health:ACCOUNT" and "health:ACCOUNT:MAILBOX" (for `status`)
 
 
 # ====================================================================== small helpers
@@ -117,6 +124,132 @@ class Backoff:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class MailboxMissing(Exception):
+    """A watched mailbox does not exist on the server (a permanent problem, not a lost connection)."""
+
+
+def permanent_problem(exc: BaseException) -> str | None:
+    """A short name for a failure that retrying soon will not cure, or None for a transient one."""
+    from .connect import AuthenticationError, InsecureConnectionError, SecretUnavailableError, TLSError
+
+    if isinstance(exc, AuthenticationError):
+        return "login refused"
+    if isinstance(exc, TLSError):
+        return "TLS failure"
+    if isinstance(exc, SecretUnavailableError):
+        return "password unavailable"
+    if isinstance(exc, InsecureConnectionError):
+        return "refused to connect without TLS"
+    if isinstance(exc, MailboxMissing):
+        return str(exc)
+    return None
+
+
+def slow_backoff(account: Account) -> Backoff:
+    """The backoff for permanent problems (see PERMANENT_RETRY_BASE)."""
+    return Backoff(max(PERMANENT_RETRY_MAX, account.reconnect_max), base=PERMANENT_RETRY_BASE)
+
+
+def health_key(account: str, mailbox: str | None = None) -> str:
+    return f"{HEALTH_META}{account}" + (f":{mailbox}" if mailbox is not None else "")
+
+
+class Health:
+    """What the daemon really does, for sd_notify's STATUS and `mailrules status`.
+
+    An account counts as watched only once its connection is up and while no permanent
+    problem is known; a watched mailbox with a problem (missing) is not counted either.
+    Every change is sent to systemd at once (STATUS=) and kept in the state's meta table.
+    """
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self._lock = threading.Lock()
+        self.connected: set[str] = set()
+        self.problems: dict[tuple[str, str | None], str] = {}
+        self._sent: str | None = None
+        self._ready = False  # nothing is sent before READY=1 (systemd expects READY first)
+
+    def ready(self, sent: str) -> None:
+        """READY=1 went out with STATUS=`sent`: later changes are announced."""
+        with self._lock:
+            self._ready, self._sent = True, sent
+        self.announce()
+
+    def up(self, account: str) -> None:
+        """The account's connection works (and its account-level problem, if any, is over)."""
+        self._change(account, None, None, connected=True)
+
+    def down(self, account: str) -> None:
+        """The account's connection is lost for a transient reason: reconnecting."""
+        self._change(account, None, None, connected=False)
+
+    def problem(self, account: str, mailbox: str | None, text: str | None) -> None:
+        """Set (text) or clear (None) the permanent problem of an account or one of its mailboxes."""
+        self._change(account, mailbox, text, connected=False if mailbox is None and text else None)
+
+    def _change(self, account: str, mailbox: str | None, text: str | None, *, connected: bool | None) -> None:
+        with self._lock:
+            before = (account in self.connected, self.problems.get((account, mailbox)))
+            if connected is True:
+                self.connected.add(account)
+            elif connected is False:
+                self.connected.discard(account)
+            if text is None:
+                if mailbox is not None or connected is True:
+                    self.problems.pop((account, mailbox), None)
+            else:
+                self.problems[(account, mailbox)] = text
+            after = (account in self.connected, self.problems.get((account, mailbox)))
+        if before[1] != after[1]:
+            self._persist(account, mailbox, after[1])
+        if before != after:
+            self.announce()
+
+    def _persist(self, account: str, mailbox: str | None, text: str | None) -> None:
+        value = f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}\t{text}" if text else ""
+        try:
+            store = StateStore(self.daemon.state_dir)
+            try:
+                store.set_meta(health_key(account, mailbox), value)
+            finally:
+                store.close()
+        except Exception as exc:  # noqa: BLE001 - systemd still gets it
+            log.debug("cannot record the health of account %s: %s", account, exc)
+
+    def summary(self) -> str:
+        config = self.daemon.config
+        with self._lock:
+            problems = dict(self.problems)
+            connected = set(self.connected)
+        watching, mailboxes, connecting, parts = 0, 0, [], []
+        for name, account in config.accounts.items():
+            trouble = problems.get((name, None))
+            if trouble:
+                parts.append(f"account {name!r}: {trouble}")
+                continue
+            missing = [m for m in account.watch if problems.get((name, m))]
+            parts += [f"account {name!r}: {problems[(name, m)]}" for m in missing]
+            if name not in connected:
+                connecting.append(repr(name))
+                continue
+            watching += 1
+            mailboxes += len(account.watch) - len(missing)
+        text = f"watching {mailboxes} mailbox(es) of {watching} account(s)"
+        if connecting:
+            text += f"; connecting to {', '.join(connecting)}"
+        return "; ".join([text, *parts])
+
+    def announce(self) -> None:
+        """Send the STATUS line to systemd when it changed."""
+        text = self.summary()
+        with self._lock:
+            if not self._ready or text == self._sent:
+                return
+            self._sent = text
+        sd_notify(f"STATUS={text}")
 
 
 # ====================================================================== IDLE, read by hand
@@ -406,6 +539,8 @@ class MailboxWatcher:
 
         runner, account = self.runner, self.runner.account
         backoff = Backoff(account.reconnect_max)
+        slow = slow_backoff(account)
+        health = runner.daemon.health
         first = True
         while not runner.stopping.is_set():
             client = None
@@ -416,7 +551,9 @@ class MailboxWatcher:
                 session = ImapSession(client, account.name)
                 if not session.has("IDLE"):
                     raise IdleRefused("the server does not advertise IDLE")
-                session.select(session.server_name(self.mailbox), readonly=True)
+                self._select(session)
+                health.problem(account.name, self.mailbox, None)
+                slow.reset()
                 link = IdleLink(client, runner.wake_r, account.timeout)
                 if first:
                     log.info("account %s mailbox %s: watching with IDLE", account.name, self.mailbox)
@@ -438,12 +575,35 @@ class MailboxWatcher:
                 _close(client, logout=False)
                 if runner.stopping.is_set():
                     return
+                problem = permanent_problem(exc)
+                if problem is not None:  # the worker reports account-level ones; this mailbox's here
+                    if isinstance(exc, MailboxMissing):
+                        health.problem(account.name, self.mailbox, problem)
+                    delay = slow.next()
+                    log.error("account %s mailbox %s: not watched: %s; checking again in %.0fs",
+                              account.name, self.mailbox, _describe(exc) if not isinstance(exc, MailboxMissing)
+                              else problem, delay)
+                    runner.stopping.wait(delay)
+                    continue
                 if time.monotonic() - connected >= HEALTHY_AFTER:
                     backoff.reset()
                 delay = backoff.next()
                 log.warning("account %s mailbox %s: IDLE connection lost (%s); reconnecting in %.1fs",
                             account.name, self.mailbox, _describe(exc), delay)
                 runner.stopping.wait(delay)
+
+    def _select(self, session: ImapSession) -> None:
+        """EXAMINE the watched mailbox; a missing one raises MailboxMissing (not a lost connection)."""
+        try:
+            server = session.server_name(self.mailbox)
+        except ValueError as exc:  # a level contains the server's separator
+            raise MailboxMissing(f"mailbox {self.mailbox!r} cannot exist on this server ({exc})") from None
+        try:
+            session.select(server, readonly=True)
+        except IMAPClientError:
+            if not session.folder_exists(server):
+                raise MailboxMissing(f"mailbox {self.mailbox!r} does not exist") from None
+            raise
 
     def _idle(self, link: IdleLink, backoff: Backoff) -> None:
         interval = self.runner.account.idle_interval
@@ -625,6 +785,8 @@ class AccountRunner:
 
     def _loop(self, store: StateStore, pool: SessionPool, engine: Engine) -> None:
         backoff = Backoff(self.account.reconnect_max)
+        slow = slow_backoff(self.account)
+        health = self.daemon.health
         started_watchers = False
         next_poll = 0.0
         last_used = time.monotonic()
@@ -643,11 +805,21 @@ class AccountRunner:
             try:
                 session = pool.get(self.name)
             except Exception as exc:  # noqa: BLE001 - connection or login failure: retry later
-                delay = backoff.next()
-                log.warning("account %s: cannot connect (%s); retrying in %.1fs", self.name, _describe(exc), delay)
+                problem = permanent_problem(exc)
+                if problem is not None:  # will not cure itself in seconds: say so, retry slowly
+                    health.problem(self.name, None, problem)
+                    delay = slow.next()
+                    log.error("account %s: %s (%s); retrying in %.0fs", self.name, problem, exc, delay)
+                else:
+                    health.down(self.name)
+                    delay = backoff.next()
+                    log.warning("account %s: cannot connect (%s); retrying in %.1fs", self.name, _describe(exc),
+                                delay)
                 self._record_error(store, _describe(exc))
                 self.stopping.wait(delay)
                 continue
+            health.up(self.name)
+            slow.reset()
             if not started_watchers:
                 started_watchers = True
                 self._start_watchers(session)
@@ -793,12 +965,27 @@ class AccountRunner:
                 return False
             log.error("account %s mailbox %s: %s", self.name, mailbox or "-", _describe(exc))
             log.debug("details", exc_info=True)
+            if mailbox is not None and mailbox in self.account.watch and session is not None:
+                missing = self._missing_problem(session, mailbox)
+                if missing:
+                    self.daemon.health.problem(self.name, mailbox, missing)
             if mailbox is not None:
                 with contextlib.suppress(Exception):
                     store.set_error(self.name, mailbox, _describe(exc))
                 self.broken.add(mailbox)
                 self._retry_later(mailbox)
             return False
+
+    def _missing_problem(self, session: ImapSession, mailbox: str) -> str | None:
+        """'mailbox ... does not exist' when a watched mailbox's pass failed because it is missing."""
+        try:
+            server = session.server_name(mailbox)
+        except ValueError as exc:
+            return f"mailbox {mailbox!r} cannot exist on this server ({exc})"
+        try:
+            return None if session.folder_exists(server) else f"mailbox {mailbox!r} does not exist"
+        except Exception:  # noqa: BLE001 - cannot tell: not reported as missing
+            return None
 
     def _record_error(self, store: StateStore, message: str) -> None:
         with contextlib.suppress(Exception):
@@ -871,6 +1058,8 @@ class AccountRunner:
         outcome = engine.process(self.name, mailbox, since_now=since_now, limit=CATCHUP_BATCH, retries=retries,
                                  reselect=reselect)
         self.broken.discard(mailbox)
+        if mailbox in self.account.watch:
+            self.daemon.health.problem(self.name, mailbox, None)
         log.debug("account %s mailbox %s: pass done in %.1f ms", self.name, mailbox,
                   (time.perf_counter() - started) * 1000)
         catchup = self.catchups.get(mailbox)
@@ -953,6 +1142,7 @@ class Daemon:
         self._wake = threading.Event()
         self._stop_signal: str | None = None
         self._reload = False
+        self.health = Health(self)
 
     # -------------------------------------------------------------- signals
 
@@ -975,12 +1165,15 @@ class Daemon:
         self.registry.notify("mailrules_started", config=self.config)
         try:
             self.store.set_meta("daemon:started", dt.datetime.now(dt.UTC).isoformat())
+            self._forget_health()
             self._start_runners(self.config)
             self.scheduler = SweepScheduler(self.config, self.store, self._dispatch_sweep)
             self.scheduler.start()
             self._initial_sweeps()
-            log.info("mailrules daemon started (pid %d): %s", os.getpid(), self._summary())
-            sd_notify(f"READY=1\nSTATUS={self._summary()}\nMAINPID={os.getpid()}")
+            summary = self._summary()
+            log.info("mailrules daemon started (pid %d): %s", os.getpid(), summary)
+            sd_notify(f"READY=1\nSTATUS={summary}\nMAINPID={os.getpid()}")
+            self.health.ready(summary)
             while self._stop_signal is None:
                 self._wake.wait(5.0)
                 self._wake.clear()
@@ -1000,8 +1193,15 @@ class Daemon:
         return 0
 
     def _summary(self) -> str:
-        n = sum(len(a.watch) for a in self.config.accounts.values())
-        return f"watching {n} mailbox(es) of {len(self.config.accounts)} account(s)"
+        """What is really watched, and every known permanent problem (see `Health`)."""
+        return self.health.summary()
+
+    def _forget_health(self) -> None:
+        """The previous run's problems are not this run's: each is found (and recorded) again."""
+        for name, account in self.config.accounts.items():
+            for mailbox in (None, *account.watch):
+                if self.store.get_meta(health_key(name, mailbox)):
+                    self.store.set_meta(health_key(name, mailbox), "")
 
     def _start_runners(self, config: Config) -> None:
         for account in config.accounts.values():

@@ -465,7 +465,7 @@ def test_a_sweep_missed_while_stopped_runs_once_at_start(harness, dovecot, imap_
         store.close()
     status = daemon.run("status")
     assert status.returncode == 0
-    assert f"next sweep {key}" in status.stdout
+    assert "next sweep of rule 'tidy old' (cron '0 3 * * *')" in status.stdout
     assert "last sweep" in status.stdout
 
 
@@ -504,7 +504,7 @@ def test_backoff_grows_exponentially_with_jitter_up_to_its_cap():
 
 def test_a_schedule_never_swept_before_is_not_missed(tmp_path):
     from mailrules.model import Account, Auth, Config, Rule, Schedule
-    from mailrules.scheduler import SweepScheduler, last_sweep, meta_key
+    from mailrules.scheduler import SweepScheduler, last_sweep, meta_key, sweep_baseline
     from mailrules.state import StateStore
 
     account = Account("t", "127.0.0.1", "u", Auth("password_env", "X"))
@@ -515,7 +515,8 @@ def test_a_schedule_never_swept_before_is_not_missed(tmp_path):
         now = dt.datetime(2030, 1, 10, 12, 0, tzinfo=dt.UTC)
         scheduler = SweepScheduler(config, store, lambda key, when: None)
         assert scheduler.missed("t", now) == []  # first start: baseline only
-        assert last_sweep(store, "t", "cron:0 3 * * *") == now
+        assert sweep_baseline(store, "t", "cron:0 3 * * *") == now
+        assert last_sweep(store, "t", "cron:0 3 * * *") is None  # nothing was swept
         assert scheduler.missed("t", now + dt.timedelta(hours=1)) == []
         assert scheduler.missed("t", now + dt.timedelta(days=1)) == ["cron:0 3 * * *"]
         store.set_meta(meta_key("t", "cron:0 3 * * *"), "not a date")

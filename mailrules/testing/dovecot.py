@@ -332,6 +332,8 @@ class DovecotServer:
         max_userip_connections: int = 100,
         port: int = 0,
         tls_port: int | None = None,
+        separator: str = "/",
+        prefix: str = "",
     ) -> None:
         """Prepare (but do not start) a server rooted at ``tmpdir``.
 
@@ -345,6 +347,9 @@ class DovecotServer:
         e.g. ``"IMAP4rev1 LITERAL+ IDLE"``.  ``special_use``: configure Trash/Sent/Drafts/Junk
         with their SPECIAL-USE flags, auto-created at a user's first login.
         ``extra_conf``: appended verbatim to dovecot.conf.
+        ``separator`` and ``prefix``: the personal namespace's hierarchy separator and prefix,
+        e.g. ``separator=".", prefix="INBOX."`` as Cyrus and Courier name folders. Folder names
+        given to this class's helpers (``deliver_files``, ``client``) are then the server's.
         """
         self.root = Path(tmpdir).resolve()
         self.tls = tls or cert is not None
@@ -353,6 +358,8 @@ class DovecotServer:
         self.extra_conf = extra_conf
         self.layout = layout
         self.max_userip_connections = max_userip_connections
+        self.separator = separator
+        self.prefix = prefix
         self.instance_name = f"mailrules-{os.getpid()}-{next(_counter)}-{secrets.token_hex(3)}"
         self.conf_path = self.root / "dovecot.conf"
         self.log_path = self.root / "dovecot.log"
@@ -756,7 +763,8 @@ userdb {{
 }}
 namespace inbox {{
   inbox = yes
-  separator = /
+  separator = {self.separator}
+  prefix = {self.prefix}
 {mailboxes}}}
 service imap-login {{
   inet_listener imap {{
