@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .secrets import redact_secrets
 from .uidset import UidSet
 
 MAX_ATTEMPTS = 5
@@ -448,9 +449,10 @@ class StateStore:
             )
 
     def set_error(self, account: str, mailbox: str, error: str | None) -> None:
+        """Record a mailbox's last error, redacted: `status` reads it in a process that knows no secret."""
         self.db.execute(
             "UPDATE mailbox SET last_error=?, updated=? WHERE account=? AND mailbox=?",
-            (error, time.time(), account, mailbox),
+            (None if error is None else redact_secrets(error), time.time(), account, mailbox),
         )
 
     # ------------------------------------------------------------------ pending
@@ -605,7 +607,7 @@ class StateStore:
                     "action_index, attempts, status, message_id, last_error, updated, resume_detail) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (account, mailbox, uidvalidity, uid, rule_index, rule_name, action_index, attempts, status,
-                     message_id, error, now, json.dumps(detail) if detail else None),
+                     message_id, redact_secrets(error), now, json.dumps(detail) if detail else None),
                 )
             if advance:
                 current = self.mailbox(account, mailbox)

@@ -162,3 +162,21 @@ def test_a_state_in_a_read_only_directory_is_read_and_refused_for_writing_with_a
         with pytest.raises(StateError) as caught:
             StateStore(tmp_path / "state")
         assert str(path) in str(caught.value) and "cannot be written" in str(caught.value)
+
+
+def test_errors_kept_in_the_state_never_hold_a_known_secret(tmp_path):
+    """`status` runs in a new process that knows no secret, so the state must be written redacted."""
+    from mailrules.secrets import register_secret
+
+    secret = "s3cr\u00e9t-pass-42"
+    register_secret(secret)
+    store = StateStore(tmp_path)
+    store.set_mailbox("me", "INBOX", 7, 0)
+    store.set_error("me", "INBOX", f"NO [AUTHENTICATIONFAILED] bad password {secret!r}")
+    run = store.begin_run("me", "INBOX", 7, "arrival", {42: (0, 0)}, ["file"], 42)
+    store.finish_run(run.id, "me", "INBOX", 7, checkpoint=42, started=run.started, resolved=(),
+                     failures={42: (0, "file", 0, "<a@b>", f"server said {secret}")})
+    (mailbox,) = store.mailboxes()
+    (pending,) = store.pending("me", "INBOX", 7)
+    assert "pass-42" not in (mailbox.last_error or "") and "***" in mailbox.last_error
+    assert "pass-42" not in pending.last_error and "***" in pending.last_error
