@@ -24,10 +24,18 @@ class PredicateTimeout(Exception):
 def parse_regex_args(args: Any) -> tuple[tuple[str, Any], ...]:
     if not isinstance(args, dict) or not args:
         raise ValueError("expected a mapping {FIELD: PATTERN}, e.g. {body: 'build #\\d+ failed'}")
+    from .criteria import fetchable_header_name
+
     out = []
     for fld, pattern in args.items():
         if not isinstance(fld, str) or not fld:
             raise ValueError(f"expected a header name, body, from_address or subject, got {fld!r}")
+        if fld.lower() not in ("body", "from_address", "subject") and not fetchable_header_name(fld):
+            # the header is fetched by name: one IMAP cannot name had its FETCH refused on every pass
+            raise ValueError(
+                "expected a header name (printable ASCII without spaces, ':' or any of ( ) { % * \" \\ ]), "
+                f"body, from_address or subject, got {fld!r}"
+            )
         if not isinstance(pattern, str):
             raise ValueError(f"the pattern for {fld!r} must be a string, got {pattern!r}")
         import regex  # imported when a rule uses it: ~40 ms of start-up otherwise
@@ -93,8 +101,8 @@ def required_literal(pattern: str, min_length: int = 3) -> str | None:
         best = max(best, run, key=len)
         run = ""
     best = max(best, run, key=len)
-    if len(best.strip()) < min_length or "\r" in best or "\n" in best:
-        return None
+    if len(best.strip()) < min_length or any(ord(c) < 32 or ord(c) == 127 for c in best):
+        return None  # a control character cannot be searched for on the server (NUL matched everything)
     return best
 
 

@@ -652,3 +652,15 @@ def test_run_rules_reports_folders_flags_and_actions(run_rules, make_message):
     assert result.folder_of("dev 1") == "Lists/dev" and result.flags_of("dev 1") == {"\\Flagged"}
     assert [(e.action, e.uids) for e in result.applied()] == [("flag", (1,)), ("move", (1,))]
     assert result.total() == 2 and result.failed == {}
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 1e300, True])
+def test_a_predicate_timeout_no_timer_can_wait_is_a_plugin_error(timeout):
+    with pytest.raises(PluginError, match="timeout must be a positive, finite number of seconds"):
+        registry(Plugin("p", [Predicate("p", test=lambda m, a: True, timeout=timeout)]))
+
+
+@pytest.mark.parametrize("name", ["X(", "X)", 'X"', "X]"])
+def test_a_predicate_needing_a_header_imap_cannot_fetch_by_name_is_a_plugin_error(name):
+    with pytest.raises(PluginError, match="not a header field name"):
+        registry(Plugin("p", [Predicate("p", test=lambda m, a: True, needs=[f"header:{name}"])]))
