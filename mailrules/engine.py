@@ -606,7 +606,14 @@ class Engine:
         for call in rule.where:
             spec = self.registry.predicates[call.name]
             if spec.prefilter is not None:
-                criteria = spec.prefilter(call.args)
+                try:
+                    criteria = spec.prefilter(call.args)
+                    if criteria is not None:
+                        compile_search(criteria, session.capabilities)  # not a criteria tree: raises here
+                except Exception as exc:  # noqa: BLE001 - a prefilter only saves work: a bug must not stop the mailbox
+                    log.error("rule %r: the prefilter of predicate %s (plugin %s) failed, searching without it: %s",
+                              rule.name, spec.name, spec.plugin or "builtin", _error_text(exc))
+                    continue
                 if criteria is not None:
                     extra.append(criteria)
         return All((rule.match, *extra)) if extra else rule.match
