@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .criteria import unsendable
 from .model import FolderRef
 from .plugins import Action, Predicate, hookimpl
 from .predicates import parse_regex_args, regex_needs, regex_prefilter, regex_test
@@ -64,6 +65,9 @@ def parse_folder(value: Any) -> FolderRef:
         raise ValueError("expected a folder name such as Lists/dev (or account:Folder)")
     if value.startswith("/") or value.endswith("/") or "//" in value:
         raise ValueError(f"expected a folder name with '/' between levels, got {value!r}")
+    problem = unsendable(value)  # a CR LF inside the pipelined LIST aborted the session on every run
+    if problem:
+        raise ValueError(f"{problem}, got {value!r}")
     return FolderRef(path=value)
 
 

@@ -28,6 +28,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .builtins import parse_folder, parse_keywords
+from .criteria import MAX_NUMBER, fetchable_header_name, raw_problem, unsendable
 from .model import (
     MATCH_EVERYTHING,
     Account,
@@ -179,6 +180,11 @@ _DURATION_UNITS = {
     "weeks": 604800,
 }
 _DURATION_FORM = "a duration with a unit such as '45s', '90m', '12h', '30d', '2w' or '1h30m'"
+MAX_DURATION = 2**31 - 1
+"""Seconds (about 68 years): what OLDER/YOUNGER (32-bit), dates and the scheduler's arithmetic take."""
+MAX_TIMEOUT = 7 * 86400
+"""Seconds: timeouts and intervals go to socket timeouts and poll(), which takes at most ~24 days."""
+MAX_CONNECTIONS = 1000
 _DURATION_RE = re.compile(r"(?:\s*\d+\s*[A-Za-z]+)+\s*")
 _DURATION_PART_RE = re.compile(r"(\d+)\s*([A-Za-z]+)")
 
@@ -192,7 +198,10 @@ def parse_duration(text: str) -> int:
     if not isinstance(text, str) or not _DURATION_RE.fullmatch(text):
         raise ValueError(f"expected {_DURATION_FORM}")
     total = 0
+    too_long = f"at most {MAX_DURATION} seconds (about 68 years)"
     for number, unit in _DURATION_PART_RE.findall(text):
+        if len(number.lstrip("0")) > 12:
+            raise ValueError(too_long)
         if unit not in _DURATION_UNITS and unit.lower() in _DURATION_UNITS and len(unit) > 1:
             unit = unit.lower()  # 'Days', 'HOURS': unambiguous
         if unit not in _DURATION_UNITS:
@@ -202,6 +211,8 @@ def parse_duration(text: str) -> int:
         total += int(number) * _DURATION_UNITS[unit]
     if total <= 0:
         raise ValueError(f"a duration must be longer than zero; expected {_DURATION_FORM}")
+    if total > MAX_DURATION:
+        raise ValueError(too_long)
     return total
 
 
@@ -216,15 +227,24 @@ def parse_size(value: Any) -> int:
     """An int number of bytes or '100B', '100K', '100KB', '2MiB', '1.5M', '1G' -> bytes.
 
     Case-insensitive; K = 1024. A fraction needs a unit and is rounded down to whole bytes.
+    At most 4294967295 (4G - 1): LARGER and SMALLER take an IMAP number, 32-bit unsigned.
     """
+    too_large = f"at most {MAX_NUMBER} bytes (4G - 1: IMAP sizes are 32-bit numbers)"
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"a size cannot be negative; expected {_SIZE_FORM}")
+        if value > MAX_NUMBER:
+            raise ValueError(too_large)
         return value
     m = _SIZE_RE.fullmatch(value) if isinstance(value, str) else None
     if not m or ("." in m[1] and not m[2]):
         raise ValueError(f"expected {_SIZE_FORM}")
-    return int(Decimal(m[1]) * _SIZE_UNITS[(m[2] or "").lower()])
+    if len(m[1]) > 30:
+        raise ValueError(too_large)
+    size = int(Decimal(m[1]) * _SIZE_UNITS[(m[2] or "").lower()])
+    if size > MAX_NUMBER:
+        raise ValueError(too_large)
+    return size
 
 
 def _parse_date(value: Any) -> dt.date:
@@ -532,6 +552,14 @@ def _str(doc: _Doc, node: Node, what: str, expected: str = "a string", *, empty_
     raise _expected(doc, node, what, expected)
 
 
+def _sendable(doc: _Doc, node: Node, what: str, text: str) -> str:
+    """`text` if it can go to the server (no CR, LF, NUL or other control character), else a ConfigError."""
+    problem = unsendable(text)
+    if problem:
+        raise doc.error(node, _msg(what, f"{problem}, found {text!r}"))
+    return text
+
+
 def _bool(doc: _Doc, node: Node, what: str) -> bool:
     value = doc.value(node) if isinstance(node, ScalarNode) else None
     if isinstance(value, bool):
@@ -673,8 +701,9 @@ def _account(doc: _Doc, name: str, node: Node, state: _State) -> Account:
             value["host"],
             f"host: expected a bare host name such as imap.example.com (a port goes in port:), found {host!r}",
         )
-    host = host.strip()
-    username = _str(doc, value["username"], "username", "the login name")
+    host = _sendable(doc, value["host"], "host", host.strip())
+    username = _sendable(doc, value["username"], "username", _str(doc, value["username"], "username",
+                                                                   "the login name"))
 
     tls = "implicit"
     if "tls" in pairs:
@@ -708,7 +737,7 @@ def _account(doc: _Doc, name: str, node: Node, state: _State) -> Account:
         names = _str_or_list(
             doc, value["watch"], "watch", "a mailbox name or a list of them, such as [INBOX]"
         )
-        watch = tuple(dict.fromkeys(_normalize_mailbox(n) for n, _ in names))
+        watch = tuple(dict.fromkeys(_normalize_mailbox(_sendable(doc, n_node, "watch", n)) for n, n_node in names))
 
     timeout = 60.0
     if "timeout" in pairs:
@@ -720,9 +749,9 @@ def _account(doc: _Doc, name: str, node: Node, state: _State) -> Account:
     if "max_connections" in pairs:
         daemon["max_connections"] = _int(doc, value["max_connections"], "max_connections",
                                          "a number of connections, at least 1")
-        if daemon["max_connections"] < 1:
+        if not 1 <= daemon["max_connections"] <= MAX_CONNECTIONS:
             raise _expected(doc, value["max_connections"], "max_connections",
-                            "a number of connections, at least 1", hint=False)
+                            f"a number of connections, at least 1 and at most {MAX_CONNECTIONS}", hint=False)
 
     auth = _auth(doc, node, pairs, name, state)
     return Account(
@@ -742,14 +771,18 @@ def _account(doc: _Doc, name: str, node: Node, state: _State) -> Account:
 
 
 def _timeout(doc: _Doc, node: Node, what: str = "timeout") -> float:
-    expected = "a number of seconds greater than zero, or a duration such as '90s'"
+    """Seconds > 0 and at most 7 days: socket timeouts and poll() overflow beyond (.inf did, every run)."""
+    expected = "a number of seconds greater than zero and at most 7 days, or a duration such as '90s'"
     raw = doc.value(node) if isinstance(node, ScalarNode) else None
     if isinstance(raw, str):
         try:
-            return float(parse_duration(raw))
+            seconds = float(parse_duration(raw))
         except ValueError:
             raise _expected(doc, node, what, expected) from None
-    if isinstance(raw, int | float) and not isinstance(raw, bool) and raw > 0:
+        if seconds <= MAX_TIMEOUT:
+            return seconds
+        raise _expected(doc, node, what, expected, hint=False)
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and 0 < raw <= MAX_TIMEOUT:
         return float(raw)
     raise _expected(doc, node, what, expected, hint=False)
 
@@ -890,7 +923,8 @@ def _rule_body(doc: _Doc, node: Node, name: str, pairs: dict[str, tuple[Node, No
     mailboxes = None
     if "mailbox" in pairs:
         names = _str_or_list(doc, value["mailbox"], "mailbox", "a mailbox name or a list of them")
-        mailboxes = tuple(dict.fromkeys(_normalize_mailbox(n) for n, _ in names))
+        mailboxes = tuple(dict.fromkeys(_normalize_mailbox(_sendable(doc, n_node, "mailbox", n))
+                                        for n, n_node in names))
 
     match: Criterion = MATCH_EVERYTHING
     if "match" in pairs and not _is_null(doc, value["match"]):
@@ -977,7 +1011,7 @@ def _criterion(doc: _Doc, key: str, node: Node) -> list[Criterion]:
             raise doc.error(
                 node, f"{key}: expected a string, found a list (to match any of several, use 'any:')"
             )
-        return [Text(key, _str(doc, node, key, "a non-empty string"))]
+        return [Text(key, _sendable(doc, node, key, _str(doc, node, key, "a non-empty string")))]
     if key == "header":
         return _header(doc, node)
     if key in ("larger", "smaller"):
@@ -1020,9 +1054,11 @@ def _criterion(doc: _Doc, key: str, node: Node) -> list[Criterion]:
     if key == "not":
         return [Not(_criteria(doc, node, "not"))]
     if key == "raw":
-        return [
-            Raw(_str(doc, node, "raw", "IMAP search keys as a string, e.g. 'X-GM-RAW \"has:attachment\"'"))
-        ]
+        text = _str(doc, node, "raw", "IMAP search keys as a string, e.g. 'X-GM-RAW \"has:attachment\"'")
+        problem = raw_problem(text)
+        if problem:
+            raise doc.error(node, f"raw: {problem}, found {text!r}")
+        return [Raw(text)]
     raise AssertionError(key)  # pragma: no cover - CRITERIA_KEYS and this function agree
 
 
@@ -1033,9 +1069,11 @@ def _header(doc: _Doc, node: Node) -> list[Criterion]:
         raise doc.error(node, f"header: expected {expected}, found an empty mapping")
     out: list[Criterion] = []
     for name, (key_node, value_node) in pairs.items():
-        if not re.fullmatch(r"[!-9;-~]+", name):
+        if not fetchable_header_name(name):
             raise doc.error(
-                key_node, f"header: expected a header field name (printable ASCII, no ':'), found {name!r}"
+                key_node,
+                "header: expected a header field name (printable ASCII without spaces, ':' or any of "
+                f"( ) {{ % * \" \\ ]), found {name!r}",
             )
         if _is_null(doc, value_node):
             raise doc.error(
@@ -1043,7 +1081,8 @@ def _header(doc: _Doc, node: Node) -> list[Criterion]:
                 f'header {name}: expected a string, found nothing (write "" to test that it exists)',
             )
         expected_value = 'a string ("" means the header exists)'
-        out.append(Header(name, _str(doc, value_node, f"header {name}", expected_value, empty_ok=True)))
+        text = _str(doc, value_node, f"header {name}", expected_value, empty_ok=True)
+        out.append(Header(name, _sendable(doc, value_node, f"header {name}", text)))
     return out
 
 

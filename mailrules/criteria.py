@@ -8,6 +8,7 @@ to announce (None for pure ASCII, "UTF-8" otherwise).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from .model import (
@@ -46,6 +47,76 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 # A server compares dates in its own (unknown) time zone: day-granular fallbacks for
 # older_than/younger_than keep this margin so that they never match more than asked.
 TIMEZONE_MARGIN = dt.timedelta(hours=14)
+
+
+# --------------------------------------------------------------------------- what can go on the wire
+
+MAX_NUMBER = 2**32 - 1
+"""The largest IMAP4rev1 `number` (RFC 3501: 32-bit unsigned), e.g. for LARGER/SMALLER/OLDER."""
+
+_ATOM_SPECIALS = frozenset('(){ %*"\\]')
+
+
+def unsendable(text: str) -> str | None:
+    """Why `text` cannot be a string the rules send to the server (None if it can).
+
+    CR and LF end an IMAP command (a folder name holding them broke the pipelined LIST), NUL
+    is not allowed in any IMAP string (a search for it matched every message), and other
+    control characters are never part of a real name or search; TAB is allowed.
+    """
+    for ch in text:
+        if ch in "\r\n":
+            return "a line break (CR or LF) cannot be sent to the server"
+        if ch == "\0":
+            return "a NUL character cannot be sent to the server"
+        if (ord(ch) < 32 and ch != "\t") or ord(ch) == 127:
+            return f"a control character (U+{ord(ch):04X}) cannot be sent to the server"
+    return None
+
+
+def fetchable_header_name(name: str) -> bool:
+    """Whether `name` can be a header field name in BODY.PEEK[HEADER.FIELDS (...)] as an atom.
+
+    RFC 5322 allows any printable ASCII but ':'; IMAP atoms also exclude ( ) { % * " \\ ]
+    (a name like 'X(' got its FETCH refused on every pass).
+    """
+    return bool(name) and all(33 <= ord(c) <= 126 and c != ":" and c not in _ATOM_SPECIALS for c in name)
+
+
+def raw_problem(text: str) -> str | None:
+    """Why `text` cannot be IMAP search keys (None if it may be: only the server knows for sure).
+
+    Checked: characters that cannot be sent, quoted strings that are closed, parentheses that
+    balance, and no literal ({N}, which needs a line break). The keys themselves are the
+    server's to accept; one it refuses fails its rule alone.
+    """
+    problem = unsendable(text)
+    if problem:
+        return problem
+    if not text.strip():
+        return "empty search keys"
+    depth = 0
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            i += 1
+            while i < len(text) and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            if i >= len(text):
+                return "a quoted string is not closed (a '\"' is missing)"
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return "unbalanced parentheses (a ')' closes nothing)"
+        elif ch == "{" and re.match(r"\{\d+\+?\}", text[i:]):
+            return "a literal ({N}) needs a line break and cannot be written here; write a quoted string"
+        i += 1
+    if depth:
+        return "unbalanced parentheses (a '(' is not closed)"
+    return None
 
 
 class Literal(bytes):

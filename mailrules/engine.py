@@ -38,6 +38,8 @@ log = logging.getLogger("mailrules.engine")
 
 Position = tuple[int, int]  # (rule index, action index) where a message resumes
 
+SEARCH_REFUSED = "the server refused its search"
+
 
 @dataclass
 class Outcome:
@@ -52,10 +54,11 @@ class Outcome:
     given_up: list[int] = field(default_factory=list)
     backlog: int = 0  # new messages found (a pass with `limit` takes only the first ones)
     more: bool = False  # `limit` left new messages for another pass
+    refused: dict[str, str] = field(default_factory=dict)  # rule name -> why the server refused its search
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.refused
 
 
 class Interrupted(Exception):
@@ -202,6 +205,7 @@ class Engine:
             fresh.candidates += outcome.candidates
             fresh.applied += outcome.applied
             fresh.failed.update(outcome.failed)
+            fresh.refused.update(outcome.refused)
             fresh.given_up.extend(outcome.given_up)
             return fresh
 
@@ -389,7 +393,8 @@ class Engine:
             if match_step is not None:
                 matched = match_step.uids & active
             else:
-                matched = self._match(session, rule, searchable, i, failures, mids, active, searched.get(i))
+                matched = self._match(session, rule, searchable, i, failures, mids, active, searched.get(i),
+                                      refused=outcome.refused, where=(account, server))
                 if run is not None:
                     self.store.add_step(run.id, seq, i, -1, matched, "done")  # type: ignore[union-attr]
                     seq += 1
@@ -471,6 +476,7 @@ class Engine:
         if kind == "sweep":
             self.store.finish_run(run.id, account, server, sel.uidvalidity, checkpoint=0, failures={},
                                   resolved=(), started=run.started, advance=False)
+            self._report_refused(account, server, outcome)
             return
         resolved = [u for u in candidates if u not in failures]
         outcome.given_up = self.store.finish_run(
@@ -481,6 +487,23 @@ class Engine:
         for uid in outcome.given_up:
             log.error("account %s mailbox %s: gave up on UID %d (Message-ID %s) after repeated failures: %s",
                       account, server, uid, mids.get(uid, "?"), failures[uid][4])
+        self._report_refused(account, server, outcome)
+
+    def _report_refused(self, account: str, server: str, outcome: Outcome) -> None:
+        """Keep the rules whose search the server refused in the mailbox's error (`status` shows it).
+
+        A refused search fails its rule alone: nothing is retried for it (its messages went on
+        to the other rules), so the refusal is reported on every pass until the rule is fixed.
+        """
+        if self.store is None:
+            return
+        if outcome.refused:
+            text = "; ".join(f"rule {name!r}: {SEARCH_REFUSED}: {why}" for name, why in outcome.refused.items())
+            self.store.set_error(account, server, text)
+            return
+        state = self.store.mailbox(account, server)
+        if state is not None and state.last_error and SEARCH_REFUSED in state.last_error:
+            self.store.set_error(account, server, None)  # the rules file was fixed
 
     def _open_pass(
         self, session: ImapSession, account: str, rules: list[Rule], within: UidSet, steps: dict, mids: dict[int, str]
@@ -549,8 +572,17 @@ class Engine:
         mids: dict[int, str],
         active: set[int],
         searched: UidSet | None = None,
+        *,
+        refused: dict[str, str],
+        where: tuple[str, str] = ("?", "?"),
     ) -> UidSet:
-        """The messages of `searchable` the rule matches; searched: the server's answer, if already known."""
+        """The messages of `searchable` the rule matches; searched: the server's answer, if already known.
+
+        A search the server refuses (a `raw:` key it does not know) fails this rule alone: it
+        matches nothing, its messages stay in play for the other rules and are not retried for
+        it (the refusal would repeat every time and end in giving them up), and the rule is
+        noted in `refused` to be reported (log, `status`) on every pass until it is fixed.
+        """
         if not searchable:
             return UidSet()
         if searched is None:  # not answered in the pass's opening: search now
@@ -558,10 +590,9 @@ class Engine:
             try:
                 searched = session.search(query, within=searchable)
             except ServerRefused as exc:
-                log.error("rule %r: the server refused its search (%s): %s", rule.name, query, exc.message)
-                for uid in searchable:
-                    failures[uid] = (index, rule.name, 0, None, f"search refused: {exc.message}")
-                active -= set(searchable)
+                log.error("rule %r account %s mailbox %s: the server %s (%s): %s; the rule is skipped, "
+                          "the other rules go on", rule.name, *where, SEARCH_REFUSED, query, exc.message)
+                refused[rule.name] = exc.message
                 return UidSet()
         found = searched & searchable
         if not rule.where or not found:
@@ -580,7 +611,14 @@ class Engine:
         for call in rule.where:
             spec = self.registry.predicates[call.name]
             if spec.prefilter is not None:
-                criteria = spec.prefilter(call.args)
+                try:
+                    criteria = spec.prefilter(call.args)
+                    if criteria is not None:
+                        compile_search(criteria, session.capabilities)  # not a criteria tree: raises here
+                except Exception as exc:  # noqa: BLE001 - a prefilter only saves work: a bug must not stop the mailbox
+                    log.error("rule %r: the prefilter of predicate %s (plugin %s) failed, searching without it: %s",
+                              rule.name, spec.name, spec.plugin or "builtin", _error_text(exc))
+                    continue
                 if criteria is not None:
                     extra.append(criteria)
         return All((rule.match, *extra)) if extra else rule.match
@@ -597,20 +635,27 @@ class Engine:
         items, batch = _fetch_items(needs)
         passed: list[int] = []
         for uid, data in session.fetch(found, items, batch=batch):
-            view = _view(uid, data)
-            for spec, call in preds:
-                try:
+            view: MessageView | None = None
+            spec = preds[0][0]
+            try:
+                view = _view(uid, data)
+                accepted = True
+                for spec, call in preds:
                     if not self._test(spec, view, call.args):
+                        accepted = False
                         break
-                except Exception as exc:  # noqa: BLE001 - a predicate must never crash the daemon
-                    log.error("rule %r: predicate %s (plugin %s) failed on UID %d: %s",
-                              rule.name, spec.name, spec.plugin or "builtin", uid, exc)
-                    failures[uid] = (index, rule.name, 0, view.message_id, f"predicate {spec.name}: {exc}")
-                    active.discard(uid)
-                    break
-            else:
+            except Exception as exc:  # noqa: BLE001 - one message or predicate must never stop the mailbox
+                # Anything at all (a plugin's bug, a message too deep or too large to parse:
+                # RecursionError, MemoryError) fails this message alone, to be retried and given up.
+                why = _error_text(exc)
+                log.error("rule %r: predicate %s (plugin %s) failed on UID %d: %s",
+                          rule.name, spec.name, spec.plugin or "builtin", uid, why)
+                failures[uid] = (index, rule.name, 0, _message_id(view), f"predicate {spec.name}: {why}")
+                active.discard(uid)
+                continue
+            if accepted:
                 passed.append(uid)
-                mids[uid] = view.message_id  # fetched anyway: the action log needs no second FETCH
+                mids[uid] = _message_id(view) or ""  # fetched anyway: the action log needs no second FETCH
         return UidSet(passed)
 
     def _test(self, spec, view: MessageView, args) -> bool:
@@ -767,6 +812,25 @@ def _fetch_items(needs: set[str]) -> tuple[list[str], int]:
     if "flags" in needs:
         items.append("FLAGS")
     return items, batch
+
+
+def _message_id(view: MessageView | None) -> str | None:
+    """The view's Message-ID, or None if it cannot be read: never raises (used in error handling)."""
+    if view is None:
+        return None
+    try:
+        return view.message_id
+    except Exception:  # noqa: BLE001 - a broken header must not escape the predicate's isolation
+        return None
+
+
+def _error_text(exc: BaseException) -> str:
+    """What a failure says in logs and `status`: its message, or at least its type."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose str() fails
+        text = ""
+    return text if text else type(exc).__name__
 
 
 def _view(uid: int, data: dict) -> MessageView:

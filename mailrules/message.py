@@ -3,18 +3,29 @@
 The engine fetches only the parts the rule's predicates need (see `Predicate.needs`),
 then hands each predicate a MessageView. Parsing happens on first access, with the
 stdlib `email` package and its modern policy.
+
+Parsing is bounded like `mailrules.mime` (depth, parts, size): beyond the bounds it raises
+`MessageTooComplex`, which the engine's predicate isolation turns into a failure of that
+message alone. Header lookups (`header`, `subject`, `message_id`, `from_addresses`) parse
+the header block only, so they work (and error handling can name the message) however the
+body is built.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import re
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.utils import getaddresses
 from functools import cached_property
 
-from .mime import text_parts
+from .mime import MAX_DEPTH, MAX_PARTS, MessageTooComplex, check_size, text_parts
+
+__all__ = ["MessageTooComplex", "MessageView", "decode_rfc2047"]
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def decode_rfc2047(value: str) -> str:
@@ -49,13 +60,23 @@ class MessageView:
 
     @cached_property
     def email(self) -> EmailMessage:
-        """The parsed message (only the header if the body was not fetched)."""
+        """The parsed message (only the header if the body was not fetched).
+
+        Raises MessageTooComplex for a message too large or nested too deeply to parse.
+        """
         data = self.raw if self.raw is not None else (self._raw_header or b"")
-        return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
+        check_size(data)
+        try:
+            msg = email.message_from_bytes(data, policy=email.policy.default)
+            _check_structure(msg)
+        except RecursionError:
+            raise MessageTooComplex("message nested too deeply to parse") from None
+        return msg  # type: ignore[return-value]
 
     @cached_property
     def _compat_headers(self) -> email.message.Message:
-        data = self.raw if self.raw is not None else (self._raw_header or b"")
+        data = _header_block(self.raw) if self.raw is not None else (self._raw_header or b"")
+        check_size(data)
         return email.message_from_bytes(data, policy=email.policy.compat32)
 
     def header(self, name: str) -> list[str]:
@@ -92,7 +113,7 @@ class MessageView:
                 return "\n".join(fast)
         msg = self.email
         parts = []
-        for part in msg.walk() if msg.is_multipart() else [msg]:
+        for part in _parts(msg):
             if part.is_multipart():
                 continue
             if part.get_content_maintype() != "text":
@@ -105,3 +126,33 @@ class MessageView:
                 payload = part.get_payload(decode=True) or b""
                 parts.append(payload.decode("utf-8", errors="replace"))
         return "\n".join(p if isinstance(p, str) else str(p) for p in parts)
+
+
+def _header_block(raw: bytes) -> bytes:
+    """The header of a whole message: up to its first empty line (the body is never parsed for headers)."""
+    if raw[:1] in (b"\r", b"\n"):
+        return b""
+    m = _HEADER_END.search(raw)
+    return raw if m is None else raw[: m.end()]
+
+
+def _parts(msg: email.message.Message) -> list[email.message.Message]:
+    """Every part of `msg`, depth first, like Message.walk() but without recursion."""
+    out: list[email.message.Message] = []
+    stack = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        out.append(part)
+        if len(out) > MAX_PARTS:
+            raise MessageTooComplex(f"message with more than {MAX_PARTS} MIME parts")
+        if part.is_multipart():
+            children = part.get_payload()
+            if depth + 1 > MAX_DEPTH and children:
+                raise MessageTooComplex(f"message nested more than {MAX_DEPTH} levels deep")
+            stack.extend((child, depth + 1) for child in reversed(children))
+    return out
+
+
+def _check_structure(msg: email.message.Message) -> None:
+    """Raise MessageTooComplex if the parsed message is beyond the bounds of `mailrules.mime`."""
+    _parts(msg)

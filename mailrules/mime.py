@@ -5,37 +5,81 @@ dominates a body regex over a large mailbox. This walks the MIME structure with 
 operations and decodes only text/* parts that are not attachments, like
 `MessageView.body_text` defines. Anything unusual (RFC 2231 parameters, a missing
 boundary, a parsing error) returns None, and the caller falls back to `email`.
+
+Messages come from anyone who can send mail, so parsing is bounded (the same bounds for
+the `email` fallback, see `mailrules.message`): nesting depth (`MAX_DEPTH`), number of
+parts (`MAX_PARTS`), size (`MAX_SIZE`) and time (`MAX_SECONDS`). A message beyond them
+raises `MessageTooComplex`, which fails the predicate on that message alone (logged,
+retried, given up) instead of a RecursionError or a stall that stops the whole mailbox.
 """
 
 from __future__ import annotations
 
 import binascii
 import re
+import time
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(rb"\r?\n[ \t]")
 _FIELD = re.compile(rb"^(content-type|content-transfer-encoding|content-disposition)[ \t]*:(.*)$", re.I | re.M)
 _PARAM = re.compile(r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
-MAX_DEPTH = 20
+MAX_DEPTH = 32  # nested multipart and message/rfc822 levels; real mail rarely has more than 5
+MAX_PARTS = 10_000
+MAX_SIZE = 64 * 1024 * 1024  # bytes of a message that is parsed
+MAX_SECONDS = 5.0  # to find the text parts of one message
+
+
+class MessageTooComplex(ValueError):
+    """A message nested too deeply, with too many parts, or too large or slow to parse."""
 
 
 class _Unusual(Exception):
     """Something this fast path does not handle: use the email package instead."""
 
 
+class _Walk:
+    """The bounds of one walk: parts seen and the deadline."""
+
+    def __init__(self) -> None:
+        self.parts = 0
+        self.deadline = time.monotonic() + MAX_SECONDS
+        self.unusual = False  # something only the email package reads: fall back, after the bounds are checked
+
+    def step(self, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise MessageTooComplex(f"message nested more than {MAX_DEPTH} levels deep")
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise MessageTooComplex(f"message with more than {MAX_PARTS} MIME parts")
+        if time.monotonic() > self.deadline:
+            raise MessageTooComplex(f"message took more than {MAX_SECONDS:g}s to parse")
+
+
+def check_size(raw: bytes) -> None:
+    """Raise MessageTooComplex for a message too large to parse."""
+    if len(raw) > MAX_SIZE:
+        raise MessageTooComplex(f"message of {len(raw)} bytes is larger than {MAX_SIZE} bytes, too large to parse")
+
+
 def text_parts(raw: bytes) -> list[str] | None:
-    """Decoded text of every text/* part that is not an attachment; None to fall back."""
+    """Decoded text of every text/* part that is not an attachment; None to fall back.
+
+    Raises MessageTooComplex beyond the bounds (the fallback would not do better).
+    """
+    check_size(raw)
     try:
         out: list[str] = []
-        _walk(raw, out, "text/plain", 0)
-        return out
-    except (_Unusual, RecursionError):
+        bounds = _Walk()
+        _walk(raw, out, "text/plain", 0, bounds)
+        return None if bounds.unusual else out
+    except _Unusual:
         return None
+    except RecursionError:  # cannot happen within MAX_DEPTH; never let it escape
+        raise MessageTooComplex("message nested too deeply to parse") from None
 
 
-def _walk(raw: bytes, out: list[str], default_type: str, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise _Unusual
+def _walk(raw: bytes, out: list[str], default_type: str, depth: int, bounds: _Walk) -> None:
+    bounds.step(depth)
     m = _HEADER_END.search(raw)
     if m is None:
         header, body = raw, b""
@@ -46,17 +90,18 @@ def _walk(raw: bytes, out: list[str], default_type: str, depth: int) -> None:
     fields: dict[str, str] = {}
     for name, value in _FIELD.findall(_FOLD.sub(b" ", header)):
         fields.setdefault(name.lower().decode("ascii"), value.decode("latin-1").strip())
-    ctype, params = _content_type(fields.get("content-type"), default_type)
+    ctype, params = _content_type(fields.get("content-type"), default_type, bounds)
     if ctype.startswith("multipart/"):
         boundary = params.get("boundary")
         if not boundary:
             raise _Unusual
         child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
         for part in _split_parts(body, boundary.encode("latin-1")):
-            _walk(part, out, child_default, depth + 1)
+            _walk(part, out, child_default, depth + 1, bounds)
         return
     if ctype == "message/rfc822":
-        _walk(_decode_transfer(body, fields.get("content-transfer-encoding", "")), out, "text/plain", depth + 1)
+        _walk(_decode_transfer(body, fields.get("content-transfer-encoding", "")), out, "text/plain", depth + 1,
+              bounds)
         return
     if not ctype.startswith("text/"):
         return
@@ -71,7 +116,7 @@ def _walk(raw: bytes, out: list[str], default_type: str, depth: int) -> None:
         out.append(data.decode("utf-8", errors="replace"))
 
 
-def _content_type(value: str | None, default_type: str) -> tuple[str, dict[str, str]]:
+def _content_type(value: str | None, default_type: str, bounds: _Walk) -> tuple[str, dict[str, str]]:
     if not value:
         return default_type, {}
     main, _, rest = value.partition(";")
@@ -82,7 +127,8 @@ def _content_type(value: str | None, default_type: str) -> tuple[str, dict[str, 
     for key, val in _PARAM.findall(";" + rest):
         key = key.lower()
         if "*" in key:
-            raise _Unusual  # RFC 2231 encoded or continued parameter
+            bounds.unusual = True  # RFC 2231 encoded or continued parameter: the email package decides
+            continue
         if val.startswith('"'):
             val = re.sub(r"\\(.)", r"\1", val[1:-1])
         params.setdefault(key, val)

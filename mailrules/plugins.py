@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import queue
 import re
 import threading
@@ -33,6 +34,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .criteria import fetchable_header_name
 
 hookimpl = pluggy.HookimplMarker("mailrules")
 
@@ -58,7 +60,6 @@ NEEDS = ("headers", "body", "message", "size", "flags")
 """The message parts a predicate may need, besides ``"header:Name"`` (one header field)."""
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
-_HEADER_NAME_RE = re.compile(r"[!-9;-~]+\Z")
 _DELIVERY = ("at-least-once", "at-most-once")
 
 
@@ -161,7 +162,7 @@ def _check_needs(needs: Iterable[str], what: str) -> frozenset[str]:
             raise PluginError(f"{what}: needs must be strings, got {need!r}")
         if need.lower().startswith("header:"):
             name = need.split(":", 1)[1].strip()
-            if not _HEADER_NAME_RE.match(name):
+            if not fetchable_header_name(name):
                 raise PluginError(f"{what}: needs {need!r}: not a header field name")
             out.add(f"header:{name}")
         elif need in NEEDS:
@@ -527,8 +528,9 @@ class Registry:
                 raise PluginError(f"{what}: test must be a function (message, args) -> bool")
             if not callable(item.needs):
                 _check_needs(item.needs, what)
-            if not isinstance(item.timeout, int | float) or item.timeout <= 0:
-                raise PluginError(f"{what}: timeout must be a positive number of seconds")
+            if (not isinstance(item.timeout, int | float) or isinstance(item.timeout, bool)
+                    or not math.isfinite(item.timeout) or not 0 < item.timeout <= threading.TIMEOUT_MAX):
+                raise PluginError(f"{what}: timeout must be a positive, finite number of seconds")
         else:
             if item.delivery not in _DELIVERY:
                 raise PluginError(f"{what}: delivery must be one of {', '.join(_DELIVERY)}")

@@ -149,6 +149,27 @@ def test_check_of_a_valid_file_exits_0_without_connecting(tmp_path):
     assert "OK" in result.out and "2 rule(s)" in result.out
 
 
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("match: {raw: '(UNSEEN'}", "raw: unbalanced parentheses"),
+        ("match: {larger: 100000000000000000000000000}", "larger: at most"),
+        ("match: {older_than: 99999999999999999999999d}", "older_than: at most"),
+        ('actions: [{move: "Lists\\r\\ndev"}]', "move: a line break"),
+        ("where: [{regex: {'X(': a}}]", "expected a header name"),
+        ("schedule: {every: 99999999999999w}", "schedule: every: at most"),
+        ('match: {subject: "\\0"}', "subject: a NUL"),
+    ],
+)
+def test_check_refuses_values_every_run_would_fail_on_with_file_and_line(tmp_path, line, says):
+    rule = ["- name: r", f"  {line}"] + ([] if line.startswith("actions:") else ["  actions: [flag]"])
+    path = offline_config(tmp_path, "\n".join(rule))
+    result = run_cli("-c", path, "check")
+    assert result.code == EXIT_CONFIG, result.out
+    assert f"{path}:" in result.err and says in result.err, result.err
+    assert "Traceback" not in result.err
+
+
 def test_check_accepts_the_example_rules_file(monkeypatch):
     from pathlib import Path
 

@@ -1189,3 +1189,128 @@ def test_config_error_str_names_file_line_and_column():
 def test_default_registry_is_used_when_none_is_given(tmp_path):
     config = load(with_rules(tmp_path, "- name: r\n  actions: [flag]\n"))
     assert config.rules[0].actions[0].name == "flag"
+
+
+# --------------------------------------------------------------------------- values every run would fail on
+# `check` accepted these and every run then failed (issue 9, item 5): they are refused at load
+# time, at their line, saying what is wrong.
+
+MATCH_LINE = HEADER_LINES + 3  # the line of `match:` in match_error's one-rule file
+
+
+@pytest.mark.parametrize(
+    ("match", "says"),
+    [
+        ("{larger: 100000000000000000000000000}", "larger: at most 4294967295 bytes"),
+        ("{smaller: 5G}", "smaller: at most 4294967295 bytes"),
+        ("{older_than: 99999999999999999999999d}", "older_than: at most"),
+        ("{younger_than: 99999999999w}", "younger_than: at most"),
+        ('{subject: "\\0"}', "subject: a NUL"),
+        ('{from: "a\\r\\nb"}', "from: a line break"),
+        ('{body: "a\\x1bb"}', "body: a control character"),
+        ('{header: {X-Tag: "a\\0"}}', "header X-Tag: a NUL"),
+        ('{header: {"X(": a}}', "header: expected a header field name"),
+        ('{raw: "UNSEEN\\r\\nA1 LOGOUT"}', "raw: a line break"),
+        ('{raw: "UNSEEN\\0"}', "raw: a NUL"),
+        ("{raw: '(UNSEEN'}", "raw: unbalanced parentheses"),
+        ("{raw: 'UNSEEN)'}", "raw: unbalanced parentheses"),
+        ("""{raw: 'SUBJECT "x'}""", "raw: a quoted string is not closed"),
+        ("{raw: 'SUBJECT {3}'}", "raw: a literal"),
+        ("{any: [{seen: true}, {subject: \"\\0\"}]}", "subject: a NUL"),
+    ],
+)
+def test_a_match_value_the_server_cannot_take_is_refused_at_its_line(tmp_path, registry, match, says):
+    err = match_error(tmp_path, registry, match)
+    assert says in err.message, err.message
+    assert err.location is not None and err.location.line == MATCH_LINE, str(err)
+
+
+@pytest.mark.parametrize(
+    ("match", "expected"),
+    [
+        ("{larger: 4294967295}", Size("larger", 4294967295)),
+        ("{older_than: 3650d}", Age("older", 3650 * 86400)),
+        ('{subject: "tab\\there"}', Text("subject", "tab\there")),
+        ("""{raw: 'OR (SUBJECT "a(\\"b") UNSEEN'}""", Raw('OR (SUBJECT "a(\\"b") UNSEEN')),
+        ("""{raw: 'X-GM-RAW "has:attachment"'}""", Raw('X-GM-RAW "has:attachment"')),
+    ],
+)
+def test_values_at_the_bounds_still_load(tmp_path, registry, match, expected):
+    assert match_of(tmp_path, registry, match) == expected
+
+
+@pytest.mark.parametrize(
+    ("action", "says"),
+    [
+        ('{move: "Lists\\r\\ndev"}', "move: a line break"),
+        ('{copy: "Arch\\0ive"}', "copy: a NUL"),
+        ('{copy: "work:Arch\\x07ive"}', "a control character"),
+    ],
+)
+def test_a_folder_name_with_control_characters_is_refused_at_its_line(tmp_path, registry, action, says):
+    path = with_rules(tmp_path, f"- name: r\n  actions: [{action}]\n")
+    err = error_of(path, registry)
+    assert says in err.message, err.message
+    assert err.location.line == HEADER_LINES + 3
+
+
+def test_a_rule_mailbox_with_a_line_break_is_refused(tmp_path, registry):
+    path = with_rules(tmp_path, '- name: r\n  mailbox: "IN\\r\\nBOX"\n  actions: [flag]\n')
+    err = error_of(path, registry)
+    assert "mailbox: a line break" in err.message and err.location.line == HEADER_LINES + 3
+
+
+def test_a_watched_mailbox_with_a_nul_is_refused(tmp_path, registry):
+    path = account_file(tmp_path, 'host: h.example\nusername: u\npassword_env: PW\nwatch: ["IN\\0BOX"]\n')
+    err = error_of(path, registry)
+    assert "watch: a NUL" in err.message and err.location.line == 7
+
+
+@pytest.mark.parametrize("name", ["X(", "X)", "X{1}", 'X"', "X\\", "X]", "X%", "X*"])
+def test_a_regex_on_a_header_name_imap_cannot_fetch_is_refused(tmp_path, registry, name):
+    path = with_rules(tmp_path, f"- name: r\n  where: [{{regex: {{'{name}': a}}}}]\n  actions: [flag]\n")
+    err = error_of(path, registry)
+    assert "expected a header name" in err.message, err.message
+    assert err.location.line == HEADER_LINES + 3
+
+
+@pytest.mark.parametrize("key", ["timeout", "poll_interval", "idle_interval", "reconnect_max"])
+@pytest.mark.parametrize("text", [".inf", "1e30", "99999999999999w", "8d"])
+def test_a_timeout_too_long_for_a_timer_is_refused(tmp_path, registry, key, text):
+    path = account_file(tmp_path, f"host: h.example\nusername: u\npassword_env: PW\n{key}: {text}\n")
+    err = error_of(path, registry)
+    assert f"{key}: expected a number of seconds" in err.message and "at most 7 days" in err.message, err.message
+    assert err.location.line == 7
+
+
+def test_a_timeout_of_seven_days_loads(tmp_path, registry):
+    path = account_file(tmp_path, "host: h.example\nusername: u\npassword_env: PW\npoll_interval: 7d\n")
+    assert load(path, registry=registry).accounts["a"].poll_interval == 7 * 86400
+
+
+def test_max_connections_beyond_any_server_is_refused(tmp_path, registry):
+    path = account_file(tmp_path, "host: h.example\nusername: u\npassword_env: PW\nmax_connections: 100000000000\n")
+    assert "max_connections: expected a number of connections" in error_of(path, registry).message
+
+
+@pytest.mark.parametrize("every", ["99999999999999w", "2147483648s"])
+def test_a_schedule_beyond_what_dates_can_hold_is_refused(tmp_path, registry, every):
+    path = with_rules(tmp_path, f"- name: r\n  schedule: {{every: {every}}}\n  actions: [flag]\n")
+    err = error_of(path, registry)
+    assert "schedule: every: at most" in err.message and err.location.line == HEADER_LINES + 3
+
+
+def test_a_username_with_a_line_break_is_refused(tmp_path, registry):
+    path = account_file(tmp_path, 'host: h.example\nusername: "u\\r\\nA1 LOGOUT"\npassword_env: PW\n')
+    assert "username: a line break" in error_of(path, registry).message
+
+
+def test_parse_size_and_parse_duration_refuse_what_imap_and_dates_cannot_hold():
+    assert parse_size(2**32 - 1) == 2**32 - 1
+    with pytest.raises(ValueError, match="at most 4294967295"):
+        parse_size(2**32)
+    with pytest.raises(ValueError, match="at most 4294967295"):
+        parse_size("4G")
+    assert parse_duration(f"{2**31 - 1}s") == 2**31 - 1
+    with pytest.raises(ValueError, match="at most"):
+        parse_duration(f"{2**31}s")

@@ -356,19 +356,85 @@ def test_a_failed_message_moved_away_by_the_user_is_forgotten(lab):
     assert "pending 0, given up 0" in lab.cli("status").out
 
 
+REFUSED_SEARCH_RULES = """
+    - name: bad raw
+      match: {raw: "NOSUCHKEY 1"}
+      actions: [{copy: Never}]
+    - name: good
+      actions: [flag]
+"""
+
+
 def test_a_refused_search_fails_only_that_rule(lab):
+    lab.write(REFUSED_SEARCH_RULES)
+    for attempt in (1, 2):
+        lab.deliver(f"x{attempt}")
+        result = lab.run()
+        assert result.code == 1, attempt
+        assert "'bad raw'" in result.err and "refused its search" in result.err, attempt
+        assert "Never" not in lab.folders(), attempt
+        assert lab.flags() == {f"x{n}": {"\\Flagged"} for n in range(1, attempt + 1)}, (
+            f"run {attempt}: the other rule still runs on the messages")
+
+
+def test_a_rule_whose_search_is_refused_gives_up_no_message_and_is_reported_every_pass(lab):
+    lab.write(REFUSED_SEARCH_RULES)
+    for attempt in range(1, 7):
+        lab.deliver(f"m{attempt}")
+        result = lab.run()
+        assert result.code == 1, attempt
+        assert "rule 'bad raw'" in result.err and "refused its search" in result.err, attempt
+        status = lab.cli("status").out
+        assert "pending 0, given up 0" in status, status
+        assert "rule 'bad raw'" in status and "refused its search" in status, status
+    assert lab.flags() == {f"m{n}": {"\\Flagged"} for n in range(1, 7)}
+    assert "Never" not in lab.folders()
+
+
+def test_a_refused_search_is_no_longer_reported_once_the_rule_is_fixed(lab):
     lab.deliver("x")
-    lab.write("""
-        - name: bad raw
-          match: {raw: "NOSUCHKEY 1"}
-          actions: [{copy: Never}]
-        - name: good
+    lab.write(REFUSED_SEARCH_RULES)
+    assert lab.run().code == 1
+    lab.write(REFUSED_SEARCH_RULES.replace("NOSUCHKEY 1", "UNSEEN"))
+    lab.deliver("y")
+    assert lab.run().code == 0
+    assert "refused its search" not in lab.cli("status").out
+    assert lab.where() == {"x": ["INBOX"], "y": ["INBOX", "Never"]}
+
+
+def nested_message(levels: int, text: str, subject: str = "deep") -> bytes:
+    """A message holding `levels` message/rfc822 parts, one inside the other, `text` in the innermost."""
+    inner = f"Subject: inner\r\n\r\n{text}\r\n".encode()
+    for _ in range(levels):
+        inner = b"Content-Type: message/rfc822\r\n\r\n" + inner
+    return f"From: a@example.org\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.org>\r\n".encode() + inner
+
+
+def test_a_message_nested_too_deep_to_parse_fails_alone_and_the_mailbox_goes_on(lab):
+    from mailrules.testing.messages import make_message
+
+    lab.deliver(nested_message(1200, "build #12 failed"),
+                make_message(subject="plain", body="build #13 failed"), "other")
+    lab.write(r"""
+        - name: failed builds
+          where: [{regex: {body: 'build #\d+ failed'}}]
+          actions: [{move: Builds}]
+        - name: flag all
           actions: [flag]
     """)
-    result = lab.run()
-    assert result.code == 1
-    assert "'bad raw'" in result.err
-    assert lab.where() == {"x": ["INBOX"]}
+    for attempt in range(1, 6):
+        result = lab.run()
+        assert result.code == 1, (attempt, result.err)
+        assert "Traceback" not in result.err and "RecursionError" not in result.err.split("failed on UID")[0]
+        assert "rule 'failed builds'" in result.err and "UID 1" in result.err, result.err
+        assert lab.where() == {"deep": ["INBOX"], "plain": ["Builds"], "other": ["INBOX"]}, attempt
+        assert lab.flags("INBOX") == {"deep": set(), "other": {"\\Flagged"}}, attempt
+    status = lab.cli("status").out
+    assert "given up: UID 1 Message-ID <deep@example.org>" in status, status
+    lab.deliver("later", make_message(subject="later build", body="build #14 failed"))
+    assert lab.run().code == 0
+    assert lab.where() == {"deep": ["INBOX"], "plain": ["Builds"], "other": ["INBOX"], "later": ["INBOX"],
+                           "later build": ["Builds"]}
 
 
 # ----------------------------------------------------------------------------- other clients mid-pass

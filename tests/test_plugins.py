@@ -482,6 +482,24 @@ def test_a_predicate_that_always_fails_is_given_up_after_five_attempts(rules_run
     assert len(plugin.tested) == 5
 
 
+def test_a_predicate_whose_prefilter_raises_is_still_tested_and_the_mailbox_goes_on(rules_runner, make_message):
+    def prefilter(args):
+        raise RuntimeError("prefilter bug")
+
+    plugin = Plugin("pre", [Predicate("wanted", lambda m, a: "wanted" in m.subject, needs=["header:Subject"],
+                                      prefilter=prefilter)])
+    runner = rules_runner("""
+- name: checked
+  where: [wanted]
+  actions: [flag]
+""", plugins=[plugin], entry_points=False)
+    runner.deliver([msg(make_message, "wanted 1"), msg(make_message, "other")])
+    result = runner.run()
+    assert result.failed == {}
+    assert result.flags_of("wanted 1") == {"\\Flagged"} and result.flags_of("other") == set()
+    assert any("prefilter" in line and "prefilter bug" in line for line in result.errors)
+
+
 def test_predicates_needing_the_body_share_one_fetch_per_batch(rules_runner, make_message, monkeypatch):
     bodies: dict[str, list[str]] = {"a": [], "b": []}
 
@@ -652,3 +670,15 @@ def test_run_rules_reports_folders_flags_and_actions(run_rules, make_message):
     assert result.folder_of("dev 1") == "Lists/dev" and result.flags_of("dev 1") == {"\\Flagged"}
     assert [(e.action, e.uids) for e in result.applied()] == [("flag", (1,)), ("move", (1,))]
     assert result.total() == 2 and result.failed == {}
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 1e300, True])
+def test_a_predicate_timeout_no_timer_can_wait_is_a_plugin_error(timeout):
+    with pytest.raises(PluginError, match="timeout must be a positive, finite number of seconds"):
+        registry(Plugin("p", [Predicate("p", test=lambda m, a: True, timeout=timeout)]))
+
+
+@pytest.mark.parametrize("name", ["X(", "X)", 'X"', "X]"])
+def test_a_predicate_needing_a_header_imap_cannot_fetch_by_name_is_a_plugin_error(name):
+    with pytest.raises(PluginError, match="not a header field name"):
+        registry(Plugin("p", [Predicate("p", test=lambda m, a: True, needs=[f"header:{name}"])]))
