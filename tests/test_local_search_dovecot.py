@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailrules.criteria import compile_search
-from mailrules.local_search import LocalMessage, matches
+from mailrules.local_search import LocalMessage, decode_header_words, matches
 from mailrules.model import (
     Age,
     All,
@@ -232,12 +232,26 @@ def message(draw) -> tuple[bytes, list[str], dt.datetime]:
     return raw, flags, arrived
 
 
-def leaf(sizes: list[int]):
+def snippets(raws: list[bytes]) -> list[str]:
+    """Substrings of the messages' decoded text (across folds, spaces, words): keys that hit."""
+    out = []
+    for raw in raws:
+        text = decode_header_words(raw).replace("\r", "")
+        for start in range(0, max(len(text) - 4, 1), 7):
+            for length in (3, 6, 11, 17):
+                piece = text[start : start + length]
+                if piece.strip() and "\n" not in piece and "\t" not in piece:
+                    out.append(piece)
+    return out or KEYS
+
+
+def leaf(sizes: list[int], pool: list[str]):
+    text_key = st.one_of(st.sampled_from(KEYS), st.sampled_from(pool))
     day = st.builds(lambda d: BASE_DAY + dt.timedelta(days=d), st.integers(-2, 2))
     return st.one_of(
         st.builds(Text, st.sampled_from(["from", "to", "cc", "bcc", "subject", "body", "text"]),
-                  st.sampled_from(KEYS)),
-        st.builds(Header, st.sampled_from(HEADER_NAMES + ["Cc", "Date"]), st.sampled_from(KEYS + [""])),
+                  text_key),
+        st.builds(Header, st.sampled_from(HEADER_NAMES + ["Cc", "Date"]), st.one_of(text_key, st.just(""))),
         st.builds(Size, st.sampled_from(["larger", "smaller"]),
                   st.sampled_from(sizes).flatmap(lambda s: st.sampled_from([s - 1, s, s + 1]))),
         st.builds(ArrivalDate, st.sampled_from(["before", "on", "since"]), day),
@@ -248,9 +262,9 @@ def leaf(sizes: list[int]):
     )
 
 
-def tree(sizes: list[int]):
+def tree(sizes: list[int], pool: list[str]):
     return st.recursive(
-        leaf(sizes),
+        leaf(sizes, pool),
         lambda kids: st.one_of(
             st.builds(lambda c: All(tuple(c)), st.lists(kids, max_size=3)),
             st.builds(lambda c: AnyOf(tuple(c)), st.lists(kids, max_size=3)),
@@ -295,7 +309,7 @@ def test_local_evaluation_equals_dovecot_search(server, data):
                                       internaldate=reported)
             assert local[uid].rfc822_size == fetched[uid][b"RFC822.SIZE"]
         sizes = [m.rfc822_size for m in local.values()]
-        criteria = data.draw(st.lists(tree(sizes), min_size=1, max_size=12), label="criteria")
+        criteria = data.draw(st.lists(tree(sizes, snippets([r for r, _f, _a in mailbox])), min_size=1, max_size=12), label="criteria")
         for criterion in criteria:
             query = compile_search(criterion, session.capabilities)
             found = set(session.search(query))
