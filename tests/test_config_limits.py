@@ -221,6 +221,32 @@ def test_a_merge_alias_per_rule_is_fine(tmp_path, registry):
     assert len(config.rules) == 2001
 
 
+PURE_CASES = {
+    "control character": HEADER + "rules:\n  - name: r\x01\n",
+    "deep list": HEADER + "x: " + "[" * 1000 + "]" * 1000 + "\n",
+    "deep not": HEADER + "rules:\n" + deep_not(1000),
+    "alias bomb": HEADER + "bomb:\n" + laughs(indent="  "),
+    "recursive alias": HEADER + "rules:\n  - &r {name: r, actions: [flag], match: {not: *r}}\n",
+    "second document": HEADER + "---\nversion: 1\n",
+}
+
+
+@pytest.mark.parametrize("case", list(PURE_CASES))
+def test_the_pure_python_parser_has_the_same_limits(tmp_path, registry, monkeypatch, case):
+    """Without libyaml (PyYAML built without it) the same files get the same kind of error."""
+    import yaml
+
+    import mailrules.config
+
+    monkeypatch.setattr(mailrules.config, "_LOADER", yaml.SafeLoader)
+    path = write(tmp_path / "rules.yaml", PURE_CASES[case])
+    with_pure = config_error(path, registry)
+    monkeypatch.undo()
+    with_libyaml = config_error(path, registry)
+    assert with_pure.location == with_libyaml.location
+    assert with_pure.message == with_libyaml.message
+
+
 # ---------------------------------------------------------------------- files that are not files
 
 
