@@ -405,3 +405,17 @@ def test_check_with_an_unknown_user_in_mailrules_config_exits_2(tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "cannot expand '~nosuchuser-mr'" in result.stderr
+
+
+def test_check_reports_an_unexpected_load_failure_as_exit_2_without_a_traceback(tmp_path, monkeypatch):
+    """A bug in a plugin's validator (anything but a ConfigError) still exits 2, tracebacks only with -v."""
+    from helpers import run_cli
+
+    def broken_load(path, *, registry=None):
+        raise TypeError("a validator broke")
+
+    monkeypatch.setattr("mailrules.config.load", broken_load)
+    result = run_cli("check", "-c", write(tmp_path / "rules.yaml", HEADER))
+    assert result.code == 2
+    assert "cannot load the rules file: TypeError: a validator broke" in result.err
+    assert "Traceback" not in result.err
