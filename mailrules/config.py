@@ -356,13 +356,14 @@ def _normalize_cron(expr: str, timezone: str | None) -> str:
 # Limits for one load (the rules file and all its includes together). A rules file is
 # outside input: whatever it holds, loading it must end within seconds, in bounded memory,
 # with a ConfigError (README, "Limits of a rules file").
-MAX_FILE_BYTES = 16 * 1024 * 1024
-"""Bytes of the rules file and its includes together: three times a 28,000-rule file (5.6 MB);
-a log, a device or /dev/zero is refused before it is read into memory."""
-MAX_NODES = 2_000_000
+MAX_FILE_BYTES = 8 * 1024 * 1024
+"""Bytes of the rules file and its includes together: half as much again as a 28,000-rule file
+(5.6 MB); a log, a device or /dev/zero is refused before it is read into memory."""
+MAX_NODES = 1_000_000
 """YAML nodes (keys, values, list items), each alias counted as the nodes it stands for: a
-28,000-rule file has about 600,000. Bounds the time validation takes ("billion laughs")."""
-MAX_TEXT = 32 * 1024 * 1024
+28,000-rule file has about 600,000. Bounds the time and memory validation takes ("billion
+laughs"), and the node tree itself (about 0.4 KB per node)."""
+MAX_TEXT = 16 * 1024 * 1024
 """Characters of all scalars, aliases expanded: an alias of a long string costs its length."""
 MAX_ALIASES = 100_000
 """Alias uses (``*name``): one merge (``<<: *defaults``) per rule of a 28,000-rule file fits."""
@@ -582,7 +583,8 @@ class _Doc:
                 if tag is None or tag == "!":
                     tag = resolve(ScalarNode, event.value, event.implicit)
                 style = event.style or None  # libyaml writes '' for a plain scalar, PyYAML None
-                node: Node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=style)
+                # No end marks: nothing reads them, and a 28,000-rule file has 400,000 scalars.
+                node: Node = ScalarNode(tag, event.value, event.start_mark, None, style=style)
                 budget.nodes += 1
                 budget.text += len(event.value)
                 self._check_budget(budget, event)
@@ -610,7 +612,6 @@ class _Doc:
                 continue
             elif kind is MappingEndEvent or kind is SequenceEndEvent:
                 node, _, nodes0, text0, below, anchor, _ = stack.pop()
-                node.end_mark = event.end_mark
                 height = below + 1
                 if anchor is not None:
                     anchors[anchor] = [node, True, budget.nodes - nodes0, budget.text - text0, height]

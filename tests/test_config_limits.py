@@ -419,3 +419,18 @@ def test_check_reports_an_unexpected_load_failure_as_exit_2_without_a_traceback(
     assert result.code == 2
     assert "cannot load the rules file: TypeError: a validator broke" in result.err
     assert "Traceback" not in result.err
+
+
+@pytest.mark.slow
+def test_a_legitimate_28000_rule_file_is_within_the_limits(tmp_path, registry):
+    """Issue 9, item 8: the limits must not refuse a large real file (bench/big_rules.py, 5.6 MB)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("big_rules", Path(__file__).parents[1] / "bench" / "big_rules.py")
+    assert spec is not None and spec.loader is not None
+    big_rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(big_rules)
+    path = write(tmp_path / "big.yaml", big_rules.rules_text(28_000))
+    assert path.stat().st_size > 5_000_000
+    exc = load_bounded(path, registry)
+    assert exc is None, exc
