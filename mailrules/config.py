@@ -373,7 +373,7 @@ adds one or two levels. Keeps every recursive walk (validation, plugins) far fro
 recursion limit."""
 
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""libyaml's parser when PyYAML was built with it (about 10x faster than the pure-Python one).
+"""libyaml's parser when PyYAML was built with it (several times faster than the pure-Python one).
 Only its *events* are used: `_Doc._compose` builds the node tree itself, iteratively and
 within the limits above (libyaml's own composer recurses in C and crashes the process on
 deep nesting)."""

@@ -62,11 +62,12 @@ def started(harness, rules: str = FILE_RULES) -> DaemonHarness:
     return daemon
 
 
-def laughs() -> str:
-    lines = ['l0: &l0 "lol"']
-    for n in range(1, 10):
-        lines.append(f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]")
-    return "\n".join(lines) + "\n"
+def criteria_bomb(levels: int = 9, width: int = 9) -> str:
+    """Valid criteria that alias each other: `levels` nested any: of `width` (9**9 leaves)."""
+    expr = "&c0 {subject: x}"
+    for n in range(1, levels + 1):
+        expr = f"&c{n} {{any: [{expr}, " + ", ".join([f"*c{n - 1}"] * (width - 1)) + "]}"
+    return expr
 
 
 def _unreadable(daemon: DaemonHarness) -> None:
@@ -96,7 +97,7 @@ BROKEN = {
         r"rules\.yaml:\d+:\d+: invalid YAML: nested more than",
     ),
     "an alias bomb": (
-        lambda d: d.write_rules("", raw=d.rules_text(FILE_RULES).replace("rules:\n", "bomb:\n" + laughs(), 1)),
+        lambda d: d.write_rules(FILE_RULES.replace("{subject: msg}", criteria_bomb())),
         r"rules\.yaml:\d+:\d+: too large: .* with aliases expanded",
     ),
 }
