@@ -30,8 +30,9 @@ Design (one process, many accounts):
   taken in slices of `CATCHUP_BATCH` messages, so the checkpoint advances steadily and
   progress is logged (`mailrules.progress`).
 * **Signals**: SIGTERM/SIGINT abandon the current pass between two steps (its journal
-  resumes it next time), log out and exit 0; SIGHUP reloads the rules file (a broken
-  file is reported and the old rules stay in force).
+  resumes it next time), log out and exit 0; SIGHUP reloads the rules file in a thread
+  beside the main loop, which goes on answering SIGTERM (a broken file, or any failure to
+  load, is reported and the old rules stay in force).
 * **systemd**: with ``Type=notify`` (``NOTIFY_SOCKET``), READY=1, RELOADING=1,
   STOPPING=1 and STATUS= are sent.
 """
