@@ -144,6 +144,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         print(f"mailrules: no rules file at {path} (use -c FILE or set MAILRULES_CONFIG)", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception as exc:  # noqa: BLE001 - e.g. a plugin's validator failing on odd arguments
+        # load() turns every problem of the file into a ConfigError; anything else is a bug
+        # (here or in a plugin), still a configuration that cannot be used: exit 2, no traceback
+        # unless asked for (-v).
+        log.debug("details", exc_info=True)
+        print(f"mailrules: {path}: cannot load the rules file: {type(exc).__name__}: {exc} "
+              "(a bug: please report it; -v shows the details)", file=sys.stderr)
+        return EXIT_CONFIG
 
     state_dir = Path(args.state) if args.state else None
     if args.command == "check":

@@ -12,19 +12,34 @@ value parsers `parse_duration()`, `parse_size()`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import ipaddress
 import os
 import re
+import stat
 import warnings
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.events import (
+    AliasEvent,
+    DocumentEndEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+    StreamStartEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .builtins import parse_folder, parse_keywords
@@ -87,7 +102,10 @@ def default_config_path() -> Path:
     """$MAILRULES_CONFIG, else ~/.config/mailrules/rules.yaml."""
     env = os.environ.get("MAILRULES_CONFIG")
     if env:
-        return Path(env).expanduser()
+        try:
+            return Path(env).expanduser()
+        except RuntimeError:  # ~nosuchuser/...: load() says so, with the path as written
+            return Path(env)
     return Path.home() / ".config" / "mailrules" / "rules.yaml"
 
 
@@ -353,6 +371,152 @@ def _normalize_cron(expr: str, timezone: str | None) -> str:
     return normalized
 
 
+# --------------------------------------------------------------------------- reading and parsing, bounded
+
+# Limits for one load (the rules file and all its includes together). A rules file is
+# outside input: whatever it holds, loading it must end within seconds, in bounded memory,
+# with a ConfigError (README, "Limits of a rules file").
+MAX_FILE_BYTES = 8 * 1024 * 1024
+"""Bytes of the rules file and its includes together: half as much again as a 28,000-rule file
+(5.6 MB); a log, a device or /dev/zero is refused before it is read into memory."""
+MAX_NODES = 1_000_000
+"""YAML nodes (keys, values, list items), each alias counted as the nodes it stands for: a
+28,000-rule file has about 600,000. Bounds the time and memory validation takes ("billion
+laughs"), and the node tree itself (about 0.4 KB per node)."""
+MAX_TEXT = 16 * 1024 * 1024
+"""Characters of all scalars, aliases expanded: an alias of a long string costs its length."""
+MAX_ALIASES = 100_000
+"""Alias uses (``*name``): one merge (``<<: *defaults``) per rule of a 28,000-rule file fits."""
+MAX_DEPTH = 64
+"""Nesting of mappings and lists, aliases expanded: a rule is at depth 3, each `not:`/`any:`
+adds one or two levels. Keeps every recursive walk (validation, plugins) far from Python's
+recursion limit."""
+
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser when PyYAML was built with it (several times faster than the pure-Python one).
+Only its *events* are used: `_Doc._compose` builds the node tree itself, iteratively and
+within the limits above (libyaml's own composer recurses in C and crashes the process on
+deep nesting)."""
+
+# What YAML refuses to read (PyYAML's Reader.NON_PRINTABLE): found before parsing, so that
+# the error names the line, the column and the character's code, never the text around it.
+_NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+class _Unreadable(Exception):
+    """A file that cannot be read as a rules file: str() says why, never what it holds."""
+
+
+@dataclass
+class _Budget:
+    """What one load has used of the limits so far (shared by the main file and its includes)."""
+
+    bytes: int = 0
+    nodes: int = 0
+    text: int = 0
+    aliases: int = 0
+
+
+def _expand(text: str) -> Path:
+    """A path as written in the rules file or on the command line, '~' expanded."""
+    if "\0" in text:
+        raise _Unreadable("the path contains a NUL character")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~nosuchuser
+        head = text.split("/", 1)[0]
+        raise _Unreadable(f"cannot expand {head!r}: no such user or no home directory") from None
+
+
+def _resolved(path: Path) -> Path:
+    """The real path (symbolic links followed), for include cycles and duplicates."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # Python < 3.13 raises it for a symbolic link loop
+        raise _Unreadable("a loop of symbolic links") from None
+    except (OSError, ValueError) as exc:
+        raise _Unreadable(getattr(exc, "strerror", None) or str(exc)) from None
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(mode: int) -> _Unreadable:
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    return _Unreadable(f"it is {kind}, not a regular file" if kind.startswith("a ") else kind)
+
+
+def _read_file(path: Path, budget: _Budget) -> bytes:
+    """The bytes of a regular file, at most what is left of MAX_FILE_BYTES.
+
+    A FIFO, a device or a directory is refused before it is opened (reading /dev/zero would
+    never end; opening a FIFO without a writer would block); O_NONBLOCK covers a file swapped
+    for one between the stat and the open.
+    """
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(mode)
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _Unreadable(exc.strerror or str(exc)) from None
+    except ValueError as exc:  # a NUL in the path
+        raise _Unreadable(str(exc)) from None
+    room = MAX_FILE_BYTES - budget.bytes
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(mode)
+        while size <= room:
+            chunk = os.read(fd, min(1 << 20, room + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise _Unreadable(exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    if size > room:
+        raise _Unreadable(
+            f"it is larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB allowed for the rules file and "
+            "its includes together"
+        )
+    budget.bytes += size
+    return b"".join(chunks)
+
+
+_SHORT_NAME = re.compile(r"[\w.$-]{1,40}")
+
+
+def _anchor_name(anchor: str, sigil: str = "*") -> str:
+    """An anchor or alias for a message, cut short: it is part of the file's text."""
+    return sigil + (anchor if len(anchor) <= 40 else anchor[:40] + "...")
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A load builds hundreds of thousands of nodes and few cycles: without a pause, the
+    cyclic garbage collector walks the growing tree again and again (two thirds of the time
+    of a 5 MB file). Reference counting frees the rest; the collector runs again afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 # --------------------------------------------------------------------------- the node layer
 
 
@@ -361,12 +525,17 @@ def _msg(what: str, text: str) -> str:
 
 
 class _Doc:
-    """One YAML file: its name as shown in messages, its node tree, and a scalar constructor."""
+    """One YAML file: its name as shown in messages, its node tree, and a scalar constructor.
 
-    def __init__(self, display: str, path: Path) -> None:
+    Reading and parsing are bounded (`_read_file`, `_compose`): every problem, whatever the
+    file holds, is a ConfigError with file:line:column, and no message quotes the file's
+    text beyond a single character's code (an included file may be anything, a secret too).
+    """
+
+    def __init__(self, display: str, path: Path, budget: _Budget) -> None:
         self.display = display
         self.path = path
-        data = path.read_bytes()  # OSError: the caller knows where the file was named
+        data = _read_file(path, budget)  # _Unreadable: the caller knows where the file was named
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -377,13 +546,173 @@ class _Doc:
                 Location(display, line, column),
             ) from None
         self.text = text
-        self.loader = yaml.SafeLoader(text)
+        bad = _NON_PRINTABLE.search(text)
+        if bad:
+            raise ConfigError(
+                f"invalid YAML: control character U+{ord(bad[0]):04X} is not allowed (only tab, newline "
+                "and carriage return are)",
+                self._location_of(bad.start()),
+            )
+        self.loader = _LOADER(text)
+        # Duplicate keys are an error in every mapping, even inside plugin arguments; the first
+        # one found is raised once the file is known to be a rules file (`top_pairs`).
+        self.duplicate: ConfigError | None = None
         try:
-            self.root: Node | None = self.loader.get_single_node()
+            self.root: Node | None = self._compose(budget)
         except yaml.YAMLError as exc:
             raise self._yaml_error(exc) from None
-        if self.root is not None:
-            self._check_duplicate_keys(self.root, set())
+
+    def _location_of(self, offset: int) -> Location:
+        """The line and column of a character offset into the text."""
+        line = self.text.count("\n", 0, offset) + 1
+        return Location(self.display, line, offset - (self.text.rfind("\n", 0, offset) + 1) + 1)
+
+    def _at(self, mark: Any) -> Location:
+        return Location(self.display, mark.line + 1, mark.column + 1)
+
+    def _compose(self, budget: _Budget) -> Node | None:
+        """The document's node tree, built from the parser's events without recursion.
+
+        What yaml's composer does, plus the limits: nesting depth, alias uses, and the size of
+        the tree with every alias expanded (nodes and characters), counted as it grows, so that
+        a "billion laughs" file is refused at the alias that crosses the limit, in
+        milliseconds. An alias inside the node it names (a recursive structure) is refused too:
+        every later walk of the tree may then assume a finite tree.
+        """
+        loader = self.loader
+        get_event = loader.get_event
+        resolve = loader.resolve
+        event = get_event()
+        assert isinstance(event, StreamStartEvent)
+        event = get_event()
+        if isinstance(event, StreamEndEvent):
+            return None
+        assert isinstance(event, DocumentStartEvent)
+        # One entry per open mapping or list: [node, pending key, nodes and text at its start,
+        # height of its tallest child, anchor, {(tag, key): key node} of a mapping].
+        # An anchor maps to [node, closed?, nodes, text, height].
+        stack: list[list[Any]] = []
+        anchors: dict[str, list[Any]] = {}
+        root: Node | None = None
+        while True:
+            event = get_event()
+            kind = type(event)
+            height = 1
+            if kind is ScalarEvent:
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = resolve(ScalarNode, event.value, event.implicit)
+                style = event.style or None  # libyaml writes '' for a plain scalar, PyYAML None
+                # No end marks: nothing reads them, and a 28,000-rule file has 400,000 scalars.
+                node: Node = ScalarNode(tag, event.value, event.start_mark, None, style=style)
+                budget.nodes += 1
+                budget.text += len(event.value)
+                self._check_budget(budget, event)
+                if event.anchor is not None:
+                    self._anchor(anchors, event, node)
+                    anchors[event.anchor] = [node, True, 1, len(event.value), 1]
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                if len(stack) >= MAX_DEPTH:
+                    raise ConfigError(
+                        f"invalid YAML: nested more than {MAX_DEPTH} levels deep (mappings and lists)",
+                        self._at(event.start_mark),
+                    )
+                tag = event.tag
+                cls = MappingNode if kind is MappingStartEvent else SequenceNode
+                if tag is None or tag == "!":
+                    tag = resolve(cls, None, event.implicit)
+                node = cls(tag, [], event.start_mark, None, flow_style=event.flow_style)
+                budget.nodes += 1
+                self._check_budget(budget, event)
+                if event.anchor is not None:
+                    self._anchor(anchors, event, node)
+                    anchors[event.anchor] = [node, False, 0, 0, 0]
+                keys = {} if cls is MappingNode else None
+                stack.append([node, None, budget.nodes - 1, budget.text, 0, event.anchor, keys])
+                continue
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                node, _, nodes0, text0, below, anchor, _ = stack.pop()
+                height = below + 1
+                if anchor is not None:
+                    anchors[anchor] = [node, True, budget.nodes - nodes0, budget.text - text0, height]
+            elif kind is AliasEvent:
+                target = anchors.get(event.anchor)
+                name = _anchor_name(event.anchor)
+                if target is None:
+                    raise ConfigError(f"invalid YAML: undefined alias {name}", self._at(event.start_mark))
+                node, closed, nodes, text, height = target
+                if not closed:
+                    raise ConfigError(
+                        f"invalid YAML: the alias {name} is inside the node it refers to "
+                        f"(line {node.start_mark.line + 1}): a recursive structure",
+                        self._at(event.start_mark),
+                    )
+                if len(stack) + height > MAX_DEPTH:
+                    raise ConfigError(
+                        f"invalid YAML: the alias {name} nests more than {MAX_DEPTH} levels deep "
+                        "(mappings and lists)",
+                        self._at(event.start_mark),
+                    )
+                budget.aliases += 1
+                budget.nodes += nodes
+                budget.text += text
+                self._check_budget(budget, event)
+            elif kind is DocumentEndEvent:
+                break
+            else:  # pragma: no cover - the parser emits nothing else inside a document
+                raise ConfigError(f"invalid YAML: unexpected {kind.__name__}", self._at(event.start_mark))
+            if not stack:
+                root = node
+                continue
+            top = stack[-1]
+            top[4] = max(top[4], height)
+            parent = top[0]
+            if isinstance(parent, SequenceNode):
+                parent.value.append(node)
+            elif top[1] is None:
+                top[1] = node
+                if isinstance(node, ScalarNode) and node.tag != _MERGE_TAG and self.duplicate is None:
+                    first = top[6].setdefault((node.tag, node.value), node)
+                    if first is not node:
+                        self.duplicate = self.error(
+                            node,
+                            f"duplicate key {node.value!r} (first written at line {first.start_mark.line + 1})",
+                        )
+            else:
+                parent.value.append((top[1], node))
+                top[1] = None
+        event = get_event()
+        if not isinstance(event, StreamEndEvent):
+            raise ConfigError(
+                "invalid YAML: a second document ('---') in the file; a rules file is one document",
+                self._at(event.start_mark),
+            )
+        return root
+
+    def _anchor(self, anchors: dict[str, list[Any]], event: Any, node: Node) -> None:
+        first = anchors.get(event.anchor)
+        if first is not None:
+            raise ConfigError(
+                f"invalid YAML: the anchor {_anchor_name(event.anchor, '&')} is defined twice (first at line "
+                f"{first[0].start_mark.line + 1})",
+                self._at(event.start_mark),
+            )
+
+    def _check_budget(self, budget: _Budget, event: Any) -> None:
+        problem = None
+        if budget.nodes > MAX_NODES:
+            problem = f"more than {MAX_NODES:,} values"
+        elif budget.text > MAX_TEXT:
+            problem = f"more than {MAX_TEXT // (1024 * 1024)} MiB of text"
+        elif budget.aliases > MAX_ALIASES:
+            problem = f"more than {MAX_ALIASES:,} aliases"
+        if problem:
+            expanded = " with aliases expanded" if budget.aliases and "alias" not in problem else ""
+            raise ConfigError(
+                f"too large: {problem}{expanded} in the rules file and its includes (see the limits "
+                "in the README)",
+                self._at(event.start_mark),
+            )
 
     def loc(self, node: Node) -> Location:
         mark = node.start_mark
@@ -393,6 +722,7 @@ class _Doc:
         return ConfigError(message, self.loc(node))
 
     def _yaml_error(self, exc: yaml.YAMLError) -> ConfigError:
+        """The parser's error, with its position. libyaml's messages name token kinds, not text."""
         if isinstance(exc, yaml.MarkedYAMLError):
             mark = exc.problem_mark or exc.context_mark
             text = exc.problem or exc.context or "invalid YAML"
@@ -400,36 +730,59 @@ class _Doc:
                 cm = exc.context_mark
                 where = f" that starts at line {cm.line + 1}, column {cm.column + 1}" if cm else ""
                 text += f" ({exc.context}{where})"
-            loc = Location(self.display, mark.line + 1, mark.column + 1) if mark else Location(self.display)
+            loc = self._at(mark) if mark else Location(self.display)
             return ConfigError(f"invalid YAML: {text}", loc)
         if isinstance(exc, yaml.reader.ReaderError):
-            before = self.text[: exc.position] if hasattr(self, "text") else ""
-            line = before.count("\n") + 1
-            column = len(before) - (before.rfind("\n") + 1) + 1
-            return ConfigError(
-                f"invalid YAML: {exc.reason} ({exc.character!r})", Location(self.display, line, column)
-            )
-        return ConfigError(f"invalid YAML: {exc}", Location(self.display))
+            offset = exc.position
+            if _LOADER is not yaml.SafeLoader:  # libyaml counts bytes of the UTF-8 text
+                offset = len(self.text.encode("utf-8")[: exc.position].decode("utf-8", "ignore"))
+            code = f" U+{exc.character:04X}" if isinstance(exc.character, int) else ""
+            return ConfigError(f"invalid YAML: {exc.reason}{code}", self._location_of(offset))
+        return ConfigError("invalid YAML", Location(self.display))
 
-    def _check_duplicate_keys(self, node: Node, seen: set[int]) -> None:
-        """Duplicate keys are an error in every mapping, even inside plugin arguments."""
-        if id(node) in seen:
-            return
-        seen.add(id(node))
+    def top_pairs(self, expected: str) -> dict[str, tuple[Node, Node]]:
+        """The top-level mapping of a rules file (the main one or an included one) -> its pairs.
+
+        A file that does not look like a rules file is refused without quoting it: it may be
+        anything, a password file or a private key too, and nothing of it may reach the log.
+        Not like a rules file: its top level is not a mapping, or it is a mapping without any
+        key of a rules file and with a key that is not a short name (a typo such as 'rulez:'
+        is still named, as everywhere else).
+        """
+        root = self.root
+        assert root is not None
+        if isinstance(root, MappingNode):
+            keys = [key.value if isinstance(key, ScalarNode) else None for key, _ in root.value]
+            if any(key in TOP_KEYS or key == "<<" for key in keys) or all(
+                key is not None and _SHORT_NAME.fullmatch(key) for key in keys
+            ):
+                if self.duplicate is not None:
+                    raise self.duplicate
+                return _pairs(self, root, "", expected)
+            found = f"a mapping with none of the keys {', '.join(TOP_KEYS)}"
+        else:
+            found = self.kind(root)
+        raise self.error(
+            root, f"expected {expected}, found {found}: is this a rules file? (its content is not shown)"
+        )
+
+    def kind(self, node: Node) -> str:
+        """What a node is, without its text: 'a list', 'a string', 'a number'..."""
         if isinstance(node, MappingNode):
-            first: dict[tuple[str, str], Node] = {}
-            for key, value in node.value:
-                if isinstance(key, ScalarNode) and key.tag != _MERGE_TAG:
-                    ident = (key.tag, key.value)
-                    if ident in first:
-                        line = first[ident].start_mark.line + 1
-                        raise self.error(key, f"duplicate key {key.value!r} (first written at line {line})")
-                    first[ident] = key
-                self._check_duplicate_keys(key, seen)
-                self._check_duplicate_keys(value, seen)
-        elif isinstance(node, SequenceNode):
-            for item in node.value:
-                self._check_duplicate_keys(item, seen)
+            return "a mapping"
+        if isinstance(node, SequenceNode):
+            return "a list"
+        try:
+            value = self.value(node)
+        except ConfigError:
+            return "a value"
+        if value is None:
+            return "nothing (null)"
+        for cls, name in ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"),
+                          (dt.date, "a date")):
+            if isinstance(value, cls):
+                return name
+        return "a value"
 
     def value(self, node: Node) -> Any:
         """The Python value of a node, as yaml.safe_load would build it."""
@@ -600,6 +953,7 @@ class _State:
     files: list[str] = field(default_factory=list)
     chain: list[tuple[Path, str]] = field(default_factory=list)  # files being loaded, for cycles
     included: dict[Path, Location] = field(default_factory=dict)
+    budget: _Budget = field(default_factory=_Budget)  # the limits, for all files together
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -613,18 +967,23 @@ def load(path: str | os.PathLike[str], *, registry: Registry | None = None) -> C
     ConfigWarning and also listed in Config.warnings.
     """
     state = _State(registry=registry if registry is not None else Registry.load())
-    display = os.fspath(path)
-    real = Path(display).expanduser().resolve()
+    with _gc_paused():
+        return _load(os.fspath(path), state)
+
+
+def _load(display: str, state: _State) -> Config:
     try:
-        doc = _Doc(display, Path(display).expanduser())
-    except OSError as exc:
-        raise ConfigError(f"cannot read the rules file: {exc.strerror or exc}", Location(display)) from None
+        where = _expand(display)
+        real = _resolved(where)
+        doc = _Doc(display, where, state.budget)
+    except _Unreadable as exc:
+        raise ConfigError(f"cannot read the rules file: {exc}", Location(display)) from None
     if doc.root is None:
         raise ConfigError(
             "the file is empty (expected a mapping with 'version: 1', 'accounts:' and 'rules:')",
             Location(display, 1, 1),
         )
-    top = _pairs(doc, doc.root, "", "a mapping with 'version: 1', 'accounts:' and 'rules:'")
+    top = doc.top_pairs("a mapping with 'version: 1', 'accounts:' and 'rules:'")
     _check_keys(doc, doc.root, top, "", TOP_KEYS)
     _version(doc, doc.root, top)
     if "accounts" not in top:
@@ -641,7 +1000,7 @@ def load(path: str | os.PathLike[str], *, registry: Registry | None = None) -> C
     _check_unique_names(rules)
     _warn_unwatched(rules, state)
     for message in state.warnings:
-        warnings.warn(message, ConfigWarning, stacklevel=2)
+        warnings.warn(message, ConfigWarning, stacklevel=3)  # the caller of load()
     return Config(
         accounts=state.accounts,
         rules=tuple(rule for rule, _ in rules),
@@ -858,12 +1217,15 @@ def _file_rules(doc: _Doc, top: dict[str, tuple[Node, Node]], state: _State) -> 
 
 
 def _include(doc: _Doc, text: str, node: Node, state: _State) -> list[tuple[Rule, Node]]:
-    rel = Path(text).expanduser()
-    display = (
-        str(rel) if rel.is_absolute() else os.path.normpath(os.path.join(os.path.dirname(doc.display), rel))
-    )
-    path = rel if rel.is_absolute() else doc.path.parent / rel
-    real = path.resolve()
+    try:
+        rel = _expand(text)
+        display = (
+            str(rel) if rel.is_absolute() else os.path.normpath(os.path.join(os.path.dirname(doc.display), rel))
+        )
+        path = rel if rel.is_absolute() else doc.path.parent / rel
+        real = _resolved(path)
+    except _Unreadable as exc:
+        raise doc.error(node, f"include: cannot read {text!r}: {exc}") from None
     chain = [shown for _, shown in state.chain]
     for index, (seen, _) in enumerate(state.chain):
         if seen == real:
@@ -872,14 +1234,14 @@ def _include(doc: _Doc, text: str, node: Node, state: _State) -> list[tuple[Rule
     if real in state.included:
         raise doc.error(node, f"include: {text!r} is already included at {state.included[real]}")
     try:
-        included = _Doc(display, path)
-    except OSError as exc:
-        raise doc.error(node, f"include: cannot read {text!r} ({path}): {exc.strerror or exc}") from None
+        included = _Doc(display, path, state.budget)
+    except _Unreadable as exc:
+        raise doc.error(node, f"include: cannot read {text!r} ({path}): {exc}") from None
     state.included[real] = doc.loc(node)
     state.files.append(str(real))
     if included.root is None:
         raise ConfigError("the included file is empty (expected 'rules:')", Location(display, 1, 1))
-    top = _pairs(included, included.root, "", "a mapping with 'rules:'")
+    top = included.top_pairs("a mapping with 'rules:' (an included file holds rules)")
     for key, (key_node, _) in top.items():
         if key in ("version", "accounts", "timezone"):
             raise included.error(

@@ -30,8 +30,9 @@ Design (one process, many accounts):
   taken in slices of `CATCHUP_BATCH` messages, so the checkpoint advances steadily and
   progress is logged (`mailrules.progress`).
 * **Signals**: SIGTERM/SIGINT abandon the current pass between two steps (its journal
-  resumes it next time), log out and exit 0; SIGHUP reloads the rules file (a broken
-  file is reported and the old rules stay in force).
+  resumes it next time), log out and exit 0; SIGHUP reloads the rules file in a thread
+  beside the main loop, which goes on answering SIGTERM (a broken file, or any failure to
+  load, is reported and the old rules stay in force).
 * **systemd**: with ``Type=notify`` (``NOTIFY_SOCKET``), READY=1, RELOADING=1,
   STOPPING=1 and STATUS= are sent.
 """
@@ -1143,6 +1144,7 @@ class Daemon:
         self._stop_signal: str | None = None
         self._reload = False
         self.health = Health(self)
+        self._reload_job: _ReloadJob | None = None
 
     # -------------------------------------------------------------- signals
 
@@ -1177,9 +1179,17 @@ class Daemon:
             while self._stop_signal is None:
                 self._wake.wait(5.0)
                 self._wake.clear()
-                if self._reload and self._stop_signal is None:
+                if self._stop_signal is not None:
+                    break
+                job = self._reload_job
+                if job is not None and job.finished:
+                    self._reload_job = None
+                    self._end_reload(job)
+                if self._reload and self._reload_job is None:  # a SIGHUP during a load: load again after it
                     self._reload = False
-                    self.reload()
+                    self._reload_job = self._begin_reload()
+            if self._reload_job is not None:
+                log.info("%s: the reload of the rules file under way is abandoned", self._stop_signal)
             log.info("%s: stopping", self._stop_signal)
         finally:
             sd_notify("STOPPING=1")
@@ -1242,19 +1252,30 @@ class Daemon:
     # -------------------------------------------------------------- SIGHUP
 
     def reload(self) -> None:
-        from .config import ConfigError, ConfigWarning, load
+        """Load the rules file and apply it now (blocking); the main loop uses the two halves."""
+        job = self._begin_reload()
+        job.thread.join()
+        self._end_reload(job)
 
+    def _begin_reload(self) -> _ReloadJob:
+        """Start loading the rules file in a thread: the main loop goes on answering signals.
+
+        The load itself is bounded (the limits of `mailrules.config`: size, depth, aliases), so
+        it ends within seconds whatever the file holds; a SIGTERM meanwhile stops the daemon at
+        once, abandoning the load (its thread is a daemon thread).
+        """
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        log.info("SIGHUP: loading %s", self.config.path)
+        job = _ReloadJob(self.config.path, self.registry, self._wake)
+        job.thread.start()
+        return job
+
+    def _end_reload(self, job: _ReloadJob) -> None:
+        """Apply what the load gave, on the main thread; on any failure the old rules stay."""
         try:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConfigWarning)
-                    config = load(self.config.path, registry=self.registry)
-            except ConfigError as exc:
-                log.error("SIGHUP: the rules file has an error; the old rules stay in force: %s", exc)
-                return
-            except OSError as exc:
-                log.error("SIGHUP: cannot read the rules file (%s); the old rules stay in force", exc)
+            config = job.config
+            if config is None:
+                log.error("SIGHUP: %s; the old rules stay in force", job.error)
                 return
             for message in config.warnings:
                 log.warning("%s", message)
@@ -1274,6 +1295,39 @@ class Daemon:
                      len(config.accounts))
         finally:
             sd_notify(f"READY=1\nSTATUS={self._summary()}")
+
+
+class _ReloadJob:
+    """One load of the rules file for SIGHUP, in a thread of its own.
+
+    Whatever goes wrong (a ConfigError with file:line, or anything unexpected from a plugin's
+    validator) ends as `error`, never as an exception in the daemon: the old rules stay.
+    """
+
+    def __init__(self, path: str, registry: Registry, wake: threading.Event) -> None:
+        self.path = path
+        self.registry = registry
+        self.wake = wake
+        self.config: Config | None = None
+        self.error = ""
+        self.finished = False
+        self.thread = threading.Thread(target=self._run, name="mailrules-reload", daemon=True)
+
+    def _run(self) -> None:
+        from .config import ConfigError, ConfigWarning, load
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConfigWarning)
+                self.config = load(self.path, registry=self.registry)
+        except ConfigError as exc:
+            self.error = f"the rules file has an error: {exc}"
+        except Exception as exc:  # noqa: BLE001 - the daemon and its old rules go on, whatever happened
+            self.error = f"cannot load the rules file {self.path} ({type(exc).__name__}: {exc})"
+            log.debug("details", exc_info=True)
+        finally:
+            self.finished = True
+            self.wake.set()
 
 
 def run_daemon(config: Config, registry: Registry, store: StateStore, args: argparse.Namespace) -> int:
