@@ -325,6 +325,8 @@ def test_local_evaluation_equals_dovecot_search(server, data):
             CASES["criteria"] += 1
             assert found == expected, (criterion, str(query), {u: local[u].raw for u in found ^ expected})
         CASES["examples"] += 1
+        if LARGE_RUN and CASES["examples"] % 100 == 0:  # progress of a long run (with -s)
+            print(f"\n{CASES}", flush=True)
     finally:
         client.logout()
 
