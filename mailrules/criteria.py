@@ -228,7 +228,7 @@ class _Compiler:
         if isinstance(node, Keyword):
             return [b"KEYWORD" if node.present else b"UNKEYWORD", node.name.encode("ascii")]
         if isinstance(node, Not):
-            return [b"NOT", *self.key(node.child)]
+            return self.negated(node.child)
         if isinstance(node, AnyOf):
             if not node.children:
                 return [b"NOT", b"ALL"]
@@ -240,6 +240,41 @@ class _Compiler:
         if isinstance(node, Raw):
             return _paren([node.text.encode("utf-8")])
         raise TypeError(f"not a criterion: {node!r}")
+
+    def negated(self, node: Criterion) -> list[bytes]:
+        """ONE key meaning NOT `node`, with the negation pushed down to the leaves.
+
+        Why not simply ``NOT <key>``: Dovecot 2.3's search simplifier
+        (mail-search-args-simplify.c) gets two shapes wrong. (1) It merges sibling range
+        keys of one kind (SENTBEFORE, BEFORE, SMALLER, OLDER...) that are both negated in the
+        direction of the un-negated keys: ``NOT (SENTBEFORE 5-Jun SENTBEFORE 3-Jun)`` is
+        answered as ``NOT SENTBEFORE 5-Jun``. (2) It factors common keys out of sibling
+        groups without heeding a NOT on a group: ``OR NOT (SUBJECT a SUBJECT b) (SUBJECT a
+        SUBJECT c)`` is answered as if "a" were required. So no group is ever sent negated
+        (De Morgan here instead) and a negated range key is sent as its complement
+        (NOT SENTBEFORE d = SENTSINCE d, NOT LARGER n = SMALLER n+1, NOT OLDER n = YOUNGER n).
+        """
+        if isinstance(node, Not):
+            return self.key(node.child)
+        if isinstance(node, All):
+            if not node.children:
+                return [b"NOT", b"ALL"]
+            return self.key(AnyOf(tuple(Not(child) for child in node.children)))
+        if isinstance(node, AnyOf):
+            if not node.children:
+                return [b"ALL"]
+            return self.key(All(tuple(Not(child) for child in node.children)))
+        if isinstance(node, Size):
+            if node.op == "larger":
+                return [b"SMALLER", str(node.size + 1).encode()]
+            return [b"LARGER", str(node.size - 1).encode()] if node.size > 0 else [b"ALL"]
+        if isinstance(node, (ArrivalDate, SentDate)) and node.op != "on":
+            other = "since" if node.op == "before" else "before"
+            return self.key(type(node)(other, node.date))
+        if isinstance(node, Age):
+            name, value = self.age(node)
+            return [_COMPLEMENT_KEYS[name], value]
+        return [b"NOT", *self.key(node)]
 
     def age(self, node: Age) -> list[bytes]:
         seconds = max(int(node.seconds), 1)
@@ -254,6 +289,10 @@ class _Compiler:
         # SINCE d: arrived on day d or later; d must not be earlier than the cutoff.
         day = (cutoff + TIMEZONE_MARGIN).date() + dt.timedelta(days=1)
         return [b"SINCE", imap_date(day)]
+
+
+# A range key and the key that matches exactly the other messages (same date kind, same time).
+_COMPLEMENT_KEYS = {b"OLDER": b"YOUNGER", b"YOUNGER": b"OLDER", b"BEFORE": b"SINCE", b"SINCE": b"BEFORE"}
 
 
 def _single_key(node: All) -> bool:

@@ -19,7 +19,9 @@ and therefore what this does:
   kept. An empty value tests that the field exists (also for the other header keys).
 * BODY: the decoded (transfer encoding and charset) bodies of the parts whose type is
   text/* or message/* (no type: text/plain), in a MIME tree; never a header, not even a
-  MIME part's, nor a multipart preamble/epilogue, nor a non-text part.
+  MIME part's, nor a multipart preamble/epilogue, nor a non-text part. Line ends are LF
+  (a key with CR LF finds nothing; one with LF spans lines). RFC 2231 continued parameters
+  (boundary*0, boundary*1) are joined.
 * TEXT: BODY plus every header line ("Name: value") of the message and of its MIME parts.
 * BEFORE/ON/SINCE: the calendar date of INTERNALDATE in its own zone (Dovecot uses its own
   time zone: pass the INTERNALDATE the server reports). SENT*: the date of the first Date
@@ -598,10 +600,18 @@ def _content_type(fields: list[tuple[bytes, bytes, bytes]], default: str) -> tup
             main, _, rest = value.partition(b";")
             ctype = main.strip().lower().decode("latin-1")
             params: dict[str, str] = {}
+            pieces: dict[str, dict[int, str]] = {}
             for key, val in _PARAM.findall(b";" + rest):
                 if val.startswith(b'"'):
                     val = re.sub(rb"\\(.)", rb"\1", val[1:-1])
-                params.setdefault(key.lower().decode("latin-1"), val.decode("latin-1"))
+                name = key.lower().decode("latin-1")
+                m = re.fullmatch(r"([^*]+)\*(\d+)\*?", name)
+                if m:  # RFC 2231 continuations: name*0, name*1, ...
+                    pieces.setdefault(m.group(1), {}).setdefault(int(m.group(2)), val.decode("latin-1"))
+                else:
+                    params.setdefault(name, val.decode("latin-1"))
+            for name, parts in pieces.items():
+                params.setdefault(name, "".join(parts[i] for i in sorted(parts)))
             return ctype, params
     return default, {}
 
@@ -719,4 +729,5 @@ class _Parsed:
                 data = b""
         else:
             return  # an unknown transfer encoding: Dovecot skips the body
-        body.append(_decode_charset(data, params.get("charset") or "utf-8"))
+        # Dovecot searches body lines with LF line ends (a key's CR LF never matches).
+        body.append(_decode_charset(data, params.get("charset") or "utf-8").replace("\r\n", "\n"))

@@ -209,3 +209,14 @@ def test_every_criteria_node_class_is_handled_by_compiler_reads_and_evaluator():
         with pytest.raises(TypeError):
             fn(Unknown())
     assert dataclasses.is_dataclass(Text)
+
+
+def test_negated_group_of_two_sent_before_keys_is_evaluated_as_written():
+    """NOT (SENTBEFORE 5-Jun SUBJECT hello SENTBEFORE 3-Jun): the RFC meaning, which the
+    compiler makes Dovecot answer too (it would merge the negated keys to 5-Jun)."""
+    crit = Not(All((SentDate("before", dt.date(2024, 6, 5)), Text("subject", "hello"),
+                    SentDate("before", dt.date(2024, 6, 3)))))
+    jun4 = b"Date: Tue, 04 Jun 2024 00:00:00 -1200\r\n"
+    assert m(crit, b"Subject: hello\r\n" + jun4 + b"\r\nx\r\n")
+    assert not m(crit, b"Subject: hello\r\n\r\nx\r\n")  # no Date: 1970, before both
+    assert m(crit, b"Subject: nope\r\n\r\nx\r\n")
