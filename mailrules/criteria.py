@@ -265,8 +265,8 @@ class _Compiler:
                 return [b"ALL"]
             return self.key(All(tuple(Not(child) for child in node.children)))
         if isinstance(node, Size):
-            if node.op == "larger":
-                return [b"SMALLER", str(node.size + 1).encode()]
+            if node.op == "larger":  # no message is larger than the largest IMAP number
+                return [b"SMALLER", str(node.size + 1).encode()] if node.size < MAX_NUMBER else [b"ALL"]
             return [b"LARGER", str(node.size - 1).encode()] if node.size > 0 else [b"ALL"]
         if isinstance(node, (ArrivalDate, SentDate)) and node.op != "on":
             other = "since" if node.op == "before" else "before"

@@ -167,6 +167,7 @@ def test_a_negated_range_key_is_sent_as_its_complement():
     assert keys(Not(Size("larger", 10))) == "SMALLER 11"
     assert keys(Not(Size("smaller", 10))) == "LARGER 9"
     assert keys(Not(Size("smaller", 0))) == "ALL"
+    assert keys(Not(Size("larger", 2**32 - 1))) == "ALL"  # SMALLER 2^32 is no IMAP number
     assert keys(Not(Age("older", 3600))) == "YOUNGER 3600"
     assert keys(Not(Age("younger", 3600))) == "OLDER 3600"
     assert keys(Not(All((SentDate("before", day), SentDate("before", day))))) == (
