@@ -1,0 +1,325 @@
+"""Differential test: the local evaluator (`mailrules.local_search`) equals Dovecot's SEARCH.
+
+Hypothesis generates small mailboxes of odd messages (encoded words in several charsets,
+folded and duplicate fields, groups, comments, quoted names, missing fields, Date fields in
+many zones near day bounds, MIME trees with text, binary and message/rfc822 parts, bodies in
+quoted-printable/base64 and several charsets) with chosen INTERNALDATEs and flags, and
+criteria trees over every key. The messages are APPENDed to a fresh mailbox of the session's
+private Dovecot; every criterion is compiled (`compile_search`) and run as one UID SEARCH,
+and the set of UIDs must equal the set the local evaluator picks.
+
+CI runs a fixed (derandomized) set. The nightly-sized run, with new examples every time::
+
+    MAILRULES_LOCALEVAL_EXAMPLES=2000 python -m pytest -q tests/test_local_search_dovecot.py
+
+Each example is one mailbox (3-8 messages) and up to 12 criteria: a "case" below is one
+(criterion, message) comparison; the run prints how many it made.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+import quopri
+import re
+from email.header import Header as EmailHeader
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailrules.criteria import compile_search
+from mailrules.local_search import LocalMessage, decode_header_words, matches
+from mailrules.model import (
+    Age,
+    All,
+    AnyOf,
+    ArrivalDate,
+    Flag,
+    Header,
+    Keyword,
+    Not,
+    SentDate,
+    Size,
+    Text,
+)
+from mailrules.session import ImapSession
+
+LARGE_RUN = int(os.environ.get("MAILRULES_LOCALEVAL_EXAMPLES", "") or 0)
+SETTINGS = settings(
+    max_examples=LARGE_RUN or 25,
+    derandomize=not LARGE_RUN,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+CASES = {"cases": 0, "examples": 0}
+
+# --------------------------------------------------------------------------- vocabulary
+
+WORDS = ["hello", "Grüße", "café", "Straße", "ﬁnal", "naïve", "Ⅻ", "東京", "Ǆemal", "ÅNGSTRÖM",
+         "Ελλάδα", "re:", "[dev]", "a.b", "x,y", 'say "hi"', "it's", "tab\there"]
+CHARSETS = ["utf-8", "iso-8859-1", "iso-8859-15", "windows-1252", "koi8-r", "shift_jis", "utf-16"]
+NAMES = ["", "Alice Example", "Zoë Müller", "Doe, John", "O'Brien", "J. R. Smith", "東京太郎", "a.b"]
+ADDRS = ["alice@example.com", "zoe@example.de", "john@corp.example", "x.y+tag@lists.example.org"]
+KEYS = ["hello", "ALICE", "example", "Zoë", "müller", "grüsse", "Grüße", "CAFÉ", "cafe", "e\u0301",
+        "ß", "ss", "fi", "ﬁ", "<alice", "alice@example.com>", '"Doe, John"', "Doe, John", "O'Brien",
+        "\"O\\'Brien\"", "group:", ">, <", "MISSING_DOMAIN", "東京", "ǅ", "Ⅻ", "ⅻ", "å", "ελλάδα",
+        "a.b", "x,y", "world spaced", "hello world", "  ", "re: [dev]", "tab", "Straße", "naïve",
+        "Content-Type", "subject: hello", "binaryword", "preamble", "epilogue", "partheader",
+        "inner body", "=?utf-8", "Date:", "\"J. R. Smith\""]
+HEADER_NAMES = ["Subject", "X-Tag", "List-Id", "From", "Comments"]
+TZS = [dt.timezone(dt.timedelta(minutes=m)) for m in (-720, -300, -1, 0, 1, 330, 600, 840)]
+BASE_DAY = dt.date(2024, 6, 3)
+
+
+def encode_word(text: str, charset: str, enc: str) -> str:
+    try:
+        return EmailHeader(text, charset if enc == "b" else charset).encode()  # type: ignore[arg-type]
+    except (UnicodeEncodeError, LookupError):
+        return text
+
+
+@st.composite
+def header_text(draw) -> str:
+    """A header value: words, some as encoded words in some charset, odd white space."""
+    out = []
+    for word in draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=4)):
+        style = draw(st.sampled_from(["plain", "plain", "q", "b"]))
+        if style != "plain" or not word.isascii():
+            charset = draw(st.sampled_from(CHARSETS))
+            try:
+                word.encode(charset)
+                out.append(_encoded(word, charset, style if style != "plain" else "q"))
+            except (UnicodeEncodeError, LookupError):
+                out.append(_encoded(word, "utf-8", "b"))
+        else:
+            out.append(word)
+        out.append(draw(st.sampled_from([" ", " ", "  ", "\t", "\r\n "])))
+    return "".join(out).rstrip(" \t\r\n")
+
+
+def _encoded(word: str, charset: str, style: str) -> str:
+    data = word.encode(charset)
+    if style == "b":
+        return f"=?{charset}?b?{base64.b64encode(data).decode()}?="
+    q = "".join(chr(c) if (c < 128 and (chr(c).isalnum())) else f"={c:02X}" for c in data)
+    return f"=?{charset}?q?{q}?="
+
+
+@st.composite
+def address(draw) -> str:
+    name = draw(st.sampled_from(NAMES))
+    addr = draw(st.sampled_from(ADDRS))
+    form = draw(st.sampled_from(["bare", "angle", "named", "named", "comment", "encoded"]))
+    if form == "bare" or not name and form != "angle":
+        return addr
+    if form == "angle":
+        return f"<{addr}>"
+    if form == "comment":
+        return f"{addr} ({name.replace('(', '').replace(')', '')})"
+    if form == "encoded":
+        return f"{_encoded(name, 'utf-8', 'q')} <{addr}>"
+    if re.fullmatch(r"[A-Za-z0-9 ]+", name):
+        return f"{name} <{addr}>"
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}" <{addr}>'
+
+
+@st.composite
+def address_list(draw) -> str:
+    items = draw(st.lists(address(), min_size=0, max_size=3))
+    if draw(st.booleans()) and draw(st.booleans()):
+        group = draw(st.sampled_from(["Team", "undisclosed-recipients", "A Group"]))
+        inner = ", ".join(draw(st.lists(address(), max_size=2)))
+        items.append(f"{group}: {inner};" if inner else f"{group}:;")
+    if not items:
+        return draw(st.sampled_from(["", "bare", "<>", "alice@example.com"]))
+    return ", ".join(items)
+
+
+def sent_date(draw) -> str | None:
+    kind = draw(st.sampled_from(["ok", "ok", "ok", "none", "garbage"]))
+    if kind == "none":
+        return None
+    if kind == "garbage":
+        return "sometime soon"
+    tz = draw(st.sampled_from(TZS))
+    minute = draw(st.sampled_from([0, 1, 30, 12 * 60, 23 * 60 + 59]))
+    day = BASE_DAY + dt.timedelta(days=draw(st.integers(-1, 1)))
+    when = dt.datetime.combine(day, dt.time(), tzinfo=tz) + dt.timedelta(minutes=minute)
+    from email.utils import format_datetime
+
+    return format_datetime(when)
+
+
+@st.composite
+def text_body(draw) -> tuple[bytes, list[str]]:
+    """(encoded body, its header lines) of one text part."""
+    text = " ".join(draw(st.lists(st.sampled_from(WORDS + ["hello world", "binaryword"]), min_size=1, max_size=5)))
+    text += "\n" + draw(st.sampled_from(["", "second line", "café\nGrüße"]))
+    charset = draw(st.sampled_from(CHARSETS[:6]))
+    try:
+        data = text.encode(charset)
+    except UnicodeEncodeError:
+        charset, data = "utf-8", text.encode("utf-8")
+    cte = draw(st.sampled_from(["8bit", "quoted-printable", "base64", None]))
+    if cte == "quoted-printable":
+        data = quopri.encodestring(data)
+    elif cte == "base64":
+        data = base64.encodebytes(data)
+    subtype = draw(st.sampled_from(["plain", "html"]))
+    lines = [f"Content-Type: text/{subtype}; charset={charset}"]
+    if cte:
+        lines.append(f"Content-Transfer-Encoding: {cte}")
+    return data, lines
+
+
+@st.composite
+def mime_part(draw, depth: int = 0) -> bytes:
+    kind = draw(st.sampled_from(["text", "text", "binary", "multipart", "rfc822"] if depth < 2 else ["text", "binary"]))
+    if kind == "text":
+        data, lines = draw(text_body())
+        if draw(st.booleans()):
+            lines.append("X-Part: partheader")
+        return _part(lines, data)
+    if kind == "binary":
+        return _part(["Content-Type: application/octet-stream", "Content-Transfer-Encoding: base64"],
+                     base64.encodebytes(b"binaryword hello"))
+    if kind == "rfc822":
+        inner = b"Subject: inner subject\r\nFrom: inner@example.com\r\n\r\ninner body hello\r\n"
+        return _part(["Content-Type: message/rfc822"], inner)
+    boundary = f"b{depth}x{draw(st.integers(0, 999))}"
+    children = draw(st.lists(mime_part(depth + 1), min_size=1, max_size=3))
+    body = b"preamble\r\n" + b"".join(b"--" + boundary.encode() + b"\r\n" + c + b"\r\n" for c in children)
+    body += b"--" + boundary.encode() + b"--\r\nepilogue\r\n"
+    return _part([f'Content-Type: multipart/{draw(st.sampled_from(["mixed", "alternative"]))}; boundary="{boundary}"'],
+                 body)
+
+
+def _part(lines: list[str], body: bytes) -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+@st.composite
+def message(draw) -> tuple[bytes, list[str], dt.datetime]:
+    lines: list[str] = []
+    for name in ["From", "To", "Cc", "Bcc"]:
+        for _ in range(draw(st.sampled_from([0, 1, 1, 1, 2] if name != "Bcc" else [0, 1]))):
+            lines.append(f"{name}: {draw(address_list())}")
+    for _ in range(draw(st.sampled_from([0, 1, 1, 2]))):
+        lines.append(f"Subject: {draw(header_text())}")
+    date = sent_date(draw)
+    if date is not None:
+        lines.append(f"Date: {date}")
+    for _ in range(draw(st.integers(0, 2))):
+        lines.append(f"{draw(st.sampled_from(HEADER_NAMES[1:]))}: {draw(header_text())}")
+    if draw(st.booleans()):
+        body = draw(mime_part())
+        header, _, rest = body.partition(b"\r\n\r\n")
+        raw = ("\r\n".join(lines) + "\r\nMIME-Version: 1.0\r\n").encode("utf-8") + header + b"\r\n\r\n" + rest
+    else:
+        text = draw(st.sampled_from(["hello world\r\n", "", "café Grüße\r\n", "line one\r\n  line   two\r\n"]))
+        raw = ("\r\n".join(lines) + "\r\n\r\n" + text).encode("utf-8")
+    pad = draw(st.sampled_from([0, 0, 100, 1000]))
+    raw += b"p" * pad + (b"\r\n" if pad else b"")
+    flags = draw(st.lists(st.sampled_from(["\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted", "$A", "$b"]),
+                          unique=True))
+    tz = draw(st.sampled_from(TZS))
+    arrived = dt.datetime.combine(BASE_DAY + dt.timedelta(days=draw(st.integers(-1, 1))), dt.time(), tzinfo=tz)
+    arrived += dt.timedelta(minutes=draw(st.sampled_from([0, 1, 60 * 12, 60 * 23 + 59])))
+    return raw, flags, arrived
+
+
+def snippets(raws: list[bytes]) -> list[str]:
+    """Substrings of the messages' decoded text (across folds, spaces, words): keys that hit."""
+    out = []
+    for raw in raws:
+        text = decode_header_words(raw).replace("\r", "")
+        for start in range(0, max(len(text) - 4, 1), 7):
+            for length in (3, 6, 11, 17):
+                piece = text[start : start + length]
+                if piece.strip() and "\n" not in piece and "\t" not in piece:
+                    out.append(piece)
+    return out or KEYS
+
+
+def leaf(sizes: list[int], pool: list[str]):
+    text_key = st.one_of(st.sampled_from(KEYS), st.sampled_from(pool))
+    day = st.builds(lambda d: BASE_DAY + dt.timedelta(days=d), st.integers(-2, 2))
+    return st.one_of(
+        st.builds(Text, st.sampled_from(["from", "to", "cc", "bcc", "subject", "body", "text"]),
+                  text_key),
+        st.builds(Header, st.sampled_from(HEADER_NAMES + ["Cc", "Date"]), st.one_of(text_key, st.just(""))),
+        st.builds(Size, st.sampled_from(["larger", "smaller"]),
+                  st.sampled_from(sizes).flatmap(lambda s: st.sampled_from([s - 1, s, s + 1]))),
+        st.builds(ArrivalDate, st.sampled_from(["before", "on", "since"]), day),
+        st.builds(SentDate, st.sampled_from(["before", "on", "since"]), day),
+        st.builds(Age, st.sampled_from(["older", "younger"]), st.sampled_from([3600, 86400, 3 * 86400, 10**9])),
+        st.builds(Flag, st.sampled_from(["\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted"]), st.booleans()),
+        st.builds(Keyword, st.sampled_from(["$A", "$a", "$B", "$C"]), st.booleans()),
+    )
+
+
+def tree(sizes: list[int], pool: list[str]):
+    return st.recursive(
+        leaf(sizes, pool),
+        lambda kids: st.one_of(
+            st.builds(lambda c: All(tuple(c)), st.lists(kids, max_size=3)),
+            st.builds(lambda c: AnyOf(tuple(c)), st.lists(kids, max_size=3)),
+            st.builds(Not, kids),
+        ),
+        max_leaves=4,
+    )
+
+
+# --------------------------------------------------------------------------- the test
+
+
+@pytest.fixture(scope="module")
+def server(dovecot):
+    return dovecot
+
+
+@SETTINGS
+@given(data=st.data())
+def test_local_evaluation_equals_dovecot_search(server, data):
+    mailbox = data.draw(st.lists(message(), min_size=3, max_size=8), label="mailbox")
+    user = server.add_user()
+    client = server.client(user)
+    try:
+        uids = []
+        for raw, flags, arrived in mailbox:
+            resp = client.append("INBOX", raw, flags=flags, msg_time=arrived)
+            uids.append(int(re.search(rb"APPENDUID \d+ (\d+)", resp).group(1)))
+        client.select_folder("INBOX")
+        fetched = client.fetch(uids, ["INTERNALDATE", "RFC822.SIZE"])
+        session = ImapSession(client, "me")
+        session.select("INBOX", readonly=True)
+        now = dt.datetime.now(dt.UTC)
+        local = {}
+        for uid, (raw, flags, _arrived) in zip(uids, mailbox, strict=True):
+            # The zone Dovecot compares arrival dates in is its own (the test process's, here):
+            # the INTERNALDATE it reports is in that zone.
+            reported = fetched[uid][b"INTERNALDATE"]
+            reported = reported.astimezone() if reported.tzinfo else reported.astimezone()
+            local[uid] = LocalMessage(raw, flags=frozenset(f for f in flags if f.startswith("\\")),
+                                      keywords=frozenset(f for f in flags if not f.startswith("\\")),
+                                      internaldate=reported)
+            assert local[uid].rfc822_size == fetched[uid][b"RFC822.SIZE"]
+        sizes = [m.rfc822_size for m in local.values()]
+        criteria = data.draw(st.lists(tree(sizes, snippets([r for r, _f, _a in mailbox])), min_size=1, max_size=12), label="criteria")
+        for criterion in criteria:
+            query = compile_search(criterion, session.capabilities)
+            found = set(session.search(query))
+            expected = {uid for uid, m in local.items() if matches(criterion, m, now=now)}
+            CASES["cases"] += len(uids)
+            assert found == expected, (criterion, str(query), {u: local[u].raw for u in found ^ expected})
+        CASES["examples"] += 1
+    finally:
+        client.logout()
+
+
+def teardown_module(module) -> None:
+    print(f"\nlocal evaluation vs Dovecot: {CASES['examples']} mailboxes, {CASES['cases']} cases compared")
