@@ -19,12 +19,11 @@ from typing import TextIO
 
 from imapclient.exceptions import IMAPClientError
 
-from .model import Config, FolderRef, Location, Rule
+from .model import ActionCall, Config, FolderRef, Location, Rule
 from .plugins import Registry
 from .session import ImapSession
 
 IMPORTANT = ("MOVE", "UIDPLUS", "IDLE", "ESEARCH", "WITHIN", "SPECIAL-USE", "NOTIFY", "CONDSTORE")
-KEYWORD_ACTIONS = ("add_keyword", "remove_keyword")
 
 
 @dataclass
@@ -57,7 +56,7 @@ def check_accounts(config: Config, registry: Registry, *, out: TextIO) -> int:
             failed = True
             continue
         try:
-            failed |= not _check_account(config, account.name, session, out)
+            failed |= not _check_account(config, registry, account.name, session, out)
         except IMAPClientError as exc:  # a connection lost mid-check: report, go on
             print(f"  error: the check of account {account.name} stopped: {exc}", file=out)
             failed = True
@@ -84,20 +83,18 @@ def sources_of(config: Config, account: str) -> list[_Source]:
     return list(found.values())
 
 
-def destinations_in(config: Config, account: str) -> list[_Destination]:
-    """Every move/copy destination in `account`, from the rules of any account."""
+def destinations_in(config: Config, registry: Registry, account: str) -> list[_Destination]:
+    """Every folder in `account` that actions put messages in (`Action.destinations`), from the
+    rules of any account."""
     found: dict[str, _Destination] = {}
     for rule in config.rules:
         if not rule.enabled:
             continue
         for call in rule.actions:
-            ref = call.arg
-            if not isinstance(ref, FolderRef):
-                continue
-            target = ref.account or rule.account  # None: the rule runs (and files) in every account
-            if target not in (None, account):
-                continue
-            found.setdefault(str(ref), _Destination(ref)).uses.append((rule, call.location))
+            for ref in registry.actions[call.name].destinations(call.arg):
+                target = ref.account or rule.account  # None: the rule runs (and files) in every account
+                if target in (None, account):
+                    found.setdefault(str(ref), _Destination(ref)).uses.append((rule, call.location))
     return list(found.values())
 
 
@@ -109,7 +106,12 @@ def _server_name(session: ImapSession, path: str) -> str | None:
         return None
 
 
-def _check_account(config: Config, name: str, session: ImapSession, out: TextIO) -> bool:
+def _requiring(registry: Registry, rule: Rule, what: str) -> list[ActionCall]:
+    """The rule's actions that require `what` of the mailbox (`Action.requires`)."""
+    return [call for call in rule.actions if what in registry.actions[call.name].requires(call.arg)]
+
+
+def _check_account(config: Config, registry: Registry, name: str, session: ImapSession, out: TextIO) -> bool:
     ok = True
     account = config.accounts[name]
     have = [c for c in IMPORTANT if session.has(c)]
@@ -150,7 +152,7 @@ def _check_account(config: Config, name: str, session: ImapSession, out: TextIO)
         keyword_rules = [
             r for r in config.rules
             if r.applies_to(name, source.path, account.watch)
-            and any(a.name in KEYWORD_ACTIONS for a in r.actions)
+            and _requiring(registry, r, "keywords")
         ]
         kw = "yes" if sel.can_store_keyword("$MailrulesProbe") else "NO"
         print(f"  mailbox {source.path} ({server}): {sel.exists} messages, UIDVALIDITY {sel.uidvalidity}, "
@@ -161,7 +163,7 @@ def _check_account(config: Config, name: str, session: ImapSession, out: TextIO)
             ok = False
     if selected:
         session.unselect()
-    for dest in destinations_in(config, name):
+    for dest in destinations_in(config, registry, name):
         server = _server_name(session, dest.ref.path)
         for rule, location in dest.uses:
             where = _rule_where(rule, location)
@@ -172,8 +174,8 @@ def _check_account(config: Config, name: str, session: ImapSession, out: TextIO)
                 print(f"  {where}: folder {dest.ref} does not exist yet (created on first use)", file=out)
     for rule in config.rules:
         if rule.enabled and rule.account in (None, name):
-            for call in rule.actions:
-                if call.name == "trash" and session.find_trash() is None:
+            for call in _requiring(registry, rule, "trash"):
+                if session.find_trash() is None:
                     print(f"  {_rule_where(rule, call.location)}: error: no Trash mailbox on this server",
                           file=out)
                     ok = False

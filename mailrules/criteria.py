@@ -347,4 +347,8 @@ def reads_of(node: Criterion) -> Reads:
         return Reads(costly=True)
     if isinstance(node, (Flag, Keyword, Raw)):
         return Reads(mutable=True)
-    return Reads()  # arrival dates and ages: in the server's index
+    if isinstance(node, (ArrivalDate, Age)):
+        return Reads()  # in the server's index
+    # An unknown node might read flags: taken for one that reads nothing, it would be searched
+    # in the pass's opening, before the earlier rules act (wrong results, no error).
+    raise TypeError(f"reads_of: unknown criteria node {type(node).__name__}")

@@ -1,13 +1,10 @@
-"""The rule engine: one pass of a rule list over the candidate messages of a mailbox.
+"""The rule engine: which messages of a mailbox a pass takes, and the journal around it.
 
-First, one round trip of read-only commands (`_open_pass`): the candidates' Message-IDs,
-and the searches of the rules whose result cannot depend on the rules before them. Then
-for each rule in file order: its search result (or, for rules on flags, size or body, one
-UID SEARCH restricted to the candidates still in play), then its `where:` predicates on
-what the server returned (fetching only the parts they need, in batches), then each
-action as UID-set commands. A rule sees the messages as the earlier rules left them
-(their actions already happened on the server), and moved/stopped messages leave play:
-the outcome equals evaluating the rules one message at a time, in order.
+`Engine.process` (arrival rules over what is new since the checkpoint, plus retries) and
+`Engine.sweep` (scheduled rules over a whole mailbox) choose the candidates and where each
+starts; the pass itself is `mailrules.kernel.run_pass` (the semantics: file order, each rule
+sees the earlier rules' effects, stop/move leave play) over `mailrules.imap_mailbox.ImapPass`
+(the batched IMAP work: pipelined opening, searches, predicates, actions).
 
 Every step is journaled in the state store (`mailrules.state`), so a crash resumes
 exactly where it stopped; a message whose action failed resumes at that rule and
@@ -24,21 +21,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .actions import ActionContext, ActionFailed, ActionRunner, uncertain_groups
-from .criteria import SearchQuery, compile_search, reads_of
-from .message import MessageView
-from .model import ActionCall, All, ArrivalDate, Config, FolderRef, Rule
+from .criteria import SearchQuery, compile_search
+from .imap_mailbox import SEARCH_REFUSED, ImapPass, PassSettings
+from .kernel import Position, run_pass
+from .model import ArrivalDate, Config, Rule
 from .plugins import Registry, TimeLimit
 from .secrets import protect_accounts
-from .session import BODY_FETCH_BATCH, FETCH_BATCH, ImapSession, ServerRefused
-from .state import RunRecord, StateStore, Step
+from .session import ImapSession
+from .state import RunRecord, StateStore
 from .uidset import UidSet
 
 log = logging.getLogger("mailrules.engine")
-
-Position = tuple[int, int]  # (rule index, action index) where a message resumes
-
-SEARCH_REFUSED = "the server refused its search"
 
 
 @dataclass
@@ -120,11 +113,14 @@ class Engine:
         self.rule_names = set(rule_names) if rule_names else None
         self.out = out or sys.stdout
         self.predicate_timeout = predicate_timeout
-        self._warned: set[str] = set()
-        self._dry_headers: dict[int, tuple[str, str]] = {}  # --dry-run output: UID -> (From, Subject)
         self._limiter = TimeLimit()  # plugin predicates run in a worker thread, with a time limit
         # The daemon sets this: polled between steps; True abandons the pass (Interrupted).
         self.interrupt: Callable[[], bool] | None = None
+        self._settings = PassSettings(
+            registry=registry, store=self.store, reader=self.reader, dry_run=dry_run, out=self.out,
+            predicate_timeout=predicate_timeout, limiter=self._limiter, connect=pool.get, watched=self.watched,
+            interrupt=self._check_interrupt, accounts=frozenset(config.accounts),
+        )
         protect_accounts(config.accounts.values())  # plugin children never see a password_env variable
 
     # ------------------------------------------------------------------ selection
@@ -361,114 +357,15 @@ class Engine:
         high: int,
         advance: bool,
     ) -> None:
-        """One pass of `rules` over `candidates`."""
+        """One pass of `rules` over `candidates` (`mailrules.kernel.run_pass` on an `ImapPass`),
+        then the journal's end: failures recorded, the checkpoint moved."""
         sel = session.selected
         assert sel is not None
-        steps: dict[tuple[int, int], Step] = {(s.rule_index, s.action_index): s for s in (run.steps if run else ())}
-        seq = max((s.seq for s in run.steps), default=-1) + 1 if run else 0
-        active = set(candidates)
-        failures: dict[int, tuple[int, str, int, str | None, str]] = {}
-        mids: dict[int, str] = {}
-        ctx = ActionContext(
-            session=session, account=account, mailbox=server, selected=sel, rule=rules[0] if rules else None,  # type: ignore[arg-type]
-            message_ids=mids, registry=self.registry, connect=self.pool.get, watched=self.watched,
-            store=self.store, dry_run=self.dry_run, warned=self._warned,
-        )
-        runner = ActionRunner(ctx)
-        searched = self._open_pass(session, account, rules, UidSet(active), steps, mids) if active else {}
-        # Retries of copies that failed uncertainly (the destination may have stored them):
-        # the action first looks for them there (see ActionRunner._proven_copies).
-        pending = self.reader.pending(account, server, sel.uidvalidity) if self.reader else []
-        earlier = {p.uid: p.resume_detail for p in pending if p.resume_detail and p.uid in candidates}
-        retry_details: dict[int, dict] = {}  # failed now: what their retry must verify
-
-        for i, rule in enumerate(rules):
-            if not active:
-                break
-            self._check_interrupt()
-            ctx.rule = rule
-            searchable = UidSet(u for u in active if candidates[u][0] < i or candidates[u] == (i, 0))
-            resumed = {u: candidates[u][1] for u in active if candidates[u][0] == i and candidates[u][1] > 0}
-            match_step = steps.get((i, -1))
-            if match_step is not None:
-                matched = match_step.uids & active
-            else:
-                matched = self._match(session, rule, searchable, i, failures, mids, active, searched.get(i),
-                                      refused=outcome.refused, where=(account, server))
-                if run is not None:
-                    self.store.add_step(run.id, seq, i, -1, matched, "done")  # type: ignore[union-attr]
-                    seq += 1
-            outcome.matched[rule.name] = len(matched)
-            targets_all = matched | resumed.keys()
-            if not targets_all:
-                continue
-            described = self._dry_headers if self.dry_run else mids
-            need_ids = UidSet(u for u in targets_all if u not in described)
-            if need_ids:
-                mids.update(self._describe(session, need_ids, rule))
-            if self.dry_run:
-                self._print_rule(rule, UidSet(targets_all))
-                if rule.stop:
-                    active -= set(targets_all)
-                continue
-            for a, call in enumerate(rule.actions):
-                self._check_interrupt()
-                targets = UidSet(u for u in targets_all if u in active and (u in matched or resumed.get(u, 99) <= a))
-                if kind == "sweep" and self.store is not None and _once_per_rule(call, self.registry):
-                    targets -= self.store.swept(account, server, rule.name, sel.uidvalidity, a)
-                if not targets:
-                    continue
-                step = steps.get((i, a))
-                if step is not None and step.state == "done":
-                    continue
-                if step is not None and step.state == "failed":
-                    for uid in step.uids:
-                        failures[uid] = (i, rule.name, a, mids.get(uid), "failed before the pass was interrupted")
-                    retry_details.update(_retry_details(step.detail, step.uids))
-                    active -= set(step.uids)
-                    continue
-                resuming = step is not None and step.state == "intent"
-                detail: dict = {}
-                try:
-                    detail = step.detail if resuming else runner.intent_detail(call, targets)
-                    if not resuming:
-                        detail = _with_uncertain(detail, {u: earlier[u] for u in targets
-                                                          if u in earlier and candidates[u] == (i, a)})
-                    if run is not None:
-                        self.store.add_step(run.id, seq, i, a, targets, "intent", detail)  # type: ignore[union-attr]
-                    ctx.journal = _journal(self.store, run, seq, i, a, targets)
-                    result = runner.run(call, targets, detail=detail, resuming=resuming)
-                except (ActionFailed, ServerRefused, ValueError) as exc:
-                    done = exc.done if isinstance(exc, ActionFailed) else UidSet()
-                    if isinstance(exc, ActionFailed) and exc.verified is not None:
-                        detail = {**detail, "verified": exc.verified}  # what the retry must check
-                    still = session.existing(targets - done)
-                    for uid in still:
-                        failures[uid] = (i, rule.name, a, mids.get(uid), str(exc))
-                    retry_details.update(_retry_details(detail, still))
-                    active -= set(targets) - set(done)  # those done go on to the next actions
-                    if run is not None:
-                        self.store.add_step(run.id, seq, i, a, targets, "failed", detail or None)  # type: ignore[union-attr]
-                        seq += 1
-                    log.error("rule %r account %s mailbox %s: %s %s failed for %d messages (UIDs %s): %s",
-                              rule.name, account, server, call.name, _arg_text(call), len(still), still, exc)
-                    continue
-                if run is not None:
-                    self.store.add_step(run.id, seq, i, a, targets, "done", result.detail or None)  # type: ignore[union-attr]
-                    seq += 1
-                    if kind == "sweep" and _once_per_rule(call, self.registry):
-                        self.store.add_swept(account, server, rule.name, sel.uidvalidity, a, targets)
-                outcome.applied += len(targets)
-                self._log_action(rule, account, server, call, targets, mids)
-                self.registry.notify(
-                    "mailrules_action_applied",
-                    event=_event(rule, account, server, call, targets, mids, self.dry_run),
-                )
-                if result.removed:
-                    active -= set(targets)
-            if rule.stop:
-                active -= set(targets_all)
-
+        box = ImapPass(self._settings, session, account, server, rules, candidates, run, kind=kind,
+                       matched=outcome.matched, refused=outcome.refused)
+        run_pass(box, rules, candidates)
+        outcome.applied += box.applied
+        failures, mids = box.failures, box.mids
         session.note_folders(None)  # the listing was for this pass only
         outcome.failed = {uid: f[4] for uid, f in failures.items()}
         if run is None or self.store is None:
@@ -482,7 +379,7 @@ class Engine:
         outcome.given_up = self.store.finish_run(
             run.id, account, server, sel.uidvalidity, checkpoint=high,
             failures=failures if advance else {}, resolved=resolved if advance else (), started=run.started,
-            advance=advance, resume_details=retry_details if advance else None,
+            advance=advance, resume_details=box.retry_details if advance else None,
         )
         for uid in outcome.given_up:
             log.error("account %s mailbox %s: gave up on UID %d (Message-ID %s) after repeated failures: %s",
@@ -505,204 +402,9 @@ class Engine:
         if state is not None and state.last_error and SEARCH_REFUSED in state.last_error:
             self.store.set_error(account, server, None)  # the rules file was fixed
 
-    def _open_pass(
-        self, session: ImapSession, account: str, rules: list[Rule], within: UidSet, steps: dict, mids: dict[int, str]
-    ) -> dict[int, UidSet]:
-        """The pass's read-only work, pipelined in one round trip (see `mailrules.pipeline`).
-
-        Fills `mids` with the candidates' Message-IDs (fetched with the header fields the
-        rules search, which a caching server then reads once) and returns, by rule index,
-        the server's answers to the searches whose result cannot depend on the earlier rules:
-        criteria that read neither flags nor whole messages (size, body), and no `where:`.
-        The others are searched at their turn, over the messages still in play. Also lists
-        the folders the rules copy or move to. Whatever the server refuses here is done
-        again, the ordinary way, when the rule's turn comes.
-        """
-        pipe = session.pipeline()
-        fields: set[str] = set()
-        queries = []
-        for i, rule in enumerate(rules):
-            reads = reads_of(rule.match)
-            fields |= reads.headers
-            if (i, -1) not in steps and not reads.mutable and not reads.costly and not rule.where:
-                queries.append((i, compile_search(rule.match, session.capabilities)))
-        # Not worth it when the rules' predicates fetch the Message-IDs anyway (`where:`), or for
-        # one rule over a large mailbox (a sweep): the Message-IDs of the messages it acts on
-        # are fetched then.
-        plain = any(not rule.where for rule in rules)
-        if not self.dry_run and plain and (len(rules) > 1 or len(within) <= FETCH_BATCH):
-            headers = pipe.headers(within, fields, FETCH_BATCH)
-        else:
-            headers = None
-        pending = {i: pipe.search(query, within) for i, query in queries}
-        folders = None if self.dry_run else pipe.folders(self._destinations(session, account, rules))
-        pipe.run()
-        session.note_folders(folders)
-        if headers is not None:
-            mids.update(headers.message_ids)
-        return {i: p.result for i, p in pending.items() if p is not None and p.result is not None}
-
-    @staticmethod
-    def _destinations(session: ImapSession, account: str, rules: list[Rule]) -> list[str]:
-        """Server names of the folders in this account that the rules copy or move to."""
-        out = []
-        for rule in rules:
-            for call in rule.actions:
-                ref = call.arg
-                if call.name in ("copy", "move") and isinstance(ref, FolderRef) and ref.account in (None, "", account):
-                    try:
-                        out.append(session.server_name(ref.path))
-                    except ValueError:
-                        continue  # reported when the action runs
-        return out
-
     def _check_interrupt(self) -> None:
         if self.interrupt is not None and self.interrupt():
             raise Interrupted()
-
-    # ------------------------------------------------------------------ matching
-
-    def _match(
-        self,
-        session: ImapSession,
-        rule: Rule,
-        searchable: UidSet,
-        index: int,
-        failures: dict,
-        mids: dict[int, str],
-        active: set[int],
-        searched: UidSet | None = None,
-        *,
-        refused: dict[str, str],
-        where: tuple[str, str] = ("?", "?"),
-    ) -> UidSet:
-        """The messages of `searchable` the rule matches; searched: the server's answer, if already known.
-
-        A search the server refuses (a `raw:` key it does not know) fails this rule alone: it
-        matches nothing, its messages stay in play for the other rules and are not retried for
-        it (the refusal would repeat every time and end in giving them up), and the rule is
-        noted in `refused` to be reported (log, `status`) on every pass until it is fixed.
-        """
-        if not searchable:
-            return UidSet()
-        if searched is None:  # not answered in the pass's opening: search now
-            query = compile_search(self._with_prefilters(session, rule), session.capabilities)
-            try:
-                searched = session.search(query, within=searchable)
-            except ServerRefused as exc:
-                log.error("rule %r account %s mailbox %s: the server %s (%s): %s; the rule is skipped, "
-                          "the other rules go on", rule.name, *where, SEARCH_REFUSED, query, exc.message)
-                refused[rule.name] = exc.message
-                return UidSet()
-        found = searched & searchable
-        if not rule.where or not found:
-            return found
-        return self._predicates(session, rule, found, index, failures, mids, active)
-
-    def _with_prefilters(self, session: ImapSession, rule: Rule):
-        """The rule's criteria, plus what its predicates let the server check first.
-
-        Only on servers whose SEARCH is a true substring search (RFC 3501), so that the
-        prefilter never hides a message the predicate would accept.
-        """
-        if not rule.where or not session.substring_search_reliable:
-            return rule.match
-        extra = []
-        for call in rule.where:
-            spec = self.registry.predicates[call.name]
-            if spec.prefilter is not None:
-                try:
-                    criteria = spec.prefilter(call.args)
-                    if criteria is not None:
-                        compile_search(criteria, session.capabilities)  # not a criteria tree: raises here
-                except Exception as exc:  # noqa: BLE001 - a prefilter only saves work: a bug must not stop the mailbox
-                    log.error("rule %r: the prefilter of predicate %s (plugin %s) failed, searching without it: %s",
-                              rule.name, spec.name, spec.plugin or "builtin", _error_text(exc))
-                    continue
-                if criteria is not None:
-                    extra.append(criteria)
-        return All((rule.match, *extra)) if extra else rule.match
-
-    def _predicates(
-        self, session: ImapSession, rule: Rule, found: UidSet, index: int, failures: dict, mids: dict[int, str],
-        active: set[int],
-    ) -> UidSet:
-        """The messages of `found` that every `where:` predicate accepts (Message-IDs noted in mids)."""
-        preds = [(self.registry.predicates[p.name], p) for p in rule.where]
-        needs: set[str] = set()
-        for spec, call in preds:
-            needs.update(spec.needs_for(call.args))
-        items, batch = _fetch_items(needs)
-        passed: list[int] = []
-        for uid, data in session.fetch(found, items, batch=batch):
-            view: MessageView | None = None
-            spec = preds[0][0]
-            try:
-                view = _view(uid, data)
-                accepted = True
-                for spec, call in preds:
-                    if not self._test(spec, view, call.args):
-                        accepted = False
-                        break
-            except Exception as exc:  # noqa: BLE001 - one message or predicate must never stop the mailbox
-                # Anything at all (a plugin's bug, a message too deep or too large to parse:
-                # RecursionError, MemoryError) fails this message alone, to be retried and given up.
-                why = _error_text(exc)
-                log.error("rule %r: predicate %s (plugin %s) failed on UID %d: %s",
-                          rule.name, spec.name, spec.plugin or "builtin", uid, why)
-                failures[uid] = (index, rule.name, 0, _message_id(view), f"predicate {spec.name}: {why}")
-                active.discard(uid)
-                continue
-            if accepted:
-                passed.append(uid)
-                mids[uid] = _message_id(view) or ""  # fetched anyway: the action log needs no second FETCH
-        return UidSet(passed)
-
-    def _test(self, spec, view: MessageView, args) -> bool:
-        if spec.plugin == "builtin" and self.predicate_timeout is None:
-            return bool(spec.test(view, args))  # the built-in regex bounds itself
-        timeout = self.predicate_timeout or spec.timeout
-        # a stuck call's (daemon) thread is abandoned: it never keeps the process from exiting
-        return bool(self._limiter.call(spec.test, (view, args), timeout))
-
-    # ------------------------------------------------------------------ output
-
-    def _describe(self, session: ImapSession, uids: UidSet, rule: Rule) -> dict[int, str]:
-        """Message-IDs for the log (plus From/Subject for --dry-run output)."""
-        if not self.dry_run:
-            return session.message_ids(uids)
-        out = {}
-        for uid, data in session.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (FROM SUBJECT MESSAGE-ID)]"]):
-            raw = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
-            view = MessageView(uid, raw_header=raw)
-            out[uid] = view.message_id
-            self._dry_headers[uid] = (", ".join(view.header("From")), view.subject)
-        return out
-
-    def _print_rule(self, rule: Rule, uids: UidSet) -> None:
-        """--dry-run output: the rule, the actions it would take, and the messages."""
-        headers = self._dry_headers
-        actions = ", ".join(f"{c.name} {_arg_text(c)}".strip() for c in rule.actions)
-        print(f"rule {rule.name!r}: {len(uids)} message(s) would get: {actions}", file=self.out)
-        for uid in uids:
-            sender, subject = headers.get(uid, ("", ""))
-            print(f"  UID {uid}  From: {sender}  Subject: {subject}", file=self.out)
-
-    def _log_action(
-        self, rule: Rule, account: str, server: str, call: ActionCall, uids: UidSet, mids: dict[int, str]
-    ) -> None:
-        """One line per action batch, naming every message (UID and Message-ID) it acted on."""
-        if not log.isEnabledFor(logging.INFO):
-            return
-        action = f"{call.name} {_arg_text(call)}".rstrip()
-        if len(uids) == 1:
-            uid = next(iter(uids))
-            log.info("rule %r account %s mailbox %s UID %d Message-ID %s: %s",
-                     rule.name, account, server, uid, mids.get(uid) or "-", action)
-            return
-        messages = ", ".join(f"UID {uid} {mids.get(uid) or '-'}" for uid in uids)
-        log.info("rule %r account %s mailbox %s: %s: %d messages: %s",
-                 rule.name, account, server, action, len(uids), messages)
 
     def close(self) -> None:
         self._limiter.close()
@@ -710,136 +412,6 @@ class Engine:
 
 def _names(rules: list[Rule]) -> list[str]:
     return [r.name for r in rules]
-
-
-def _once_per_rule(call: ActionCall, registry: Registry) -> bool:
-    """Sweep actions that must act on a message at most once per rule (copy and plugins)."""
-    spec = registry.actions.get(call.name)
-    return call.name == "copy" or (spec is not None and not spec.builtin)
-
-
-BARE_WORDS = {"flag", "unflag", "seen", "unseen", "trash", "delete"}
-
-
-def _arg_text(call: ActionCall) -> str:
-    if call.arg is None or call.name in BARE_WORDS:
-        return ""
-    if isinstance(call.arg, tuple):
-        return " ".join(str(a) for a in call.arg)
-    return str(call.arg)
-
-
-def _event(rule, account, server, call, uids, mids, dry_run):
-    from .plugins import ActionEvent
-
-    return ActionEvent(rule.name, account, server, call.name, call.arg, tuple(uids),
-                       tuple(mids.get(u, "") for u in uids), dry_run)
-
-
-def _journal(store: StateStore | None, run: RunRecord | None, seq: int, rule_index: int, action_index: int,
-             uids: UidSet) -> Callable[[dict], None] | None:
-    """For an action in progress: rewrite its journaled intent detail (what it has proven so far)."""
-    if store is None or run is None:
-        return None
-    return lambda detail: store.add_step(run.id, seq, rule_index, action_index, uids, "intent", detail)
-
-
-def _with_uncertain(detail: dict, earlier: dict[int, dict]) -> dict:
-    """The intent `detail` of a copy, plus the retried messages whose earlier copy may have happened.
-
-    earlier: uid -> the resume detail recorded when its copy failed. Only those that failed
-    copying to the same destination count (the rules file may have changed since). Messages
-    of the same earlier attempt form one group: its window ("uidnext") and the arrivals it
-    claimed for messages already finished ("claimed") are kept apart from other attempts'.
-    """
-    if detail.get("uidnext") is None:
-        return detail  # not a copy
-    destination = (detail.get("account"), detail.get("dest"))
-    groups: dict[tuple, list[int]] = {}
-    for uid, d in earlier.items():
-        if (d.get("account"), d.get("dest")) == destination:
-            groups.setdefault((int(d["uidnext"]), tuple(d.get("claimed") or ())), []).append(uid)
-    if not groups:
-        return detail
-    uncertain = []
-    for (since, claimed), uids in sorted(groups.items()):
-        group: dict = {"uids": str(UidSet(uids)), "uidnext": since}
-        if claimed:
-            group["claimed"] = list(claimed)
-        uncertain.append(group)
-    return {**detail, "uncertain": uncertain}
-
-
-def _retry_details(detail: dict | None, uids: Iterable[int]) -> dict[int, dict]:
-    """After a failed copy with this intent `detail`: what each message's retry must verify first."""
-    if not detail or detail.get("uidnext") is None:
-        return {}
-    where = {"account": detail.get("account"), "dest": detail["dest"]}
-    verified = detail.get("verified")
-    if verified:
-        # The attempt checked every earlier uncertainty: only its own unconfirmed APPEND,
-        # at or above verified["uidnext"], may have landed.
-        base = {**where, "uidnext": int(verified["uidnext"])}
-        if verified.get("claimed"):
-            base["claimed"] = list(verified["claimed"])
-        done = UidSet.parse(verified.get("done") or "")
-        return {uid: dict(base) for uid in uids if uid not in done}
-    out = {}
-    for uid in uids:
-        since = int(detail["uidnext"])
-        claimed: list[str] = []
-        for group in uncertain_groups(detail):
-            if uid in UidSet.parse(group["uids"]):
-                since = min(since, int(group["uidnext"]))
-                claimed += group.get("claimed") or []
-        out[uid] = {**where, "uidnext": since, **({"claimed": claimed} if claimed else {})}
-    return out
-
-
-def _fetch_items(needs: set[str]) -> tuple[list[str], int]:
-    items: list[str] = []
-    batch = FETCH_BATCH
-    if "message" in needs:
-        items.append("BODY.PEEK[]")
-        batch = BODY_FETCH_BATCH
-    elif "headers" in needs:
-        items.append("BODY.PEEK[HEADER]")
-    else:
-        fields = sorted({n.split(":", 1)[1].upper() for n in needs if n.startswith("header:")} | {"MESSAGE-ID"})
-        items.append(f"BODY.PEEK[HEADER.FIELDS ({' '.join(fields)})]")
-    if "size" in needs:
-        items.append("RFC822.SIZE")
-    if "flags" in needs:
-        items.append("FLAGS")
-    return items, batch
-
-
-def _message_id(view: MessageView | None) -> str | None:
-    """The view's Message-ID, or None if it cannot be read: never raises (used in error handling)."""
-    if view is None:
-        return None
-    try:
-        return view.message_id
-    except Exception:  # noqa: BLE001 - a broken header must not escape the predicate's isolation
-        return None
-
-
-def _error_text(exc: BaseException) -> str:
-    """What a failure says in logs and `status`: its message, or at least its type."""
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - an exception whose str() fails
-        text = ""
-    return text if text else type(exc).__name__
-
-
-def _view(uid: int, data: dict) -> MessageView:
-    raw = data.get(b"BODY[]")
-    header = None
-    if raw is None:
-        header = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), None)
-    flags = tuple(f.decode() if isinstance(f, bytes) else f for f in data.get(b"FLAGS", ()))
-    return MessageView(uid, raw=raw, raw_header=header, size=data.get(b"RFC822.SIZE"), flags=flags)
 
 
 __all__ = ["Engine", "Interrupted", "Outcome", "SessionPool"]

@@ -85,12 +85,13 @@ def mailrules_actions():
     delivery="at-least-once", terminal=False)``:
 
     - ``run(context, uids, arg)``: apply the action to a batch of messages of the selected
-      mailbox. `context` is a `mailrules.actions.ActionContext`: ``.account``,
-      ``.mailbox``, ``.rule`` (``.rule.name``), ``.session`` (the
-      `mailrules.session.ImapSession`, mailbox selected), ``.message_ids`` (uid ->
-      Message-ID), and ``.messages(uids, needs) -> iterator of MessageView`` to fetch the
-      parts you need in batches. `uids` is a `mailrules.uidset.UidSet`. Return when done;
-      raise to fail the whole batch (it is retried from this action on a later pass).
+      mailbox. `context` is a `mailrules.ActionContext` (a protocol, `mailrules.api`):
+      ``.account``, ``.mailbox``, ``.rule`` (``.rule.name``), ``.dry_run``, ``.message_ids``
+      (uid -> Message-ID), ``.messages(uids, needs)`` (MessageViews, fetched in batches),
+      ``.arrival_dates(uids)`` (aware datetimes), ``.flags(uids)``, ``.keywords(uids)``,
+      ``.set_flags``/``.clear_flags``/``.set_keywords``/``.clear_keywords(uids, names)``,
+      ``.copy``/``.move(uids, folder)``. `uids` is a `mailrules.uidset.UidSet`. Return when
+      done; raise to fail the whole batch (it is retried from this action on a later pass).
       Bound your own I/O with timeouts: actions run in the engine's thread.
     - ``schema`` / ``parse``: argument validation at load time, as for predicates. With
       neither, the action takes no argument.

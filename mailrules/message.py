@@ -13,6 +13,7 @@ body is built.
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import re
@@ -40,7 +41,8 @@ class MessageView:
     """One message as predicates see it.
 
     raw_header: the header block (bytes) or None if not fetched; raw: the whole message
-    (bytes) or None; size and flags as the server reported them.
+    (bytes) or None; size and flags as the server reported them; arrived: the arrival date
+    (INTERNALDATE, an aware datetime) or None if not fetched.
     """
 
     def __init__(
@@ -51,12 +53,19 @@ class MessageView:
         raw_header: bytes | None = None,
         size: int | None = None,
         flags: tuple[str, ...] = (),
+        arrived: dt.datetime | None = None,
     ) -> None:
         self.uid = uid
         self.raw = raw
         self._raw_header = raw_header
         self.size = size if size is not None else (len(raw) if raw is not None else None)
-        self.flags = flags
+        self.flags = flags  # system flags and keywords, as the server reported them ("flags" need)
+        self.arrived = arrived  # when it arrived in the mailbox (INTERNALDATE), time-zone aware ("arrival" need)
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """The keywords among `flags` (those not starting with a backslash)."""
+        return tuple(f for f in self.flags if not f.startswith("\\"))
 
     @cached_property
     def email(self) -> EmailMessage:

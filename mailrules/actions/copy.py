@@ -1,0 +1,327 @@
+"""The copy and move actions: same account (COPY / MOVE) and cross-account (APPEND), verified.
+
+Applied to the whole batch at once (one command per UID-set chunk). Resuming after a crash
+(`resuming=True`, with the `CopyIntent` journaled before the action started):
+
+* `move` (MOVE, or COPY + STORE \\Deleted + UID EXPUNGE): the UIDs still in the source were
+  not moved yet; only those are moved;
+* `copy` and cross-account copies: the destination's UIDNEXT was recorded before; what
+  arrived there since is compared with the source messages *by content*
+  (`proven_copies`), and only messages not proven there are copied again.
+
+A copy that *failed* may still have happened (the link to another account died before it
+confirmed an APPEND). The engine keeps its intent with the retry, and the retry first looks
+for those messages at the destination, by content, as after a crash.
+
+Verification is exact per message: a digest of the whole message (APPEND and COPY store the
+bytes as given), matched as multisets, so that messages sharing a Message-ID or lacking one,
+and byte-identical duplicates, are each proven by their own copy. Before a cross-account
+action removes any source (or gives up), it journals what it knows (`Verified`: the sources
+proven copied, and the destination UID from which an unconfirmed APPEND may have landed,
+narrowed by each APPENDUID), so that a resume or retry never counts one arrival for two
+messages.
+
+Never a bare EXPUNGE: only UID EXPUNGE of the UIDs this action marked \\Deleted, and without
+UIDPLUS nothing is expunged at all (the messages stay marked, with a warning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+
+from ..api import Action, ActionContext
+from ..criteria import SearchQuery, unsendable
+from ..model import FolderRef
+from ..session import ImapSession
+from ..uidset import UidSet
+from .base import ActionFailed, ActionResult, ActionRun
+from .intent import CopyIntent, Verified
+
+log = logging.getLogger("mailrules.actions")
+
+BODY_BATCH = 50  # whole messages per UID FETCH while verifying
+
+
+def parse_folder(value: Any) -> FolderRef:
+    """A folder written 'A/B' or 'account:A/B'; the loader resolves the account part."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a folder name such as Lists/dev (or account:Folder)")
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        raise ValueError(f"expected a folder name with '/' between levels, got {value!r}")
+    problem = unsendable(value)  # a CR LF inside the pipelined LIST aborted the session on every run
+    if problem:
+        raise ValueError(f"{problem}, got {value!r}")
+    return FolderRef(path=value)
+
+
+def content_digest(raw: bytes) -> str:
+    """What identifies a message's content for copy verification: SHA-256 of all its bytes (hex, 128 bits)."""
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class CopyAction(Action):
+    """Copy to a folder (move=False) or move there (move=True, terminal)."""
+
+    move: bool = False
+    builtin: bool = True
+
+    def destinations(self, arg: Any) -> tuple[Any, ...]:
+        return (arg,) if isinstance(arg, FolderRef) else ()
+
+    def intent(self, run: ActionRun, arg: FolderRef, uids: UidSet) -> CopyIntent | None:
+        if not self.move or arg.account:
+            session, dest = run.destination(arg)
+            account = arg.account or run.account
+            return CopyIntent(account, dest, run.uidnext_creating(session, dest))
+        if not run.session.has("MOVE"):
+            dest = run.session.server_name(arg.path)
+            return CopyIntent(run.account, dest, run.uidnext_creating(run.session, dest))
+        return None
+
+    def read_intent(self, detail: Any) -> CopyIntent | None:
+        return CopyIntent.from_json(detail)
+
+    def execute(self, run: ActionRun, arg: FolderRef, uids: UidSet, intent: CopyIntent | None,
+                resuming: bool) -> ActionResult:
+        if arg.account and arg.account != run.account:
+            return cross_account(run, arg, uids, intent, resuming, move=self.move)
+        dest = run.session.server_name(arg.path)
+        if self.move:
+            return move_to(run, dest, uids, intent, resuming)
+        todo = uids - proven_copies(run, run.session, dest, uids, intent, resuming)[0]
+        mapping: dict[int, int] = {}
+        if todo:
+            transfer = run.with_trycreate(run.session, dest, lambda create: run.session.copy(todo, dest, create=create))
+            run.record_placed(run.account, dest, transfer.uidvalidity, transfer.mapping.values())
+            mapping = transfer.mapping
+        return ActionResult(uids, detail=_reversal(run, run.account, dest, mapping))
+
+    def perform(self, context: ActionContext, uids: UidSet, arg: FolderRef) -> None:
+        (context.move if self.move else context.copy)(uids, str(arg))
+
+
+def _reversal(run: ActionRun, account: str, dest: str, mapping: dict[int, int]) -> dict:
+    """What undoing a copy or move needs, journaled with its done step: where the messages
+    came from and the source -> destination UIDs (COPYUID/APPENDUID, where the server gave them)."""
+    return {"undo": {"source": run.mailbox, "account": account, "dest": dest,
+                     "mapping": {str(k): v for k, v in sorted(mapping.items())}}}
+
+
+def move_to(run: ActionRun, dest: str, uids: UidSet, intent: CopyIntent | None, resuming: bool) -> ActionResult:
+    """Move `uids` to `dest` (a server name) in the same account: MOVE, or COPY + delete."""
+    session = run.session
+    todo = session.existing(uids) if resuming else uids
+    if not todo:
+        return ActionResult(uids, removed=True)
+    if dest == run.mailbox:
+        return ActionResult(uids, removed=True)  # moving into itself: nothing to do
+    if session.has("MOVE"):
+        transfer = run.with_trycreate(session, dest, lambda create: session.move(todo, dest, create=create))
+        run.record_placed(run.account, dest, transfer.uidvalidity, transfer.mapping.values())
+        return ActionResult(uids, removed=True, detail=_reversal(run, run.account, dest, transfer.mapping))
+    # COPY, then mark the originals \Deleted and UID EXPUNGE exactly those.
+    mapping: dict[int, int] = {}
+    if resuming and intent is not None and intent.copied:
+        to_copy = UidSet()
+    else:
+        to_copy = todo - proven_copies(run, session, dest, todo, intent, resuming)[0]
+    if to_copy:
+        transfer = run.with_trycreate(session, dest, lambda create: session.copy(to_copy, dest, create=create))
+        run.record_placed(run.account, dest, transfer.uidvalidity, transfer.mapping.values())
+        mapping = transfer.mapping
+    run.mark_deleted_and_expunge(todo)
+    return ActionResult(uids, removed=True, detail={"copied": True, **_reversal(run, run.account, dest, mapping)})
+
+
+def proven_copies(
+    run: ActionRun, dest_session: ImapSession, dest: str, uids: UidSet, intent: CopyIntent | None, resuming: bool
+) -> tuple[UidSet, int | None]:
+    """Of `uids` (selected mailbox), those an earlier attempt is proven to have copied to `dest`.
+
+    Each message is looked for among what reached `dest` since its attempt began (the
+    UIDNEXT then): for the whole batch when resuming after a crash, and for the messages
+    of intent.uncertain (a failed attempt that may have been carried out, as when the
+    link died before the destination confirmed an APPEND) on any pass. The comparison is
+    by a digest of the whole message, as multisets: each arrival proves at most one source
+    message, and arrivals `claimed` as copies of messages already finished prove none.
+    Returns the proven UIDs and the destination's UIDNEXT when it was checked (None: not
+    checked).
+    """
+    if intent is None:
+        return UidSet(), None
+    since, claims, proven = intent.windows(uids, resuming)
+    if not since:
+        return proven, None
+    floor = min(since.values())
+    try:
+        now = dest_session.status_uidnext(dest)
+    except IMAPClientAbortError:
+        raise  # the connection is gone: not an answer
+    except IMAPClientError:
+        now = None  # no such folder (the copy would have created it): nothing arrived
+    if now is None or now <= floor:
+        return proven, now  # nothing arrived there: the copy did not happen
+    # Sizes first (cheap): only messages whose size occurs on both sides are read whole.
+    source = run.session
+    sizes = {uid: data.get(b"RFC822.SIZE") for uid, data in source.fetch(UidSet(since), ["RFC822.SIZE"])}
+    arrived = _arrivals_since(dest_session, dest, floor, set(sizes.values()))
+    if dest_session is source:
+        source.select(run.mailbox)  # back to the source mailbox
+    arrived_sizes = {size for size, _digest in arrived.values()}
+    candidates: dict[str, list[int]] = {}
+    near = UidSet(uid for uid, size in sizes.items() if size in arrived_sizes)
+    for uid, data in source.fetch(near, ["BODY.PEEK[]"], batch=BODY_BATCH):
+        body = data.get(b"BODY[]")
+        if body:
+            candidates.setdefault(content_digest(body), []).append(uid)
+    by_digest: dict[str, list[int]] = {}
+    for uid, (_size, digest) in arrived.items():
+        by_digest.setdefault(digest, []).append(uid)
+    found = _match(candidates, by_digest, since, claims)
+    log.info(
+        "account %s: checked an earlier, unconfirmed copy to %s: %d of %d messages were already there",
+        run.account, dest, len(found), len(since),
+    )
+    return proven | found, now
+
+
+def cross_account(
+    run: ActionRun, ref: FolderRef, uids: UidSet, intent: CopyIntent | None, resuming: bool, *, move: bool
+) -> ActionResult:
+    """APPEND each message to the other account (flags and date kept), then remove the source.
+
+    Which messages landed is known exactly: an APPEND the destination confirmed (with its
+    APPENDUID where the server has UIDPLUS), or a copy proven by content afterwards. Before
+    any source is removed, and before giving up on the rest, the journal records it
+    (`Verified`), so that neither a crash nor a retry can take one arrival for two messages.
+    """
+    dest_session, dest = run.destination(ref)
+    session = run.session
+    todo = session.existing(uids) if (resuming and move) else uids
+    proven, checked = proven_copies(run, dest_session, dest, todo, intent, resuming)
+    todo -= proven
+    # From which destination UID an APPEND of this attempt that is not confirmed may land;
+    # `claimed`: digests of confirmed APPENDs at or above it (the server gave no APPENDUID).
+    start = max((intent.uidnext if intent is not None else 1) or 1, checked or 1)
+    claimed: list[str] = []
+    created: list[int] = []
+    sent: list[int] = []  # source UIDs whose APPEND the destination confirmed
+    mapping: dict[int, int] = {}
+    uidvalidity = None
+    refused: list[str] = []  # one message refused (too big, over quota) does not hold up the others
+    account = ref.account or run.account
+
+    def verified() -> Verified:
+        return Verified(start, proven | sent, tuple(claimed))
+
+    def finish(uids_done: UidSet) -> None:
+        """Journal what is proven, then (a move) remove exactly those sources."""
+        if run.journal is not None and intent is not None:
+            run.journal(intent.with_verified(verified()).to_json())
+        if move and uids_done:
+            run.mark_deleted_and_expunge(uids_done)
+
+    try:
+        for uid, data in session.fetch(todo, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"], batch=BODY_BATCH):
+            flags = [
+                f.decode() if isinstance(f, bytes) else f
+                for f in data.get(b"FLAGS", ())
+                if (f.decode() if isinstance(f, bytes) else f).lower() not in ("\\deleted", "\\recent")
+            ]
+            body = data.get(b"BODY[]")
+            if not body:
+                # Expunged by another client since our last command: the server may still
+                # answer the FETCH, with no body. Nothing to copy.
+                log.info("account %s: UID %d vanished before it could be copied to %s", run.account, uid, ref)
+                continue
+            try:
+                result = run.with_trycreate(
+                    dest_session, dest, lambda _create, b=body, f=flags, d=data: dest_session.append(
+                        dest, b, f, d.get(b"INTERNALDATE")
+                    )
+                )
+            except ActionFailed as exc:
+                refused.append(f"UID {uid}: {exc}")
+                continue
+            sent.append(uid)
+            if result:
+                uidvalidity = result[0]
+                created.append(result[1])
+                mapping[uid] = result[1]
+                # UIDs ascend: every earlier APPEND landed below this one
+                start = max(start, result[1] + 1)
+                claimed.clear()
+            else:
+                claimed.append(content_digest(body))
+    except Exception as exc:  # noqa: BLE001 - destination dropped: retried later, source untouched
+        run.record_placed(account, dest, uidvalidity, created)
+        done = proven | sent
+        finish(done)  # these arrived: finish their move, so that a retry cannot duplicate them
+        message = str(exc) if isinstance(exc, ActionFailed) else f"copy to {ref} failed: {exc}"
+        raise ActionFailed(message, done=done, verified=verified()) from exc
+    run.record_placed(account, dest, uidvalidity, created)
+    done = proven | sent
+    finish(done)
+    if refused:
+        raise ActionFailed(f"copy to {ref} refused for {len(refused)} messages: {'; '.join(refused)}",
+                           done=done, verified=verified())
+    return ActionResult(uids, removed=move, detail=_reversal(run, account, dest, mapping))
+
+
+def _match(
+    candidates: dict[str, list[int]], arrivals: dict[str, list[int]], since: dict[int, int],
+    claims: list[tuple[str, int]],
+) -> set[int]:
+    """Source UIDs proven copied: digest -> source UIDs, digest -> arrived destination UIDs.
+
+    A multiset matching: each arrival proves at most one source message, and only one whose
+    window (`since`) it lies in. Claimed arrivals (copies of messages already finished) are
+    taken out first, the earliest possible one each. Matching the most constrained source
+    first with the latest arrival proves as many as can be proven.
+    """
+    pool = {d: sorted(uids) for d, uids in arrivals.items()}
+    for digest, start in claims:
+        uids = pool.get(digest, [])
+        first = next((k for k, uid in enumerate(uids) if uid >= start), None)
+        if first is not None:
+            del uids[first]
+    found: set[int] = set()
+    for digest, sources in candidates.items():
+        left = pool.get(digest, [])
+        for uid in sorted(sources, key=lambda u: since[u], reverse=True):
+            if left and left[-1] >= since[uid]:
+                left.pop()
+                found.add(uid)
+    return found
+
+
+def _arrivals_since(session: ImapSession, dest: str, uidnext: int, sizes: set[int]) -> dict[int, tuple[int, str]]:
+    """UID -> (size, content digest) of the messages that arrived in `dest` at or after UID `uidnext`.
+
+    Only messages of one of these `sizes` are read whole (the others cannot be a copy).
+    """
+    session.select(dest, readonly=True)
+    found = session.search(SearchQuery((b"UID", f"{uidnext}:*".encode())))
+    found = UidSet(u for u in found if u >= uidnext)
+    same_size = {uid: data.get(b"RFC822.SIZE") for uid, data in session.fetch(found, ["RFC822.SIZE"])}
+    near = UidSet(uid for uid, size in same_size.items() if size in sizes)
+    out: dict[int, tuple[int, str]] = {}
+    for uid, data in session.fetch(near, ["BODY.PEEK[]"], batch=BODY_BATCH):
+        body = data.get(b"BODY[]")
+        if body is not None:
+            out[uid] = (same_size[uid], content_digest(body))
+    return out
+
+
+def actions() -> list[Action]:
+    return [
+        CopyAction("copy", "copy to a folder (created if missing)", parse=parse_folder),
+        CopyAction("move", "move to a folder (created if missing)", parse=parse_folder, terminal=True, move=True,
+                   once_per_rule=False),  # moved messages leave: a sweep cannot meet them twice
+    ]

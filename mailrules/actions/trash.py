@@ -1,0 +1,45 @@
+"""The trash action: move to the account's Trash mailbox (\\Trash special use, else by name)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..api import Action, ActionContext
+from ..uidset import UidSet
+from .base import ActionFailed, ActionResult, ActionRun
+from .copy import move_to
+
+NO_TRASH = ("no Trash mailbox: the server has no \\Trash special-use mailbox and no folder named "
+            "Trash, Deleted Items or Deleted Messages")
+
+
+@dataclass(frozen=True)
+class TrashAction(Action):
+    builtin: bool = True
+    terminal: bool = True
+    once_per_rule: bool = False
+
+    def describe(self, arg: Any) -> str:
+        return ""
+
+    def requires(self, arg: Any) -> frozenset[str]:
+        return frozenset({"trash"})
+
+    def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
+        trash = run.session.find_trash()
+        if trash is None:
+            raise ActionFailed(NO_TRASH)
+        if trash == run.mailbox:
+            return ActionResult(uids, removed=True)  # already in the Trash: nothing to do
+        return move_to(run, trash, uids, None, resuming)
+
+    def perform(self, context: ActionContext, uids: UidSet, arg: Any) -> None:
+        trash = getattr(context, "trash", None)
+        if trash is None:
+            raise ActionFailed(NO_TRASH)
+        context.move(uids, trash)
+
+
+def actions() -> list[Action]:
+    return [TrashAction("trash", "move to the Trash mailbox")]

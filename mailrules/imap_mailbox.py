@@ -1,0 +1,397 @@
+"""The IMAP implementation of the pass kernel's `Mailbox`: batched, pipelined, journaled.
+
+First, one round trip of read-only commands (`open`): the candidates' Message-IDs, and the
+searches of the rules whose result cannot depend on the rules before them. Then, as the
+kernel (`mailrules.kernel.run_pass`) walks the rules: each rule's search result (or, for
+rules on flags, size or body, one UID SEARCH restricted to the candidates still in play),
+then its `where:` predicates on what the server returned (fetching only the parts they
+need, in batches), then each action as UID-set commands (`mailrules.actions`).
+
+Every step is journaled in the state store (`mailrules.state`), so a crash resumes exactly
+where it stopped; the intent of an action in progress is verified on resume by the action
+itself (`Action.read_intent`, `Action.execute`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from .actions.base import ActionFailed, ActionRun
+from .api import Action, ActionEvent
+from .criteria import compile_search, reads_of
+from .fetching import fetch_items, view_of
+from .kernel import Position
+from .message import MessageView
+from .model import ActionCall, All, Rule
+from .plugins import Registry, TimeLimit
+from .session import FETCH_BATCH, ImapSession, ServerRefused
+from .state import RunRecord, StateStore, Step
+from .uidset import UidSet
+
+log = logging.getLogger("mailrules.engine")
+
+SEARCH_REFUSED = "the server refused its search"
+
+# uid -> (rule index, rule name, action index, Message-ID, error): what `StateStore.finish_run` records
+Failure = tuple[int, str, int, "str | None", str]
+
+
+@dataclass
+class PassSettings:
+    """What the engine gives every IMAP pass (the same for all of its passes)."""
+
+    registry: Registry
+    store: StateStore | None  # writes (None in a dry run)
+    reader: StateStore | None  # reads: a dry run still knows what is new
+    dry_run: bool
+    out: TextIO
+    predicate_timeout: float | None
+    limiter: TimeLimit
+    connect: Callable[[str], ImapSession]
+    watched: Callable[[str, str], bool]
+    interrupt: Callable[[], None]  # raises to abandon the pass
+    accounts: Collection[str] = ()
+    warned: set[str] = field(default_factory=set)
+    dry_headers: dict[int, tuple[str, str]] = field(default_factory=dict)  # --dry-run: UID -> (From, Subject)
+
+
+class ImapPass:
+    """One pass of rules over candidates of the selected mailbox, for `mailrules.kernel.run_pass`."""
+
+    def __init__(
+        self, settings: PassSettings, session: ImapSession, account: str, server: str, rules: Sequence[Rule],
+        candidates: dict[int, Position], run: RunRecord | None, *, kind: str,
+        matched: dict[str, int], refused: dict[str, str],
+    ) -> None:
+        self.s = settings
+        self.session = session
+        self.account = account
+        self.server = server
+        self.candidates = candidates
+        self.run = run
+        self.kind = kind
+        self.matched = matched  # rule name -> how many it matched (Outcome.matched)
+        self.refused = refused  # rule name -> why the server refused its search (Outcome.refused)
+        self.applied = 0  # message-actions applied
+        sel = session.selected
+        assert sel is not None
+        self.sel = sel
+        self.steps: dict[tuple[int, int], Step] = {(s.rule_index, s.action_index): s
+                                                   for s in (run.steps if run else ())}
+        self.seq = max((s.seq for s in run.steps), default=-1) + 1 if run else 0
+        self.failures: dict[int, Failure] = {}
+        self.mids: dict[int, str] = {}
+        self.searched: dict[int, UidSet] = {}
+        self.ctx = ActionRun(
+            session=session, account=account, mailbox=server, selected=sel, rule=rules[0] if rules else None,  # type: ignore[arg-type]
+            message_ids=self.mids, registry=settings.registry, connect=settings.connect, watched=settings.watched,
+            store=settings.store, dry_run=settings.dry_run, warned=settings.warned, accounts=settings.accounts,
+        )
+        # Retries of copies that failed uncertainly (the destination may have stored them):
+        # the action first looks for them there (see mailrules.actions.copy).
+        pending = settings.reader.pending(account, server, sel.uidvalidity) if settings.reader else []
+        self.earlier = {p.uid: p.resume_detail for p in pending if p.resume_detail and p.uid in candidates}
+        self.retry_details: dict[int, dict] = {}  # failed now: what their retry must verify
+
+    # ------------------------------------------------------------------ the kernel's protocol
+
+    def between(self) -> None:
+        self.s.interrupt()
+
+    def open(self, rules: Sequence[Rule], within: UidSet) -> None:
+        """The pass's read-only work, pipelined in one round trip (see `mailrules.pipeline`).
+
+        Fills the Message-IDs of the candidates (fetched with the header fields the rules
+        search, which a caching server then reads once) and notes, by rule index, the server's
+        answers to the searches whose result cannot depend on the earlier rules: criteria that
+        read neither flags nor whole messages (size, body), and no `where:`. The others are
+        searched at their turn, over the messages still in play. Also lists the folders the
+        rules copy or move to. Whatever the server refuses here is done again, the ordinary
+        way, when the rule's turn comes.
+        """
+        session = self.session
+        pipe = session.pipeline()
+        fields: set[str] = set()
+        queries = []
+        for i, rule in enumerate(rules):
+            reads = reads_of(rule.match)
+            fields |= reads.headers
+            if (i, -1) not in self.steps and not reads.mutable and not reads.costly and not rule.where:
+                queries.append((i, compile_search(rule.match, session.capabilities)))
+        # Not worth it when the rules' predicates fetch the Message-IDs anyway (`where:`), or for
+        # one rule over a large mailbox (a sweep): the Message-IDs of the messages it acts on
+        # are fetched then.
+        plain = any(not rule.where for rule in rules)
+        if not self.s.dry_run and plain and (len(rules) > 1 or len(within) <= FETCH_BATCH):
+            headers = pipe.headers(within, fields, FETCH_BATCH)
+        else:
+            headers = None
+        pending = {i: pipe.search(query, within) for i, query in queries}
+        folders = None if self.s.dry_run else pipe.folders(self._destinations(rules))
+        pipe.run()
+        session.note_folders(folders)
+        if headers is not None:
+            self.mids.update(headers.message_ids)
+        self.searched = {i: p.result for i, p in pending.items() if p is not None and p.result is not None}
+
+    def _destinations(self, rules: Sequence[Rule]) -> list[str]:
+        """Server names of the folders in this account that the rules' actions put messages in."""
+        out = []
+        for rule in rules:
+            for call in rule.actions:
+                for ref in self.s.registry.actions[call.name].destinations(call.arg):
+                    if ref.account in (None, "", self.account):
+                        try:
+                            out.append(self.session.server_name(ref.path))
+                        except ValueError:
+                            continue  # reported when the action runs
+        return out
+
+    def match(self, index: int, rule: Rule, searchable: UidSet) -> tuple[UidSet, set[int]]:
+        self.ctx.rule = rule
+        step = self.steps.get((index, -1))
+        undecided: set[int] = set()
+        if step is not None:
+            matched = step.uids & searchable  # journaled before a crash: its UIDs still in play
+        else:
+            matched = self._match(rule, searchable, index, undecided)
+            if self.run is not None:
+                self.s.store.add_step(self.run.id, self.seq, index, -1, matched, "done")  # type: ignore[union-attr]
+                self.seq += 1
+        self.matched[rule.name] = len(matched)
+        return matched, undecided
+
+    def present(self, index: int, rule: Rule, targets: UidSet) -> bool:
+        described = self.s.dry_headers if self.s.dry_run else self.mids
+        need_ids = UidSet(u for u in targets if u not in described)
+        if need_ids:
+            self.mids.update(self._describe(need_ids))
+        if self.s.dry_run:
+            self._print_rule(rule, targets)
+            return False
+        return True
+
+    def apply(self, i: int, a: int, rule: Rule, call: ActionCall, targets: UidSet) -> set[int]:
+        store, run, sel = self.s.store, self.run, self.sel
+        action: Action = self.s.registry.actions[call.name]
+        sweep_once = self.kind == "sweep" and action.once_per_rule
+        if sweep_once and store is not None:
+            targets -= store.swept(self.account, self.server, rule.name, sel.uidvalidity, a)
+        if not targets:
+            return set()
+        step = self.steps.get((i, a))
+        if step is not None and step.state == "done":
+            return set()
+        if step is not None and step.state == "failed":
+            for uid in step.uids:
+                self.failures[uid] = (i, rule.name, a, self.mids.get(uid), "failed before the pass was interrupted")
+            intent = action.read_intent(step.detail)
+            if intent is not None:
+                self.retry_details.update(intent.retry_details(step.uids))
+            return set(step.uids)
+        resuming = step is not None and step.state == "intent"
+        intent: Any = None
+        try:
+            if resuming:
+                intent = action.read_intent(step.detail)  # type: ignore[union-attr]
+            else:
+                intent = action.intent(self.ctx, call.arg, targets)
+                earlier = {u: self.earlier[u] for u in targets if u in self.earlier and self.candidates[u] == (i, a)}
+                if intent is not None and earlier:
+                    intent = intent.with_uncertain(earlier)
+            if run is not None:
+                store.add_step(run.id, self.seq, i, a, targets, "intent", _json(intent))  # type: ignore[union-attr]
+            self.ctx.journal = _journal(store, run, self.seq, i, a, targets)
+            result = action.execute(self.ctx, call.arg, targets, intent, resuming)
+        except (ActionFailed, ServerRefused, ValueError) as exc:
+            done = exc.done if isinstance(exc, ActionFailed) else UidSet()
+            if isinstance(exc, ActionFailed) and exc.verified is not None and intent is not None:
+                intent = intent.with_verified(exc.verified)  # what the retry must check
+            still = self.session.existing(targets - done)
+            for uid in still:
+                self.failures[uid] = (i, rule.name, a, self.mids.get(uid), str(exc))
+            if intent is not None:
+                self.retry_details.update(intent.retry_details(still))
+            if run is not None:
+                store.add_step(run.id, self.seq, i, a, targets, "failed", _json(intent) or None)  # type: ignore[union-attr]
+                self.seq += 1
+            log.error("rule %r account %s mailbox %s: %s %s failed for %d messages (UIDs %s): %s",
+                      rule.name, self.account, self.server, call.name, action.describe(call.arg), len(still),
+                      still, exc)
+            return set(targets) - set(done)  # those done go on to the next actions
+        if run is not None:
+            store.add_step(run.id, self.seq, i, a, targets, "done", result.detail or None)  # type: ignore[union-attr]
+            self.seq += 1
+            if sweep_once:
+                store.add_swept(self.account, self.server, rule.name, sel.uidvalidity, a, targets)  # type: ignore[union-attr]
+        self.applied += len(targets)
+        self._log_action(rule, call, action, targets)
+        self.s.registry.notify("mailrules_action_applied", event=ActionEvent(
+            rule.name, self.account, self.server, call.name, call.arg, tuple(targets),
+            tuple(self.mids.get(u, "") for u in targets), self.s.dry_run))
+        return set(targets) if result.removed else set()
+
+    # ------------------------------------------------------------------ matching
+
+    def _match(self, rule: Rule, searchable: UidSet, index: int, undecided: set[int]) -> UidSet:
+        """The messages of `searchable` the rule matches.
+
+        A search the server refuses (a `raw:` key it does not know) fails this rule alone: it
+        matches nothing, its messages stay in play for the other rules and are not retried for
+        it (the refusal would repeat every time and end in giving them up), and the rule is
+        noted in `refused` to be reported (log, `status`) on every pass until it is fixed.
+        """
+        if not searchable:
+            return UidSet()
+        session = self.session
+        searched = self.searched.get(index)
+        if searched is None:  # not answered in the pass's opening: search now
+            query = compile_search(self._with_prefilters(rule), session.capabilities)
+            try:
+                searched = session.search(query, within=searchable)
+            except ServerRefused as exc:
+                log.error("rule %r account %s mailbox %s: the server %s (%s): %s; the rule is skipped, "
+                          "the other rules go on", rule.name, self.account, self.server, SEARCH_REFUSED, query,
+                          exc.message)
+                self.refused[rule.name] = exc.message
+                return UidSet()
+        found = searched & searchable
+        if not rule.where or not found:
+            return found
+        return self._predicates(rule, found, index, undecided)
+
+    def _with_prefilters(self, rule: Rule):
+        """The rule's criteria, plus what its predicates let the server check first.
+
+        Only on servers whose SEARCH is a true substring search (RFC 3501), so that the
+        prefilter never hides a message the predicate would accept.
+        """
+        if not rule.where or not self.session.substring_search_reliable:
+            return rule.match
+        extra = []
+        for call in rule.where:
+            spec = self.s.registry.predicates[call.name]
+            if spec.prefilter is not None:
+                try:
+                    criteria = spec.prefilter(call.args)
+                    if criteria is not None:
+                        compile_search(criteria, self.session.capabilities)  # not a criteria tree: raises here
+                except Exception as exc:  # noqa: BLE001 - a prefilter only saves work: a bug must not stop the mailbox
+                    log.error("rule %r: the prefilter of predicate %s (plugin %s) failed, searching without it: %s",
+                              rule.name, spec.name, spec.plugin or "builtin", error_text(exc))
+                    continue
+                if criteria is not None:
+                    extra.append(criteria)
+        return All((rule.match, *extra)) if extra else rule.match
+
+    def _predicates(self, rule: Rule, found: UidSet, index: int, undecided: set[int]) -> UidSet:
+        """The messages of `found` that every `where:` predicate accepts (their Message-IDs noted)."""
+        preds = [(self.s.registry.predicates[p.name], p) for p in rule.where]
+        needs: set[str] = set()
+        for spec, call in preds:
+            needs.update(spec.needs_for(call.args))
+        items, batch = fetch_items(needs)
+        passed: list[int] = []
+        for uid, data in self.session.fetch(found, items, batch=batch):
+            view: MessageView | None = None
+            spec = preds[0][0]
+            try:
+                view = view_of(uid, data)
+                accepted = True
+                for spec, call in preds:
+                    if not self._test(spec, view, call.args):
+                        accepted = False
+                        break
+            except Exception as exc:  # noqa: BLE001 - one message or predicate must never stop the mailbox
+                # Anything at all (a plugin's bug, a message too deep or too large to parse:
+                # RecursionError, MemoryError) fails this message alone, to be retried and given up.
+                why = error_text(exc)
+                log.error("rule %r: predicate %s (plugin %s) failed on UID %d: %s",
+                          rule.name, spec.name, spec.plugin or "builtin", uid, why)
+                self.failures[uid] = (index, rule.name, 0, message_id(view), f"predicate {spec.name}: {why}")
+                undecided.add(uid)
+                continue
+            if accepted:
+                passed.append(uid)
+                self.mids[uid] = message_id(view) or ""  # fetched anyway: the action log needs no second FETCH
+        return UidSet(passed)
+
+    def _test(self, spec, view: MessageView, args) -> bool:
+        if spec.plugin == "builtin" and self.s.predicate_timeout is None:
+            return bool(spec.test(view, args))  # the built-in regex bounds itself
+        timeout = self.s.predicate_timeout or spec.timeout
+        # a stuck call's (daemon) thread is abandoned: it never keeps the process from exiting
+        return bool(self.s.limiter.call(spec.test, (view, args), timeout))
+
+    # ------------------------------------------------------------------ output
+
+    def _describe(self, uids: UidSet) -> dict[int, str]:
+        """Message-IDs for the log (plus From/Subject for --dry-run output)."""
+        if not self.s.dry_run:
+            return self.session.message_ids(uids)
+        out = {}
+        for uid, data in self.session.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (FROM SUBJECT MESSAGE-ID)]"]):
+            raw = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+            view = MessageView(uid, raw_header=raw)
+            out[uid] = view.message_id
+            self.s.dry_headers[uid] = (", ".join(view.header("From")), view.subject)
+        return out
+
+    def _print_rule(self, rule: Rule, uids: UidSet) -> None:
+        """--dry-run output: the rule, the actions it would take, and the messages."""
+        headers = self.s.dry_headers
+        actions = ", ".join(f"{c.name} {self.s.registry.actions[c.name].describe(c.arg)}".strip()
+                            for c in rule.actions)
+        print(f"rule {rule.name!r}: {len(uids)} message(s) would get: {actions}", file=self.s.out)
+        for uid in uids:
+            sender, subject = headers.get(uid, ("", ""))
+            print(f"  UID {uid}  From: {sender}  Subject: {subject}", file=self.s.out)
+
+    def _log_action(self, rule: Rule, call: ActionCall, action: Action, uids: UidSet) -> None:
+        """One line per action batch, naming every message (UID and Message-ID) it acted on."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        mids = self.mids
+        text = f"{call.name} {action.describe(call.arg)}".rstrip()
+        if len(uids) == 1:
+            uid = next(iter(uids))
+            log.info("rule %r account %s mailbox %s UID %d Message-ID %s: %s",
+                     rule.name, self.account, self.server, uid, mids.get(uid) or "-", text)
+            return
+        messages = ", ".join(f"UID {uid} {mids.get(uid) or '-'}" for uid in uids)
+        log.info("rule %r account %s mailbox %s: %s: %d messages: %s",
+                 rule.name, self.account, self.server, text, len(uids), messages)
+
+
+def _json(intent: Any) -> dict:
+    return intent.to_json() if intent is not None else {}
+
+
+def _journal(store: StateStore | None, run: RunRecord | None, seq: int, rule_index: int, action_index: int,
+             uids: UidSet) -> Callable[[dict], None] | None:
+    """For an action in progress: rewrite its journaled intent detail (what it has proven so far)."""
+    if store is None or run is None:
+        return None
+    return lambda detail: store.add_step(run.id, seq, rule_index, action_index, uids, "intent", detail)
+
+
+def message_id(view: MessageView | None) -> str | None:
+    """The view's Message-ID, or None if it cannot be read: never raises (used in error handling)."""
+    if view is None:
+        return None
+    try:
+        return view.message_id
+    except Exception:  # noqa: BLE001 - a broken header must not escape the predicate's isolation
+        return None
+
+
+def error_text(exc: BaseException) -> str:
+    """What a failure says in logs and `status`: its message, or at least its type."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose str() fails
+        text = ""
+    return text if text else type(exc).__name__

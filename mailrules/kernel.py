@@ -1,0 +1,79 @@
+"""The rule-pass semantics, written once, over a small `Mailbox` protocol.
+
+A pass runs a rule list over candidate messages of one mailbox:
+
+* rules in file order; each rule sees the messages as the earlier rules left them (their
+  actions already happened), so flags set by rule 1 are seen by rule 2's criteria;
+* a message whose rule has `stop`, or whose action ends its journey (move, trash, delete,
+  a terminal plugin action), leaves play: no later rule meets it;
+* a message that could not be decided (a predicate failed) or whose action failed leaves
+  play too: it resumes on a later pass at that rule and action (`Position`), and later
+  rules wait for it;
+* a candidate resuming at (rule i, action a > 0) is not matched again by rule i: it takes
+  rule i's actions from action a on, then goes on with the rules after.
+
+The outcome equals evaluating the rules one message at a time, in order; a mailbox is
+free to do each step for many messages at once. Two implementations:
+`mailrules.imap_mailbox.ImapPass` (the batched, pipelined, journaled IMAP pass) and
+`mailrules.memory.MemoryMailbox` (messages in memory, criteria evaluated locally).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from .model import ActionCall, Rule
+from .uidset import UidSet
+
+Position = tuple[int, int]  # (rule index, action index) where a message resumes
+START: Position = (0, 0)
+
+
+class Mailbox(Protocol):
+    """What the kernel asks of a mailbox during one pass."""
+
+    def open(self, rules: Sequence[Rule], within: UidSet) -> None:
+        """Before the first rule: read-only work for the whole pass (IMAP: one pipelined round trip)."""
+
+    def between(self) -> None:
+        """Called between two steps: may raise to abandon the pass (resumed later)."""
+
+    def match(self, index: int, rule: Rule, searchable: UidSet) -> tuple[UidSet, set[int]]:
+        """The messages of `searchable` the rule matches (criteria, then `where:`), and those it
+        could not decide (they leave play, to be retried from this rule)."""
+
+    def present(self, index: int, rule: Rule, targets: UidSet) -> bool:
+        """The rule is about to act on `targets`: True to carry its actions out, False (a dry
+        run) when they were only described."""
+
+    def apply(self, index: int, action_index: int, rule: Rule, call: ActionCall, targets: UidSet) -> set[int]:
+        """Carry one action out on `targets`; returns the UIDs that leave play (their journey
+        ended, or the action failed for them)."""
+
+
+def run_pass(box: Mailbox, rules: Sequence[Rule], candidates: Mapping[int, Position]) -> set[int]:
+    """Run `rules` over `candidates` (uid -> where it starts); returns the UIDs still in play."""
+    active = set(candidates)
+    if active:
+        box.open(rules, UidSet(active))
+    for i, rule in enumerate(rules):
+        if not active:
+            break
+        box.between()
+        searchable = UidSet(u for u in active if candidates[u][0] < i or candidates[u] == (i, 0))
+        resumed = {u: candidates[u][1] for u in active if candidates[u][0] == i and candidates[u][1] > 0}
+        matched, undecided = box.match(i, rule, searchable)
+        active -= undecided
+        everyone = set(matched) | resumed.keys()
+        if not everyone:
+            continue
+        if box.present(i, rule, UidSet(everyone)):
+            for a, call in enumerate(rule.actions):
+                box.between()
+                targets = UidSet(u for u in everyone if u in active and (u in matched or resumed.get(u, 99) <= a))
+                if targets:
+                    active -= box.apply(i, a, rule, call, targets)
+        if rule.stop:
+            active -= everyone
+    return active
