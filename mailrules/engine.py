@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from .criteria import SearchQuery, compile_search
+from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_report
 from .imap_mailbox import SEARCH_REFUSED, ImapPass, PassSettings
 from .kernel import Position, run_pass
 from .model import ArrivalDate, Config, Rule
@@ -212,6 +213,7 @@ class Engine:
 
         candidates: dict[int, Position] = {}
         rules = self.arrival_rules(account, mailbox)
+        fresh = 0  # of the candidates, the new messages (the others are retries)
         if state is not None and state.uidvalidity != sel.uidvalidity:
             candidates = self._after_uidvalidity_change(session, account, server, state.last_pass)
         else:
@@ -228,18 +230,28 @@ class Engine:
                     high = new.max  # everything at or below it is dealt with by this pass
                     outcome.more = True
                 candidates = {uid: (0, 0) for uid in new}
+                fresh = len(candidates)
             if self.reader and retries:
                 candidates.update(self._retries(session, account, server, sel.uidvalidity, rules))
         outcome.candidates = len(candidates)
+        report = None
+        if self.dry_run:
+            report = arrival_report(account, mailbox, rules, self.registry.actions, fresh, len(candidates) - fresh)
+            if state is not None and state.uidvalidity == sel.uidvalidity and not outcome.more:
+                already = sel.exists - len(candidates)
+                if already > 0:
+                    report.notes.append(already_processed_note(already))
         if not candidates or not rules:  # nothing to do: only the checkpoint may move
             moved = state is None or high > state.checkpoint or state.uidvalidity != sel.uidvalidity
             if store and advance and (moved or candidates):
                 store.set_mailbox(account, server, sel.uidvalidity, high, last_pass=time.time())
+            self._render(report, outcome)
             return outcome
         if store:
             run = store.begin_run(account, server, sel.uidvalidity, "arrival", candidates, _names(rules), high)
         self._execute(session, account, server, rules, candidates, run, outcome, kind="arrival", high=high,
-                      advance=advance)
+                      advance=advance, report=report)
+        self._render(report, outcome)
         return outcome
 
     def _retries(
@@ -314,12 +326,16 @@ class Engine:
         found = session.search(SearchQuery((b"ALL",)))
         candidates = {uid: (0, 0) for uid in found}
         outcome.candidates = len(candidates)
+        report = sweep_report(account, mailbox, rules, self.registry.actions, len(candidates)) if self.dry_run else None
         if not candidates or not rules:
+            self._render(report, outcome)
             return outcome
         run = None
         if self.store:
             run = self.store.begin_run(account, server, sel.uidvalidity, f"sweep:{key}", candidates, _names(rules), 0)
-        self._execute(session, account, server, rules, candidates, run, outcome, kind="sweep", high=0, advance=False)
+        self._execute(session, account, server, rules, candidates, run, outcome, kind="sweep", high=0, advance=False,
+                      report=report)
+        self._render(report, outcome)
         return outcome
 
     def _resume_sweep(self, session: ImapSession, account: str, mailbox: str, server: str, run: RunRecord) -> None:
@@ -356,13 +372,14 @@ class Engine:
         kind: str,
         high: int,
         advance: bool,
+        report: DryRunReport | None = None,
     ) -> None:
         """One pass of `rules` over `candidates` (`mailrules.kernel.run_pass` on an `ImapPass`),
         then the journal's end: failures recorded, the checkpoint moved."""
         sel = session.selected
         assert sel is not None
         box = ImapPass(self._settings, session, account, server, rules, candidates, run, kind=kind,
-                       matched=outcome.matched, refused=outcome.refused)
+                       matched=outcome.matched, refused=outcome.refused, report=report)
         run_pass(box, rules, candidates)
         outcome.applied += box.applied
         failures, mids = box.failures, box.mids
@@ -385,6 +402,14 @@ class Engine:
             log.error("account %s mailbox %s: gave up on UID %d (Message-ID %s) after repeated failures: %s",
                       account, server, uid, mids.get(uid, "?"), failures[uid][4])
         self._report_refused(account, server, outcome)
+
+    def _render(self, report: DryRunReport | None, outcome: Outcome) -> None:
+        """--dry-run: print the mailbox's table (with the rules whose search the server refused)."""
+        if report is None:
+            return
+        for name, why in outcome.refused.items():
+            report.notes.append(f"rule {name!r}: {SEARCH_REFUSED} ({why}): it matched nothing")
+        report.render(self.out)
 
     def _report_refused(self, account: str, server: str, outcome: Outcome) -> None:
         """Keep the rules whose search the server refused in the mailbox's error (`status` shows it).

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from .actions.base import ActionFailed, ActionRun
 from .api import Action, ActionEvent
 from .criteria import compile_search, reads_of
+from .dryrun import DryRunReport
 from .fetching import fetch_items, view_of
 from .kernel import Position
 from .message import MessageView
@@ -55,7 +56,6 @@ class PassSettings:
     interrupt: Callable[[], None]  # raises to abandon the pass
     accounts: Collection[str] = ()
     warned: set[str] = field(default_factory=set)
-    dry_headers: dict[int, tuple[str, str]] = field(default_factory=dict)  # --dry-run: UID -> (From, Subject)
 
 
 class ImapPass:
@@ -64,7 +64,7 @@ class ImapPass:
     def __init__(
         self, settings: PassSettings, session: ImapSession, account: str, server: str, rules: Sequence[Rule],
         candidates: dict[int, Position], run: RunRecord | None, *, kind: str,
-        matched: dict[str, int], refused: dict[str, str],
+        matched: dict[str, int], refused: dict[str, str], report: DryRunReport | None = None,
     ) -> None:
         self.s = settings
         self.session = session
@@ -76,6 +76,8 @@ class ImapPass:
         self.matched = matched  # rule name -> how many it matched (Outcome.matched)
         self.refused = refused  # rule name -> why the server refused its search (Outcome.refused)
         self.applied = 0  # message-actions applied
+        self.report = report  # --dry-run: what each rule would do (`mailrules.dryrun`)
+        self.headers: dict[int, tuple[str, str]] = {}  # --dry-run: UID -> (From, Subject) of the samples
         sel = session.selected
         assert sel is not None
         self.sel = sel
@@ -165,13 +167,16 @@ class ImapPass:
         return matched, undecided
 
     def present(self, index: int, rule: Rule, targets: UidSet) -> bool:
-        described = self.s.dry_headers if self.s.dry_run else self.mids
-        need_ids = UidSet(u for u in targets if u not in described)
-        if need_ids:
-            self.mids.update(self._describe(need_ids))
-        if self.s.dry_run:
-            self._print_rule(rule, targets)
+        if self.s.dry_run:  # described (a few samples fetched), never carried out
+            if self.report is not None:
+                shown = UidSet(u for u in self.report.sample_uids(targets) if u not in self.headers)
+                if shown:
+                    self._sample_headers(shown)
+                self.report.add(rule, targets, self.headers)
             return False
+        need_ids = UidSet(u for u in targets if u not in self.mids)
+        if need_ids:
+            self.mids.update(self.session.message_ids(need_ids))
         return True
 
     def apply(self, i: int, a: int, rule: Rule, call: ActionCall, targets: UidSet) -> set[int]:
@@ -328,27 +333,13 @@ class ImapPass:
 
     # ------------------------------------------------------------------ output
 
-    def _describe(self, uids: UidSet) -> dict[int, str]:
-        """Message-IDs for the log (plus From/Subject for --dry-run output)."""
-        if not self.s.dry_run:
-            return self.session.message_ids(uids)
-        out = {}
+    def _sample_headers(self, uids: UidSet) -> None:
+        """--dry-run: From and Subject of the sample messages (and their Message-IDs)."""
         for uid, data in self.session.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (FROM SUBJECT MESSAGE-ID)]"]):
             raw = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
             view = MessageView(uid, raw_header=raw)
-            out[uid] = view.message_id
-            self.s.dry_headers[uid] = (", ".join(view.header("From")), view.subject)
-        return out
-
-    def _print_rule(self, rule: Rule, uids: UidSet) -> None:
-        """--dry-run output: the rule, the actions it would take, and the messages."""
-        headers = self.s.dry_headers
-        actions = ", ".join(f"{c.name} {self.s.registry.actions[c.name].describe(c.arg)}".strip()
-                            for c in rule.actions)
-        print(f"rule {rule.name!r}: {len(uids)} message(s) would get: {actions}", file=self.s.out)
-        for uid in uids:
-            sender, subject = headers.get(uid, ("", ""))
-            print(f"  UID {uid}  From: {sender}  Subject: {subject}", file=self.s.out)
+            self.mids[uid] = view.message_id or ""
+            self.headers[uid] = (", ".join(view.header("From")), view.subject)
 
     def _log_action(self, rule: Rule, call: ActionCall, action: Action, uids: UidSet) -> None:
         """One line per action batch, naming every message (UID and Message-ID) it acted on."""

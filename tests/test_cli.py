@@ -335,7 +335,7 @@ def test_dry_run_after_a_real_run_shows_only_new_mail(lab):
     assert lab.run().code == EXIT_OK
     lab.deliver("new")
     result = lab.run("--dry-run")
-    assert "new" in result.out and "old" not in result.out
+    assert "'new'" in result.out and "'old'" not in result.out  # the sample messages' quoted subjects
 
 
 # ----------------------------------------------------------------------------- one process per state
@@ -537,7 +537,7 @@ def test_status_and_dry_run_read_a_state_in_a_read_only_directory_and_run_refuse
         assert "me INBOX: processed up to UID 1" in status.out
         dry = lab.run("--dry-run")
         assert dry.code == EXIT_OK, dry.err
-        assert "new" in dry.out and "old" not in dry.out
+        assert "'new'" in dry.out and "'old'" not in dry.out  # the sample messages' quoted subjects
         run = lab.run()
         assert run.code == EXIT_FAILURE
         assert str(lab.state) in run.err and "Traceback" not in run.err
