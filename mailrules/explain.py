@@ -33,7 +33,9 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD = 0, 1, 2
 
 
 def explain_command(config: Config, registry: Registry, account_name: str, mailbox: str, uid: int,
-                    out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+                    out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
     if account_name not in config.accounts:
         print(f"mailrules: no account named {account_name!r} in {config.path}", file=err)
         return EXIT_BAD

@@ -435,9 +435,11 @@ def against(config: Config, account_name: str, inputs: Sequence[InputMessage], r
 # --------------------------------------------------------------------------- the command
 
 
-def test_command(config: Config, registry: Registry, args: Any, out: TextIO = sys.stdout,
-                 err: TextIO = sys.stderr) -> int:
+def test_command(config: Config, registry: Registry, args: Any, out: TextIO | None = None,
+                 err: TextIO | None = None) -> int:
     """`mailrules test`: see the module docstring. `args`: messages, rule, format, against, account, mailbox."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     names = args.rule or None
     unknown = [n for n in names or () if n not in {r.name for r in config.rules}]
     if unknown:
