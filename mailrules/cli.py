@@ -58,9 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="installed plugins, their predicates and actions")
     _common(plugins, top=False)
 
-    test = sub.add_parser("test", help="(not yet available) which rules match which messages, offline")
+    test = sub.add_parser("test", help="which rules match which messages, offline; or the rules file's tests:")
     _common(test, top=False)
-    test.add_argument("messages", nargs="*")
+    from .testcmd import add_arguments
+
+    add_arguments(test)
+
+    explain = sub.add_parser("explain", help="for one message on the server: each rule, matched or not, and why")
+    _common(explain, top=False)
+    explain.add_argument("account")
+    explain.add_argument("mailbox")
+    explain.add_argument("uid", type=int)
 
     demo = sub.add_parser("demo", help="the example rules at work on a throwaway local server (needs Dovecot)")
     _common(demo, top=False)
@@ -105,9 +113,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     from .config import ConfigError, ConfigWarning, default_config_path, load
     from .plugins import PluginError, Registry
 
-    if args.command == "test":
-        print("mailrules test: not yet available in this version", file=sys.stderr)
-        return EXIT_CONFIG
     if args.command == "demo":
         from .demo import demo_command
 
@@ -165,6 +170,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .secrets import login_command
 
         return login_command(config.accounts[args.account])
+    if args.command == "test":
+        from .testcmd import test_command
+
+        return test_command(config, registry, args)
+    if args.command == "explain":
+        from .explain import explain_command
+
+        return explain_command(config, registry, args.account, args.mailbox, args.uid)
     if args.command == "run":
         if args.rule:
             unknown = [n for n in args.rule if n not in {r.name for r in config.rules}]

@@ -64,12 +64,14 @@ from .model import (
     PredicateCall,
     Raw,
     Rule,
+    RuleTest,
     Schedule,
     SentDate,
     Size,
     Text,
 )
 from .plugins import Registry
+from .rule_tests import parse_tests
 
 __all__ = [
     "ConfigError",
@@ -111,8 +113,8 @@ def default_config_path() -> Path:
 
 # --------------------------------------------------------------------------- keys
 
-TOP_KEYS = ("version", "accounts", "include", "timezone", "rules")
-INCLUDED_KEYS = ("include", "rules")
+TOP_KEYS = ("version", "accounts", "include", "timezone", "rules", "tests")
+INCLUDED_KEYS = ("include", "rules", "tests")
 ACCOUNT_KEYS = (
     "host",
     "port",
@@ -954,6 +956,7 @@ class _State:
     chain: list[tuple[Path, str]] = field(default_factory=list)  # files being loaded, for cycles
     included: dict[Path, Location] = field(default_factory=dict)
     budget: _Budget = field(default_factory=_Budget)  # the limits, for all files together
+    tests: list[RuleTest] = field(default_factory=list)  # every file's `tests:` cases, in load order
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -1008,6 +1011,7 @@ def _load(display: str, state: _State) -> Config:
         timezone=state.timezone,
         files=tuple(state.files),
         warnings=tuple(state.warnings),
+        tests=tuple(state.tests),
     )
 
 
@@ -1213,6 +1217,8 @@ def _file_rules(doc: _Doc, top: dict[str, tuple[Node, Node]], state: _State) -> 
         items = _list(doc, top["rules"][1], "rules", "a list of rules")
         for index, item in enumerate(items, 1):
             rules.append((_rule(doc, item, index, state), item))
+    if "tests" in top:
+        parse_tests(doc, top["tests"][1], state.tests, state.accounts)
     return rules
 
 
@@ -1246,7 +1252,7 @@ def _include(doc: _Doc, text: str, node: Node, state: _State) -> list[tuple[Rule
         if key in ("version", "accounts", "timezone"):
             raise included.error(
                 key_node,
-                f"'{key}:' is not allowed in an included file (it holds only 'rules:' and 'include:'; "
+                f"'{key}:' is not allowed in an included file (it holds only 'rules:', 'include:' and 'tests:'; "
                 f"'{key}:' belongs in the main file {state.chain[0][1]})",
             )
     _check_keys(included, included.root, top, "", INCLUDED_KEYS)

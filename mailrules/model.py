@@ -247,6 +247,40 @@ class Account:
     location: Location = Location("<memory>")
 
 
+# --------------------------------------------------------------------------- rule tests
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a rule test expects (`tests:` ... `expect:`); None: that part is not checked."""
+
+    rules: tuple[str, ...] | None = None
+    mailbox: str | None = None
+    copies: tuple[str, ...] | None = None
+    flags: frozenset[str] | None = None
+    keywords: frozenset[str] | None = None
+    deleted: bool | None = None
+
+
+@dataclass(frozen=True)
+class RuleTest:
+    """One case of a rules file's `tests:` list (parsed by `mailrules.rule_tests`).
+
+    raw: the message's bytes (inline headers and body rendered, or the .eml file read);
+    flags: system flags and keywords it arrives with; arrived: None means "now".
+    """
+
+    name: str
+    raw: bytes
+    expect: Expectation
+    mailbox: str = "INBOX"
+    account: str | None = None  # None: the first account
+    flags: tuple[str, ...] = ()
+    size: int | None = None
+    arrived: dt.datetime | None = None
+    location: Location = Location("<memory>")
+
+
 @dataclass(frozen=True)
 class Config:
     accounts: dict[str, Account]
@@ -255,6 +289,7 @@ class Config:
     timezone: str | None = None
     files: tuple[str, ...] = ()  # the main file and every included file, in load order
     warnings: tuple[str, ...] = ()  # load-time warnings (inline password, ...), already issued
+    tests: tuple[RuleTest, ...] = ()  # the `tests:` cases of the main file and its includes
 
     def rules_for(self, account: str, mailbox: str, *, scheduled: bool | None = False) -> list[Rule]:
         """Enabled rules for this mailbox, in file order.

@@ -257,7 +257,7 @@ def test_unknown_top_level_key_is_an_error_listing_the_known_ones(tmp_path, regi
     path = write(tmp_path / "rules.yaml", HEADER + "rule: []\n")
     err = error_of(path, registry)
     assert (err.location.line, err.location.column) == (HEADER_LINES + 1, 1)
-    assert err.message == "unknown key 'rule' (expected one of: version, accounts, include, timezone, rules)"
+    assert err.message == "unknown key 'rule' (expected one of: version, accounts, include, timezone, rules, tests)"
 
 
 def test_missing_accounts_is_an_error(tmp_path, registry):
@@ -576,7 +576,7 @@ def test_version_in_an_included_file_is_an_error(tmp_path, registry):
 def test_unknown_key_in_an_included_file_is_an_error(tmp_path, registry):
     write(tmp_path / "team.yaml", "rulez: []\n")
     err = error_of(write(tmp_path / "rules.yaml", HEADER + "include: [team.yaml]\n"), registry)
-    assert err.message == "unknown key 'rulez' (expected one of: include, rules)"
+    assert err.message == "unknown key 'rulez' (expected one of: include, rules, tests)"
 
 
 def test_empty_included_file_is_an_error(tmp_path, registry):

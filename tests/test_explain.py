@@ -1,0 +1,143 @@
+"""`mailrules explain` and `mailrules test --against` on the private Dovecot.
+
+explain names, for each rule, the criterion or predicate that decided, checked against the
+server's UID SEARCH, and changes nothing (EXAMINE). --against APPENDs to a scratch mailbox,
+compares each rule's SEARCH with the local evaluation, and removes the mailbox afterwards.
+"""
+
+from __future__ import annotations
+
+from helpers import connected
+
+import mailrules.testcmd
+from mailrules.testing.daemon import message_contents
+
+RULES = r"""
+- name: invoices
+  match:
+    subject: invoice
+    seen: false
+  actions: [flag]
+- name: newsletters
+  match: {from: news@example.org}
+  actions: [{move: News}]
+- name: builds
+  match: {subject: build}
+  where:
+    - regex: {body: 'build #\d+ failed'}
+  actions: [seen]
+"""
+
+
+def folders(lab) -> set[str]:
+    with connected(lab.server, lab.user) as client:
+        return {name for _, _, name in client.list_folders()}
+
+
+def test_explain_names_the_deciding_criterion_of_a_matched_and_a_non_matched_rule(lab):
+    lab.write(RULES)
+    (uid,) = lab.deliver({"subject": "Your invoice 42", "from_": "shop@example.org"})
+    before = lab.messages()
+    result = lab.cli("explain", "me", "INBOX", str(uid))
+    assert result.code == 0, result.out + result.err
+    lines = {line.split("'")[1]: line for line in result.out.splitlines() if line.startswith("rule '")}
+    assert "MATCHED, decided by seen: false" in lines["invoices"] and "server agrees" in lines["invoices"]
+    assert "NOT matched, decided by from: 'news@example.org'" in lines["newsletters"]
+    assert "server agrees" in lines["newsletters"]
+    assert "NOT matched, decided by subject: 'build'" in lines["builds"]
+    assert f"{lab.config}:" in lines["invoices"]  # the rule's file:line
+    assert lab.messages() == before  # EXAMINE: not even \Seen was set
+
+
+def test_explain_names_the_first_failing_criterion_and_a_failing_where_predicate(lab):
+    lab.write(RULES)
+    (seen,) = lab.deliver({"subject": "invoice 7"}, flags=[r"\Seen"])
+    (build,) = lab.deliver({"subject": "build report", "body": "all green\n"})
+    result = lab.cli("explain", "me", "INBOX", str(seen))
+    assert "rule 'invoices'" in result.out and "NOT matched, decided by seen: false" in result.out
+    result = lab.cli("explain", "me", "INBOX", str(build))
+    line = next(x for x in result.out.splitlines() if x.startswith("rule 'builds'"))
+    assert "NOT matched, decided by where: regex" in line and "criteria matched by subject: 'build'" in line
+
+
+def test_explain_reports_a_disagreement_with_the_server_loudly(lab, monkeypatch):
+    lab.write(RULES)
+    (uid,) = lab.deliver({"subject": "Your invoice 42"})
+    import mailrules.explain
+
+    real = mailrules.explain.local_explain
+
+    def wrong(criterion, message, **kw):  # a planted bug in the local evaluation
+        verdict = real(criterion, message, **kw)
+        return type(verdict)(not verdict.matched, verdict.decided_by, verdict.path)
+
+    monkeypatch.setattr(mailrules.explain, "local_explain", wrong)
+    result = lab.cli("explain", "me", "INBOX", str(uid))
+    assert result.code == 1
+    assert "DISAGREEMENT" in result.out and "disagree" in result.err
+
+
+def test_explain_of_a_missing_uid_exits_1(lab):
+    lab.write(RULES)
+    result = lab.cli("explain", "me", "INBOX", "999")
+    assert result.code == 1 and "no message with UID 999" in result.err
+
+
+def test_against_agrees_with_dovecot_and_removes_the_scratch_mailbox(lab, tmp_path):
+    config = lab.write(RULES)
+    eml = tmp_path / "a.eml"
+    eml.write_bytes(b"From: news@example.org\r\nSubject: build #3\r\n\r\nbuild #3 failed\r\n")
+    inbox = message_contents(lab.server.client(lab.user), "INBOX")
+    result = lab.cli("test", "--against", "me", str(eml))
+    assert result.code == 0, result.out + result.err
+    assert "0 disagreement(s)" in result.out
+    assert not any(name.startswith("mailrules-test-") for name in folders(lab))
+    assert message_contents(lab.server.client(lab.user), "INBOX") == inbox
+    assert config.exists()
+
+
+def test_against_finds_a_planted_disagreement_exits_1_and_removes_the_scratch_mailbox(lab, tmp_path, monkeypatch):
+    lab.write(RULES)
+    eml = tmp_path / "a.eml"
+    eml.write_bytes(b"From: news@example.org\r\nSubject: hello\r\n\r\nhi\r\n")
+    real = mailrules.testcmd.matches
+
+    def wrong(criterion, message, **kw):  # the local evaluator planted wrong for from: criteria
+        answer = real(criterion, message, **kw)
+        return not answer if "news@" in repr(criterion) else answer
+
+    monkeypatch.setattr(mailrules.testcmd, "matches", wrong)
+    result = lab.cli("test", "--against", "me", str(eml))
+    assert result.code == 1
+    assert "DISAGREEMENT rule 'newsletters'" in result.out and "server me: matches" in result.out
+    assert not any(name.startswith("mailrules-test-") for name in folders(lab))
+
+
+def test_against_removes_the_scratch_mailbox_even_when_a_search_fails(lab, tmp_path, monkeypatch):
+    lab.write(RULES)
+    eml = tmp_path / "a.eml"
+    eml.write_bytes(b"Subject: x\r\n\r\nx\r\n")
+
+    def boom(*args, **kwargs):
+        raise OSError("connection lost (planted)")
+
+    monkeypatch.setattr(mailrules.testcmd, "compile_search", boom)
+    result = lab.cli("test", "--against", "me", str(eml))
+    assert result.code == 1 and "planted" in result.err
+    assert not any(name.startswith("mailrules-test-") for name in folders(lab))
+
+
+def test_against_reports_the_servers_answer_for_a_raw_rule(lab, tmp_path):
+    lab.write("""
+    - name: raw flagged
+      match: {raw: 'FLAGGED'}
+      actions: [seen]
+    """)
+    md = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (md / sub).mkdir(parents=True)
+    (md / "cur" / "1.x:2,F").write_bytes(b"Subject: y\r\n\r\ny\r\n")
+    result = lab.cli("test", "--against", "me", str(md))
+    assert "not evaluable offline" in result.err  # the offline part
+    assert "rule 'raw flagged'" in result.out and "server: matches" in result.out
+    assert not any(name.startswith("mailrules-test-") for name in folders(lab))
