@@ -60,9 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = sub.add_parser("test", help="which rules match which messages, offline; or the rules file's tests:")
     _common(test, top=False)
-    from .testcmd import add_arguments
-
-    add_arguments(test)
+    _test_arguments(test)
 
     explain = sub.add_parser("explain", help="for one message on the server: each rule, matched or not, and why")
     _common(explain, top=False)
@@ -82,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(login, top=False)
     login.add_argument("account")
     return parser
+
+
+def _test_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `test` subcommand's options (here, not in testcmd: building the parser must import nothing heavy)."""
+    parser.add_argument("messages", nargs="*", metavar="MESSAGES",
+                        help=".eml files, mbox files or Maildir folders (default: run the rules file's tests:)")
+    parser.add_argument("--rule", action="append", metavar="NAME", help="only the named rules (repeatable)")
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help="json: a JSON list, one object per message (MESSAGES only)")
+    parser.add_argument("--against", metavar="ACCOUNT",
+                        help="also check each rule's SEARCH on this account's server (scratch mailbox, deleted after)")
+    parser.add_argument("--account", metavar="ACCOUNT",
+                        help="MESSAGES arrive in this account (default: --against's, else the first)")
+    parser.add_argument("--mailbox", metavar="MAILBOX", help="MESSAGES arrive in this mailbox (default INBOX)")
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:

@@ -480,16 +480,3 @@ def test_command(config: Config, registry: Registry, args: Any, out: TextIO | No
     return max(code, verdict)
 
 
-def add_arguments(parser: Any) -> None:
-    """The `test` subcommand's options (cli.py registers the subcommand)."""
-    parser.add_argument("messages", nargs="*", metavar="MESSAGES",
-                        help=".eml files, mbox files or Maildir folders (default: run the rules file's tests:)")
-    parser.add_argument("--rule", action="append", metavar="NAME", help="only the named rules (repeatable)")
-    parser.add_argument("--format", choices=("text", "json"), default="text",
-                        help="json: a JSON list, one object per message (MESSAGES only)")
-    parser.add_argument("--against", metavar="ACCOUNT",
-                        help="also check each rule's SEARCH on this account's server (scratch mailbox, deleted after)")
-    parser.add_argument("--account", metavar="ACCOUNT",
-                        help="MESSAGES arrive in this account (default: --against's, else the first)")
-    parser.add_argument("--mailbox", metavar="MAILBOX", help="MESSAGES arrive in this mailbox (default INBOX)")
-
