@@ -399,6 +399,10 @@ class Engine:
                     self.store.add_step(run.id, seq, i, -1, matched, "done")  # type: ignore[union-attr]
                     seq += 1
             outcome.matched[rule.name] = len(matched)
+            log.debug("rule %r account %s mailbox %s: %d of %d messages match", rule.name, account, server,
+                      len(matched), len(searchable), extra={"event": "search", "rule": rule.name,
+                                                            "account": account, "mailbox": server,
+                                                            "count": len(matched)})
             targets_all = matched | resumed.keys()
             if not targets_all:
                 continue
@@ -451,7 +455,11 @@ class Engine:
                         self.store.add_step(run.id, seq, i, a, targets, "failed", detail or None)  # type: ignore[union-attr]
                         seq += 1
                     log.error("rule %r account %s mailbox %s: %s %s failed for %d messages (UIDs %s): %s",
-                              rule.name, account, server, call.name, _arg_text(call), len(still), still, exc)
+                              rule.name, account, server, call.name, _arg_text(call), len(still), still, exc,
+                              extra={"event": "action_failed", "rule": rule.name, "account": account,
+                                     "mailbox": server, "action": f"{call.name} {_arg_text(call)}".rstrip(),
+                                     "uids": list(still), "message_ids": [mids.get(u, "") for u in still],
+                                     "count": len(still), "error": str(exc)})
                     continue
                 if run is not None:
                     self.store.add_step(run.id, seq, i, a, targets, "done", result.detail or None)  # type: ignore[union-attr]
@@ -486,7 +494,10 @@ class Engine:
         )
         for uid in outcome.given_up:
             log.error("account %s mailbox %s: gave up on UID %d (Message-ID %s) after repeated failures: %s",
-                      account, server, uid, mids.get(uid, "?"), failures[uid][4])
+                      account, server, uid, mids.get(uid, "?"), failures[uid][4],
+                      extra={"event": "given_up", "rule": failures[uid][1], "account": account, "mailbox": server,
+                             "uids": [uid], "message_ids": [mids.get(uid, "")], "count": 1,
+                             "error": failures[uid][4]})
         self._report_refused(account, server, outcome)
 
     def _report_refused(self, account: str, server: str, outcome: Outcome) -> None:
@@ -695,14 +706,17 @@ class Engine:
         if not log.isEnabledFor(logging.INFO):
             return
         action = f"{call.name} {_arg_text(call)}".rstrip()
+        # the fields for mailrules.logformat (which bounds the line: count and first messages)
+        extra = {"event": "action", "rule": rule.name, "account": account, "mailbox": server, "action": action,
+                 "uids": list(uids), "message_ids": [mids.get(u) or "" for u in uids], "count": len(uids)}
         if len(uids) == 1:
             uid = next(iter(uids))
             log.info("rule %r account %s mailbox %s UID %d Message-ID %s: %s",
-                     rule.name, account, server, uid, mids.get(uid) or "-", action)
+                     rule.name, account, server, uid, mids.get(uid) or "-", action, extra=extra)
             return
         messages = ", ".join(f"UID {uid} {mids.get(uid) or '-'}" for uid in uids)
         log.info("rule %r account %s mailbox %s: %s: %d messages: %s",
-                 rule.name, account, server, action, len(uids), messages)
+                 rule.name, account, server, action, len(uids), messages, extra=extra)
 
     def close(self) -> None:
         self._limiter.close()
