@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -228,10 +229,14 @@ def test_log_format_json_lines_parse_and_carry_the_keys(lab):
 CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def _run_on(lab, *, terminal: bool) -> str:
-    """`mailrules run --once` in a subprocess, its stderr a pseudo-terminal (or a pipe): the output."""
+def _run_on(lab, *, terminal: bool, daemon: bool = False) -> str:
+    """`mailrules run --once` in a subprocess, its stderr a pseudo-terminal (or a pipe): the output.
+
+    daemon: `mailrules run` instead, stopped (SIGTERM) once it has caught up.
+    """
     env = {**os.environ, "MAILRULES_CATCHUP_BATCH": "50", "TERM": "xterm", "COLUMNS": "120", "LINES": "40"}
-    cmd = [sys.executable, "-m", "mailrules", "-c", str(lab.config), "--state", str(lab.state), "run", "--once"]
+    cmd = [sys.executable, "-m", "mailrules", "-c", str(lab.config), "--state", str(lab.state), "run"]
+    cmd += [] if daemon else ["--once"]
     if not terminal:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -256,6 +261,8 @@ def _run_on(lab, *, terminal: bool) -> str:
             if not data:
                 break
             chunks.append(data)
+            if daemon and b"caught up on" in b"".join(chunks[-2:]) and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         elif proc.poll() is not None:
             break
     os.close(leader)
@@ -293,3 +300,13 @@ def test_without_a_terminal_no_bar_is_drawn(backlog):
     assert "━" not in output and "\r" not in output and "\x1b" not in output, output[-2000:]
     assert all(TIMESTAMP.match(line) for line in output.splitlines()), output[-2000:]
     assert "catching up on 600 messages" in output and "caught up on 600 messages" in output
+
+
+def test_on_a_terminal_the_daemons_log_lines_are_never_glued_to_its_bar(backlog):
+    output = _run_on(backlog, terminal=True, daemon=True)
+    segments = _segments(output)
+    assert any("━" in s and "/600" in s for s in segments), output[-3000:]
+    logged = [s for s in segments if re.search(r" (INFO|WARNING|ERROR) mailrules", s)]
+    assert logged and all(TIMESTAMP.match(s) for s in logged), [s for s in logged if not TIMESTAMP.match(s)][:3]
+    assert "mailrules daemon stopped" in output, output[-2000:]
+    assert len(backlog.messages("Archive")) == 600
