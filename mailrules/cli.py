@@ -26,9 +26,12 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument("--state", metavar="DIR", default=default,
                         help="state directory (default: $XDG_STATE_HOME/mailrules)")
     parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
-                        help="more log output (-vv: IMAP protocol, secrets redacted)")
+                        help="more log output: -v also each rule's search results, whole message lists and "
+                             "tracebacks; -vv also the IMAP protocol (secrets redacted)")
     parser.add_argument("-q", "--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
                         help="only warnings and errors")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text" if top else argparse.SUPPRESS,
+                        help="log lines for people (text, the default) or one JSON object per line (json)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,10 +99,28 @@ def _test_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mailbox", metavar="MAILBOX", help="MESSAGES arrive in this mailbox (default INBOX)")
 
 
-def setup_logging(verbose: int, quiet: bool) -> None:
+def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
+    """Log to stderr: bounded lines for people, or JSON lines (see mailrules.logformat).
+
+    Default: actions, errors, warnings and summaries. -v: also each rule's search results,
+    whole message lists and tracebacks (DEBUG). -vv: also the IMAP protocol (redacted),
+    without imaplib's internal parse notes. On a terminal (text logs), lines are written
+    through the console that draws the progress bars, so that they never mix.
+    """
+    from .logformat import HumanFormatter, JsonFormatter, ProtocolLines
+    from .progress import TerminalHandler, attach_terminal, detach_terminal
+
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler: logging.Handler
+    if log_format == "json":
+        detach_terminal()  # machines read JSON: no bars among the lines
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    else:
+        console = attach_terminal(sys.stderr)
+        handler = TerminalHandler(console) if console is not None else logging.StreamHandler(sys.stderr)
+        handler.setFormatter(HumanFormatter(verbose=verbose))
+    handler.addFilter(ProtocolLines())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -114,7 +135,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
+    setup_logging(args.verbose, args.quiet, args.log_format)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -264,7 +285,7 @@ def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:
         for account in config.accounts.values():
             for mailbox in account.watch:
                 try:
-                    outcome = engine.process(account.name, mailbox, since_now=args.since_now)
+                    outcome = _catch_up(engine, account.name, mailbox, args)
                 except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others
                     failed = True
                     _report_failure(account.name, mailbox, exc, store)
@@ -272,7 +293,9 @@ def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:
                     continue
                 failed |= not outcome.ok
                 log.info("account %s mailbox %s: %d new or retried, %d actions applied, %d failed",
-                         account.name, mailbox, outcome.candidates, outcome.applied, len(outcome.failed))
+                         account.name, mailbox, outcome.candidates, outcome.applied, len(outcome.failed),
+                         extra={"event": "summary", "account": account.name, "mailbox": mailbox,
+                                "count": outcome.candidates})
         if args.sweep:
             failed |= not _sweep_all(config, engine, store, pool)
     finally:
@@ -280,6 +303,42 @@ def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:
         engine.close()
         pool.close()
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _catch_up(engine, account: str, mailbox: str, args: argparse.Namespace):
+    """One mailbox's arrival pass; a large backlog in slices, with progress (as the daemon does).
+
+    Slices only where the checkpoint moves after each (not --dry-run, not --rule): elsewhere
+    the next slice would find the same messages again. Returns the summed Outcome.
+    """
+    from .progress import CatchUp
+    from .watcher import CATCHUP_BATCH
+
+    if args.dry_run or args.rule:
+        return engine.process(account, mailbox, since_now=args.since_now)
+    outcome = engine.process(account, mailbox, since_now=args.since_now, limit=CATCHUP_BATCH)
+    if not outcome.more:
+        return outcome
+    progress = CatchUp(account, mailbox, outcome.backlog)
+    progress.advance(outcome.candidates)
+    total = outcome
+    try:
+        while outcome.more:
+            outcome = engine.process(account, mailbox, limit=CATCHUP_BATCH, retries=False)
+            progress.advance(outcome.candidates, total=progress.done + outcome.backlog)
+            if not outcome.candidates:
+                break  # no headway (should not happen): never loop on the same messages
+            total.candidates += outcome.candidates
+            for name, n in outcome.matched.items():
+                total.matched[name] = total.matched.get(name, 0) + n
+            total.applied += outcome.applied
+            total.failed.update(outcome.failed)
+            total.refused.update(outcome.refused)
+            total.given_up.extend(outcome.given_up)
+    finally:
+        progress.finish()
+    total.more = False
+    return total
 
 
 def _sweep_all(config: Config, engine, store, pool) -> bool:

@@ -400,7 +400,10 @@ class Engine:
         )
         for uid in outcome.given_up:
             log.error("account %s mailbox %s: gave up on UID %d (Message-ID %s) after repeated failures: %s",
-                      account, server, uid, mids.get(uid, "?"), failures[uid][4])
+                      account, server, uid, mids.get(uid, "?"), failures[uid][4],
+                      extra={"event": "given_up", "rule": failures[uid][1], "account": account, "mailbox": server,
+                             "uids": [uid], "message_ids": [mids.get(uid, "")], "count": 1,
+                             "error": failures[uid][4]})
         self._report_refused(account, server, outcome)
 
     def _render(self, report: DryRunReport | None, outcome: Outcome) -> None:

@@ -164,6 +164,10 @@ class ImapPass:
                 self.s.store.add_step(self.run.id, self.seq, index, -1, matched, "done")  # type: ignore[union-attr]
                 self.seq += 1
         self.matched[rule.name] = len(matched)
+        log.debug("rule %r account %s mailbox %s: %d of %d messages match", rule.name, self.account, self.server,
+                  len(matched), len(searchable), extra={"event": "search", "rule": rule.name,
+                                                        "account": self.account, "mailbox": self.server,
+                                                        "count": len(matched)})
         return matched, undecided
 
     def present(self, index: int, rule: Rule, targets: UidSet) -> bool:
@@ -225,7 +229,11 @@ class ImapPass:
                 self.seq += 1
             log.error("rule %r account %s mailbox %s: %s %s failed for %d messages (UIDs %s): %s",
                       rule.name, self.account, self.server, call.name, action.describe(call.arg), len(still),
-                      still, exc)
+                      still, exc,
+                      extra={"event": "action_failed", "rule": rule.name, "account": self.account,
+                             "mailbox": self.server, "action": f"{call.name} {action.describe(call.arg)}".rstrip(),
+                             "uids": list(still), "message_ids": [self.mids.get(u) or "" for u in still],
+                             "count": len(still), "error": str(exc)})
             return set(targets) - set(done)  # those done go on to the next actions
         if run is not None:
             store.add_step(run.id, self.seq, i, a, targets, "done", result.detail or None)  # type: ignore[union-attr]
@@ -347,14 +355,18 @@ class ImapPass:
             return
         mids = self.mids
         text = f"{call.name} {action.describe(call.arg)}".rstrip()
+        # the fields for mailrules.logformat (which bounds the line: count and first messages)
+        extra = {"event": "action", "rule": rule.name, "account": self.account, "mailbox": self.server,
+                 "action": text, "uids": list(uids), "message_ids": [mids.get(u) or "" for u in uids],
+                 "count": len(uids)}
         if len(uids) == 1:
             uid = next(iter(uids))
             log.info("rule %r account %s mailbox %s UID %d Message-ID %s: %s",
-                     rule.name, self.account, self.server, uid, mids.get(uid) or "-", text)
+                     rule.name, self.account, self.server, uid, mids.get(uid) or "-", text, extra=extra)
             return
         messages = ", ".join(f"UID {uid} {mids.get(uid) or '-'}" for uid in uids)
         log.info("rule %r account %s mailbox %s: %s: %d messages: %s",
-                 rule.name, self.account, self.server, text, len(uids), messages)
+                 rule.name, self.account, self.server, text, len(uids), messages, extra=extra)
 
 
 def _json(intent: Any) -> dict:
