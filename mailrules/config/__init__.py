@@ -7,8 +7,9 @@ few typed reads (`nodes`) and one module per section. Unknown keys are errors: a
 never disable a rule.
 
     reading   bounded file reading, the YAML composer, `Doc` (one file's nodes)
+    syntax    YAML syntax errors restated in plain words
     nodes     typed reads of nodes (a mapping with known keys, a string, a list...)
-    errors    ConfigError, ConfigWarning
+    errors    ConfigError, ConfigWarning, did_you_mean (difflib suggestions)
     values    durations, sizes, dates, mailbox names
     loader    load(): the main file, its includes, in order
     accounts  accounts:, secret sources (the table is `mailrules.secrets.SECRET_SOURCES`)

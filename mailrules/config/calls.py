@@ -11,6 +11,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ..builtins import parse_folder
 from ..model import ActionCall, FolderRef, PredicateCall
 from .context import LoadState
+from .errors import did_you_mean
 from .nodes import is_null, list_of, pairs_of, string_of
 from .reading import Doc
 
@@ -72,7 +73,11 @@ def read_where(doc: Doc, node: Node, state: LoadState) -> tuple[PredicateCall, .
         predicate = state.registry.predicates.get(name)
         if predicate is None:
             known = ", ".join(sorted(state.registry.predicates)) or "none"
-            raise doc.error(name_node, f"where: unknown predicate {name!r} (known predicates: {known})")
+            raise doc.error(
+                name_node,
+                f"where: unknown predicate {name!r} (known predicates: {known})"
+                f"{did_you_mean(name, state.registry.predicates)}",
+            )
         args = _parsed(doc, predicate.validate, f"where: {name}", arg_node, item)
         calls.append(PredicateCall(name, args, doc.loc(item)))
     return tuple(calls)
@@ -90,7 +95,11 @@ def read_actions(doc: Doc, node: Node, state: LoadState) -> tuple[tuple[ActionCa
         action = state.registry.actions.get(name)
         if action is None:
             known = ", ".join(sorted(state.registry.actions))
-            raise doc.error(name_node, f"actions: unknown action {name!r} (known actions: {known})")
+            raise doc.error(
+                name_node,
+                f"actions: unknown action {name!r} (known actions: {known})"
+                f"{did_you_mean(name, state.registry.actions)}",
+            )
         if terminal is not None:
             raise doc.error(
                 item,

@@ -7,9 +7,12 @@ is without its place.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 from ..model import Location
 
-__all__ = ["ConfigError", "ConfigWarning", "prefixed"]
+__all__ = ["ConfigError", "ConfigWarning", "did_you_mean", "prefixed"]
 
 
 class ConfigError(Exception):
@@ -32,3 +35,12 @@ class ConfigWarning(UserWarning):
 def prefixed(what: str, text: str) -> str:
     """`text` after the name of what it is about ("timeout: expected ..."), if there is one."""
     return f"{what}: {text}" if what else text
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """'; did you mean 'match'?' for the closest of `choices` to a misspelt `word`, else ''.
+
+    The same wording as for plugin arguments (`mailrules.plugins`), after the list of what is known.
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

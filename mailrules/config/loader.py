@@ -16,7 +16,7 @@ from ..model import Config, Location, Rule
 from ..plugins import Registry
 from .accounts import read_accounts
 from .context import LoadState
-from .errors import ConfigError, ConfigWarning
+from .errors import ConfigError, ConfigWarning, did_you_mean
 from .nodes import check_keys, is_null, list_of, string_of, strings_of, top_pairs
 from .reading import Doc, Unreadable, expand_path, gc_paused, resolved_path
 from .rules import check_unique_names, read_rule, warn_unwatched
@@ -94,7 +94,9 @@ def _timezone(doc: Doc, node: Node) -> str:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise doc.error(
-            node, f"timezone: unknown time zone {name!r} (expected an IANA name such as Europe/Paris or UTC)"
+            node,
+            f"timezone: unknown time zone {name!r} (expected an IANA name such as Europe/Paris or UTC)"
+            f"{did_you_mean(name, zoneinfo.available_timezones())}",
         ) from None
     return name
 

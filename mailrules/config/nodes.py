@@ -13,7 +13,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..criteria import unsendable
-from .errors import ConfigError, prefixed
+from .errors import ConfigError, did_you_mean, prefixed
 from .reading import MAP_TAG, SEQ_TAG, Doc
 
 __all__ = [
@@ -101,7 +101,12 @@ def check_keys(
     for key, (key_node, _) in pairs.items():
         if key not in allowed:
             raise doc.error(
-                key_node, prefixed(what, f"unknown key {key!r} (expected one of: {', '.join(allowed)})")
+                key_node,
+                prefixed(
+                    what,
+                    f"unknown key {key!r} (expected one of: {', '.join(allowed)})"
+                    f"{did_you_mean(key, allowed)}",
+                ),
             )
     for key in required:
         if key not in pairs:

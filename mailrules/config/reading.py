@@ -37,6 +37,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..model import Location
 from .errors import ConfigError
+from .syntax import plain_syntax_error
 
 __all__ = [
     "MAP_TAG",
@@ -235,6 +236,19 @@ class Doc:
         line = self.text.count("\n", 0, offset) + 1
         return Location(self.display, line, offset - (self.text.rfind("\n", 0, offset) + 1) + 1)
 
+    def _char_at(self, mark: Any) -> str:
+        """The character at a parser's mark ('' past the end), to tell a tab from an '@'."""
+        if mark is None:
+            return ""
+        start = 0
+        for _ in range(mark.line):
+            start = self.text.find("\n", start) + 1
+            if start == 0:
+                return ""
+        end = self.text.find("\n", start)
+        line = self.text[start:] if end < 0 else self.text[start:end]
+        return line[mark.column] if 0 <= mark.column < len(line) else ""
+
     def _at(self, mark: Any) -> Location:
         return Location(self.display, mark.line + 1, mark.column + 1)
 
@@ -390,15 +404,21 @@ class Doc:
         return ConfigError(message, self.loc(node))
 
     def _yaml_error(self, exc: yaml.YAMLError) -> ConfigError:
-        """The parser's error, with its position. libyaml's messages name token kinds, not text."""
+        """The parser's error, with its position, in plain words (`plain_syntax_error`) where the
+        case is known, else as the parser says it (libyaml's messages name token kinds, not text)."""
         if isinstance(exc, yaml.MarkedYAMLError):
             mark = exc.problem_mark or exc.context_mark
+            loc = self._at(mark) if mark else Location(self.display)
+            plain = plain_syntax_error(
+                exc.problem or "", exc.context or "", exc.context_mark, self._char_at(exc.problem_mark)
+            )
+            if plain is not None:
+                return ConfigError(f"invalid YAML: {plain}", loc)
             text = exc.problem or exc.context or "invalid YAML"
             if exc.context and exc.problem:
                 cm = exc.context_mark
                 where = f" that starts at line {cm.line + 1}, column {cm.column + 1}" if cm else ""
                 text += f" ({exc.context}{where})"
-            loc = self._at(mark) if mark else Location(self.display)
             return ConfigError(f"invalid YAML: {text}", loc)
         if isinstance(exc, yaml.reader.ReaderError):
             offset = exc.position

@@ -9,7 +9,7 @@ from yaml.nodes import Node
 from ..model import MATCH_EVERYTHING, Criterion, Rule
 from .calls import read_actions, read_where
 from .context import LoadState
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .match import read_criteria
 from .nodes import bool_of, check_keys, is_null, pairs_of, sendable, string_of, strings_of
 from .reading import Doc
@@ -44,7 +44,8 @@ def _rule_body(doc: Doc, node: Node, name: str, pairs: dict[str, tuple[Node, Nod
         if account not in state.accounts:
             raise doc.error(
                 value["account"],
-                f"account: unknown account {account!r} (configured: {', '.join(state.accounts)})",
+                f"account: unknown account {account!r} (configured: {', '.join(state.accounts)})"
+                f"{did_you_mean(account, state.accounts)}",
             )
 
     mailboxes = None
