@@ -1,9 +1,11 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete: this entry point answers shell completion requests)
 """The `mailrules` command line. Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sqlite3
 import sys
 import warnings
@@ -132,8 +134,26 @@ def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
     logging.getLogger("apscheduler").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def complete(parser: argparse.ArgumentParser) -> None:
+    """Answer a shell's completion request and exit; do nothing on an ordinary run.
+
+    The shell (after `eval "$(register-python-argcomplete mailrules)"`, see the README) runs
+    `mailrules` with `_ARGCOMPLETE` set and the command line in `COMP_LINE`; argcomplete reads
+    the parser and prints the subcommands and options that fit. Imported only then, so that an
+    ordinary run does not pay for it.
+    """
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:  # an installation without it: no completions rather than an error
+        return
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    complete(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet, args.log_format)
     try:

@@ -15,7 +15,7 @@
 ``oauth2``                ``{token_command: ...}``: a program run like ``password_command``
                           that prints a current access token (e.g. oama, mutt_oauth2.py).
                           It is run afresh on every connect.
-``password``              inline in the rules file (allowed; config.py warns about it).
+``password``              inline in the rules file (allowed; the loader warns about it).
 ========================  ===============================================================
 
 The result is a `Secret`, which never shows its value in ``repr``, ``str``, f-strings,
@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
 from .model import Account
@@ -42,8 +43,10 @@ from .model import Account
 __all__ = [
     "COMMAND_TIMEOUT",
     "KEYRING_SERVICE",
+    "SECRET_SOURCES",
     "Secret",
     "SecretError",
+    "SecretSource",
     "get_secret",
     "keyring_entry",
     "child_environment",
@@ -402,6 +405,47 @@ def _from_oauth2(value: Any, account: Account) -> Secret:
     return run_secret_command(value["token_command"], account, what="oauth2 token_command")
 
 
+def _from_command(value: Any, account: Account) -> Secret:
+    return run_secret_command(value, account)
+
+
+def _from_keyring_source(value: Any, account: Account) -> Secret:
+    return _from_keyring(account)
+
+
+def _from_inline(value: Any, account: Account) -> Secret:
+    if not isinstance(value, str) or not value:
+        raise SecretError(f"account {account.name!r}: password must be a non-empty string")
+    return Secret(value)
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """One way an account names its secret: the account key, and how the secret is obtained."""
+
+    key: str
+    """The account's key in the rules file (``password_command``...): exactly one is given."""
+    written: str
+    """How it is written, for messages that list the choices (``keyring: true``)."""
+    fetch: Callable[[Any, Account], Secret]
+    """(the key's value as loaded, the account) -> the secret; raises SecretError."""
+
+
+SECRET_SOURCES: dict[str, SecretSource] = {
+    source.key: source
+    for source in (
+        SecretSource("password_command", "password_command", _from_command),
+        SecretSource("password_env", "password_env", _from_env),
+        SecretSource("keyring", "keyring: true", _from_keyring_source),
+        SecretSource("oauth2", "oauth2: {token_command: ...}", _from_oauth2),
+        SecretSource("password", "password", _from_inline),
+    )
+}
+"""The secret sources, in the order the reference lists them. The loader (`mailrules.config`)
+takes the account keys from here and `get_secret` the way to obtain each: one table, so that
+a source cannot be accepted by one and unknown to the other."""
+
+
 def get_secret(account: Account) -> Secret:
     """The password (or, for ``oauth2``, a fresh access token) for `account`.
 
@@ -409,21 +453,10 @@ def get_secret(account: Account) -> Secret:
     contains the secret.
     """
     kind, value = account.auth.kind, account.auth.value
-    if kind == "password_command":
-        secret = run_secret_command(value, account)
-    elif kind == "password_env":
-        secret = _from_env(value, account)
-    elif kind == "keyring":
-        secret = _from_keyring(account)
-    elif kind == "oauth2":
-        secret = _from_oauth2(value, account)
-    elif kind == "password":
-        if not isinstance(value, str) or not value:
-            raise SecretError(f"account {account.name!r}: password must be a non-empty string")
-        secret = Secret(value)
-    else:
+    source = SECRET_SOURCES.get(kind)
+    if source is None:
         raise SecretError(f"account {account.name!r}: unknown kind of secret {kind!r}")
-    return _remember(account, secret)
+    return _remember(account, source.fetch(value, account))
 
 
 # --------------------------------------------------------------------------- keyring login

@@ -257,7 +257,9 @@ def test_unknown_top_level_key_is_an_error_listing_the_known_ones(tmp_path, regi
     path = write(tmp_path / "rules.yaml", HEADER + "rule: []\n")
     err = error_of(path, registry)
     assert (err.location.line, err.location.column) == (HEADER_LINES + 1, 1)
-    assert err.message == "unknown key 'rule' (expected one of: version, accounts, include, timezone, rules, tests)"
+    assert err.message == (
+        "unknown key 'rule' (expected one of: version, accounts, include, timezone, rules, tests); did you mean 'rules'?"
+    )
 
 
 def test_missing_accounts_is_an_error(tmp_path, registry):
@@ -576,7 +578,7 @@ def test_version_in_an_included_file_is_an_error(tmp_path, registry):
 def test_unknown_key_in_an_included_file_is_an_error(tmp_path, registry):
     write(tmp_path / "team.yaml", "rulez: []\n")
     err = error_of(write(tmp_path / "rules.yaml", HEADER + "include: [team.yaml]\n"), registry)
-    assert err.message == "unknown key 'rulez' (expected one of: include, rules, tests)"
+    assert err.message == "unknown key 'rulez' (expected one of: include, rules, tests); did you mean 'rules'?"
 
 
 def test_empty_included_file_is_an_error(tmp_path, registry):
@@ -612,7 +614,8 @@ def test_unknown_rule_key_is_an_error_naming_line_and_column(tmp_path, registry)
     err = error_of(path, registry)
     assert str(err) == (
         f"{path}:{HEADER_LINES + 3}:5: rule 'dev list': unknown key 'mach' "
-        "(expected one of: name, account, mailbox, match, where, actions, stop, enabled, schedule)"
+        "(expected one of: name, account, mailbox, match, where, actions, stop, enabled, schedule); "
+        "did you mean 'match'?"
     )
 
 

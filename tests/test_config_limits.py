@@ -24,12 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from mailrules.config import (
-    MAX_DEPTH,
-    MAX_FILE_BYTES,
-    ConfigError,
-    load,
-)
+from mailrules.config import ConfigError, load
+from mailrules.config.reading import MAX_DEPTH, MAX_FILE_BYTES
 from mailrules.plugins import Registry
 
 HEADER = """\
@@ -244,9 +240,9 @@ def test_the_pure_python_parser_has_the_same_limits(tmp_path, registry, monkeypa
     """Without libyaml (PyYAML built without it) the same files get the same kind of error."""
     import yaml
 
-    import mailrules.config
+    import mailrules.config.reading
 
-    monkeypatch.setattr(mailrules.config, "_LOADER", yaml.SafeLoader)
+    monkeypatch.setattr(mailrules.config.reading, "_LOADER", yaml.SafeLoader)
     path = write(tmp_path / "rules.yaml", PURE_CASES[case])
     with_pure = config_error(path, registry)
     monkeypatch.undo()
