@@ -131,6 +131,8 @@ ACCOUNT_KEYS = (
     "poll_interval",
     "idle_interval",
     "reconnect_max",
+    "shared",  # shared mailboxes (mailrules.claims)
+    "claim_timeout",
 )
 SECRET_KEYS = ("password_command", "password_env", "keyring", "oauth2", "password")
 RULE_KEYS = ("name", "account", "mailbox", "match", "where", "actions", "stop", "enabled", "schedule")
@@ -1102,9 +1104,11 @@ def _account(doc: _Doc, name: str, node: Node, state: _State) -> Account:
     if "timeout" in pairs:
         timeout = _timeout(doc, value["timeout"])
     daemon: dict[str, Any] = {}
-    for key in ("poll_interval", "idle_interval", "reconnect_max"):
+    for key in ("poll_interval", "idle_interval", "reconnect_max", "claim_timeout"):  # claim_timeout: shared
         if key in pairs:
             daemon[key] = _timeout(doc, value[key], key)
+    if "shared" in pairs:  # shared mailboxes (mailrules.claims)
+        daemon["shared"] = _bool(doc, value["shared"], "shared")
     if "max_connections" in pairs:
         daemon["max_connections"] = _int(doc, value["max_connections"], "max_connections",
                                          "a number of connections, at least 1")
