@@ -156,3 +156,15 @@ def test_shared_and_claim_timeout_are_account_keys(tmp_path):
     path.write_text(path.read_text().replace("    shared: true\n    claim_timeout: 2m\n", ""))
     account = load(path).accounts["a"]
     assert account.shared is False and account.claim_timeout == 600.0
+
+
+def test_check_connect_reports_shared_without_condstore(dovecot_factory, tmp_path):
+    server = dovecot_factory(capabilities="IMAP4rev1 LITERAL+ UIDPLUS NAMESPACE ESEARCH IDLE MOVE")
+    user = server.add_user()
+    daemon = DaemonHarness(server, user, tmp_path / "d", rules=RULES, shared="true")
+    try:
+        result = daemon.run("check", "--connect")
+    finally:
+        daemon.close()
+    assert result.returncode != 0
+    assert "'shared: true' needs CONDSTORE" in result.stdout, result.stdout
