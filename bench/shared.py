@@ -72,6 +72,7 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--daemons", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) and print it")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="mailrules-shared-"))
@@ -127,7 +128,10 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

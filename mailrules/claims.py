@@ -129,7 +129,7 @@ class Claims:
         if not found:
             return UidSet()
         flags = self._flags(session, found)
-        mine = UidSet(u for u, (f, _) in flags.items() if self.mine in f)
+        mine = UidSet(u for u, (f, _) in flags.items() if holders(f) == [self.mine])
         if mine:
             self.done(session, mine)
         return UidSet(u for u in flags if u not in mine)
@@ -147,13 +147,13 @@ class Claims:
         takeover: dict[int, tuple[set[str], int, str]] = {}
         for uid, (flags, modseq) in self._flags(session, candidates).items():
             key = (account, mailbox, sel.uidvalidity, uid)
-            if self.mine in flags:
+            if self.mine in flags and holders(flags) == [self.mine]:
                 ours.append(uid)
                 self.seen.pop(key, None)
             elif DONE in flags:
                 self.seen.pop(key, None)
             elif CLAIMED in flags or holders(flags):
-                holder = (holders(flags) or ["?"])[0]
+                holder = " ".join(sorted(holders(flags))) or "?"
                 first = self.seen.get(key)
                 if first is None or first[0] != holder:
                     self.seen[key] = (holder, now)
@@ -166,6 +166,16 @@ class Claims:
             for chunk in UidSet(fresh).chunks(MAX_SET_CHARS):
                 lost = session.store_unchangedsince(str(chunk), top, "+FLAGS", [CLAIMED, self.mine])
                 ours.extend(u for u in chunk if u not in lost)
+            # Verify: should two conditional STOREs both have passed (seen under load, cause not yet
+            # known), the later one sees two holder keywords and backs off; a message left with
+            # two holders is nobody's until one takes it over after claim_timeout.
+            won = UidSet(u for u in ours if u in fresh)
+            for uid, (flags, _) in self._flags(session, won).items():
+                if holders(flags) != [self.mine]:
+                    log.warning("account %s mailbox %s UID %d: claimed by several instances (%s): backing off",
+                                account, mailbox, uid, " ".join(holders(flags)))
+                    ours.remove(uid)
+                    self.seen[(account, mailbox, sel.uidvalidity, uid)] = (" ".join(sorted(holders(flags))), now)
         for uid, (flags, modseq, holder) in takeover.items():
             keep = sorted(f for f in flags if f.lower() != "\\recent" and f not in holders(flags))
             lost = session.store_unchangedsince(str(uid), modseq, "FLAGS", [*keep, CLAIMED, self.mine])
