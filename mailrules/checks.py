@@ -124,6 +124,10 @@ def _check_account(config: Config, registry: Registry, name: str, session: ImapS
         print("  warning: no UIDPLUS: moves without MOVE and deletes leave messages marked \\Deleted", file=out)
     if not session.has("IDLE"):
         print("  note: no IDLE: the daemon will poll", file=out)
+    if account.shared and not session.has("CONDSTORE"):  # shared mailboxes (mailrules.claims)
+        print("  error: 'shared: true' needs CONDSTORE (RFC 7162), which the server does not advertise: "
+              "two instances could act on one message twice", file=out)
+        ok = False
     unnamable = (f"cannot exist on this server: a level of the name contains the server's separator "
                  f"{separator!r} (rename the folder, or choose another name)")
     selected = False

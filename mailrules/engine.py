@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from .claims import Claims, instance_id
 from .criteria import SearchQuery, compile_search
 from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_report
 from .imap_mailbox import SEARCH_REFUSED, ImapPass, PassSettings
@@ -122,6 +123,8 @@ class Engine:
             predicate_timeout=predicate_timeout, limiter=self._limiter, connect=pool.get, watched=self.watched,
             interrupt=self._check_interrupt, accounts=frozenset(config.accounts),
         )
+        # shared: true (mailrules.claims): this instance's claims on the server
+        self.claims = Claims(instance_id(getattr(store, "dir", None)))
         protect_accounts(config.accounts.values())  # plugin children never see a password_env variable
 
     # ------------------------------------------------------------------ selection
@@ -233,6 +236,9 @@ class Engine:
                 fresh = len(candidates)
             if self.reader and retries:
                 candidates.update(self._retries(session, account, server, sel.uidvalidity, rules))
+            if self._shared(account) and rules:  # shared: claims of others not finished (mailrules.claims)
+                for uid in self.claims.unfinished(session, account, server):
+                    candidates.setdefault(uid, (0, 0))
         outcome.candidates = len(candidates)
         report = None
         if self.dry_run:
@@ -378,6 +384,11 @@ class Engine:
         then the journal's end: failures recorded, the checkpoint moved."""
         sel = session.selected
         assert sel is not None
+        shared = kind == "arrival" and run is not None and self._shared(account)
+        if shared:  # shared: act only on the messages this instance claims (mailrules.claims)
+            ours = self.claims.claim(session, account, server, UidSet(candidates),
+                                     self.config.accounts[account].claim_timeout)
+            candidates = {u: p for u, p in candidates.items() if u in ours}
         box = ImapPass(self._settings, session, account, server, rules, candidates, run, kind=kind,
                        matched=outcome.matched, refused=outcome.refused, report=report)
         run_pass(box, rules, candidates)
@@ -387,6 +398,8 @@ class Engine:
         outcome.failed = {uid: f[4] for uid, f in failures.items()}
         if run is None or self.store is None:
             return
+        if shared:  # before the journal closes the run: a crash in between resumes it
+            self.claims.done(session, UidSet(candidates))
         if kind == "sweep":
             self.store.finish_run(run.id, account, server, sel.uidvalidity, checkpoint=0, failures={},
                                   resolved=(), started=run.started, advance=False)
@@ -429,6 +442,10 @@ class Engine:
         state = self.store.mailbox(account, server)
         if state is not None and state.last_error and SEARCH_REFUSED in state.last_error:
             self.store.set_error(account, server, None)  # the rules file was fixed
+
+    def _shared(self, account: str) -> bool:
+        acct = self.config.accounts.get(account)
+        return bool(acct is not None and acct.shared and not self.dry_run)
 
     def _check_interrupt(self) -> None:
         if self.interrupt is not None and self.interrupt():

@@ -244,6 +244,9 @@ class Account:
     poll_interval: float = 60.0
     idle_interval: float = 300.0
     reconnect_max: float = 300.0
+    # Shared mailboxes (mailrules.claims): several daemons, each message acted on once.
+    shared: bool = False
+    claim_timeout: float = 600.0
     location: Location = Location("<memory>")
 
 

@@ -430,6 +430,36 @@ class ImapSession:
             except IMAPClientError as exc:
                 raise ServerRefused("STORE", str(exc)) from None
 
+    def store_unchangedsince(self, uid_set: str, modseq: int, op: str, flags: Iterable[str]) -> UidSet:
+        """CONDSTORE (RFC 7162): `UID STORE uid_set (UNCHANGEDSINCE modseq) op.SILENT (flags)`.
+
+        op is "+FLAGS", "-FLAGS" or "FLAGS". Only messages whose mod-sequence is still at most
+        `modseq` change; returns the UIDs the server left alone because they changed since
+        (its MODIFIED response code). Used by shared mailboxes (`mailrules.claims`).
+        """
+        imap = self.client._imap
+        self._clear_untagged()
+        imap.untagged_responses.pop("MODIFIED", None)
+        try:
+            tag = imap._command("UID", "STORE", uid_set, f"(UNCHANGEDSINCE {int(modseq)})", f"{op}.SILENT",
+                                "(" + " ".join(flags) + ")")
+            typ, data = imap._command_complete("STORE", tag)
+        except imap.abort:
+            raise
+        except imap.error as exc:
+            raise ServerRefused("STORE", str(exc)) from None
+        if typ != "OK":
+            raise ServerRefused("STORE", _text(data))
+        texts = [_text(data)] + [x.decode() if isinstance(x, bytes) else str(x)
+                                 for x in imap.untagged_responses.pop("MODIFIED", [])]
+        modified = UidSet()
+        for text in texts:
+            m = re.search(r"\[MODIFIED\s+([0-9:,]+)\]", text) or re.fullmatch(r"\s*([0-9:,]+)\s*", text)
+            if m:
+                modified = modified | UidSet.parse(m.group(1))
+        self._clear_untagged()
+        return modified
+
     def copy(self, uids: UidSet, server_name: str, *, create: bool = False) -> Transfer:
         """UID COPY; the result maps source to destination UIDs when the server says (UIDPLUS).
 

@@ -1076,6 +1076,10 @@ class AccountRunner:
         if outcome.candidates:
             log.info("account %s mailbox %s: %d new or retried, %d actions applied, %d failed",
                      self.name, mailbox, outcome.candidates, outcome.applied, len(outcome.failed))
+        due = engine.claims.next_due(self.name, outcome.mailbox)  # shared: another's claim may expire
+        if due is not None:
+            when = time.monotonic() + max(due, 0.2)
+            self.retry_at[mailbox] = min(self.retry_at.get(mailbox, when), when)
         if outcome.failed:
             self._retry_later(mailbox)
         elif retries:

@@ -40,6 +40,8 @@ ACCOUNT_KEYS = (
     "poll_interval",
     "idle_interval",
     "reconnect_max",
+    "shared",  # shared mailboxes (mailrules.claims)
+    "claim_timeout",
 )
 TLS_MODES = ("implicit", "starttls", "none")
 
@@ -125,9 +127,11 @@ def _account(doc: Doc, name: str, node: Node, state: LoadState) -> Account:
     if "timeout" in pairs:
         timeout = _timeout(doc, value["timeout"])
     daemon: dict[str, Any] = {}
-    for key in ("poll_interval", "idle_interval", "reconnect_max"):
+    for key in ("poll_interval", "idle_interval", "reconnect_max", "claim_timeout"):  # claim_timeout: shared
         if key in pairs:
             daemon[key] = _timeout(doc, value[key], key)
+    if "shared" in pairs:  # shared mailboxes (mailrules.claims)
+        daemon["shared"] = bool_of(doc, value["shared"], "shared")
     if "max_connections" in pairs:
         daemon["max_connections"] = int_of(doc, value["max_connections"], "max_connections",
                                          "a number of connections, at least 1")
