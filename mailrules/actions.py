@@ -40,10 +40,10 @@ from typing import Any
 
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
+from .imap.session import ImapSession, Selected, ServerRefused
 from .message import MessageView
 from .model import ActionCall, FolderRef, Rule
 from .plugins import Action, Registry
-from .session import ImapSession, Selected, ServerRefused
 from .state import StateStore
 from .uidset import UidSet
 

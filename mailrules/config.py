@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
-import ipaddress
 import os
 import re
 import stat
@@ -69,6 +68,7 @@ from .model import (
     Size,
     Text,
 )
+from .netutil import is_loopback
 from .plugins import Registry
 
 __all__ = [
@@ -276,19 +276,6 @@ def _parse_date(value: Any) -> dt.date:
         except ValueError as exc:
             raise ValueError(f"expected a date YYYY-MM-DD: {exc}") from None
     raise ValueError("expected a date YYYY-MM-DD, e.g. 2024-01-31")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is a loopback address or the name ``localhost``."""
-    name = host.strip().strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        addr = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    mapped = getattr(addr, "ipv4_mapped", None)
-    return addr.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def _normalize_mailbox(name: str) -> str:

@@ -26,11 +26,12 @@ from typing import TextIO
 
 from .actions import ActionContext, ActionFailed, ActionRunner, uncertain_groups
 from .criteria import SearchQuery, compile_search, reads_of
+from .imap.pool import SessionPool
+from .imap.session import BODY_FETCH_BATCH, FETCH_BATCH, ImapSession, ServerRefused
 from .message import MessageView
 from .model import ActionCall, All, ArrivalDate, Config, FolderRef, Rule
 from .plugins import Registry, TimeLimit
 from .secrets import protect_accounts
-from .session import BODY_FETCH_BATCH, FETCH_BATCH, ImapSession, ServerRefused
 from .state import RunRecord, StateStore, Step
 from .uidset import UidSet
 
@@ -66,34 +67,6 @@ class Interrupted(Exception):
 
     Its journal stays open, so the next pass on the mailbox resumes it (as after a crash).
     """
-
-
-class SessionPool:
-    """One connection per account, opened on first use."""
-
-    def __init__(self, config: Config, connect: Callable[[str], ImapSession] | None = None) -> None:
-        self.config = config
-        self._connect = connect or self._default_connect
-        self.sessions: dict[str, ImapSession] = {}
-
-    def _default_connect(self, account: str) -> ImapSession:
-        from .connect import connect
-
-        return ImapSession(connect(self.config.accounts[account]), account)
-
-    def get(self, account: str) -> ImapSession:
-        if account not in self.sessions:
-            self.sessions[account] = self._connect(account)
-        return self.sessions[account]
-
-    def discard(self, account: str) -> None:
-        session = self.sessions.pop(account, None)
-        if session is not None:
-            session.logout()
-
-    def close(self) -> None:
-        for account in list(self.sessions):
-            self.discard(account)
 
 
 class Engine:
@@ -508,7 +481,7 @@ class Engine:
     def _open_pass(
         self, session: ImapSession, account: str, rules: list[Rule], within: UidSet, steps: dict, mids: dict[int, str]
     ) -> dict[int, UidSet]:
-        """The pass's read-only work, pipelined in one round trip (see `mailrules.pipeline`).
+        """The pass's read-only work, pipelined in one round trip (see `mailrules.imap.pipeline`).
 
         Fills `mids` with the candidates' Message-IDs (fetched with the header fields the
         rules search, which a caching server then reads once) and returns, by rule index,

@@ -87,7 +87,7 @@ def mailrules_actions():
     - ``run(context, uids, arg)``: apply the action to a batch of messages of the selected
       mailbox. `context` is a `mailrules.actions.ActionContext`: ``.account``,
       ``.mailbox``, ``.rule`` (``.rule.name``), ``.session`` (the
-      `mailrules.session.ImapSession`, mailbox selected), ``.message_ids`` (uid ->
+      `mailrules.imap.session.ImapSession`, mailbox selected), ``.message_ids`` (uid ->
       Message-ID), and ``.messages(uids, needs) -> iterator of MessageView`` to fetch the
       parts you need in batches. `uids` is a `mailrules.uidset.UidSet`. Return when done;
       raise to fail the whole batch (it is retried from this action on a later pass).
