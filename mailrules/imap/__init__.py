@@ -8,6 +8,9 @@
 * `idle`: IDLE/DONE/NOOP read by hand, so that a wait also watches a wake-up pipe;
 * `pool`: `SessionPool`, one connection per account.
 
-This package imports nothing of the rest of mailrules but `criteria` (the compiled search)
-and `uidset`, so that the engine, the daemon and the checks can all stand on it.
+This package imports of the rest of mailrules only `criteria` (the compiled search), `uidset`,
+`model` (the pool's accounts) and `connect` (the pool opens connections), so that the engine,
+the daemon and the checks can all stand on it. Tags: commands whose answers imaplib reads
+carry imaplib's tags (its reader knows only those); commands whose answers we read ourselves
+(pipelined, IDLE, NOOP) carry `wire.TAGS`'s.
 """

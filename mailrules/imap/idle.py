@@ -33,14 +33,7 @@ class IdleRefused(Exception):
 
 
 class IdleLink:
-    """IDLE / DONE / NOOP over the socket of a logged-in IMAPClient with a mailbox selected.
-
-    IMAPClient's ``idle_check()`` polls the socket only, so a response already in
-    imaplib's read buffer (or in the TLS layer) waits for the next packet, an EOF comes
-    back as an empty list, and the wait cannot also watch a wake-up pipe. This class
-    takes over what imaplib buffered, reads the socket itself (TLS-pending bytes
-    included) and hands the connection back in sync once the IDLE command completed.
-    """
+    """IDLE / DONE / NOOP over the socket of a logged-in IMAPClient with a mailbox selected (see above)."""
 
     def __init__(self, client: imapclient.IMAPClient, wake_fd: int, timeout: float) -> None:
         self.imap = internals.imaplib_of(client)
