@@ -19,9 +19,9 @@ from typing import TextIO
 
 from imapclient.exceptions import IMAPClientError
 
+from .imap.session import ImapSession
 from .model import ActionCall, Config, FolderRef, Location, Rule
 from .plugins import Registry
-from .session import ImapSession
 
 IMPORTANT = ("MOVE", "UIDPLUS", "IDLE", "ESEARCH", "WITHIN", "SPECIAL-USE", "NOTIFY", "CONDSTORE")
 

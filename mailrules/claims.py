@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from .criteria import SearchQuery
-from .session import MAX_SET_CHARS, ImapSession
+from .imap.session import MAX_SET_CHARS, ImapSession
 from .uidset import UidSet
 
 log = logging.getLogger("mailrules.claims")

@@ -285,9 +285,10 @@ def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Nam
     try:
         if args.once:
             return _run_once(config, registry, store, args)
-        from .watcher import run_daemon
+        from .daemon.process import DaemonOptions, run_daemon
 
-        return run_daemon(config, registry, store, args)
+        options = DaemonOptions(sweep=bool(args.sweep), since_now=bool(args.since_now), rules=tuple(args.rule or ()))
+        return run_daemon(config, registry, store, options)
     finally:
         store.close()
         lock.release()
@@ -295,7 +296,8 @@ def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Nam
 
 def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:
     """Catch up on every watched mailbox of every account (and sweep with --sweep), then exit."""
-    from .engine import Engine, SessionPool
+    from .engine import Engine
+    from .imap.pool import SessionPool
 
     pool = SessionPool(config)
     engine = Engine(config, registry, store, pool, dry_run=args.dry_run, rule_names=args.rule)
@@ -331,8 +333,8 @@ def _catch_up(engine, account: str, mailbox: str, args: argparse.Namespace):
     Slices only where the checkpoint moves after each (not --dry-run, not --rule): elsewhere
     the next slice would find the same messages again. Returns the summed Outcome.
     """
+    from .daemon.worker import CATCHUP_BATCH
     from .progress import CatchUp
-    from .watcher import CATCHUP_BATCH
 
     if args.dry_run or args.rule:
         return engine.process(account, mailbox, since_now=args.since_now)

@@ -37,8 +37,8 @@ import imapclient
 from imapclient import SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from .config import is_loopback
 from .model import Account
+from .netutil import is_loopback
 from .secrets import Secret, SecretError, get_secret, known_secrets, redact_secrets, register_secret
 
 __all__ = [

@@ -11,6 +11,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from .imap.wire import CLOSE, OPEN, Literal, astring
 from .model import (
     Age,
     All,
@@ -119,14 +120,6 @@ def raw_problem(text: str) -> str | None:
     return None
 
 
-class Literal(bytes):
-    """A string argument that must be sent as an IMAP literal (8-bit or with CR/LF)."""
-
-
-OPEN = b"("
-CLOSE = b")"
-
-
 @dataclass(frozen=True)
 class SearchQuery:
     tokens: tuple[bytes, ...]
@@ -163,13 +156,6 @@ def join_tokens(tokens: list) -> str | bytes:
 
 def imap_date(day: dt.date) -> bytes:
     return f"{day.day}-{MONTHS[day.month - 1]}-{day.year}".encode("ascii")
-
-
-def astring(value: str) -> bytes:
-    """A quoted string, or a Literal for non-ASCII text or text with line breaks."""
-    if any(ord(c) > 127 for c in value) or "\r" in value or "\n" in value or "\0" in value:
-        return Literal(value.encode("utf-8"))
-    return b'"' + value.replace("\\", "\\\\").replace('"', '\\"').encode("ascii") + b'"'
 
 
 def compile_search(

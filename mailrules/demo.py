@@ -10,7 +10,7 @@ pointing it at a real mailbox. The demo therefore needs no server and no configu
    mailing lists, notifications, newsletters, people, spam-like mail, large attachments,
    old mail;
 3. it runs the file's rules, with the accounts pointed at that server, through the real
-   daemon (`mailrules.watcher.run_daemon`, what ``mailrules run --sweep`` runs): the
+   daemon (`mailrules.daemon.process.run_daemon`, what ``mailrules run --sweep`` runs): the
    catch-up and the scheduled sweeps first, then IDLE while the demo delivers a few more
    messages, one every half second;
 4. it prints every action as the daemon applies it (from the `mailrules_action_applied`
@@ -367,8 +367,8 @@ def demo_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _run(server: DovecotServer, config: Config, registry, printer: _Printer, root: Path, out: TextIO) -> int:
+    from .daemon.process import DaemonOptions, run_daemon
     from .state import StateStore
-    from .watcher import run_daemon
 
     users = {name: server.add_user(_user_name(name)) for name in config.accounts}
     demo_config = _pointed_at(config, server, users)
@@ -396,10 +396,10 @@ def _run(server: DovecotServer, config: Config, registry, printer: _Printer, roo
         done = threading.Event()
         feeder = threading.Thread(target=_feed, name="demo-feeder", daemon=True,
                                   args=(server, users, live, printer, ready, done))
-        args = argparse.Namespace(once=False, sweep=True, dry_run=False, rule=None, since_now=False)
+        options = DaemonOptions(sweep=True)
         feeder.start()
         try:
-            run_daemon(demo_config, registry, store, args)
+            run_daemon(demo_config, registry, store, options)
         finally:
             done.set()
             feeder.join(timeout=5)

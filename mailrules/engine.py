@@ -24,12 +24,13 @@ from typing import TextIO
 from .claims import Claims, instance_id
 from .criteria import SearchQuery, compile_search
 from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_report
+from .imap.pool import SessionPool
+from .imap.session import ImapSession
 from .imap_mailbox import SEARCH_REFUSED, ImapPass, PassSettings
 from .kernel import Position, run_pass
 from .model import ArrivalDate, Config, Rule
 from .plugins import Registry, TimeLimit
 from .secrets import protect_accounts
-from .session import ImapSession
 from .state import RunRecord, StateStore
 from .uidset import UidSet
 
@@ -61,34 +62,6 @@ class Interrupted(Exception):
 
     Its journal stays open, so the next pass on the mailbox resumes it (as after a crash).
     """
-
-
-class SessionPool:
-    """One connection per account, opened on first use."""
-
-    def __init__(self, config: Config, connect: Callable[[str], ImapSession] | None = None) -> None:
-        self.config = config
-        self._connect = connect or self._default_connect
-        self.sessions: dict[str, ImapSession] = {}
-
-    def _default_connect(self, account: str) -> ImapSession:
-        from .connect import connect
-
-        return ImapSession(connect(self.config.accounts[account]), account)
-
-    def get(self, account: str) -> ImapSession:
-        if account not in self.sessions:
-            self.sessions[account] = self._connect(account)
-        return self.sessions[account]
-
-    def discard(self, account: str) -> None:
-        session = self.sessions.pop(account, None)
-        if session is not None:
-            session.logout()
-
-    def close(self) -> None:
-        for account in list(self.sessions):
-            self.discard(account)
 
 
 class Engine:
@@ -142,7 +115,7 @@ class Engine:
         acct = self.config.accounts.get(account)
         if acct is None:
             return False
-        session = self.pool.sessions.get(account)
+        session = self.pool.current(account)
         for name in acct.watch:
             if name == server_name or (session is not None and session.server_name(name) == server_name):
                 return True

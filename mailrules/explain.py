@@ -21,12 +21,12 @@ from typing import TextIO
 
 from .criteria import FLAG_KEYS, compile_search
 from .describe import criterion_text, under_not
+from .imap.session import ImapSession
 from .local_search import LocalMessage, MessageTooComplex, NotEvaluableOffline
 from .local_search import explain as local_explain
 from .message import MessageView
 from .model import Config, Rule
 from .plugins import Registry
-from .session import ImapSession
 from .uidset import UidSet
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD = 0, 1, 2

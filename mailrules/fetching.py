@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
+from .imap.session import BODY_FETCH_BATCH, FETCH_BATCH
 from .message import MessageView
-from .session import BODY_FETCH_BATCH, FETCH_BATCH
 
 
 def fetch_items(needs: set[str] | frozenset[str]) -> tuple[list[str], int]:

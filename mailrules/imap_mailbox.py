@@ -24,11 +24,11 @@ from .api import Action, ActionEvent
 from .criteria import compile_search, reads_of
 from .dryrun import DryRunReport
 from .fetching import fetch_items, view_of
+from .imap.session import FETCH_BATCH, ImapSession, ServerRefused
 from .kernel import Position
 from .message import MessageView
 from .model import ActionCall, All, Rule
 from .plugins import Registry, TimeLimit
-from .session import FETCH_BATCH, ImapSession, ServerRefused
 from .state import RunRecord, StateStore, Step
 from .uidset import UidSet
 
@@ -104,7 +104,7 @@ class ImapPass:
         self.s.interrupt()
 
     def open(self, rules: Sequence[Rule], within: UidSet) -> None:
-        """The pass's read-only work, pipelined in one round trip (see `mailrules.pipeline`).
+        """The pass's read-only work, pipelined in one round trip (see `mailrules.imap.pipeline`).
 
         Fills the Message-IDs of the candidates (fetched with the header fields the rules
         search, which a caching server then reads once) and notes, by rule index, the server's

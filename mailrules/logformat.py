@@ -214,7 +214,7 @@ class ProtocolLines(logging.Filter):
     """At -vv: of imaplib's debug output keep the protocol lines, not its internal parse notes.
 
     imaplib (through IMAPClient's ``imapclient.imaplib`` logger) writes what it sends
-    (``> ...``) and receives (``< ...``) next to notes such as ``untagged_responses[...]``
+    (``> ...``) and receives (``< ...``) next to its internal notes on untagged responses
     and ``matched ... => ...``; only the first two are the protocol log.
     """
 

@@ -22,6 +22,7 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 from functools import cached_property
 
+from .imap.wire import parse_message_id
 from .mime import MAX_DEPTH, MAX_PARTS, MessageTooComplex, check_size, text_parts
 
 __all__ = ["MessageTooComplex", "MessageView", "decode_rfc2047"]
@@ -105,8 +106,10 @@ class MessageView:
 
     @property
     def message_id(self) -> str:
-        values = self.header("Message-ID")
-        return values[0].strip() if values else ""
+        """The Message-ID, read as the pipelined opening reads it (`mailrules.imap.wire.parse_message_id`)."""
+        data = _header_block(self.raw) if self.raw is not None else (self._raw_header or b"")
+        check_size(data)
+        return parse_message_id(data)
 
     @cached_property
     def from_addresses(self) -> list[str]:

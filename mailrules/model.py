@@ -236,7 +236,7 @@ class Account:
     insecure: bool = False
     watch: tuple[str, ...] = ("INBOX",)
     timeout: float = 60.0  # seconds for connect, login and each command
-    # The daemon (mailrules.watcher): connections per account (1 for actions and sweeps, the
+    # The daemon (mailrules.daemon): connections per account (1 for actions and sweeps, the
     # rest IDLE one watched mailbox each; further mailboxes are polled), the polling interval
     # (servers without IDLE, mailboxes beyond the IDLE connections), how often IDLE is
     # re-issued (which also proves the connection alive), and the reconnection backoff cap.

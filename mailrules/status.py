@@ -79,7 +79,7 @@ def _print_health(config: Config | None, out: TextIO, store) -> None:
     """The permanent problems the daemon last reported (login refused, a watched mailbox missing)."""
     if config is None:
         return
-    from .watcher import health_key
+    from .daemon.health import health_key
 
     for name, account in config.accounts.items():
         for mailbox in (None, *account.watch):

@@ -378,7 +378,7 @@ def against(config: Config, account_name: str, inputs: Sequence[InputMessage], r
             out: TextIO, now: dt.datetime) -> int:
     """Cross-check the local evaluation of each rule's criteria on a real server (see the module doc)."""
     from .connect import connect
-    from .session import ImapSession
+    from .imap.session import ImapSession
 
     account = config.accounts[account_name]
     session = ImapSession(connect(account), account.name)

@@ -139,7 +139,8 @@ def run_engine(config: Path, state: Path | None, *, plugins: Iterable[object] = 
     an exception of a mailbox's pass is returned in its place.
     """
     from mailrules.config import load
-    from mailrules.engine import Engine, SessionPool
+    from mailrules.engine import Engine
+    from mailrules.imap.pool import SessionPool
     from mailrules.lock import StateLock
     from mailrules.plugins import Registry
     from mailrules.state import StateStore

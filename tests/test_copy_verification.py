@@ -19,7 +19,7 @@ import pytest
 from helpers import Acct, Lab, connected, write_config
 
 from mailrules.engine import Outcome
-from mailrules.session import ImapSession
+from mailrules.imap.session import ImapSession
 from mailrules.testing.daemon import DaemonHarness, message_contents, wait_until
 from mailrules.testing.messages import make_message
 from mailrules.testing.proxy import TcpProxy

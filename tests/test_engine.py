@@ -14,8 +14,8 @@ import pytest
 from helpers import Acct, Lab, write_config
 
 from mailrules.engine import Outcome
+from mailrules.imap.session import ImapSession
 from mailrules.plugins import Action, Predicate, hookimpl
-from mailrules.session import ImapSession
 from mailrules.state import StateStore
 from mailrules.testing.proxy import TcpProxy
 

@@ -49,7 +49,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from mailrules.config import load
-from mailrules.engine import Engine, Interrupted, Outcome, SessionPool
+from mailrules.engine import Engine, Interrupted, Outcome
+from mailrules.imap.pool import SessionPool
+from mailrules.imap.session import ImapSession
 from mailrules.model import (
     MATCH_EVERYTHING,
     Account,
@@ -72,7 +74,6 @@ from mailrules.model import (
 )
 from mailrules.plugins import Registry
 from mailrules.predicates import parse_regex_args
-from mailrules.session import ImapSession
 from mailrules.state import StateStore
 from mailrules.testing.daemon import content_digest, flags_by_content
 from mailrules.testing.dovecot import temporary_dovecot

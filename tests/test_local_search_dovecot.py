@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailrules.criteria import compile_search
+from mailrules.imap.session import ImapSession
 from mailrules.local_search import LocalMessage, decode_header_words, matches
 from mailrules.model import (
     Age,
@@ -45,7 +46,6 @@ from mailrules.model import (
     Size,
     Text,
 )
-from mailrules.session import ImapSession
 
 LARGE_RUN = int(os.environ.get("MAILRULES_LOCALEVAL_EXAMPLES", "") or 0)
 SETTINGS = settings(

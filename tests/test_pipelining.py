@@ -1,4 +1,4 @@
-"""Round trips: what a pass costs on a slow link (mailrules.pipeline), on a real Dovecot.
+"""Round trips: what a pass costs on a slow link (mailrules.imap.pipeline), on a real Dovecot.
 
 A round trip is counted each time the client, having sent something, waits for the
 server's answer. Not a timing: the number is a property of the protocol the engine speaks.
@@ -11,7 +11,7 @@ import imaplib
 import pytest
 from helpers import Lab
 
-from mailrules.pipeline import _mailbox_name, parse_message_id
+from mailrules.imap.pipeline import _mailbox_name, parse_message_id
 from mailrules.testing.proxy import TcpProxy
 
 
@@ -202,7 +202,7 @@ def test_a_folded_message_id_is_unfolded():
 
 
 def test_a_connection_lost_during_the_opening_round_trip_loses_and_repeats_nothing(lab, monkeypatch):
-    from mailrules import pipeline
+    from mailrules.imap import pipeline
 
     lab.deliver(*SUBJECTS)
     lab.write("""

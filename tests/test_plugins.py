@@ -20,8 +20,8 @@ import pytest
 
 from mailrules import hookimpl
 from mailrules.config import ConfigError, load
+from mailrules.imap.session import ImapSession
 from mailrules.plugins import Action, ArgumentError, PluginError, Predicate, Registry
-from mailrules.session import ImapSession
 
 # --------------------------------------------------------------------------- helpers
 

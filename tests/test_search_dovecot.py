@@ -16,7 +16,7 @@ from helpers import Lab, append
 
 from mailrules.config import load
 from mailrules.criteria import compile_search
-from mailrules.session import ImapSession
+from mailrules.imap.session import ImapSession
 from mailrules.testing.messages import make_message
 from mailrules.uidset import UidSet
 
@@ -387,7 +387,7 @@ def test_badcharset_retries_in_a_charset_the_server_lists(matches, badcharset_se
 
 
 def test_badcharset_with_text_no_listed_charset_can_write_is_a_clear_refusal(matches, badcharset_session):
-    from mailrules.session import ServerRefused
+    from mailrules.imap.session import ServerRefused
 
     session, rewrite = badcharset_session
     rewrite.listed = b"US-ASCII"

@@ -491,7 +491,7 @@ def test_catch_up_progress_is_logged_periodically(caplog):
 
 
 def test_backoff_grows_exponentially_with_jitter_up_to_its_cap():
-    from mailrules.watcher import Backoff
+    from mailrules.daemon.backoff import Backoff
 
     backoff = Backoff(cap=10.0)
     delays = [backoff.next() for _ in range(8)]
@@ -539,7 +539,7 @@ def test_interval_schedules_keep_their_cadence_across_restarts(tmp_path):
 
 
 def test_idle_link_reports_exists_and_bye_and_eof():
-    from mailrules.watcher import ConnectionLost, IdleLink, exists_in
+    from mailrules.imap.idle import ConnectionLost, IdleLink, exists_in
 
     class FakeImap:
         file = None
@@ -578,7 +578,7 @@ def test_idle_link_reports_exists_and_bye_and_eof():
 
 
 def test_idle_link_hands_back_what_it_read_past_its_command():
-    from mailrules.watcher import IdleLink
+    from mailrules.imap.idle import IdleLink
 
     ours, theirs = socket.socketpair()
     wake_r, wake_w = os.pipe()
@@ -613,7 +613,7 @@ def test_idle_link_hands_back_what_it_read_past_its_command():
 
 
 def test_sd_notify_is_silent_without_systemd(monkeypatch):
-    from mailrules.watcher import sd_notify
+    from mailrules.daemon.systemd import sd_notify
 
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert sd_notify("READY=1") is False

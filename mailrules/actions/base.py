@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..api import ActionFailed, ActionResult, check_needs
 from ..fetching import fetch_items, view_of
+from ..imap.session import ImapSession, Selected, ServerRefused
 from ..message import MessageView
 from ..model import FolderRef, Rule
-from ..session import ImapSession, Selected, ServerRefused
 from ..state import StateStore
 from ..uidset import UidSet
 

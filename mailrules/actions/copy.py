@@ -36,8 +36,8 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from ..api import Action, ActionContext
 from ..criteria import SearchQuery, unsendable
+from ..imap.session import ImapSession
 from ..model import FolderRef
-from ..session import ImapSession
 from ..uidset import UidSet
 from .base import ActionFailed, ActionResult, ActionRun
 from .intent import CopyIntent, Verified

@@ -6,7 +6,6 @@ The secret sources (password_command, password_env, keyring, oauth2, password) a
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 from yaml.nodes import Node, ScalarNode
 
 from ..model import Account, Auth
+from ..netutil import is_loopback
 from ..secrets import SECRET_SOURCES
 from .context import LoadState
 from .errors import ConfigError
@@ -44,19 +44,6 @@ ACCOUNT_KEYS = (
     "claim_timeout",
 )
 TLS_MODES = ("implicit", "starttls", "none")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is a loopback address or the name ``localhost``."""
-    name = host.strip().strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        addr = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    mapped = getattr(addr, "ipv4_mapped", None)
-    return addr.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def read_accounts(doc: Doc, node: Node, state: LoadState) -> dict[str, Account]:

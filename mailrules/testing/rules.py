@@ -310,7 +310,8 @@ class RulesRunner:
         predicate_timeout: float | None = None,
     ) -> RunResult:
         """One pass, as ``mailrules run --once`` does: every watched mailbox, then a snapshot."""
-        from mailrules.engine import Engine, SessionPool
+        from mailrules.engine import Engine
+        from mailrules.imap.pool import SessionPool
         from mailrules.state import StateStore
 
         out = io.StringIO()

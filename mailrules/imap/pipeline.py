@@ -17,7 +17,7 @@ Searches are pipelined only on servers with ESEARCH, whose `(TAG "...")` ties ev
 result to its command, and only with LITERAL+ when they carry literals. A command the
 server refuses is reported as not done (None), and the engine does it the ordinary way.
 
-The answers are read here rather than by imaplib: the FETCH answer for a large backlog
+The answers are read here (`mailrules.imap.wire.ResponseReader`) rather than by imaplib: the FETCH answer for a large backlog
 is tens of thousands of responses, which imaplib's general reader parses slowly.
 """
 
@@ -30,14 +30,15 @@ from dataclasses import dataclass, field
 
 from imapclient import imap_utf7
 
-from .criteria import CLOSE, OPEN, Literal, SearchQuery
-from .uidset import UidSet
+from ..criteria import SearchQuery
+from ..uidset import UidSet
+from . import internals
+from .wire import CLOSE, OPEN, TAGS, Literal, ResponseReader, parse_message_id, quote_mailbox, render
 
 log = logging.getLogger("mailrules.imap")
 
 SEND_LIMIT = 32 * 1024  # bytes of commands sent before their answers are read (no deadlock on full buffers)
 
-_LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}$")
 _UID = re.compile(rb"\bUID (\d+)")
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _ESEARCH = re.compile(rb'^\* ESEARCH \(TAG "([^"]*)"\)(.*)$', re.I)
@@ -84,7 +85,9 @@ class Pipeline:
 
     def __init__(self, session) -> None:
         self.session = session
-        self.imap = session.client._imap
+        self.imap = internals.imaplib_of(session.client)
+        # imaplib's public readline/read (not _get_line, which logs every line when debugging is on)
+        self._reader = ResponseReader(self.imap.readline, self.imap.read, self.imap.abort)
         self._commands: list[_Command] = []
         self._headers: PendingHeaders | None = None  # at most one of each per pipeline
         self._folders: PendingFolders | None = None
@@ -119,7 +122,7 @@ class Pipeline:
         wanted = tuple(dict.fromkeys(n for n in names if n.upper() != "INBOX"))
         if not wanted or not self.session.has("LIST-STATUS"):
             return None
-        patterns = [_quote_mailbox(n) for n in wanted]
+        patterns = [quote_mailbox(n) for n in wanted]
         if any(isinstance(p, Literal) for p in patterns):
             return None  # names that need literals: not worth a special case
         if self._folders is not None:
@@ -130,8 +133,7 @@ class Pipeline:
         return pending
 
     def _add(self, tokens: list[bytes], target) -> None:
-        tag = self.imap._new_tag()
-        self.imap.tagged_commands.pop(tag, None)  # answered here, not by imaplib
+        tag = TAGS.next(b"p")  # answered here, not by imaplib
         self._commands.append(_Command(tag, render(tag, tokens)[0], target))
 
     # ------------------------------------------------------------------ running
@@ -173,26 +175,7 @@ class Pipeline:
 
     def _response(self) -> list[bytes]:
         """One whole response: [line, literal, line, ..., line], CRLF stripped from the lines."""
-        parts = [self._line()]
-        while True:
-            m = _LITERAL_AT_END.search(parts[-1])
-            if not m:
-                return parts
-            size = int(m.group(1))
-            literal = self.imap.read(size)
-            if len(literal) != size:
-                raise self.imap.abort("socket error: EOF in a literal")
-            parts.append(literal)
-            parts.append(self._line())
-
-    def _line(self) -> bytes:
-        # imaplib's own _get_line() would also log every line (IMAPClient turns its debug on)
-        line = self.imap.readline()
-        if not line:
-            raise self.imap.abort("socket error: EOF")
-        if not line.endswith(b"\r\n"):
-            raise self.imap.abort(f"socket error: unterminated line: {line[:200]!r}")
-        return line[:-2]
+        return self._reader.response()
 
     def _untagged(self, parts: list[bytes], by_tag: dict[bytes, _Command]) -> None:
         head = parts[0]
@@ -250,39 +233,6 @@ class Pipeline:
 # ---------------------------------------------------------------------- helpers
 
 
-def render(tag: bytes, tokens: list[bytes], literal_plus: bool = True) -> list[bytes]:
-    """A command as the pieces to send, with no space after '(' or before ')'.
-
-    With LITERAL+ (`{n+}`) that is one piece. Without it, each literal's data starts a new
-    piece, to be sent once the server asked for it (a continuation request).
-    """
-    pieces: list[bytes] = []
-    out = [tag]
-    prev = b""
-    for tok in tokens:
-        if isinstance(tok, Literal):
-            out.append(b" {%d%s}\r\n" % (len(tok), b"+" if literal_plus else b""))
-            if not literal_plus:
-                pieces.append(b"".join(out))
-                out = []
-            out.append(bytes(tok))
-        else:
-            if tok != CLOSE and prev != OPEN:
-                out.append(b" ")
-            out.append(tok)
-        prev = tok
-    out.append(b"\r\n")
-    pieces.append(b"".join(out))
-    return pieces
-
-
-def _quote_mailbox(name: str) -> bytes:
-    encoded = imap_utf7.encode(name)
-    if any(c in encoded for c in b"\r\n\0"):
-        return Literal(encoded)
-    return b'"' + encoded.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-
-
 _QUOTED = re.compile(rb'"((?:[^"\\]|\\.)*)"')
 
 
@@ -315,14 +265,3 @@ def _astring(text: bytes, parts: list[bytes]) -> bytes | None:
         return parts[1] if len(parts) > 1 else None
     atom = text.split(b" ", 1)[0]
     return atom or None
-
-
-_MESSAGE_ID = re.compile(r"^message-id:\s*(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
-
-
-def parse_message_id(raw: bytes) -> str:
-    """The Message-ID in a header block (unfolded, whitespace collapsed); '' if it has none."""
-    m = _MESSAGE_ID.search(raw.decode("utf-8", "replace"))
-    if not m:
-        return ""
-    return " ".join(m.group(1).split())

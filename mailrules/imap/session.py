@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import imapclient
 from imapclient.exceptions import IMAPClientError
-from imapclient.response_parser import parse_fetch_response
 
-from .criteria import SearchQuery
-from .pipeline import PendingFolders, Pipeline, parse_message_id, render
-from .uidset import UidSet
+from ..criteria import SearchQuery
+from ..uidset import UidSet
+from . import internals
+from .pipeline import PendingFolders, Pipeline
+from .wire import parse_message_id, render
 
 log = logging.getLogger("mailrules.imap")
 
@@ -166,20 +167,20 @@ class ImapSession:
 
     def _send_create(self, server_name: str) -> tuple[bytes, bytes]:
         """Send CREATE and SUBSCRIBE without waiting; `_finish_create` reads their answers."""
-        imap = self.client._imap
-        name = self.client._normalise_folder(server_name)
-        return imap._command("CREATE", name), imap._command("SUBSCRIBE", name)
+        imap = internals.imaplib_of(self.client)
+        name = internals.normalise_folder(self.client, server_name)
+        return internals.command(imap, "CREATE", name), internals.command(imap, "SUBSCRIBE", name)
 
     def _finish_create(self, server_name: str, create: bytes, subscribe: bytes) -> None:
-        imap = self.client._imap
+        imap = internals.imaplib_of(self.client)
         try:
-            typ, data = imap._command_complete("CREATE", create)
+            typ, data = internals.complete(imap, "CREATE", create)
         except imap.abort:
             raise  # the connection is gone: not a refusal
         except imap.error as exc:
             typ, data = "BAD", [str(exc).encode()]
         try:
-            imap._command_complete("SUBSCRIBE", subscribe)
+            internals.complete(imap, "SUBSCRIBE", subscribe)
         except imap.abort:
             raise
         except imap.error:
@@ -219,7 +220,7 @@ class ImapSession:
         return self._trash
 
     def pipeline(self) -> Pipeline:
-        """A batch of read-only commands sent together (see `mailrules.pipeline`)."""
+        """A batch of read-only commands sent together (see `mailrules.imap.pipeline`)."""
         return Pipeline(self)
 
     def note_folders(self, listing: PendingFolders | None) -> None:
@@ -322,41 +323,45 @@ class ImapSession:
         if typ != "OK":
             raise ServerRefused("SEARCH", _text(data))
         if esearch:
-            lines = self.client._imap.untagged_responses.pop("ESEARCH", [])
+            lines = self._untagged().pop("ESEARCH", [])
             out: list[int] = []
             for line in lines:
                 m = re.search(rb"\bALL\s+([0-9:,]+)", line if isinstance(line, bytes) else line.encode())
                 if m:
                     out.extend(UidSet.parse(m.group(1).decode()))
             return out
-        lines = self.client._imap.untagged_responses.pop("SEARCH", [])
+        lines = self._untagged().pop("SEARCH", [])
         return [int(x) for line in lines for x in (line or b"").split()]
 
     def _command(self, name: bytes, tokens: list[bytes]) -> tuple[str, list]:
         """Send `UID name tokens...` with literals and parentheses placed correctly."""
-        imap = self.client._imap
+        imap = internals.imaplib_of(self.client)
         self._clear_untagged()
-        tag = imap._new_tag()
+        tag = internals.new_tag(imap)
         pieces = render(tag, [b"UID", name, *tokens], self.has("LITERAL+"))
         log.debug("> %s", pieces[0][:512])
         imap.send(pieces[0])
         for piece in pieces[1:]:
-            while imap._get_response():  # until the server's continuation request ('+')
-                answer = imap.tagged_commands.get(tag)
+            while internals.next_response(imap):  # until the server's continuation request ('+')
+                answer = internals.tagged_answer(imap, tag)
                 if answer:  # the server ended the command instead
-                    del imap.tagged_commands[tag]
+                    internals.release_tag(imap, tag)
                     raise ServerRefused(name.decode(), _text(answer[1]))
             imap.send(piece)
         try:
-            typ, data = imap._command_complete(name.decode(), tag)
+            typ, data = internals.complete(imap, name.decode(), tag)
         except imap.abort:
             raise
         except imap.error as exc:  # BAD
             raise ServerRefused(name.decode(), str(exc)) from None
         return typ, data
 
+    def _untagged(self) -> dict[str, list]:
+        """imaplib's collected untagged responses (see `internals.untagged`)."""
+        return internals.untagged(internals.imaplib_of(self.client))
+
     def _clear_untagged(self) -> None:
-        responses = self.client._imap.untagged_responses
+        responses = self._untagged()
         for key in ("ESEARCH", "SEARCH", "COPYUID", "OK", "NO", "TRYCREATE", "EXPUNGE", "FETCH", "EXISTS",
                     "RECENT", "VANISHED"):
             responses.pop(key, None)
@@ -374,22 +379,22 @@ class ImapSession:
     def _fetch_set(self, uid_set: str, items: list[str]) -> dict[int, dict]:
         """One UID FETCH with a compact UID set (IMAPClient.fetch would expand it to a list)."""
         data = self._uid_fetch(uid_set, "(" + " ".join(i.upper() for i in items) + ")")
-        return parse_fetch_response(data, self.client.normalise_times, True)
+        return internals.parse_fetch_response(data, self.client.normalise_times)
 
     def _uid_fetch(self, uid_set: str, items: str) -> list:
         """Send one UID FETCH; the raw untagged FETCH data as imaplib collected it."""
-        imap = self.client._imap
+        imap = internals.imaplib_of(self.client)
         self._clear_untagged()
         try:
-            tag = imap._command("UID", "FETCH", uid_set, items)
-            typ, data = imap._command_complete("FETCH", tag)
+            tag = internals.command(imap, "UID", "FETCH", uid_set, items)
+            typ, data = internals.complete(imap, "FETCH", tag)
         except imap.abort:
             raise
         except imap.error as exc:
             raise ServerRefused("FETCH", str(exc)) from None
         if typ != "OK":
             raise ServerRefused("FETCH", _text(data))
-        return imap.untagged_responses.pop("FETCH", [])
+        return internals.untagged(imap).pop("FETCH", [])
 
     def message_ids(self, uids: UidSet) -> dict[int, str]:
         """Message-ID of each message (empty string when it has none)."""
@@ -437,13 +442,13 @@ class ImapSession:
         `modseq` change; returns the UIDs the server left alone because they changed since
         (its MODIFIED response code). Used by shared mailboxes (`mailrules.claims`).
         """
-        imap = self.client._imap
+        imap = internals.imaplib_of(self.client)
         self._clear_untagged()
-        imap.untagged_responses.pop("MODIFIED", None)
+        internals.untagged(imap).pop("MODIFIED", None)
         try:
-            tag = imap._command("UID", "STORE", uid_set, f"(UNCHANGEDSINCE {int(modseq)})", f"{op}.SILENT",
-                                "(" + " ".join(flags) + ")")
-            typ, data = imap._command_complete("STORE", tag)
+            tag = internals.command(imap, "UID", "STORE", uid_set, f"(UNCHANGEDSINCE {int(modseq)})",
+                                    f"{op}.SILENT", "(" + " ".join(flags) + ")")
+            typ, data = internals.complete(imap, "STORE", tag)
         except imap.abort:
             raise
         except imap.error as exc:
@@ -451,7 +456,7 @@ class ImapSession:
         if typ != "OK":
             raise ServerRefused("STORE", _text(data))
         texts = [_text(data)] + [x.decode() if isinstance(x, bytes) else str(x)
-                                 for x in imap.untagged_responses.pop("MODIFIED", [])]
+                                 for x in internals.untagged(imap).pop("MODIFIED", [])]
         modified = UidSet()
         for text in texts:
             m = re.search(r"\[MODIFIED\s+([0-9:,]+)\]", text) or re.fullmatch(r"\s*([0-9:,]+)\s*", text)
@@ -497,7 +502,7 @@ class ImapSession:
                 except IMAPClientError as exc2:
                     raise ServerRefused(verb.upper(), str(exc2)) from None
             # imaplib files response codes such as [COPYUID v src dst] under their name
-            for data in self.client._imap.untagged_responses.pop("COPYUID", []):
+            for data in self._untagged().pop("COPYUID", []):
                 parsed = _parse_copyuid(data)
                 if parsed:
                     result.uidvalidity = parsed[0]
@@ -531,6 +536,10 @@ class ImapSession:
 
     def noop(self) -> None:
         self.client.noop()
+
+    def exists_announced(self) -> bool:
+        """Whether an EXISTS came with the answers since the last command of ours cleared them."""
+        return bool(self._untagged().get("EXISTS"))
 
     def logout(self) -> None:
         try:

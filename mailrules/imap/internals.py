@@ -1,0 +1,228 @@
+"""Every use of imaplib's and IMAPClient's private internals, in one place.
+
+mailrules speaks most IMAP through IMAPClient, but a few things IMAPClient cannot do:
+commands with literals without LITERAL+ placed where we need them, pipelined commands
+(several sent before the first answer is read), compact UID sets (IMAPClient expands
+them), reading tens of thousands of FETCH responses faster than imaplib's general reader,
+and IDLE that also watches a wake-up pipe. For those we work on the imaplib object under
+IMAPClient. Each reach below says why it is needed; nothing else in mailrules touches a
+private name of either library. (imaplib's public methods, ``send``, ``readline``, ``read``
+and the ``abort``/``error`` exception classes, are used directly where needed.)
+
+`pyproject.toml` pins IMAPClient to the major versions tested; `problems()` (run by
+tests/test_imap_internals.py) names whatever of this a new version changed, so that an
+upgrade fails loudly in the tests instead of quietly in a user's daemon.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import inspect
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import imapclient
+from imapclient.response_parser import parse_fetch_response as _parse_fetch_response
+
+IMAP4 = imaplib.IMAP4
+
+
+def imaplib_of(client: imapclient.IMAPClient) -> imaplib.IMAP4:
+    """The imaplib connection under an IMAPClient (``client._imap``): everything below works on it."""
+    return client._imap
+
+
+def untagged(imap: imaplib.IMAP4) -> dict[str, list]:
+    """imaplib's collected untagged responses, by name (``untagged_responses``).
+
+    Read for ESEARCH/SEARCH results, response codes such as COPYUID, and EXISTS seen in
+    passing; cleared before our commands so that stale ones are not taken for new ones.
+    """
+    return imap.untagged_responses
+
+
+def new_tag(imap: imaplib.IMAP4) -> bytes:
+    """A tag from imaplib's allocator (``_new_tag``), registered for `complete` to wait on.
+
+    Commands whose answer imaplib reads must carry imaplib's tags: its reader recognises
+    only those as tagged answers.
+    """
+    return imap._new_tag()
+
+
+def release_tag(imap: imaplib.IMAP4, tag: bytes) -> Any:
+    """Stop imaplib waiting for `tag` (``tagged_commands``); returns its answer if it came."""
+    return imap.tagged_commands.pop(tag, None)
+
+
+def tagged_answer(imap: imaplib.IMAP4, tag: bytes) -> Any:
+    """The tagged answer imaplib has read for `tag`, or None (``tagged_commands``)."""
+    return imap.tagged_commands.get(tag)
+
+
+def command(imap: imaplib.IMAP4, name: str, *args: Any) -> bytes:
+    """Send a command without waiting for its answer (``_command``); returns its tag.
+
+    Used to pipeline CREATE/SUBSCRIBE with a COPY, and for UID FETCH with a compact set.
+    """
+    return imap._command(name, *args)
+
+
+def complete(imap: imaplib.IMAP4, name: str, tag: bytes) -> tuple[str, list]:
+    """Read until `tag`'s tagged answer (``_command_complete``); raises imap.error on BAD."""
+    return imap._command_complete(name, tag)
+
+
+def next_response(imap: imaplib.IMAP4) -> bytes | None:
+    """Read one response with imaplib's reader (``_get_response``); None for a continuation ('+')."""
+    return imap._get_response()
+
+
+def normalise_folder(client: imapclient.IMAPClient, name: str) -> bytes:
+    """A folder name as IMAPClient would send it (``_normalise_folder``: modified UTF-7, quoted)."""
+    return client._normalise_folder(name)
+
+
+def parse_fetch_response(data: list, normalise_times: bool) -> dict[int, dict]:
+    """IMAPClient's FETCH parser (``imapclient.response_parser``, not exported at the top level)."""
+    return _parse_fetch_response(data, normalise_times, True)
+
+
+def take_buffered(imap: Any, sock: socket.socket) -> bytes:
+    """Bytes imaplib's buffered reader (``imap.file``) already holds, taken out of it without blocking.
+
+    IDLE reads the socket itself (to watch a wake-up pipe too); a response already in
+    imaplib's buffer would otherwise wait there unseen.
+    """
+    file = getattr(imap, "file", None)
+    if file is None or not hasattr(file, "peek"):
+        return b""
+    old = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        data = file.peek(1 << 16)
+    except (OSError, ValueError):  # nothing buffered (EAGAIN, or a TLS want-read)
+        data = b""
+    finally:
+        sock.settimeout(old)
+    if data:
+        file.read(len(data))
+    return bytes(data)
+
+
+def hand_back(imap: Any, data: bytes) -> None:
+    """Give imaplib bytes we read past the end of our command: its reader (``imap.file``) replays them first."""
+    file = imap.file
+    while isinstance(file, _Replay) and not file.data:
+        file = file.file  # nothing left to replay: unwrap
+    imap.file = _Replay(data, file) if data else file
+
+
+class _Replay:
+    """A read-only file for imaplib that first returns `data`, then reads on from `file`."""
+
+    def __init__(self, data: bytes, file: Any) -> None:
+        self.data = bytearray(data)
+        self.file = file
+
+    def readline(self, limit: int = -1) -> bytes:
+        if not self.data:
+            return self.file.readline(limit)
+        end = self.data.find(b"\n")
+        if end >= 0 and (limit < 0 or end < limit):
+            line = bytes(self.data[: end + 1])
+            del self.data[: end + 1]
+            return line
+        if limit >= 0 and len(self.data) >= limit:
+            line = bytes(self.data[:limit])
+            del self.data[:limit]
+            return line
+        line = bytes(self.data)
+        self.data.clear()
+        return line + self.file.readline(limit - len(line) if limit >= 0 else -1)
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.data:
+            return self.file.read(size)
+        if size < 0:
+            chunk = bytes(self.data)
+            self.data.clear()
+            return chunk + self.file.read()
+        chunk = bytes(self.data[:size])
+        del self.data[:size]
+        return chunk + (self.file.read(size - len(chunk)) if len(chunk) < size else b"")
+
+    def peek(self, size: int = 0) -> bytes:
+        return bytes(self.data) if self.data else self.file.peek(size)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
+# ---------------------------------------------------------------------- what the above relies on
+
+# (owner, name, parameters after self, or None for an attribute set in __init__)
+_METHODS: tuple[tuple[type | Callable, str, tuple[str, ...]], ...] = (
+    (imaplib.IMAP4, "_new_tag", ()),
+    (imaplib.IMAP4, "_command", ("name", "*args")),
+    (imaplib.IMAP4, "_command_complete", ("name", "tag")),
+    (imaplib.IMAP4, "_get_response", ()),
+    (imaplib.IMAP4, "send", ("data",)),
+    (imaplib.IMAP4, "readline", ()),
+    (imaplib.IMAP4, "read", ("size",)),
+    (imapclient.IMAPClient, "_normalise_folder", ("folder_name",)),
+)
+# attributes the constructors set: (class, attribute, text that sets it in the class's source)
+_ATTRIBUTES: tuple[tuple[type, str, str], ...] = (
+    (imaplib.IMAP4, "tagged_commands", "self.tagged_commands ="),
+    (imaplib.IMAP4, "untagged_responses", "self.untagged_responses ="),
+    (imaplib.IMAP4, "file", "self.file ="),
+    (imapclient.IMAPClient, "_imap", "self._imap ="),
+    (imapclient.IMAPClient, "normalise_times", "self.normalise_times ="),
+)
+
+
+def _parameters(func: Callable) -> tuple[str, ...]:
+    out = []
+    for p in list(inspect.signature(func).parameters.values())[1:]:
+        out.append("*" + p.name if p.kind is p.VAR_POSITIONAL else p.name)
+    return tuple(out)
+
+
+def problems(client: imapclient.IMAPClient | None = None) -> list[str]:
+    """What of the internals used here is missing or changed in the installed libraries ([] if none).
+
+    client: a logged-in connection, to check the attributes on a live object too.
+    """
+    found: list[str] = []
+    for owner, name, params in _METHODS:
+        func = getattr(owner, name, None)
+        if func is None:
+            found.append(f"{owner.__module__}.{owner.__qualname__}.{name} is gone")
+        elif _parameters(func) != params:
+            found.append(f"{owner.__module__}.{owner.__qualname__}.{name} now takes {_parameters(func)}, "
+                         f"not {params}")
+    for owner, name, setter in _ATTRIBUTES:
+        try:
+            source = inspect.getsource(owner)
+        except (OSError, TypeError):
+            continue
+        if setter not in source:
+            found.append(f"{owner.__module__}.{owner.__qualname__} no longer sets {name}")
+    if _parameters(_parse_fetch_response)[:2] != ("normalise_times", "uid_is_key"):
+        found.append(f"imapclient.response_parser.parse_fetch_response now takes {_parameters(_parse_fetch_response)}")
+    if client is not None:
+        imap = getattr(client, "_imap", None)
+        if imap is None:
+            found.append("IMAPClient has no _imap")
+        else:
+            for attr, kind in (("tagged_commands", dict), ("untagged_responses", dict)):
+                if not isinstance(getattr(imap, attr, None), kind):
+                    found.append(f"imaplib.IMAP4.{attr} is not a {kind.__name__}")
+            if not hasattr(getattr(imap, "file", None), "peek"):
+                found.append("imaplib.IMAP4.file is not a buffered reader with peek()")
+    return found

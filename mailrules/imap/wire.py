@@ -1,0 +1,161 @@
+"""The IMAP wire format, written once: command rendering, quoting, literals, responses, tags.
+
+Used by the session (`mailrules.imap.session`), the pipelined opening
+(`mailrules.imap.pipeline`) and IDLE (`mailrules.imap.idle`); none of them writes or
+parses the wire format by itself.
+
+* `render`: a command as the pieces to send; with LITERAL+ (``{n+}``) one piece, else each
+  literal's data starts a new piece, sent after the server's continuation request.
+* `astring` / `quote_mailbox`: the one quoting function (a quoted string, or a `Literal`
+  for 8-bit text or CR/LF/NUL).
+* `ResponseReader` / `response_end`: one literal-aware response reader, over a blocking
+  line source (the pipelined opening) or a byte buffer filled by hand (IDLE).
+* `Tags`: the allocator of the tags of commands whose answers we read ourselves.
+* `parse_message_id`: the Message-ID of a header block.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from collections.abc import Callable
+
+from imapclient import imap_utf7
+
+
+class Literal(bytes):
+    """A string argument that must be sent as an IMAP literal (8-bit or with CR/LF)."""
+
+
+OPEN = b"("
+CLOSE = b")"
+
+# a line that announces a literal ({n} or {n+}) at its end: n bytes of data follow its CRLF
+LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}$")
+
+
+def render(tag: bytes, tokens: list[bytes], literal_plus: bool = True) -> list[bytes]:
+    """A command as the pieces to send, with no space after '(' or before ')'.
+
+    With LITERAL+ (`{n+}`) that is one piece. Without it, each literal's data starts a new
+    piece, to be sent once the server asked for it (a continuation request).
+    """
+    pieces: list[bytes] = []
+    out = [tag]
+    prev = b""
+    for tok in tokens:
+        if isinstance(tok, Literal):
+            out.append(b" {%d%s}\r\n" % (len(tok), b"+" if literal_plus else b""))
+            if not literal_plus:
+                pieces.append(b"".join(out))
+                out = []
+            out.append(bytes(tok))
+        else:
+            if tok != CLOSE and prev != OPEN:
+                out.append(b" ")
+            out.append(tok)
+        prev = tok
+    out.append(b"\r\n")
+    pieces.append(b"".join(out))
+    return pieces
+
+
+def astring(value: str | bytes) -> bytes:
+    """A quoted string, or a Literal for 8-bit text or text with CR, LF or NUL (str: as UTF-8)."""
+    raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    if not raw.isascii() or b"\r" in raw or b"\n" in raw or b"\0" in raw:
+        return Literal(raw)
+    return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def quote_mailbox(name: str) -> bytes:
+    """A mailbox name as an astring, in modified UTF-7 (RFC 3501 5.1.3)."""
+    return astring(imap_utf7.encode(name))
+
+
+# ---------------------------------------------------------------------- responses
+
+
+def response_end(buf: bytes | bytearray, start: int = 0) -> int | None:
+    """Where the first whole response in `buf` (literals included) ends, before its CRLF; None if incomplete."""
+    pos = start
+    while True:
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        m = LITERAL_AT_END.search(buf, pos, end)
+        if m is None:
+            return end
+        pos = end + 2 + int(m.group(1))
+        if pos > len(buf):
+            return None
+
+
+class ResponseReader:
+    """Whole responses from a blocking source: ``[line, literal, line, ..., line]``, CRLF stripped.
+
+    readline: one line, CRLF kept (b"" at EOF); read: exactly n bytes or fewer at EOF;
+    abort: the exception class for a broken connection.
+    """
+
+    def __init__(self, readline: Callable[[], bytes], read: Callable[[int], bytes],
+                 abort: Callable[[str], Exception]) -> None:
+        self.readline = readline
+        self.read = read
+        self.abort = abort
+
+    def response(self) -> list[bytes]:
+        parts = [self.line()]
+        while True:
+            m = LITERAL_AT_END.search(parts[-1])
+            if not m:
+                return parts
+            size = int(m.group(1))
+            literal = self.read(size)
+            if len(literal) != size:
+                raise self.abort("socket error: EOF in a literal")
+            parts.append(literal)
+            parts.append(self.line())
+
+    def line(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise self.abort("socket error: EOF")
+        if not line.endswith(b"\r\n"):
+            raise self.abort(f"socket error: unterminated line: {line[:200]!r}")
+        return line[:-2]
+
+
+class Tags:
+    """Tags for the commands whose answers mailrules reads itself (pipelined commands, IDLE, NOOP).
+
+    Distinct from imaplib's (which start with upper-case letters), so that a tagged answer
+    can never be taken for one of imaplib's; unique in the process.
+    """
+
+    def __init__(self, prefix: bytes = b"mr") -> None:
+        self.prefix = prefix
+        self._count = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def next(self, kind: bytes = b"") -> bytes:
+        with self._lock:
+            n = next(self._count)
+        return b"%s%s%d" % (self.prefix, kind, n)
+
+
+TAGS = Tags()
+
+
+# ---------------------------------------------------------------------- Message-ID
+
+_MESSAGE_ID = re.compile(r"^message-id:\s*(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+
+
+def parse_message_id(raw: bytes) -> str:
+    """The Message-ID in a header block (unfolded, whitespace collapsed); '' if it has none."""
+    m = _MESSAGE_ID.search(raw.decode("utf-8", "replace"))
+    if not m:
+        return ""
+    return " ".join(m.group(1).split())
