@@ -9,9 +9,28 @@ What plugin authors use is importable from here (see ``docs/plugins.md``):
 - `ArgumentError`, `PluginError`, `ActionEvent`, `UidSet`.
 """
 
-from .api import Action, ActionContext, ActionEvent, ArgumentError, PluginError, Predicate, hookimpl
-from .message import MessageView
-from .uidset import UidSet
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api import Action, ActionContext, ActionEvent, ArgumentError, PluginError, Predicate, hookimpl
+    from .message import MessageView
+    from .uidset import UidSet
+
+# Imported on first use (PEP 562), so that `mailrules` itself costs the command line nothing.
+_EXPORTS = {
+    "Action": "api", "ActionContext": "api", "ActionEvent": "api", "ArgumentError": "api",
+    "PluginError": "api", "Predicate": "api", "hookimpl": "api", "MessageView": "message", "UidSet": "uidset",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'mailrules' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 __all__ = [

@@ -16,10 +16,11 @@ import atexit
 import logging
 import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+if TYPE_CHECKING:  # rich is imported only when there is a terminal to draw on (start-up cost)
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 log = logging.getLogger("mailrules.progress")
 
@@ -39,6 +40,8 @@ def attach_terminal(stream: TextIO) -> Console | None:
     detach_terminal()
     if not _is_terminal(stream):
         return None
+    from rich.console import Console
+
     console = Console(file=stream, highlight=False, emoji=False, markup=False, soft_wrap=True)
     global _console
     with _lock:
@@ -79,6 +82,8 @@ def _start_bar(description: str, total: int) -> tuple[Progress, TaskID] | None:
         if _console is None:
             return None
         if _progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
             _progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                 console=_console, transient=True, redirect_stdout=False, redirect_stderr=False,
