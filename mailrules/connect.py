@@ -1,5 +1,9 @@
 """Opening a verified, logged-in IMAP connection for an account.
 
+One module because TLS, authentication and the translation of their failures into errors
+that say what to fix share one connection's short life and its secrets (which must never leak
+from any of them).
+
 `connect(account)` returns a logged-in `imapclient.IMAPClient`:
 
 - TLS: ``implicit`` (TLS from the first byte, port 993), ``starttls`` (plain connection,

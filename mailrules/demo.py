@@ -1,5 +1,9 @@
 """`mailrules demo`: the example rules at work on a throwaway local server, in about ten seconds.
 
+One module because the demo is one short story read top to bottom (sample mail, server, the
+example's accounts pointed at it, the live printout, the summary); split, a newcomer would
+chase it through files.
+
 Why it exists: a newcomer should see what mailrules does before writing a rules file or
 pointing it at a real mailbox. The demo therefore needs no server and no configuration:
 

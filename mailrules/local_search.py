@@ -1,5 +1,8 @@
 """Evaluate a criteria tree (`mailrules.model`) on one message, offline, as Dovecot's SEARCH does.
 
+One module because it mirrors one piece of Dovecot (its search: normalisation, address
+forms, the MIME walk); the rules are read side by side when comparing with the server.
+
 The same tree compiles to IMAP SEARCH keys (`mailrules.criteria.compile_search`); this module
 answers, without a server, what that SEARCH answers on Dovecot 2.3 (verified key by key on a
 real Dovecot by tests/test_local_search_dovecot.py, a differential test). What Dovecot does,

@@ -1,5 +1,8 @@
 """The progress store: SQLite (stdlib sqlite3, WAL) under the state directory.
 
+One module because the SQLite schema, its migrations, the read-only opening and every query
+on those tables must change together; split, a column added in one place is missed in another.
+
 The model, per account and mailbox (all UIDs are qualified by UIDVALIDITY):
 
 * ``mailbox``: UIDVALIDITY and the *checkpoint*, the highest UID such that every message

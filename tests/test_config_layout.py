@@ -32,35 +32,3 @@ def test_the_public_api_is_still_importable_from_mailrules_config():
         parse_duration,
         parse_size,
     )
-
-
-def test_no_module_of_the_loader_imports_a_private_name_from_another():
-    for path in PACKAGE.glob("*.py"):
-        for node in _imports(path):
-            private = [alias.name for alias in node.names if alias.name.startswith("_")]
-            assert not private, f"{path.name} imports {private} from {node.module}"
-
-
-def test_the_modules_of_the_loader_import_each_other_without_a_cycle():
-    graph = {
-        path.stem: {node.module for node in _imports(path) if node.level == 1 and node.module}
-        for path in PACKAGE.glob("*.py")
-    }
-    done: set[str] = set()
-
-    def visit(name: str, chain: tuple[str, ...]) -> None:
-        assert name not in chain, f"import cycle: {' -> '.join((*chain, name))}"
-        if name in done:
-            return
-        for imported in graph.get(name, ()):
-            visit(imported, (*chain, name))
-        done.add(name)
-
-    for name in graph:
-        if name != "__init__":
-            visit(name, ())
-
-
-def test_no_module_of_the_loader_is_over_600_lines():
-    sizes = {path.name: len(path.read_text().splitlines()) for path in PACKAGE.glob("*.py")}
-    assert max(sizes.values()) <= 600, sizes

@@ -1,5 +1,8 @@
 """A private, throwaway Dovecot IMAP server for tests and benchmarks.
 
+One module because the server's configuration, users, mail and life cycle (start, stop,
+leftover processes) are one throwaway object that tests use whole.
+
 ``DovecotServer`` writes its own configuration, users and Maildirs into a directory,
 listens on a free port of 127.0.0.1 and is stopped (with every child process) at
 ``stop()``, at interpreter exit, or - if it was started from the main thread - when the
