@@ -235,7 +235,7 @@ def _run_on(lab, *, terminal: bool, daemon: bool = False) -> str:
 
     daemon: `mailrules run` instead, stopped (SIGTERM) once it has caught up.
     """
-    env = {**os.environ, "MAILRULES_CATCHUP_BATCH": "50", "TERM": "xterm", "COLUMNS": "120", "LINES": "40"}
+    env = {**os.environ, "MAILRULES_CATCHUP_BATCH": "50", "MAILRULES_ONCE_BATCH": "50", "TERM": "xterm", "COLUMNS": "120", "LINES": "40"}
     cmd = [sys.executable, "-m", "mailrules", "-c", str(lab.config), "--state", str(lab.state), "run"]
     cmd += [] if daemon else ["--once"]
     if not terminal:
