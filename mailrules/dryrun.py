@@ -18,11 +18,10 @@ import io
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported when a table is drawn: every run imports this module
+    from rich.table import Table
 
 from .model import Rule
 
@@ -92,6 +91,9 @@ class DryRunReport:
         print(file=out)
 
     def _table(self) -> Table:
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(box=None, show_edge=False, pad_edge=False, header_style=None)
         table.add_column("rule", overflow="fold")
         table.add_column("messages", justify="right", no_wrap=True)
@@ -108,6 +110,8 @@ class DryRunReport:
 
 def _table_lines(table: Table) -> list[str]:
     """The table as plain text lines: no colour, no terminal codes, no trailing blanks."""
+    from rich.console import Console
+
     buffer = io.StringIO()
     console = Console(file=buffer, width=WIDTH, color_system=None, force_terminal=False, no_color=True,
                       highlight=False, emoji=False, markup=False, legacy_windows=False)
