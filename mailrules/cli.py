@@ -358,13 +358,7 @@ def _catch_up(engine, account: str, mailbox: str, args: argparse.Namespace):
             progress.advance(outcome.candidates, total=progress.done + outcome.backlog)
             if not outcome.candidates:
                 break  # no headway (should not happen): never loop on the same messages
-            total.candidates += outcome.candidates
-            for name, n in outcome.matched.items():
-                total.matched[name] = total.matched.get(name, 0) + n
-            total.applied += outcome.applied
-            total.failed.update(outcome.failed)
-            total.refused.update(outcome.refused)
-            total.given_up.extend(outcome.given_up)
+            total.add(outcome)
     finally:
         progress.finish()
     total.more = False

@@ -56,6 +56,16 @@ class Outcome:
     def ok(self) -> bool:
         return not self.failed and not self.refused
 
+    def add(self, other: Outcome) -> None:
+        """Count `other` (a later pass over the same mailbox) into this one."""
+        self.candidates += other.candidates
+        for name, n in other.matched.items():
+            self.matched[name] = self.matched.get(name, 0) + n
+        self.applied += other.applied
+        self.failed.update(other.failed)
+        self.refused.update(other.refused)
+        self.given_up.extend(other.given_up)
+
 
 class Interrupted(Exception):
     """`Engine.interrupt` asked to stop: the pass was abandoned between two steps.
@@ -92,7 +102,7 @@ class Engine:
         # The daemon sets this: polled between steps; True abandons the pass (Interrupted).
         self.interrupt: Callable[[], bool] | None = None
         self._settings = PassSettings(
-            registry=registry, store=self.store, reader=self.reader, dry_run=dry_run, out=self.out,
+            registry=registry, store=self.store, reader=self.reader, dry_run=dry_run,
             predicate_timeout=predicate_timeout, limiter=self._limiter, connect=pool.get, watched=self.watched,
             interrupt=self._check_interrupt, accounts=frozenset(config.accounts),
         )
@@ -175,11 +185,7 @@ class Engine:
                           high=run.high, advance=advance)
             fresh = self.process(account, mailbox, since_now=since_now, limit=limit, retries=retries,
                                  reselect=reselect)
-            fresh.candidates += outcome.candidates
-            fresh.applied += outcome.applied
-            fresh.failed.update(outcome.failed)
-            fresh.refused.update(outcome.refused)
-            fresh.given_up.extend(outcome.given_up)
+            fresh.add(outcome)
             return fresh
 
         if store and state is None and since_now:

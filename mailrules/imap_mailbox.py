@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 from .actions.base import ActionFailed, ActionRun
 from .api import Action, ActionEvent
@@ -48,7 +48,6 @@ class PassSettings:
     store: StateStore | None  # writes (None in a dry run)
     reader: StateStore | None  # reads: a dry run still knows what is new
     dry_run: bool
-    out: TextIO
     predicate_timeout: float | None
     limiter: TimeLimit
     connect: Callable[[str], ImapSession]
