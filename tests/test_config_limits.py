@@ -227,7 +227,9 @@ def test_a_merge_alias_per_rule_is_fine(tmp_path, registry):
 
 PURE_CASES = {
     "control character": HEADER + "rules:\n  - name: r\x01\n",
-    "deep list": HEADER + "x: " + "[" * 1000 + "]" * 1000 + "\n",
+    # 500, not 1,000: PyYAML 6.0.4's libyaml scanner stops at 1,000 levels on its own, at
+    # another column than our composer's limit (the message is the same: see the test above).
+    "deep list": HEADER + "x: " + "[" * 500 + "]" * 500 + "\n",
     "deep not": HEADER + "rules:\n" + deep_not(1000),
     "alias bomb": HEADER + "bomb:\n" + laughs(indent="  "),
     "recursive alias": HEADER + "rules:\n  - &r {name: r, actions: [flag], match: {not: *r}}\n",

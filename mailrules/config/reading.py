@@ -410,7 +410,7 @@ class Doc:
             mark = exc.problem_mark or exc.context_mark
             loc = self._at(mark) if mark else Location(self.display)
             plain = plain_syntax_error(
-                exc.problem or "", exc.context or "", exc.context_mark, self._char_at(exc.problem_mark)
+                exc.problem or "", exc.context or "", exc.context_mark, self._char_at(exc.problem_mark), MAX_DEPTH
             )
             if plain is not None:
                 return ConfigError(f"invalid YAML: {plain}", loc)

@@ -16,12 +16,18 @@ __all__ = ["plain_syntax_error"]
 _QUOTE_IT = "if it is part of a value, write the value in quotes"
 
 
-def plain_syntax_error(problem: str, context: str, context_mark: Any, char: str) -> str | None:
+def plain_syntax_error(
+    problem: str, context: str, context_mark: Any, char: str, max_depth: int
+) -> str | None:
     """The parser's (problem, context) in plain words, or None if not one of the known cases.
 
     context_mark: where the construct the parser was reading starts (or None); char: the
-    character at the problem's position ('' if unknown).
+    character at the problem's position ('' if unknown); max_depth: mailrules' own nesting limit.
     """
+    if "maximum nesting depth" in problem:
+        # PyYAML 6.0.4 and later stop at 1,000 levels before our composer (which stops at
+        # max_depth) sees the events: the same error, in the same words as ours.
+        return f"nested more than {max_depth} levels deep (mappings and lists)"
     opened = f"line {context_mark.line + 1}, column {context_mark.column + 1}" if context_mark else ""
     column = context_mark.column + 1 if context_mark else 0
     if "tab character" in problem or ("cannot start any token" in problem and char == "\t"):
