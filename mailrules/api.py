@@ -509,7 +509,7 @@ class ActionContext(Protocol):
     # in-memory copy and nothing outside may be touched (only effects="mailbox" actions run then)
     offline: bool
     # The mailbox's UIDVALIDITY: (account, mailbox, uidvalidity, uid) names a message for good,
-    # e.g. as the key of an idempotent action's own record of what it did (0 offline)
+    # e.g. as the key of an idempotent action's own record of what it did (1 offline, in memory)
     uidvalidity: int
     message_ids: Mapping[int, str]  # uid -> Message-ID, where already known
 

@@ -22,14 +22,19 @@ import dataclasses
 import os
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .rules import RulesRunner
+from typing import Any, Protocol
 
 __all__ = ["CRASH_STATUS", "crash_during"]
 
 CRASH_STATUS = 86  # the child's exit status when it died as asked (any other: it did not get there)
+
+
+class RulesRunner(Protocol):
+    """What is asked of the runner (`mailrules.testing.rules.RulesRunner`, which imports this module)."""
+
+    registry: Any
+
+    def run(self) -> Any: ...
 
 
 def crash_during(runner: RulesRunner, action: str, *, before: bool = False, batch: int = 1,
