@@ -211,21 +211,25 @@ class MemoryContext:
         for uid, message in list(self._messages(uids)):
             folder.messages[uid] = dataclasses.replace(message, **{k: f(getattr(message, k)) for k, f in how.items()})
 
+    def _checked(self, action: str, names: Iterable[str]) -> frozenset[str]:
+        """The flags or keywords checked as a rules file's (as on IMAP): a bad one raises ValueError."""
+        return frozenset(self._box.registry.actions[action].validate(list(names)))
+
     def set_flags(self, uids: Iterable[int], flags: Iterable[str]) -> None:
-        add = frozenset(flags)
+        add = self._checked("add_flag", flags)
         self._change(uids, flags=lambda old: old | add)
 
     def clear_flags(self, uids: Iterable[int], flags: Iterable[str]) -> None:
-        drop = frozenset(flags)
+        drop = self._checked("remove_flag", flags)
         self._change(uids, flags=lambda old: old - drop)
 
     def set_keywords(self, uids: Iterable[int], keywords: Iterable[str]) -> None:
-        add = frozenset(keywords)
+        add = self._checked("add_keyword", keywords)
         # keywords are compared without regard to case: one already there keeps its spelling
         self._change(uids, keywords=lambda old: old | {k for k in add if k.lower() not in {o.lower() for o in old}})
 
     def clear_keywords(self, uids: Iterable[int], keywords: Iterable[str]) -> None:
-        drop = {k.lower() for k in keywords}
+        drop = {k.lower() for k in self._checked("remove_keyword", keywords)}
         self._change(uids, keywords=lambda old: frozenset(k for k in old if k.lower() not in drop))
 
     def copy(self, uids: Iterable[int], folder: str) -> None:

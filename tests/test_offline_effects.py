@@ -172,3 +172,36 @@ def test_json_output_keeps_the_message_key(rules_runner, make_message):
     runner = runner_for(rules_runner)
     data = json.loads(runner.test_offline([make_message(subject="one")], as_json=True).out)
     assert data[0]["message"].endswith("offline-1.eml") and data[0]["subject"] == "one"
+
+
+def test_a_terminal_outside_action_offline_takes_the_message_away_without_running(rules_runner, make_message):
+    class Forward:
+        @hookimpl
+        def mailrules_actions(self):
+            return [Action("forward_away", "hand the message to another system and remove it", run=record,
+                           schema={"type": "string"}, parse=resolve_path, terminal=True)]
+
+    runner = rules_runner("- name: away\n  actions: [seen, {forward_away: out.log}]\n- name: later\n"
+                          "  actions: [flag]\n", plugins=[Forward()], entry_points=False)
+    [outcome] = runner.test_offline([make_message(subject="one")], as_json=True).json()
+    assert not (runner.directory / "out.log").exists()
+    assert outcome["mailbox"] is None and [r["name"] for r in outcome["rules"]] == ["away"]
+    assert outcome["would_run"][0]["action"].startswith("forward_away ")
+
+
+def bad_keyword(context, uids, arg):
+    context.set_keywords(uids, ["two words"])
+
+
+def test_offline_a_mailbox_action_setting_a_bad_keyword_fails_as_it_would_on_imap(rules_runner, make_message):
+    class Bad:
+        @hookimpl
+        def mailrules_actions(self):
+            return [Action("bad_keyword", "x", run=bad_keyword, effects="mailbox")]
+
+    runner = rules_runner("- name: b\n  actions: [bad_keyword]\n", plugins=[Bad()], entry_points=False)
+    result = runner.test_offline([make_message(subject="one")])
+    assert result.code == 1 and "not a valid keyword" not in result.out
+    assert "expected a keyword" in result.err
+    runner.deliver([make_message(subject="one")])
+    assert runner.run().failed  # the same action fails on IMAP too

@@ -81,3 +81,10 @@ def test_raw_utf8_from_is_matched_on_dovecot_by_regex_and_by_a_plugin_predicate(
     assert result.failed == {}
     assert result.flags_of("Grüße aus Köln") == {"ByRegex", "ByPlugin"}
     assert result.flags_of("made") == {"ByRegex", "ByPlugin"}
+
+
+def test_a_dry_runs_samples_show_a_raw_utf8_from_and_subject_decoded(rules_runner):
+    runner = rules_runner(RULES, plugins=[DomainPlugin()], entry_points=False)
+    runner.deliver([RAW])
+    output = runner.run(dry_run=True).output
+    assert "jürgen@bücher.example" in output and "Grüße aus Köln" in output and "\ufffd" not in output
