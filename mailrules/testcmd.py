@@ -383,7 +383,8 @@ def run_messages(config: Config, registry: Registry, inputs: Sequence[InputMessa
         if as_json:
             results.append({**outcome.as_json(item.label), "subject": subject, "from": sender})
             continue
-        print(f"{item.label}: {subject!r} from {sender or '(no From)'}", file=out)
+        shown = "".join(c if c.isprintable() else "?" for c in sender)  # no terminal escapes from mail
+        print(f"{item.label}: {subject!r} from {shown or '(no From)'}", file=out)
         for name, actions in outcome.rules:
             print(f"  rule {name!r}: {', '.join(actions)}", file=out)
         if not outcome.rules:

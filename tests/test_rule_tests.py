@@ -375,3 +375,10 @@ def test_an_unreadable_message_path_exits_2(tmp_path):
 def test_an_unknown_rule_name_exits_2(tmp_path, inputs):
     result = mailrules_test(rules_file(tmp_path, "[]"), "--rule", "nope", str(inputs[0]))
     assert result.code == 2 and "no rule named 'nope'" in result.err
+
+
+def test_a_from_with_control_characters_is_shown_without_them(tmp_path):
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(b"From: \x1b[31mred <r@example.org>\r\nSubject: s\r\n\r\nhi\r\n")
+    result = mailrules_test(rules_file(tmp_path, "[]"), str(eml))
+    assert "\x1b" not in result.out and "from ?[31mred <r@example.org>" in result.out
