@@ -240,7 +240,8 @@ class Predicate:
         ``"header:Name"`` (that header field; repeat for several), ``"headers"`` (the
         whole header), ``"body"`` (the decoded text: fetches the whole message, which MIME
         decoding needs), ``"message"`` (the whole RFC 822 message, `MessageView.raw`),
-        ``"size"`` (`MessageView.size`), ``"flags"`` (`MessageView.flags`). The engine
+        ``"size"`` (`MessageView.size`), ``"flags"`` (`MessageView.flags`), ``"arrival"``
+        (`MessageView.arrived`, INTERNALDATE). The engine
         fetches the union of what a rule's predicates need once per batch of messages.
         A part that was not declared is missing: a body never fetched reads as empty.
     timeout
