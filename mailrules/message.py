@@ -138,8 +138,14 @@ class MessageView:
 
     @cached_property
     def from_addresses(self) -> list[str]:
-        """The bare addresses of the From: header(s), as written (raw UTF-8 ones too: RFC 6532)."""
-        return [addr for _name, addr in getaddresses(self.header("From")) if addr]
+        """The bare addresses of the From: header(s), as written (raw UTF-8 ones too: RFC 6532).
+
+        Parsed before RFC 2047 decoding, where an encoded display name is one word: decoded
+        first, ``=?utf-8?q?Doe=2C_John?= <j@example.org>`` would split at its comma. An
+        address itself is never encoded-words.
+        """
+        values = self._compat_headers.get_all("From") or []
+        return [addr for _name, addr in getaddresses([" ".join(str(v).split()) for v in values]) if addr]
 
     @cached_property
     def body_text(self) -> str:

@@ -88,3 +88,8 @@ def test_a_dry_runs_samples_show_a_raw_utf8_from_and_subject_decoded(rules_runne
     runner.deliver([RAW])
     output = runner.run(dry_run=True).output
     assert "jürgen@bücher.example" in output and "Grüße aus Köln" in output and "\ufffd" not in output
+
+
+def test_an_encoded_display_name_with_a_comma_gives_no_extra_address():
+    view = MessageView(1, raw=b"From: =?utf-8?q?Doe=2C_John?= <j@example.org>\r\n\r\n")
+    assert view.from_addresses == ["j@example.org"]
