@@ -248,9 +248,9 @@ def run_cases(config: Config, registry: Registry, names: Sequence[str] | None, o
         rows = compare(case, outcome)
         if outcome.error is None and all(same for *_, same in rows):
             passed += 1
-            print(f"PASS  {case.name}", file=out)
-            for line in outcome.would_run_lines():
-                print(f"      {line}", file=out)
+            # one line per case: the actions not run offline are named on it
+            would = "; ".join(f"{action} (rule {rule!r})" for rule, action in outcome.would_run)
+            print(f"PASS  {case.name}" + (f"  (would run, not offline: {would})" if would else ""), file=out)
             continue
         failed += 1
         print(f"FAIL  {case.name}  ({case.location})", file=out)

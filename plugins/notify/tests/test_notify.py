@@ -313,7 +313,7 @@ def test_a_tests_case_reports_a_webhook_as_would_run_and_posts_nothing(receiver,
                           config_extra=OFFLINE_CASE)
     result = runner.test_offline()
     assert receiver.posts == [] and result.code == 0, result.out
-    assert "PASS  a message is flagged" in result.out and "would run: webhook" in result.out
+    assert f"PASS  a message is flagged  (would run, not offline: webhook {receiver.url} (rule 'hook'))" in result.out
 
 
 def test_a_webhook_posts_in_the_real_run_after_the_offline_ones_did_not(receiver, rules_runner, make_message):
@@ -335,7 +335,7 @@ def test_mailrules_test_and_tests_cases_never_run_a_pipe_command(tmp_path, rules
     runner.deliver([make_message(subject="one")])
     dry = runner.run(dry_run=True)
     assert not out.exists()
-    assert "would run: pipe sh -c" in messages.out and "would run: pipe sh -c" in cases.out
+    assert "would run: pipe sh -c" in messages.out and "would run, not offline: pipe sh -c" in cases.out
     assert re.search(r"(?m)^\s+p\s+1\s+pipe sh -c", dry.output)
     runner.run()
     assert out.exists()
