@@ -327,7 +327,7 @@ class Action:
         ``"outside"`` (the default, the safe one) or ``"mailbox"``. An action whose `run`
         only changes the mailbox through the context (flags, keywords, copy, move) says
         ``"mailbox"``: offline runs (``mailrules test``, a rules file's ``tests:`` cases,
-        ``explain``) carry it out in memory. Every other action, and every action that does
+        anything built on `mailrules.memory`) carry it out in memory. Every other action, and every action that does
         not say, is never called offline: it is reported as "would run".
 
     The methods below are what the engine asks of every action. A plugin's action keeps
@@ -506,7 +506,7 @@ class ActionContext(Protocol):
     mailbox: str  # the mailbox being processed (the server's name)
     rule: RuleInfo  # the rule that matched (``context.rule.name``)
     dry_run: bool  # always False inside `run` (a dry run never runs actions); for shared helpers
-    # True when the run is offline (`mailrules test`, `tests:` cases, `explain`): the mailbox is an
+    # True when the run is offline (`mailrules test`, `tests:` cases): the mailbox is an
     # in-memory copy and nothing outside may be touched (only effects="mailbox" actions run then)
     offline: bool
     # The mailbox's UIDVALIDITY: (account, mailbox, uidvalidity, uid) names a message for good,
