@@ -18,6 +18,7 @@ from mailrules.config import load
 from mailrules.local_search import LocalMessage, matches
 from tests.helpers import run_cli, snapshot, write_config
 
+
 def _account(make_message, seed: int = 7) -> dict[str, list[tuple[bytes, bool]]]:
     """folder -> [(message, filed by the pattern)], INBOX included (unfiled mail)."""
     rng = random.Random(seed)
