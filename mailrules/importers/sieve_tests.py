@@ -53,7 +53,7 @@ def size_bytes(value: Any) -> int:
     return int(text[:-1] if factor > 1 else text) * factor
 
 
-def glob_regex(glob: str) -> str:
+def glob_regex(glob: str, star: str = ".*", one: str = ".") -> str:
     """A Sieve :matches pattern (* any run, ? one character, \\ quotes) as a regex body."""
     out, i = [], 0
     while i < len(glob):
@@ -62,7 +62,7 @@ def glob_regex(glob: str) -> str:
             out.append(re.escape(glob[i + 1]))
             i += 2
             continue
-        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+        out.append(star if ch == "*" else one if ch == "?" else re.escape(ch))
         i += 1
     return "".join(out)
 
@@ -75,6 +75,21 @@ def _glob_literal(glob: str) -> str:
 
 def _has_variables(keys: list[str]) -> bool:
     return any("${" in k for k in keys)
+
+
+def merge_regexes(terms: list[Cond]) -> Cond:
+    """Several keys of one header: regex terms joined into one alternation (a `where:` cannot OR)."""
+    regexes = [t for t in terms if t[0] == "re"]
+    if len(regexes) < 2:
+        return any_(*terms)
+    flags = re.match(r"(\(\?[a-z]+\))*", regexes[0][2]).group(0)
+    if any(not t[2].startswith(flags) or re.match(r"\(\?[a-z]+\)", t[2][len(flags):]) for t in regexes):
+        return any_(*terms)
+    field, line = regexes[0][1], regexes[0][4]
+    pattern = flags + "|".join(f"(?:{t[2][len(flags):]})" for t in regexes)
+    prefilter = any_(*(t[3] for t in regexes))
+    others = [t for t in terms if t[0] != "re"]
+    return any_(*others, regex(field, pattern, prefilter, line))
 
 
 class TestConverter:
@@ -122,8 +137,9 @@ class TestConverter:
             if match_type == ":regex":
                 raise Unconvertible(line, "address :regex", "a regex on one part of an address cannot be "
                                     "written as a regex over the header (use header :regex)")
-            return any_(*(self._address(n, k, part, match_type, fold, line) for n in names for k in keys))
-        return any_(*(self._header(n, k, match_type, fold, line) for n in names for k in keys))
+            return any_(*(merge_regexes([self._address(n, k, part, match_type, fold, line) for k in keys])
+                          for n in names))
+        return any_(*(merge_regexes([self._header(n, k, match_type, fold, line) for k in keys]) for n in names))
 
     @staticmethod
     def _header(name: str, key: str, match_type: str, fold: bool, line: int) -> Cond:
@@ -152,10 +168,7 @@ class TestConverter:
     def _address(name: str, key: str, part: str, match_type: str, fold: bool, line: int) -> Cond:
         flags = "(?i)" if fold else ""
         before, after = f"(?<!{_TOKEN})", f"(?!{_TOKEN})"
-        if match_type == ":matches":
-            body = glob_regex(key).replace(".*", f"{_TOKEN}*").replace(".", _TOKEN)
-        else:
-            body = re.escape(key)
+        body = glob_regex(key, f"{_TOKEN}*", _TOKEN) if match_type == ":matches" else re.escape(key)
         exact = match_type in (":is", ":matches")
         if part == ":localpart":
             pattern = (f"(?<!{_LOCAL}){body}@" if exact else f"{body}{_LOCAL}*@")

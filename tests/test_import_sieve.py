@@ -1,0 +1,171 @@
+"""`mailrules import sieve`: converted rules do what Dovecot's Sieve (Pigeonhole's sieve-test) does.
+
+Each script under tests/data/sieve is converted; the output must pass `mailrules check`; then
+every message of a corpus goes through `sieve-test` (the reference) and through
+`mailrules test --format json` with the converted file, and the folders it ends in (and the
+flags of the message left in INBOX or moved) must be the same.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mailrules.importers.emit import write_rules
+from mailrules.importers.sieve import convert
+from mailrules.testing.messages import make_message
+from mailrules.testing.require import REQUIRE_DOVECOT, missing
+from tests.helpers import run_cli
+
+DATA = Path(__file__).parent / "data" / "sieve"
+SCRIPTS = ["chain", "flags", "matching", "keep"]
+
+
+def _corpus() -> dict[str, bytes]:
+    m = make_message
+    return {
+        "list": m(headers={"List-Id": "Dev <dev.lists.example.org>"}, subject="build news"),
+        "work": m(from_="Carol <carol@example.com>", subject="meeting"),
+        "work-urgent": m(from_="carol@sub.example.com", subject="urgent: meeting"),
+        "spam": m(subject="cheap spam here"),
+        "plain": m(subject="hello"),
+        "urgent": m(subject="URGENT please"),
+        "invoice-big": m(subject="Your invoice", size_padding=3000),
+        "invoice-read": m(subject="invoice read me"),
+        "boss": m(from_="The Boss <boss@corp.example>", subject="read this"),
+        "priority": m(headers={"X-Priority": "1"}, subject="p"),
+        "priority-2": m(headers={"X-Priority": "1 (Highest)"}, subject="p2"),
+        "order": m(subject="Order #123 shipped"),
+        "order-no": m(subject="Order #123 delayed"),
+        "build": m(subject="[build 42] failed on main"),
+        "build-ok": m(subject="[build 42] passed"),
+        "newsletter": m(headers={"List-Unsubscribe": "<mailto:u@x.example>"}, subject="news"),
+        "photos": m(subject="holiday photos"),
+        "huge": m(subject="data", size_padding=5000),
+        "caps": m(subject="ALL CAPS"),
+        "caps-lower": m(subject="all caps"),
+        "friend": m(from_="My Friend <friendly@pals.example>", subject="hi"),
+        "friend-name": m(from_="Friend Person <x@pals.example>", subject="hi"),
+        "net": m(from_="n@host.example.net", subject="net"),
+        "alpha": m(subject="alpha"),
+        "alpha-beta": m(subject="alpha beta"),
+        "beta-gamma": m(subject="beta gamma"),
+        "delta": m(subject="delta"),
+        "delta-omega": m(subject="delta omega"),
+        "delta-keepme": m(subject="delta keepme"),
+        "omega-keepme": m(subject="omega keepme"),
+    }
+
+
+@pytest.fixture(scope="module")
+def sieve_test() -> Iterator[Callable[[Path, bytes], dict[str, set[str]]]]:
+    binary = shutil.which("sieve-test")
+    if binary is None:
+        missing("sieve-test is not installed (Debian: apt-get install dovecot-sieve)", REQUIRE_DOVECOT)
+    with tempfile.TemporaryDirectory(prefix="mailrules-sieve-") as directory:  # reachable by nobody
+        work = Path(directory)
+        work.chmod(0o777)
+        yield _runner(binary, work)
+
+
+def _runner(binary: str, work: Path) -> Callable[[Path, bytes], dict[str, set[str]]]:
+    conf = work / "sieve.conf"
+    conf.write_text(f"mail_location = maildir:{work}/mail\n")
+    prefix = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []  # Dovecot refuses root
+
+    def run(script: Path, message: bytes) -> dict[str, set[str]]:
+        for name, data in (("s.sieve", script.read_bytes()), ("m.eml", message)):
+            (work / name).write_bytes(data)
+            (work / name).chmod(0o644)
+        done = subprocess.run([*prefix, binary, "-c", str(conf), str(work / "s.sieve"), str(work / "m.eml")],
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert "final result: success" in done.stderr + done.stdout, done.stderr
+        return _stores(done.stdout)
+
+    return run
+
+
+def _stores(report: str) -> dict[str, set[str]]:
+    """sieve-test's report: each folder the message is stored in, with its flags."""
+    stores: dict[str, set[str]] = {}
+    folder = None
+    for line in report.splitlines():
+        m = re.match(r"\s*\* store message in folder: (.+)", line)
+        if m:
+            folder = m.group(1).strip()
+            stores[folder] = set()
+        elif folder and (f := re.match(r"\s*\+ add IMAP flags: (.+)", line)):
+            stores[folder] = {x if x.startswith("$") or not x.startswith("\\") else x.lower() for x in f.group(1).split()}
+        elif line.strip().startswith("*"):
+            folder = None
+    return stores
+
+
+def _converted(script: str, tmp_path: Path) -> Path:
+    rules, skipped = convert((DATA / f"{script}.sieve").read_text())
+    assert skipped == []
+    out = io.StringIO()
+    write_rules(rules, f"{script}.sieve", "sieve", out)
+    path = tmp_path / f"{script}.yaml"
+    path.write_text(out.getvalue())
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_converted_script_passes_check(script, tmp_path):
+    result = run_cli("-c", _converted(script, tmp_path), "check")
+    assert result.code == 0, result.err
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_converted_rules_file_every_message_where_sieve_does(script, tmp_path, sieve_test):
+    config = _converted(script, tmp_path)
+    corpus = _corpus()
+    files = []
+    for name, raw in corpus.items():
+        (tmp_path / f"{name}.eml").write_bytes(raw)
+        files.append(tmp_path / f"{name}.eml")
+    result = run_cli("-c", config, "test", "--format", "json", *files)
+    assert result.code == 0, result.err
+    ours = {Path(item["message"]).stem: item for item in json.loads(result.out)}
+    differences = []
+    for name, raw in corpus.items():
+        expected = sieve_test(DATA / f"{script}.sieve", raw)
+        item = ours[name]
+        folders = set(item["copies"]) | ({item["mailbox"]} if not item["deleted"] else set())
+        final = {f.lower() for f in item["flags"]} | set(item["keywords"])
+        if folders != set(expected) or (not item["deleted"] and final != expected.get(item["mailbox"], final)):
+            differences.append(f"{name}: sieve {expected}, mailrules {sorted(folders)} flags {sorted(final)} "
+                               f"(rules {[r['name'] for r in item['rules']]})")
+    assert not differences, "\n".join(differences)
+
+
+def test_unsupported_constructs_are_listed_with_their_line_and_exit_1(tmp_path):
+    result = run_cli("import", "sieve", DATA / "unsupported.sieve")
+    assert result.code == 1
+    lines = {int(m.group(1)): m.group(2) for m in re.finditer(r"unsupported\.sieve:(\d+): not converted: (\S+)",
+                                                                   result.err)}
+    assert {3, 6, 7, 8, 10} <= set(lines)
+    assert "Ok" in result.out  # what could be converted is written all the same
+    config = tmp_path / "out.yaml"
+    config.write_text(result.out)
+    config.chmod(0o600)
+    assert run_cli("-c", config, "check").code == 0
+
+
+def test_a_script_that_does_not_parse_is_a_usage_error_with_its_line(tmp_path):
+    bad = tmp_path / "bad.sieve"
+    bad.write_text('require ["fileinto"];\nif header :contains "a" {\n')
+    result = run_cli("import", "sieve", bad)
+    assert result.code == 2
+    assert "bad.sieve" in result.err and "line" in result.err
