@@ -33,6 +33,7 @@ _NO_EQUIVALENT = {
     "cannedResponse": "mailrules never sends mail",
     "hasAttachment": "IMAP SEARCH cannot test for attachments",
 }
+_SKIP_FILTER = {"hasAttachment"}  # criteria: without them the rule would act on more mail
 _SIZE_UNITS = {"s_sb": 1, "s_skb": 1024, "s_smb": 1024 * 1024}
 
 
@@ -71,11 +72,18 @@ def convert_gmail(text: str, *, archive: str = "Archive") -> tuple[list[Rule], l
 
 
 def _filter(props: dict[str, str], line: int, number: int, archive: str, skipped: list[Skipped]) -> Rule | None:
+    whole = False  # a criterion that cannot be converted: the rule would match more than the filter
     for name in props:
         if name in _NO_EQUIVALENT:
-            skipped.append(Skipped(line, f"filter {number}: {name}", _NO_EQUIVALENT[name]))
+            whole |= name in _SKIP_FILTER
+            skipped.append(Skipped(line, f"filter {number}: {name}", _NO_EQUIVALENT[name]
+                                   + (" (the filter is not converted)" if name in _SKIP_FILTER else "")))
         elif name not in _IGNORED and name not in _CRITERIA and name not in _ACTIONS:
-            skipped.append(Skipped(line, f"filter {number}: {name}", "not a filter property this importer knows"))
+            whole = True
+            skipped.append(Skipped(line, f"filter {number}: {name}", "not a filter property this importer knows "
+                                   "(the filter is not converted)"))
+    if whole:
+        return None
     try:
         cond = _criteria(props, line)
         parts = split(cond)
