@@ -27,7 +27,7 @@ from mailrules.testing.require import REQUIRE_DOVECOT, missing
 from tests.helpers import run_cli
 
 DATA = Path(__file__).parent / "data" / "sieve"
-SCRIPTS = ["chain", "flags", "matching", "keep"]
+SCRIPTS = ["chain", "flags", "matching", "keep", "regex_chain"]
 
 
 def _corpus() -> dict[str, bytes]:
@@ -63,6 +63,10 @@ def _corpus() -> dict[str, bytes]:
         "delta-omega": m(subject="delta omega"),
         "delta-keepme": m(subject="delta keepme"),
         "omega-keepme": m(subject="omega keepme"),
+        "urgent-shop": m(from_="orders@shop.example", subject="urgent: Order #1 shipped"),
+        "shop-build": m(from_="ci@shop.example", subject="[build 7] failed"),
+        "boss-photos": m(from_="boss@corp.example", subject="photos", headers={"X-Priority": "1"}),
+        "notshop": m(from_="a@shop.example.org", subject="x"),
     }
 
 

@@ -128,3 +128,49 @@ def _merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
             else:
                 return {"all": [p for p in parts if p]}
     return out
+
+
+def has_regex(cond: Cond) -> bool:
+    kind = cond[0]
+    if kind == "re":
+        return True
+    if kind in ("all", "any"):
+        return any(has_regex(c) for c in cond[1])
+    return kind == "not" and has_regex(cond[1])
+
+
+MAX_DISJUNCTS = 16  # a condition is not expanded into more rules than this
+
+
+def disjuncts(cond: Cond) -> list[Cond]:
+    """`cond` as an OR of conditions each convertible by `split` (regex terms only at their top
+    level), for a rule written as several rules. Unconvertible for a regex under `not`, or when
+    it would take more than MAX_DISJUNCTS rules."""
+    if not has_regex(cond):
+        return [cond]
+    kind = cond[0]
+    if kind == "re":
+        return [cond]
+    if kind == "any":
+        out = [d for c in cond[1] for d in disjuncts(c)]
+    elif kind == "all":
+        out = [TRUE]
+        for child in cond[1]:
+            out = [all_(a, b) for a in out for b in disjuncts(child)]
+            if len(out) > MAX_DISJUNCTS:
+                break
+    else:  # not over a regex
+        raise Unconvertible(_first_line(cond), "a test that needs a regular expression, under not",
+                            "mailrules applies a regex (where:) to a whole rule only, never under not: (an "
+                            "elsif needs `not` of the tests before it unless the branches before it end with stop)")
+    if len(out) > MAX_DISJUNCTS:
+        raise Unconvertible(_first_line(cond), "a condition with many regular expressions under anyof",
+                            f"it would take more than {MAX_DISJUNCTS} rules")
+    return out
+
+
+def _first_line(cond: Cond) -> int:
+    if cond[0] == "re":
+        return cond[4]
+    children = cond[1] if cond[0] in ("all", "any") else (cond[1],) if cond[0] == "not" else ()
+    return next((line for c in children if (line := _first_line(c))), 0)

@@ -83,7 +83,10 @@ class SieveConverter:
 
     # ------------------------------------------------------------------ the walk
 
-    def walk(self, commands: list[Any], path: tuple, conds: tuple) -> None:
+    def walk(self, commands: list[Any], path: tuple, conds: tuple, *, tail: bool = False,
+             ends: bool = False) -> None:
+        """The blocks of `commands`. tail: nothing runs after them (the end of the script);
+        ends: their last block gets `stop` (a branch of a final chain: see `chain`)."""
         pending: list[Act] = []
         i = 0
         while i < len(commands):
@@ -92,7 +95,7 @@ class SieveConverter:
                 chain = [cmd, *itertools.takewhile(lambda c: c.name in ("elsif", "else"), commands[i + 1:])]
                 self.flush(pending, path, conds, stop=False, line=cmd.lineno)
                 pending = []
-                self.chain(chain, path, conds)
+                self.chain(chain, path, conds, tail=tail and i + len(chain) == len(commands))
                 i += len(chain)
                 continue
             if cmd.name == "stop":
@@ -101,13 +104,17 @@ class SieveConverter:
             if cmd.name != "require":
                 pending.extend(self.action(cmd))
             i += 1
-        self.flush(pending, path, conds, stop=False, line=0)
+        self.flush(pending, path, conds, stop=ends and not always_stops(commands), line=0)
 
     def flush(self, acts: list[Act], path: tuple, conds: tuple, *, stop: bool, line: int) -> None:
         if acts or stop:
             self.blocks.append(Block(path, conds, list(acts), stop, acts[0].line if acts else line))
 
-    def chain(self, chain: list[Any], path: tuple, conds: tuple) -> None:
+    def chain(self, chain: list[Any], path: tuple, conds: tuple, *, tail: bool) -> None:
+        """One if/elsif/else chain. A branch needs `not` of the tests before it, except after a
+        branch that always stops, or when the chain ends the script (`tail`): then each branch
+        ends with `stop` (nothing else would run for its messages anyway), which keeps its
+        messages from the later branches' rules."""
         chain_id = next(self.chains)
         earlier: list[Cond] = []
         for k, branch in enumerate(chain):
@@ -119,8 +126,9 @@ class SieveConverter:
                 except Unconvertible as exc:
                     self.skip_chain(chain[k:], exc)
                     return
-            self.walk(branch.children, (*path, (chain_id, k)), (*conds, test))
-            if branch.name != "else" and not always_stops(branch.children):
+            last = k == len(chain) - 1
+            self.walk(branch.children, (*path, (chain_id, k)), (*conds, test), tail=tail, ends=tail and not last)
+            if branch.name != "else" and not tail and not always_stops(branch.children):
                 earlier.append(not_(self.tests.convert(branch.arguments["test"])))
 
     def skip_chain(self, rest: list[Any], exc: Unconvertible) -> None:
@@ -159,6 +167,6 @@ class SieveConverter:
 def convert(text: str) -> tuple[list[Rule], list[Skipped]]:
     """The rules for a Sieve script, and what was not converted. SieveSyntaxError if it does not parse."""
     converter = SieveConverter()
-    converter.walk(parse(text), (), ())
+    converter.walk(parse(text), (), (), tail=True)
     rules, skipped = build_rules(converter.blocks)
     return rules, converter.skipped + skipped

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .conditions import FALSE, Cond, Unconvertible, all_, any_, not_, split
+from .conditions import FALSE, Cond, Split, Unconvertible, all_, any_, disjuncts, has_regex, not_, split
 from .emit import Rule, Skipped
 
 
@@ -157,14 +157,38 @@ class _Builder:
         if cond == FALSE:
             return
         try:
-            parts = split(cond)
+            parts = self.expanded(cond, actions, stop)
         except Unconvertible as exc:
             what = f"the actions at line {b.line}" if b.line else "the end-of-script rule"
             self.skipped.append(Skipped(exc.line or b.line, what, exc.why))
             return
         title = name or f"line {b.line}: {summary(actions)}"
         comments = [f"Sieve line {b.line}" + (f": {note}" if note else "")] if b.line else [note]
-        self.rules.append(Rule(title + suffix, actions, parts.match, parts.where, stop, comments))
+        for n, part in enumerate(parts, 1):
+            more = f" ({n} of {len(parts)})" if len(parts) > 1 else ""
+            self.rules.append(Rule(title + suffix + more, actions, part.match, part.where, stop,
+                                   comments if n == 1 else []))
+
+    @staticmethod
+    def expanded(cond: Cond, actions: list[Any], stop: bool) -> list[Split]:
+        """The rule's condition as one rule, or as several when regex tests sit under anyof (a
+        `where:` cannot OR). A message matching two of them meets the actions twice: harmless when
+        the rule stops or ends the message, or when they only set flags; otherwise each later
+        rule gets `not` the earlier ones."""
+        if not has_regex(cond) or cond[0] == "re" or (cond[0] == "all" and not any(
+                c[0] in ("any", "not") and has_regex(c) for c in cond[1])):
+            return [split(cond)]
+        parts = sorted(disjuncts(cond), key=has_regex)  # `not` of a regex cannot be written: those last
+        repeatable = stop or all(_repeatable(a) for a in actions)
+        if not repeatable:
+            parts = [all_(p, *(not_(q) for q in parts[:i])) for i, p in enumerate(parts)]
+        return [split(p) for p in parts if p != FALSE]
+
+
+def _repeatable(action: Any) -> bool:
+    """Whether doing the action twice is doing it once (flags, keywords) or it ends the message."""
+    name = action if isinstance(action, str) else next(iter(action))
+    return name.endswith(("_flag", "_keyword")) or name in ("move", "delete")
 
 
 def _flag_actions(verb: str, flags: Any) -> list[Any]:
