@@ -27,7 +27,7 @@ from mailrules.testing.require import REQUIRE_DOVECOT, missing
 from tests.helpers import run_cli
 
 DATA = Path(__file__).parent / "data" / "sieve"
-SCRIPTS = ["chain", "flags", "matching", "keep", "regex_chain"]
+SCRIPTS = ["chain", "flags", "matching", "keep", "regex_chain", "stops"]
 
 
 def _corpus() -> dict[str, bytes]:
@@ -67,6 +67,13 @@ def _corpus() -> dict[str, bytes]:
         "shop-build": m(from_="ci@shop.example", subject="[build 7] failed"),
         "boss-photos": m(from_="boss@corp.example", subject="photos", headers={"X-Priority": "1"}),
         "notshop": m(from_="a@shop.example.org", subject="x"),
+        "skip-mark": m(subject="skip mark"),
+        "mark": m(subject="mark me", headers={"X-Mailer": "mutt"}),
+        "kk-ff": m(subject="kk ff"),
+        "ff": m(subject="ff"),
+        "junk": m(subject="junk"),
+        "junk-save": m(subject="junk save"),
+        "junk-mailer": m(subject="junk", headers={"X-Mailer": "mutt"}),
     }
 
 
