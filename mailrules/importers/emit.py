@@ -33,6 +33,7 @@ class Rule:
     where: list[dict[str, Any]] = field(default_factory=list)
     stop: bool = False
     comments: list[str] = field(default_factory=list)
+    leaves: bool = False  # the last action takes the message out of the mailbox (stop is implied)
 
     def mapping(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
@@ -41,7 +42,7 @@ class Rule:
         if self.where:
             out["where"] = self.where
         out["actions"] = self.actions
-        if self.stop and not any(_terminal(a) for a in self.actions):
+        if self.stop and not self.leaves:
             out["stop"] = True
         return out
 
@@ -53,11 +54,6 @@ class Skipped:
     line: int
     what: str
     why: str
-
-
-def _terminal(action: Any) -> bool:
-    name = action if isinstance(action, str) else next(iter(action))
-    return name in ("move", "trash", "delete")
 
 
 def unique_names(rules: list[Rule]) -> None:

@@ -66,8 +66,7 @@ def convert_gmail(text: str, *, archive: str = "Archive") -> tuple[list[Rule], l
         props = {p.get("name", ""): p.get("value", "") for p in entry.iter(f"{APPS}property")}
         rule = _filter(props, line, index + 1, archive, skipped)
         if rule is not None:
-            terminal = any(isinstance(a, dict) and "move" in a or a in ("trash",) for a in rule.actions)
-            (archiving if terminal else rules).append(rule)
+            (archiving if rule.leaves else rules).append(rule)
     return rules + archiving, skipped
 
 
@@ -91,6 +90,7 @@ def _filter(props: dict[str, str], line: int, number: int, archive: str, skipped
         skipped.append(Skipped(line, f"filter {number}", str(exc)))
         return None
     actions = _actions(props, archive)
+    leaves = _yes(props, "shouldTrash") or _yes(props, "shouldArchive")
     if not actions:
         if any(n in props for n in _ACTIONS):
             return None  # its only actions had no equivalent (reported above)
@@ -99,7 +99,8 @@ def _filter(props: dict[str, str], line: int, number: int, archive: str, skipped
     words = [f"{k}: {props[k]}" for k in ("from", "to", "subject", "hasTheWord") if props.get(k)]
     name = f"gmail {number}: " + ("; ".join(words) or "every message")
     name = name if len(name) <= 70 else name[:67] + "..."
-    return Rule(name, actions, parts.match, parts.where, comments=[f"Gmail filter {number} (line {line})"])
+    return Rule(name, actions, parts.match, parts.where, comments=[f"Gmail filter {number} (line {line})"],
+                leaves=leaves)
 
 
 _CRITERIA = ("from", "to", "subject", "hasTheWord", "doesNotHaveTheWord", "size")
@@ -124,9 +125,13 @@ def _criteria(props: dict[str, str], line: int) -> Cond:
 _ACTIONS = ("label", "shouldArchive", "shouldMarkAsRead", "shouldStar", "shouldTrash")
 
 
+def _yes(props: dict[str, str], name: str) -> bool:
+    return props.get(name, "").lower() == "true"
+
+
 def _actions(props: dict[str, str], archive: str) -> list[Any]:
     def yes(name: str) -> bool:
-        return props.get(name, "").lower() == "true"
+        return _yes(props, name)
 
     actions: list[Any] = []
     if yes("shouldMarkAsRead"):

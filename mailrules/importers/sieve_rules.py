@@ -103,7 +103,8 @@ class _Builder:
             end = Block((), (), [], True, 0)
             cond = all_(any_(*(x.cond for x in cancelled)), not_(any_(*(x.cond for x in kept))))
             self.emit(end, cond, ["delete"], True, "the end of the script: Sieve's implicit keep was cancelled "
-                      "(fileinto/discard) and no keep ran, so the message leaves INBOX", name="end of script")
+                      "(fileinto/discard) and no keep ran, so the message leaves INBOX", name="end of script",
+                      leaves=True)
 
     def block(self, index: int, b: Block) -> None:
         before = [x for x in self.blocks[:index] if not x.stop and not x.removed and not exclusive(x, b)]
@@ -125,7 +126,7 @@ class _Builder:
         if keep_from:
             extra.append(not_(any_(*(x.cond for x in keep_from))))
         self.emit(b, all_(b.cond, *extra), removal(actions), True,
-                  "the message leaves INBOX here (a fileinto/discard cancelled Sieve's implicit keep)")
+                  "the message leaves INBOX here (a fileinto/discard cancelled Sieve's implicit keep)", leaves=True)
         if extra:
             self.emit(b, b.cond, actions, b.stop, "the messages an earlier keep kept in INBOX", suffix=" (kept)")
         else:
@@ -146,7 +147,7 @@ class _Builder:
         return out
 
     def emit(self, b: Block, cond: Cond, actions: list[Any], stop: bool, note: str = "", *,
-             suffix: str = "", name: str = "") -> None:
+             suffix: str = "", name: str = "", leaves: bool = False) -> None:
         if not actions:
             if stop:
                 self.guards.append(Block(b.path, (cond,), [], True, b.line))
@@ -157,7 +158,8 @@ class _Builder:
         if cond == FALSE:
             return
         try:
-            parts = self.expanded(cond, actions, stop)
+            repeatable = stop or leaves or not any(a.kind == "fileinto" for a in b.acts)
+            parts = self.expanded(cond, repeatable)
         except Unconvertible as exc:
             what = f"the actions at line {b.line}" if b.line else "the end-of-script rule"
             self.skipped.append(Skipped(exc.line or b.line, what, exc.why))
@@ -167,28 +169,21 @@ class _Builder:
         for n, part in enumerate(parts, 1):
             more = f" ({n} of {len(parts)})" if len(parts) > 1 else ""
             self.rules.append(Rule(title + suffix + more, actions, part.match, part.where, stop,
-                                   comments if n == 1 else []))
+                                   comments if n == 1 else [], leaves=leaves))
 
     @staticmethod
-    def expanded(cond: Cond, actions: list[Any], stop: bool) -> list[Split]:
+    def expanded(cond: Cond, repeatable: bool) -> list[Split]:
         """The rule's condition as one rule, or as several when regex tests sit under anyof (a
         `where:` cannot OR). A message matching two of them meets the actions twice: harmless when
-        the rule stops or ends the message, or when they only set flags; otherwise each later
-        rule gets `not` the earlier ones."""
+        the rule stops or ends the message, or when they only set flags (`repeatable`);
+        otherwise each later rule gets `not` the earlier ones."""
         if not has_regex(cond) or cond[0] == "re" or (cond[0] == "all" and not any(
                 c[0] in ("any", "not") and has_regex(c) for c in cond[1])):
             return [split(cond)]
         parts = sorted(disjuncts(cond), key=has_regex)  # `not` of a regex cannot be written: those last
-        repeatable = stop or all(_repeatable(a) for a in actions)
         if not repeatable:
             parts = [all_(p, *(not_(q) for q in parts[:i])) for i, p in enumerate(parts)]
         return [split(p) for p in parts if p != FALSE]
-
-
-def _repeatable(action: Any) -> bool:
-    """Whether doing the action twice is doing it once (flags, keywords) or it ends the message."""
-    name = action if isinstance(action, str) else next(iter(action))
-    return name.endswith(("_flag", "_keyword")) or name in ("move", "delete")
 
 
 def _flag_actions(verb: str, flags: Any) -> list[Any]:
