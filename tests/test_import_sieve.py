@@ -180,3 +180,42 @@ def test_a_script_that_does_not_parse_is_a_usage_error_with_its_line(tmp_path):
     result = run_cli("import", "sieve", bad)
     assert result.code == 2
     assert "bad.sieve" in result.err and "line" in result.err
+
+
+def _rules_of(script: str) -> list[dict]:
+    rules, skipped = convert(script)
+    assert skipped == []
+    return [r.mapping() for r in rules]
+
+
+def test_fileinto_then_stop_is_one_move_rule():
+    assert _rules_of('require "fileinto";\nif header :contains "List-Id" "dev" { fileinto "Lists/dev"; stop; }') == [
+        {"name": "line 2: move Lists/dev", "match": {"header": {"List-Id": "dev"}},
+         "actions": [{"move": "Lists/dev"}]}]
+
+
+def test_header_is_becomes_a_where_regex_after_a_server_side_substring_search():
+    [rule] = _rules_of('require "fileinto";\nif header :is "X-Priority" "1 (high)" { fileinto "P"; }')
+    assert rule["match"] == {"header": {"X-Priority": "1 (high)"}}
+    assert rule["where"] == [{"regex": {"X-Priority": r"(?i)^1\ \(high\)$"}}]
+
+
+def test_a_regex_test_under_not_is_reported_not_guessed():
+    rules, skipped = convert('require ["fileinto", "regex"];\nif not header :regex "subject" "^a" { fileinto "X"; }')
+    assert rules == [] and [s.line for s in skipped] == [2]
+
+
+def test_rules_only_output_is_an_include_file_that_check_accepts(tmp_path):
+    result = run_cli("import", "sieve", "--rules-only", DATA / "chain.sieve")
+    assert result.code == 0 and "accounts:" not in result.out and "version:" not in result.out
+    (tmp_path / "sieve.yaml").write_text(result.out)
+    main = tmp_path / "rules.yaml"
+    main.write_text("version: 1\naccounts:\n  me: {host: imap.example.com, username: me, password_env: X}\n"
+                    "include: [sieve.yaml]\n")
+    main.chmod(0o600)
+    assert run_cli("-c", main, "check").code == 0
+
+
+def test_a_file_that_cannot_be_read_is_a_usage_error(tmp_path):
+    result = run_cli("import", "sieve", tmp_path / "missing.sieve")
+    assert result.code == 2 and "missing.sieve" in result.err

@@ -43,6 +43,9 @@ def all_(*items: Cond) -> Cond:
         if item == TRUE:
             continue
         flat.extend(item[1] if item[0] == "all" else (item,))
+    # absorption: a and (a or b) is a; repeated terms once
+    flat = [c for i, c in enumerate(flat) if c not in flat[:i]
+            and not (c[0] == "any" and any(x in flat for x in c[1]))]
     if not flat:
         return TRUE
     return flat[0] if len(flat) == 1 else ("all", tuple(flat))
