@@ -219,3 +219,18 @@ def test_rules_only_output_is_an_include_file_that_check_accepts(tmp_path):
 def test_a_file_that_cannot_be_read_is_a_usage_error(tmp_path):
     result = run_cli("import", "sieve", tmp_path / "missing.sieve")
     assert result.code == 2 and "missing.sieve" in result.err
+
+
+@pytest.mark.parametrize("script", ["matching", "regex_chain", "stops"])
+def test_converted_rules_agree_with_the_server_with_test_against(script, tmp_path, monkeypatch, dovecot, imap_user):
+    from tests.helpers import write_config
+
+    result = run_cli("import", "sieve", "--rules-only", DATA / f"{script}.sieve")
+    (tmp_path / "converted.yaml").write_text(result.out)
+    config = write_config(tmp_path, monkeypatch, dovecot, imap_user, "[]", top="include: [converted.yaml]")
+    files = []
+    for name, raw in _corpus().items():
+        (tmp_path / f"{name}.eml").write_bytes(raw)
+        files.append(tmp_path / f"{name}.eml")
+    checked = run_cli("-c", config, "test", "--against", "me", *files)
+    assert checked.code == 0, checked.out + checked.err

@@ -153,3 +153,10 @@ def test_an_unknown_account_is_a_usage_error(tmp_path, monkeypatch, dovecot, ima
     config = write_config(tmp_path, monkeypatch, dovecot, imap_user, "[]")
     result = run_cli("-c", config, "suggest", "nobody")
     assert result.code == 2 and "no account named 'nobody'" in result.err
+
+
+def test_folders_limits_the_proposals_to_those_folders(tmp_path, monkeypatch, dovecot, imap_user, filed_account):
+    _, result = _suggest(tmp_path, monkeypatch, dovecot, imap_user, "[]", "--folders", "Lists/list0",
+                         "People/person0")
+    targets = sorted(r["actions"][0]["move"] for r in yaml.safe_load(result.out)["rules"])
+    assert targets == ["Lists/list0", "People/person0"]
