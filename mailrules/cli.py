@@ -104,6 +104,9 @@ def _learning_parsers(sub) -> None:
     imp.add_argument("file", metavar="FILE")
     imp.add_argument("--rules-only", action="store_true",
                      help="write an include file (rules only, no placeholder account)")
+    imp.add_argument("--separator", default="/", metavar="SEP",
+                     help="sieve: the hierarchy separator of the script's folder names ('.': INBOX.Lists.dev "
+                          "becomes Lists/dev)")
     imp.add_argument("--archive", default="Archive", metavar="FOLDER",
                      help="gmail: where shouldArchive moves mail (default Archive; on Gmail itself '[Gmail]/All Mail')")
 

@@ -234,3 +234,8 @@ def test_converted_rules_agree_with_the_server_with_test_against(script, tmp_pat
         files.append(tmp_path / f"{name}.eml")
     checked = run_cli("-c", config, "test", "--against", "me", *files)
     assert checked.code == 0, checked.out + checked.err
+
+
+def test_separator_turns_dotted_folder_names_into_levels_without_the_inbox_prefix():
+    rules, _ = convert('require "fileinto";\nif true { fileinto "INBOX.Lists.dev"; }', separator=".")
+    assert rules[0].actions == [{"move": "Lists/dev"}]

@@ -29,7 +29,7 @@ def import_command(args: argparse.Namespace, out: TextIO | None = None, err: Tex
             from .sieve import SieveSyntaxError, convert
 
             try:
-                rules, skipped = convert(text)
+                rules, skipped = convert(text, separator=args.separator)
             except SieveSyntaxError as exc:
                 print(f"mailrules: {args.file}: not a Sieve script this importer can read: {exc}", file=err)
                 return EXIT_BAD

@@ -74,8 +74,23 @@ def always_stops(commands: list[Any]) -> bool:
     return start.name == "if" and all(always_stops(c.children) for c in [start, *chain])
 
 
+def folder_path(name: str, separator: str) -> str:
+    """A fileinto mailbox name as mailrules writes folders: levels joined by '/', no INBOX. prefix.
+
+    separator: the hierarchy separator the script's names use ('/' leaves names as they are;
+    '.' makes 'INBOX.Lists.dev' the folder 'Lists/dev', mailrules adding the server's prefix back).
+    """
+    if separator == "/" or name.upper() == "INBOX":
+        return name
+    prefix = "INBOX" + separator
+    if name.upper().startswith(prefix):
+        name = name[len(prefix):]
+    return "/".join(name.split(separator))
+
+
 class SieveConverter:
-    def __init__(self) -> None:
+    def __init__(self, separator: str = "/") -> None:
+        self.separator = separator
         self.blocks: list[Block] = []
         self.skipped: list[Skipped] = []
         self.chains = itertools.count(1)
@@ -143,7 +158,7 @@ class SieveConverter:
             self.skipped.append(Skipped(line, f"{name} :flags", "converted without :flags (the copy gets the "
                                         "flags set so far): use add_flag/add_keyword before it by hand"))
         if name == "fileinto":
-            folder = unquote(args["mailbox"])
+            folder = folder_path(unquote(args["mailbox"]), self.separator)
             if folder.upper() == "INBOX" and "copy" not in args:
                 return [Act("keep", line)]
             return [Act("fileinto", line, folder=folder, copy="copy" in args)]
@@ -164,9 +179,9 @@ class SieveConverter:
         return []
 
 
-def convert(text: str) -> tuple[list[Rule], list[Skipped]]:
+def convert(text: str, *, separator: str = "/") -> tuple[list[Rule], list[Skipped]]:
     """The rules for a Sieve script, and what was not converted. SieveSyntaxError if it does not parse."""
-    converter = SieveConverter()
+    converter = SieveConverter(separator)
     converter.walk(parse(text), (), (), tail=True)
     rules, skipped = build_rules(converter.blocks)
     return rules, converter.skipped + skipped
