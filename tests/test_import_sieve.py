@@ -239,3 +239,12 @@ def test_converted_rules_agree_with_the_server_with_test_against(script, tmp_pat
 def test_separator_turns_dotted_folder_names_into_levels_without_the_inbox_prefix():
     rules, _ = convert('require "fileinto";\nif true { fileinto "INBOX.Lists.dev"; }', separator=".")
     assert rules[0].actions == [{"move": "Lists/dev"}]
+
+
+def test_a_spam_score_comparison_is_reported_and_the_rest_converted():
+    script = ('require ["fileinto", "relational", "comparator-i;ascii-numeric"];\n'
+              'if header :value "ge" :comparator "i;ascii-numeric" "X-Spam-Score" "5" { fileinto "Junk"; stop; }\n'
+              'if header :contains "List-Id" "dev" { fileinto "Lists/dev"; }\n')
+    rules, skipped = convert(script)
+    assert [(s.line, s.what) for s in skipped][0] == (2, "header :value")
+    assert [r.actions for r in rules] == [[{"move": "Lists/dev"}]]
