@@ -18,6 +18,7 @@ import email.utils
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .local_search import LocalMessage, decode_header_words, matches
@@ -53,8 +54,9 @@ class Seen:
             seen.values["domain"] = address.rsplit("@", 1)[1]
         return seen
 
-    @property
+    @cached_property
     def message(self) -> LocalMessage:
+        """The headers as the local evaluator reads a message (parsed once, for every proposal)."""
         return LocalMessage(self.raw + b"\r\n", internaldate=_NOW)
 
 
@@ -117,32 +119,44 @@ def propose(messages: list[Seen], folders: list[str], *, min_messages: int = 10,
 
 
 def _choose(messages: list[Seen], members: list[int], totals: Counter) -> list[tuple[str, str]]:
-    here: Counter[tuple[str, str]] = Counter()
+    carrying: dict[tuple[str, str], set[int]] = defaultdict(set)  # value -> the folder's messages with it
     for i in members:
-        here.update(messages[i].values.items())
-    good = {key for key, count in here.items()
-            if count >= MIN_COUNT and count / totals[key] >= MIN_SHARE}
+        for key in messages[i].values.items():
+            carrying[key].add(i)
+    good = {key for key, found in carrying.items()
+            if len(found) >= MIN_COUNT and len(found) / totals[key] >= MIN_SHARE}
     left = set(members)
     chosen: list[tuple[str, str]] = []
     while left and good:
-        gain = {key: sum(1 for i in left if key in messages[i].values.items()) for key in good}
+        gain = {key: len(carrying[key] & left) for key in good}
         best = min(good, key=lambda k: (-gain[k], KIND_ORDER[k[0]], k[1]))
         if gain[best] < MIN_COUNT:
             break
         chosen.append(best)
         good.discard(best)
-        left = {i for i in left if best not in messages[i].values.items()}
+        left -= carrying[best]
     return sorted(chosen, key=lambda k: (KIND_ORDER[k[0]], k[1]))
 
 
 def measure(proposal: Proposal, messages: list[Seen]) -> Proposal:
-    """Coverage and precision of the proposed rule, by running it with the local evaluator."""
+    """Coverage and precision of the proposed rule, by running it with the local evaluator.
+
+    The rule reads only the fetched header fields, so messages with the same fields get the
+    same answer: each distinct set of fields is evaluated once (senders repeat: on a large
+    account that is most of the work saved).
+    """
     criterion = proposal.criterion()
     proposal.covered = proposal.wrong = 0
-    for seen in messages:
-        if matches(criterion, seen.message, now=_NOW):
-            if seen.folder == proposal.folder:
-                proposal.covered += 1
-            else:
-                proposal.wrong += 1
+    for group in _distinct(messages):
+        if matches(criterion, group[0].message, now=_NOW):
+            inside = sum(1 for seen in group if seen.folder == proposal.folder)
+            proposal.covered += inside
+            proposal.wrong += len(group) - inside
     return proposal
+
+
+def _distinct(messages: list[Seen]) -> list[list[Seen]]:
+    groups: dict[bytes, list[Seen]] = {}
+    for seen in messages:
+        groups.setdefault(seen.raw, []).append(seen)
+    return list(groups.values())
