@@ -45,9 +45,10 @@ class Seen:
         text = raw.decode("utf-8", "replace")
         fields = dict(re.findall(r"(?im)^(from|list-id):[ \t]*(.*(?:\r?\n[ \t].*)*)", text)[::-1])
         fields = {k.lower(): v for k, v in fields.items()}
-        list_id = _LIST_ID.search(fields.get("list-id", ""))
-        if list_id:
-            seen.values["list"] = list_id.group(1).lower()
+        raw_id = fields.get("list-id", "").strip()
+        list_id = _LIST_ID.search(raw_id)
+        if list_id or raw_id:  # RFC 2919 puts the id in <>; some lists write it bare
+            seen.values["list"] = (list_id.group(1) if list_id else raw_id.split()[-1]).lower()
         address = email.utils.parseaddr(decode_header_words(fields.get("from", "").encode()))[1].lower()
         if "@" in address:
             seen.values["address"] = address

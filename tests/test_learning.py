@@ -63,3 +63,8 @@ def test_folders_below_min_messages_and_messages_existing_rules_explain_are_left
 def test_an_encoded_sender_name_does_not_hide_the_address():
     seen = Seen.from_headers("F", b"From: =?utf-8?q?J=C3=BCrgen?= <J@Example.ORG>\r\n")
     assert seen.values == {"address": "j@example.org", "domain": "example.org"}
+
+
+def test_a_list_id_without_angle_brackets_is_still_a_list_id():
+    seen = Seen.from_headers("F", b"From: a@b.example\r\nList-Id: dev.lists.example.org\r\n")
+    assert seen.values["list"] == "dev.lists.example.org"
