@@ -84,7 +84,31 @@ def build_parser() -> argparse.ArgumentParser:
     login = sub.add_parser("login", help="store an account's password in the system keyring")
     _common(login, top=False)
     login.add_argument("account")
+    _learning_parsers(sub)
     return parser
+
+
+def _learning_parsers(sub) -> None:
+    """`suggest` and `import` (mailrules.suggest, mailrules.importers): see docs/switching.md."""
+    suggest = sub.add_parser("suggest", help="propose rules that reproduce how you filed your mail (reads headers only)")
+    _common(suggest, top=False)
+    suggest.add_argument("account")
+    suggest.add_argument("--from", dest="source", default="INBOX", metavar="MAILBOX",
+                         help="where the proposed rules would take mail from (default INBOX)")
+    suggest.add_argument("--folders", nargs="+", metavar="F", help="only these folders (default: every folder)")
+    suggest.add_argument("--min-messages", type=int, default=10, metavar="N",
+                         help="skip folders with fewer messages (default 10)")
+    imp = sub.add_parser("import", help="convert a Sieve script or a Gmail filters export into a rules file")
+    _common(imp, top=False)
+    imp.add_argument("kind", choices=("sieve", "gmail"))
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--rules-only", action="store_true",
+                     help="write an include file (rules only, no placeholder account)")
+    imp.add_argument("--separator", default="/", metavar="SEP",
+                     help="sieve: the hierarchy separator of the script's folder names ('.': INBOX.Lists.dev "
+                          "becomes Lists/dev)")
+    imp.add_argument("--archive", default="Archive", metavar="FOLDER",
+                     help="gmail: where shouldArchive moves mail (default Archive; on Gmail itself '[Gmail]/All Mail')")
 
 
 def _test_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,6 +194,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .demo import demo_command
 
         return demo_command(args)
+    if args.command == "import":  # offline, and needs no rules file
+        from .importers.command import import_command
+
+        return import_command(args)
     try:
         registry = Registry.load()
     except PluginError as exc:
@@ -231,6 +259,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .explain import explain_command
 
         return explain_command(config, registry, args.account, args.mailbox, args.uid)
+    if args.command == "suggest":
+        from .suggest import suggest_command
+
+        return suggest_command(config, args)
     if args.command == "run":
         if args.rule:
             unknown = [n for n in args.rule if n not in {r.name for r in config.rules}]
