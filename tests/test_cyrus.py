@@ -103,6 +103,23 @@ def test_the_101st_keyword_of_a_mailbox_is_a_store_failure(cyrus, cyrus_user):
         client.logout()
 
 
+def test_a_server_that_cannot_start_is_a_clear_error_within_the_start_timeout(cyrus):
+    import socket
+    import time
+
+    from mailrules.testing.cyrus import CyrusError, temporary_cyrus
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        expected = f"did not accept a login on 127.0.0.1:{port} within 1 s"
+        with pytest.raises(CyrusError, match=expected), temporary_cyrus(port=port, start_timeout=1):
+            pass
+    assert time.monotonic() - started < 5
+
+
 def test_deliver_files_turns_bare_lf_into_crlf_and_sets_flags(cyrus, cyrus_user):
     count = cyrus.deliver_files(cyrus_user, cyrus.folder("Lists/dev"), [b"Subject: lf\n\nbody\n"], flags="S")
     assert count == 1
@@ -226,3 +243,69 @@ def test_test_against_does_not_wait_out_delayed_acks_on_each_append(cyrus, cyrus
     elapsed = time.monotonic() - started
     assert result.code == 0, result.out + result.err
     assert elapsed < 40 * 0.025, f"40 APPENDs took {elapsed:.2f} s"
+
+
+# ---------------------------------------------------------------------------- names in the namespace
+
+
+def test_trash_finds_a_trash_folder_inside_the_inbox_prefix(cyrus, cyrus_user, tmp_path, monkeypatch):
+    client = cyrus.client(cyrus_user)
+    client.create_folder("INBOX.Trash")
+    client.logout()
+    cyrus.deliver_files(cyrus_user, "INBOX", [make_message(subject="spam offer")])
+    config = write_config(tmp_path, monkeypatch, cyrus, cyrus_user, """
+        - name: bin it
+          match: {subject: spam}
+          actions: [trash]
+    """)
+    assert run_once(config, tmp_path / "state").code == 0
+    assert [m.subject for m in messages(cyrus, cyrus_user, "INBOX.Trash")] == ["spam offer"]
+    assert messages(cyrus, cyrus_user, "INBOX") == []
+
+
+def test_a_non_ascii_folder_is_created_in_modified_utf7_under_the_prefix(server, tmp_path, monkeypatch):
+    user = server.add_user()
+    server.deliver_files(user, "INBOX", [make_message(subject="Rechnung 7")])
+    config = write_config(tmp_path, monkeypatch, server, user, """
+        - name: invoices
+          match: {subject: rechnung}
+          actions: [{move: Büro/Rechnungen}]
+    """)
+    assert run_once(config, tmp_path / "state").code == 0
+    assert [m.subject for m in messages(server, user, server.folder("Büro/Rechnungen"))] == ["Rechnung 7"]
+
+
+def test_a_level_containing_the_dot_separator_fails_the_action_and_check_connect_names_the_rule(
+    cyrus, cyrus_user, tmp_path, monkeypatch
+):
+    cyrus.deliver_files(cyrus_user, "INBOX", [make_message(subject="release notes")])
+    config = write_config(tmp_path, monkeypatch, cyrus, cyrus_user, """
+        - name: releases
+          match: {subject: release}
+          actions: [{move: Archive/v1.2}]
+    """)
+    result = run_once(config, tmp_path / "state")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert [m.subject for m in messages(cyrus, cyrus_user, "INBOX")] == ["release notes"]
+    checked = run_cli("-c", config, "check", "--connect")
+    assert "folders: separator '.', namespace prefix 'INBOX.'" in checked.out
+    assert "releases" in checked.out + checked.err and "rules.yaml:" in checked.out + checked.err
+
+
+# ---------------------------------------------------------------------------- the daemon
+
+
+def test_the_daemon_files_a_new_message_as_cyrus_announces_it_in_idle(cyrus, cyrus_user, tmp_path):
+    """Cyrus reports EXISTS during IDLE (checking every second here): filed long before the 60 s renewal."""
+    from mailrules.testing.daemon import DaemonHarness, wait_until
+
+    daemon = DaemonHarness(cyrus, cyrus_user, tmp_path / "d", idle_interval=60,
+                           rules="  - name: dev\n    match: {subject: dev}\n    actions: [{move: Lists/dev}]\n")
+    daemon.start()
+    try:
+        daemon.wait_for_log("watching with IDLE")
+        cyrus.deliver_files(cyrus_user, "INBOX", [make_message(subject="dev news")])
+        wait_until(lambda: messages(cyrus, cyrus_user, "INBOX.Lists.dev"), timeout=10,
+                   message="the message in INBOX.Lists.dev")
+    finally:
+        assert daemon.stop() == 0

@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 CYRUS_BIN = Path("/usr/lib/cyrus/bin")
-"""Where Debian puts Cyrus's daemons (``master``, ``imapd``, ``ctl_cyrusdb``, ``idled``)."""
+"""Where Debian puts Cyrus's daemons (``master``, ``imapd``, ``ctl_cyrusdb``)."""
 
 CYRUS_USER = "cyrus"
 """The system user Cyrus runs as; also the IMAP admin of every instance."""
@@ -138,23 +138,27 @@ class CyrusServer:
         altnamespace: bool = False,
         unixhierarchysep: bool = False,
         port: int = 0,
-        idle: bool = True,
+        idle_poll: int = 1,
         extra_conf: str = "",
+        start_timeout: float = START_TIMEOUT,
     ) -> None:
         """Prepare (but do not start) a server rooted at ``tmpdir``.
 
         ``altnamespace``/``unixhierarchysep``: Cyrus's namespace settings (both False:
         Debian's ``INBOX.`` prefix and ``.`` separator; both True: Cyrus 3's ``""`` and ``/``).
         ``port``: 0 picks a free one (another if it is taken by the time Cyrus binds it).
-        ``idle``: run Cyrus's ``idled`` so that IDLE reports changes at once (without it,
-        imapd checks periodically). ``extra_conf``: appended verbatim to imapd.conf.
+        ``idle_poll``: seconds between imapd's checks for changes during IDLE (Cyrus's
+        ``imapidlepoll``, 60 by default). Cyrus's ``idled`` daemon, which would push changes,
+        did not deliver them in this setup, so it is not run. ``extra_conf``: appended verbatim to imapd.conf.
+        ``start_timeout``: how long ``start()`` waits for a working admin LOGIN.
         """
         self.root = Path(tmpdir).resolve()
         self.altnamespace = altnamespace
         self.unixhierarchysep = unixhierarchysep
         self.port: int = port
-        self.idle = idle
+        self.idle_poll = idle_poll
         self.extra_conf = extra_conf
+        self.start_timeout = start_timeout
         self.conf_path = self.root / "imapd.conf"
         self.master_conf_path = self.root / "cyrus.conf"
         self.sasldb_path = self.root / "sasldb2"
@@ -373,13 +377,13 @@ class CyrusServer:
             f"sasl_pwcheck_method: auxprop\nsasl_auxprop_plugin: sasldb\nsasl_sasldb_path: {self.sasldb_path}\n"
             "sasl_mech_list: PLAIN LOGIN\nfailedloginpause: 0\n"
             f"altnamespace: {yes_no[self.altnamespace]}\nunixhierarchysep: {yes_no[self.unixhierarchysep]}\n"
-            f"syslog_prefix: mailrules-cyrus-{self._instance}\n" + self.extra_conf + "\n"
+            f"imapidlepoll: {self.idle_poll}\nsyslog_prefix: mailrules-cyrus-{self._instance}\n"
+            + self.extra_conf + "\n"
         )
-        daemon = f'DAEMON {{\n  idled cmd="idled -C {self.conf_path}"\n}}\n' if self.idle else ""
         self.master_conf_path.write_text(
             f'START {{\n  recover cmd="ctl_cyrusdb -C {self.conf_path} -r"\n}}\n'
             f'SERVICES {{\n  imap cmd="imapd -C {self.conf_path} -U 30" listen="{self.host}:{self.port}" '
-            f"prefork=0\n}}\n{daemon}"
+            "prefork=0\n}\n"
         )
 
     def _spawn(self) -> None:
@@ -390,20 +394,21 @@ class CyrusServer:
                  "-p", str(self.root / "master.pid")],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         last_error: Exception | None = None
-        while time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0:
             if self._proc.poll() is not None:
                 raise CyrusError(f"Cyrus master exited with {self._proc.returncode}:\n{self.log_tail()}")
             try:
-                _logout(self.client(self.admin, timeout=5.0))
+                _logout(self.client(self.admin, timeout=max(0.1, min(5.0, left))))
                 return
             except Exception as exc:  # noqa: BLE001 - not listening yet, or not ready to log in
                 last_error = exc
                 time.sleep(0.02)
         raise CyrusError(
-            f"Cyrus did not accept a login on {self.host}:{self.port} within {START_TIMEOUT:.0f} s "
-            f"(last error: {last_error!r}); master stderr:\n{self.log_tail()}"
+            f"Cyrus did not accept a login on {self.host}:{self.port} within {self.start_timeout:g} s "
+            f"(last error: {last_error!r}; is the port taken? Cyrus logs only to syslog); "
+            f"master stderr:\n{self.log_tail()}"
         )
 
     def _terminate(self) -> None:
