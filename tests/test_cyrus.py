@@ -309,3 +309,38 @@ def test_the_daemon_files_a_new_message_as_cyrus_announces_it_in_idle(cyrus, cyr
                    message="the message in INBOX.Lists.dev")
     finally:
         assert daemon.stop() == 0
+
+
+# ---------------------------------------------------------------------------- the regex prefilter
+
+
+PREFILTERED = {  # pattern -> the subjects whose decoded text/* parts it matches
+    r"build #\d+ failed": ["ci"],
+    "Grüße": ["greeting"],
+    "(?i)KÖLN": ["greeting"],
+    "café": ["latin1"],
+    "total:   3 items": ["spaces"],
+    'class="alert"': ["html"],
+}
+
+
+def test_the_body_prefilter_on_cyrus_loses_no_message_the_regex_matches(cyrus, cyrus_user, tmp_path, monkeypatch):
+    """Cyrus (ID "Cyrus IMAPD": the prefilter is on) normalises what SEARCH BODY compares (diacritics,
+    runs of spaces, case): every message the regex matches must still be a candidate."""
+    cyrus.deliver_files(cyrus_user, "INBOX", [
+        make_message(subject="ci", body="build #42 failed on main"),
+        make_message(subject="greeting", body="Viele Grüße aus Köln"),
+        make_message(subject="latin1", body="un café au lait", charset="iso-8859-1"),
+        make_message(subject="spaces", body="total:   3 items"),
+        make_message(subject="html", body="see html", html='<p><span class="alert">Disk</span> full</p>'),
+        make_message(subject="none", body="build 42 ok; gruesse; cafe; total: 3 items"),
+    ])  # fmt: skip
+    rules = "".join(
+        f"- name: p{n}\n  where: [{{regex: {{body: '{pattern}'}}}}]\n  actions: [{{add_keyword: $P{n}}}]\n"
+        for n, pattern in enumerate(PREFILTERED)
+    )
+    config = write_config(tmp_path, monkeypatch, cyrus, cyrus_user, rules)
+    assert run_once(config, tmp_path / "state").code == 0
+    tagged = {m.subject: m.flags for m in messages(cyrus, cyrus_user, "INBOX")}
+    assert {pattern: sorted(s for s, flags in tagged.items() if f"$P{n}" in flags)
+            for n, pattern in enumerate(PREFILTERED)} == PREFILTERED

@@ -148,8 +148,8 @@ class CyrusServer:
         Debian's ``INBOX.`` prefix and ``.`` separator; both True: Cyrus 3's ``""`` and ``/``).
         ``port``: 0 picks a free one (another if it is taken by the time Cyrus binds it).
         ``idle_poll``: seconds between imapd's checks for changes during IDLE (Cyrus's
-        ``imapidlepoll``, 60 by default). Cyrus's ``idled`` daemon, which would push changes,
-        did not deliver them in this setup, so it is not run. ``extra_conf``: appended verbatim to imapd.conf.
+        ``imapidlepoll``, 60 by default). Debian's build polls (its ID says ``idle = poll``):
+        Cyrus's ``idled`` would push nothing, so it is not run. ``extra_conf``: appended verbatim to imapd.conf.
         ``start_timeout``: how long ``start()`` waits for a working admin LOGIN.
         """
         self.root = Path(tmpdir).resolve()
