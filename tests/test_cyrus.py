@@ -245,6 +245,40 @@ def test_test_against_does_not_wait_out_delayed_acks_on_each_append(cyrus, cyrus
     assert elapsed < 40 * 0.025, f"40 APPENDs took {elapsed:.2f} s"
 
 
+@pytest.mark.parametrize("direction", ["dovecot to cyrus", "cyrus to dovecot"])
+def test_a_move_between_dovecot_and_cyrus_keeps_content_flags_keywords_and_arrival(
+    direction, dovecot, imap_user, cyrus, cyrus_user, tmp_path, monkeypatch
+):
+    from datetime import UTC, datetime
+
+    from mailrules.testing.daemon import content_digest
+    from tests.helpers import Acct, append
+
+    (source, source_user), (target, target_user) = [(dovecot, imap_user), (cyrus, cyrus_user)][
+        :: 1 if direction == "dovecot to cyrus" else -1
+    ]
+    raw = make_message(subject="archive me", body="line one\nline two\n")
+    arrived = datetime(2024, 5, 17, 8, 30, tzinfo=UTC)
+    append(source, source_user, "INBOX", raw, flags=["\\Seen", "$Dev"], date=arrived)
+    config = write_config(tmp_path, monkeypatch, source, source_user, """
+        - name: across
+          match: {subject: archive}
+          actions: [{move: "other:Archive/2024"}]
+    """, others={"other": Acct(target_user, target.port)})
+    assert run_once(config, tmp_path / "state").code == 0
+    assert messages(source, source_user, "INBOX") == []
+    folder = target.folder("Archive/2024") if target is cyrus else "Archive/2024"
+    client = target.client(target_user, folder)
+    try:
+        (uid,) = client.search(["ALL"])
+        item = client.fetch([uid], ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])[uid]
+    finally:
+        client.logout()
+    assert content_digest(item[b"BODY[]"]) == content_digest(raw)
+    assert set(item[b"FLAGS"]) - {b"\\Recent"} == {b"\\Seen", b"$Dev"}
+    assert item[b"INTERNALDATE"].timestamp() == arrived.timestamp()
+
+
 # ---------------------------------------------------------------------------- names in the namespace
 
 
