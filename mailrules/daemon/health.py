@@ -55,9 +55,10 @@ class Health:
     Every change is sent to systemd at once (STATUS=) and kept in the state's meta table.
     """
 
-    def __init__(self, state_dir: str | Path, config: Callable[[], Config]) -> None:
+    def __init__(self, state_dir: str | Path, config: Callable[[], Config], *, label: str = "") -> None:
         self.state_dir = state_dir
-        self.config = config  # the rules in force (a reload replaces them)
+        self.config = config  # the rules in force (a reload replaces them), as far as this process serves them
+        self.label = label  # e.g. 'shard 1/3': said first in the STATUS line
         self._lock = threading.Lock()
         self.connected: set[str] = set()
         self.problems: dict[tuple[str, str | None], str] = {}
@@ -130,6 +131,8 @@ class Health:
             watching += 1
             mailboxes += len(account.watch) - len(missing)
         text = f"watching {mailboxes} mailbox(es) of {watching} account(s)"
+        if self.label:
+            text = f"{self.label}: {text}"
         if connecting:
             text += f"; connecting to {', '.join(connecting)}"
         return "; ".join([text, *parts])

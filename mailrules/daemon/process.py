@@ -27,6 +27,7 @@ from ..plugins import Registry
 from ..scheduler import SweepScheduler, schedule_groups, sweep_targets
 from ..state import StateStore
 from .health import Health, health_key
+from .shard import SHARD_META, Shard, describe_shard, served_accounts, shard_view
 from .systemd import sd_notify
 from .worker import AccountRunner, WorkerContext
 
@@ -42,6 +43,7 @@ class DaemonOptions:
     sweep: bool = False  # also run every scheduled rule once, now (--sweep)
     since_now: bool = False  # the first pass of each watched mailbox ignores older mail (--since-now)
     rules: tuple[str, ...] = ()  # --rule: refused by the daemon (it would skip the other rules for good)
+    shard: Shard | None = None  # --shard I/N: serve only the accounts of that shard (None: all)
 
 
 def _account_signature(account: Account) -> Account:
@@ -62,7 +64,8 @@ class Daemon:
         self._wake = threading.Event()
         self._stop_signal: str | None = None
         self._reload = False
-        self.health = Health(self.state_dir, lambda: self.config)
+        self.health = Health(self.state_dir, lambda: shard_view(self.config, options.shard),
+                             label=f"shard {options.shard}" if options.shard else "")
         self.context = WorkerContext(str(self.state_dir), registry, self.health, since_now=options.since_now)
         self._reload_job: _ReloadJob | None = None
 
@@ -93,6 +96,7 @@ class Daemon:
         try:
             self.store.set_meta("daemon:started", dt.datetime.now(dt.UTC).isoformat())
             self._forget_health()
+            self._record_shard()
             self._start_runners(self.config)
             self.scheduler = SweepScheduler(self.config, self.store, self._dispatch_sweep)
             self.scheduler.start()
@@ -133,13 +137,26 @@ class Daemon:
 
     def _forget_health(self) -> None:
         """The previous run's problems are not this run's: each is found (and recorded) again."""
-        for name, account in self.config.accounts.items():
+        for account in served_accounts(self.config, self.options.shard):
             for mailbox in (None, *account.watch):
-                if self.store.get_meta(health_key(name, mailbox)):
-                    self.store.set_meta(health_key(name, mailbox), "")
+                if self.store.get_meta(health_key(account.name, mailbox)):
+                    self.store.set_meta(health_key(account.name, mailbox), "")
+
+    def _record_shard(self) -> None:
+        """Say which accounts this process serves (the log, and `mailrules status` through the state)."""
+        shard = self.options.shard
+        if shard is None:
+            self.store.set_meta(SHARD_META, "")
+            return
+        text = describe_shard(shard, self.config)
+        self.store.set_meta(SHARD_META, text)
+        log.info("%s", text)
+        if not served_accounts(self.config, shard):
+            log.warning("shard %s serves none of the %d account(s) of %s: this process has nothing to do "
+                        "(fewer accounts than shards?)", shard, len(self.config.accounts), self.config.path)
 
     def _start_runners(self, config: Config) -> None:
-        for account in config.accounts.values():
+        for account in served_accounts(config, self.options.shard):
             runner = AccountRunner(self.context, account, config)
             self.runners[account.name] = runner
             runner.start()
@@ -204,9 +221,12 @@ class Daemon:
                 return
             for message in config.warnings:
                 log.warning("%s", message)
-            old = {n: _account_signature(a) for n, a in self.config.accounts.items()}
-            new = {n: _account_signature(a) for n, a in config.accounts.items()}
+            shard = self.options.shard
+            old = {a.name: _account_signature(a) for a in served_accounts(self.config, shard)}
+            new = {a.name: _account_signature(a) for a in served_accounts(config, shard)}
             self.config = config
+            if shard is not None:
+                self._record_shard()
             if old != new:
                 log.info("SIGHUP: the accounts changed: reconnecting")
                 self._stop_runners()
