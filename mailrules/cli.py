@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", metavar="I/N",
                      help="serve only the accounts of shard I of N (from 0; by a stable hash of the account name); "
                           "default $MAILRULES_SHARD, which also takes a pod name: mailrules-2/3")
+    run.add_argument("--metrics", metavar="HOST:PORT",
+                     help="serve Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz) "
+                          "there, e.g. 127.0.0.1:9464 (needs the extra mailrules[metrics])")
 
     check = sub.add_parser("check", help="validate the rules file")
     _common(check, top=False)
@@ -263,6 +266,11 @@ def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Nam
     except ShardError as exc:
         print(f"mailrules: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.metrics is not None:
+        problem = _metrics_problem(args)
+        if problem:
+            print(f"mailrules: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
     directory = _state_dir(state_dir)
     if args.dry_run:  # reads the progress (to know what is new) and writes nothing: read-only
         try:
@@ -297,11 +305,25 @@ def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Nam
         from .daemon.process import DaemonOptions, run_daemon
 
         options = DaemonOptions(sweep=bool(args.sweep), since_now=bool(args.since_now), rules=tuple(args.rule or ()),
-                                shard=args.shard)
+                                shard=args.shard, metrics=args.metrics)
         return run_daemon(config, registry, store, options)
     finally:
         store.close()
         lock.release()
+
+
+def _metrics_problem(args: argparse.Namespace) -> str | None:
+    """Why --metrics cannot be served (a bad address, the daemon not asked for, the extra missing), or None."""
+    from .daemon.metrics import MetricsUnavailable, parse_address, require_client
+
+    if args.once or args.dry_run:
+        return "--metrics is for the daemon (run without --once or --dry-run)"
+    try:
+        parse_address(args.metrics)
+        require_client()
+    except (ValueError, MetricsUnavailable) as exc:
+        return str(exc)
+    return None
 
 
 def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:

@@ -137,6 +137,23 @@ class Health:
             text += f"; connecting to {', '.join(connecting)}"
         return "; ".join([text, *parts])
 
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, the STATUS line): started, and every served account connected without a permanent problem."""
+        text = self.summary()
+        names = list(self.config().accounts)
+        with self._lock:
+            if not self._ready:
+                return False, f"starting: {text}"
+            waiting = [n for n in names if n not in self.connected or self.problems.get((n, None))]
+        return not waiting, text
+
+    def counts(self) -> dict[str, int]:
+        """Served accounts by state: connected (and without a permanent problem), other."""
+        names = list(self.config().accounts)
+        with self._lock:
+            connected = sum(1 for n in names if n in self.connected and not self.problems.get((n, None)))
+        return {"connected": connected, "other": len(names) - connected}
+
     def announce(self) -> None:
         """Send the STATUS line to systemd when it changed."""
         text = self.summary()

@@ -27,6 +27,7 @@ from ..plugins import Registry
 from ..scheduler import SweepScheduler, schedule_groups, sweep_targets
 from ..state import StateStore
 from .health import Health, health_key
+from .observe import NoObserver, Observer
 from .shard import SHARD_META, Shard, describe_shard, served_accounts, shard_view
 from .systemd import sd_notify
 from .worker import AccountRunner, WorkerContext
@@ -34,6 +35,7 @@ from .worker import AccountRunner, WorkerContext
 log = logging.getLogger("mailrules.watcher")
 
 STOP_GRACE = 5.0  # seconds the threads get to finish at SIGTERM before the process exits anyway
+STALLED_AFTER = 60.0  # liveness fails when the main loop (which turns every 5 s) has not turned for this long
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,7 @@ class DaemonOptions:
     since_now: bool = False  # the first pass of each watched mailbox ignores older mail (--since-now)
     rules: tuple[str, ...] = ()  # --rule: refused by the daemon (it would skip the other rules for good)
     shard: Shard | None = None  # --shard I/N: serve only the accounts of that shard (None: all)
+    metrics: str | None = None  # --metrics HOST:PORT: Prometheus metrics, /healthz, /readyz
 
 
 def _account_signature(account: Account) -> Account:
@@ -66,8 +69,46 @@ class Daemon:
         self._reload = False
         self.health = Health(self.state_dir, lambda: shard_view(self.config, options.shard),
                              label=f"shard {options.shard}" if options.shard else "")
-        self.context = WorkerContext(str(self.state_dir), registry, self.health, since_now=options.since_now)
+        self.observer: Observer = NoObserver()
+        self.metrics_server = None
+        if options.metrics:
+            self._serve_metrics(options.metrics)
+        self.context = WorkerContext(str(self.state_dir), registry, self.health, since_now=options.since_now,
+                                     observer=self.observer)
         self._reload_job: _ReloadJob | None = None
+        self.beat = time.monotonic()  # the main loop's last turn (liveness)
+
+    # -------------------------------------------------------------- metrics and probes
+
+    def _serve_metrics(self, address: str) -> None:
+        """Listen on `address` for /metrics, /healthz, /readyz (MetricsUnavailable, ValueError, OSError)."""
+        from .metrics import MetricsObserver, MetricsServer, parse_address
+
+        observer = MetricsObserver(self.connection_counts, self.health.counts)
+        server = MetricsServer(parse_address(address), observer, self.liveness, self.health.readiness)
+        assert self.registry.manager is not None
+        self.registry.manager.register(observer, name="mailrules-metrics")
+        self.observer, self.metrics_server = observer, server
+        server.start()
+
+    def connection_counts(self) -> dict[str, int]:
+        """Open IMAP connections of the workers: action (passes, sweeps, the home IDLE) and watch (IDLE)."""
+        action = watch = 0
+        for runner in list(self.runners.values()):
+            pool = runner.pool
+            action += len(pool.sessions) if pool is not None else 0
+            watch += sum(1 for s in runner.sources() if getattr(s, "connected", False))
+        return {"action": action, "watch": watch}
+
+    def liveness(self) -> tuple[bool, str]:
+        """Whether restarting the process could help: the main loop stalled, or a worker died of a bug."""
+        stalled = time.monotonic() - self.beat
+        if stalled > STALLED_AFTER:
+            return False, f"the main loop has not turned for {stalled:.0f}s"
+        dead = [name for name, runner in list(self.runners.items()) if runner.failed]
+        if dead:
+            return False, f"the worker of account(s) {', '.join(map(repr, dead))} failed (see the log)"
+        return True, f"{len(self.runners)} account worker(s) running"
 
     @property
     def passes(self) -> int:
@@ -108,6 +149,7 @@ class Daemon:
             while self._stop_signal is None:
                 self._wake.wait(5.0)
                 self._wake.clear()
+                self.beat = time.monotonic()
                 if self._stop_signal is not None:
                     break
                 job = self._reload_job
@@ -125,6 +167,8 @@ class Daemon:
             if self.scheduler is not None:
                 self.scheduler.shutdown()
             self._stop_runners()
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
             self.registry.notify("mailrules_stopping")
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -281,4 +325,12 @@ def run_daemon(config: Config, registry: Registry, store: StateStore, options: D
         print("mailrules: --rule needs --once or --dry-run: a daemon running only some rules would skip the "
               "others for good on the messages it processes", file=sys.stderr)
         return 2
-    return Daemon(config, registry, store, options).run()
+    try:
+        daemon = Daemon(config, registry, store, options)
+    except ValueError as exc:  # a bad --metrics address
+        print(f"mailrules: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the --metrics port is taken, or the address is not this machine's
+        print(f"mailrules: --metrics {options.metrics}: cannot listen there ({exc.strerror or exc})", file=sys.stderr)
+        return 1
+    return daemon.run()

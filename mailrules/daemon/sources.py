@@ -35,6 +35,7 @@ from ..model import Account
 from ..state import StateStore
 from .backoff import HEALTHY_AFTER, Backoff, slow_backoff
 from .health import Health, MailboxMissing, describe, permanent_problem
+from .observe import Observer, connect_error_kind
 
 log = logging.getLogger("mailrules.watcher")
 
@@ -49,9 +50,10 @@ class SourceHost(Protocol):
     stopping: threading.Event
     wake_r: int  # readable once the daemon stops: ends every wait for good
     health: Health
+    observer: Observer
 
-    def notify(self, mailbox: str, *, retries: bool = False) -> None:
-        """New mail may be in `mailbox`: run an arrival pass soon."""
+    def notify(self, mailbox: str, *, retries: bool = False, announced: bool = False) -> None:
+        """New mail may be in `mailbox`: run an arrival pass soon (`announced`: the server just said so)."""
 
     def poll_instead(self, mailbox: str) -> None:
         """Pushing failed for good (IDLE refused): poll `mailbox` from now on."""
@@ -147,9 +149,10 @@ class StatusPoll:
             session.noop()
         for mailbox in list(self.mailboxes):
             uidnext = session.status_uidnext(session.server_name(mailbox))
-            if self.known_uidnext.get(mailbox) != uidnext:
+            known = self.known_uidnext.get(mailbox)
+            if known != uidnext:
                 self.known_uidnext[mailbox] = uidnext
-                self.host.notify(mailbox)
+                self.host.notify(mailbox, announced=known is not None)
 
     def reconnected(self) -> None:
         self.requested = bool(self.mailboxes)
@@ -167,6 +170,7 @@ class IdleWatch:
     def __init__(self, host: SourceHost, mailbox: str) -> None:
         self.host = host
         self.mailbox = mailbox
+        self.connected = False  # an IDLE connection is open (metrics)
         self.thread = threading.Thread(
             target=self._main, name=f"mailrules-idle-{host.name}-{mailbox}", daemon=True
         )
@@ -204,6 +208,7 @@ class IdleWatch:
                 if not session.has("IDLE"):
                     raise IdleRefused("the server does not advertise IDLE")
                 self._select(session)
+                self.connected = True
                 health.problem(account.name, self.mailbox, None)
                 slow.reset()
                 link = IdleLink(client, host.wake_r, account.timeout)
@@ -215,19 +220,23 @@ class IdleWatch:
                 first = False
                 host.notify(self.mailbox)  # catch up on what arrived while not watching
                 self._idle(link, backoff)
+                self.connected = False
                 close_client(client, logout=True)
                 return  # stopping
             except IdleRefused as exc:
+                self.connected = False
                 log.warning("account %s mailbox %s: IDLE refused (%s): polling this mailbox instead",
                             account.name, self.mailbox, exc)
                 close_client(client, logout=True)
                 host.poll_instead(self.mailbox)
                 return
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect
+                self.connected = False
                 close_client(client, logout=False)
                 if host.stopping.is_set():
                     return
                 problem = permanent_problem(exc)
+                host.observer.error("watch_lost" if problem is None else connect_error_kind(exc))
                 if problem is not None:  # the worker reports account-level ones; this mailbox's here
                     if isinstance(exc, MailboxMissing):
                         health.problem(account.name, self.mailbox, problem)
@@ -277,7 +286,7 @@ class IdleWatch:
     def _seen(self, lines: list[bytes]) -> None:
         if exists_in(lines):
             log.debug("account %s mailbox %s: new mail announced", self.host.name, self.mailbox)
-            self.host.notify(self.mailbox)
+            self.host.notify(self.mailbox, announced=True)
 
 
 # ====================================================================== the worker's own IDLE
@@ -351,6 +360,7 @@ class HomeIdle:
                 return True
             pool.drop(name)
             host.notify(home)  # catch up once reconnected
+            host.observer.error("connection_lost")
             delay = backoff.next()
             log.warning("account %s mailbox %s: IDLE connection lost (%s); reconnecting in %.1fs",
                         name, home, describe(exc), delay)
@@ -359,7 +369,7 @@ class HomeIdle:
         if exists_in(seen):
             log.debug("account %s mailbox %s: new mail announced", name, home)
             self.announced = True
-            host.notify(home)
+            host.notify(home, announced=True)
         return True
 
     def _needs_pass(self, session: ImapSession, store: StateStore) -> bool:

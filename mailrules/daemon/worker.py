@@ -28,6 +28,7 @@ from ..scheduler import record_sweep, schedule_groups, sweep_targets
 from ..state import StateStore
 from .backoff import Backoff, slow_backoff
 from .health import Health, describe, permanent_problem
+from .observe import NoObserver, Observer, connect_error_kind
 from .sources import LOGOUT_TIMEOUT, ChangeSource, HomeIdle, IdleWatch, StatusPoll, plan_sources
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class WorkerContext:
     registry: Registry
     health: Health
     since_now: bool = False  # the first pass of each watched mailbox starts from now (--since-now)
+    observer: Observer = dataclasses.field(default_factory=NoObserver)  # metrics (--metrics), else nothing
 
 
 @dataclasses.dataclass
@@ -70,6 +72,7 @@ class AccountRunner:
     def __init__(self, context: WorkerContext, account: Account, config: Config) -> None:
         self.context = context
         self.health = context.health
+        self.observer = context.observer
         self.name = account.name
         self.account = account
         self.config = config
@@ -91,6 +94,9 @@ class AccountRunner:
         self.broken: set[str] = set()  # mailboxes whose last pass failed as a whole (not per message)
         self.catchups: dict[str, CatchUp] = {}
         self.passes = 0
+        self.noticed: dict[str, float] = {}  # mailbox -> when its new mail was first announced (metrics)
+        self.pool: SessionPool | None = None  # the action connections, while the worker runs (metrics)
+        self.failed = False  # the worker died of a bug (liveness)
         self.thread = threading.Thread(target=self._main, name=f"mailrules-{self.name}", daemon=True)
 
     def sources(self) -> list[ChangeSource]:
@@ -112,9 +118,11 @@ class AccountRunner:
             with contextlib.suppress(OSError):  # full (already kicked) or closed
                 os.write(self.kick_w, b"k")
 
-    def notify(self, mailbox: str, *, retries: bool = False) -> None:
-        """New mail may be in `mailbox`: run an arrival pass soon."""
+    def notify(self, mailbox: str, *, retries: bool = False, announced: bool = False) -> None:
+        """New mail may be in `mailbox`: run an arrival pass soon (`announced`: the server said so, now)."""
         with self.cond:
+            if announced:
+                self.noticed.setdefault(mailbox, time.monotonic())
             self.dirty[mailbox] = self.dirty.get(mailbox, False) or retries
             self._kick()
 
@@ -169,7 +177,7 @@ class AccountRunner:
 
     def _main(self) -> None:
         store = StateStore(self.context.state_dir)
-        pool = SessionPool(self.config)
+        pool = self.pool = SessionPool(self.config)
         engine = Engine(self.config, self.context.registry, store, pool)
         engine.interrupt = self.stopping.is_set
         try:
@@ -178,6 +186,7 @@ class AccountRunner:
             log.info("account %s: stopping: the pass in progress was abandoned and resumes at next start",
                      self.name)
         except Exception:  # pragma: no cover - a bug; keep the other accounts going
+            self.failed = True
             log.exception("account %s: the worker failed; this account is no longer processed", self.name)
         finally:
             self.stop()
@@ -236,6 +245,7 @@ class AccountRunner:
                     log.warning("account %s: cannot connect (%s); retrying in %.1fs", self.name, describe(exc),
                                 delay)
                 self._record_error(store, describe(exc))
+                self.observer.error(connect_error_kind(exc))
                 self.stopping.wait(delay)
                 continue
             health.up(self.name)
@@ -346,16 +356,19 @@ class AccountRunner:
                 if requeue is not None:
                     requeue()
                 delay = backoff.next()
+                self.observer.error("connection_lost")
                 log.warning("account %s: connection lost (%s); reconnecting in %.1fs", self.name,
                             describe(exc), delay)
                 self.stopping.wait(delay)
                 return False
             log.error("account %s mailbox %s: %s", self.name, mailbox or "-", describe(exc))
             log.debug("details", exc_info=True)
+            missing = None
             if mailbox is not None and mailbox in self.account.watch and session is not None:
                 missing = self._missing_problem(session, mailbox)
                 if missing:
                     self.health.problem(self.name, mailbox, missing)
+            self.observer.error("mailbox_missing" if missing else "mailbox")
             if mailbox is not None:
                 with contextlib.suppress(Exception):
                     store.set_error(self.name, mailbox, describe(exc))
@@ -389,8 +402,15 @@ class AccountRunner:
     def _arrival(self, store: StateStore, engine: Engine, mailbox: str, *, retries: bool, since_now: bool,
                  reselect: bool = True) -> None:
         started = time.perf_counter()
+        with self.cond:
+            noticed = self.noticed.pop(mailbox, None)
         outcome = engine.process(self.name, mailbox, since_now=since_now, limit=CATCHUP_BATCH, retries=retries,
                                  reselect=reselect)
+        self.observer.pass_done("arrival", time.perf_counter() - started)
+        if noticed is not None and outcome.candidates:
+            self.observer.acted_after(time.monotonic() - noticed, outcome.candidates)
+        for _ in outcome.failed:
+            self.observer.error("action_failed")
         self.broken.discard(mailbox)
         if mailbox in self.account.watch:
             self.health.problem(self.name, mailbox, None)
@@ -434,12 +454,14 @@ class AccountRunner:
             targets = dict(sweep_targets(self.config, group[1], self.name))
             rules = targets.get(mailbox, [])
             if rules:
+                started = time.perf_counter()
                 try:
                     outcome = engine.sweep(self.name, mailbox, rules, task.key)
                 except Exception:
                     if self._connection_ok(engine):
                         task.remaining.pop(0)  # a problem of this mailbox: the next ones still run
                     raise
+                self.observer.pass_done("sweep", time.perf_counter() - started)
                 log.info("account %s mailbox %s: sweep %s: %d messages, %d actions applied, %d failed",
                          self.name, mailbox, task.key, outcome.candidates, outcome.applied, len(outcome.failed))
             task.remaining.pop(0)
