@@ -229,3 +229,20 @@ def test_three_shards_serve_each_account_once_through_a_sigkill_and_restart(dove
     finally:
         for h in daemons:
             h.close()
+
+
+def test_a_changed_shard_warns_of_the_accounts_new_to_the_state(dovecot, imap_user, tmp_path):
+    h = DaemonHarness(dovecot, imap_user, tmp_path / "d", rules="  - name: none\n    match: {subject: nothing}\n"
+                      "    actions: [{add_keyword: $X}]\n")
+    try:
+        other = 1 - shard_of("t", 2)  # the shard of 2 that does not hold the harness's account 't'
+        h.start("--shard", f"{other}/2")
+        h.wait_for_log("mailrules daemon started")
+        assert f"shard {other}/2 serves none of the 1 account(s)" in h.log()
+        assert h.stop() == 0
+        h.start("--shard", "0/1")
+        h.wait_for_log("mailrules daemon started")
+        assert h.stop() == 0
+        assert f"the shard changed since the last start (was shard {other}/2): account(s) t are new" in h.log()
+    finally:
+        h.close()

@@ -193,8 +193,17 @@ class Daemon:
             self.store.set_meta(SHARD_META, "")
             return
         text = describe_shard(shard, self.config)
+        previous = self.store.get_meta(SHARD_META)
         self.store.set_meta(SHARD_META, text)
         log.info("%s", text)
+        if previous and not previous.startswith(f"shard {shard}:"):
+            known = {state.account for state in self.store.mailboxes()}
+            new = [a.name for a in served_accounts(self.config, shard) if a.name not in known]
+            if new:
+                log.warning("the shard changed since the last start (was %s): account(s) %s are new to this "
+                            "state directory, so their first pass takes the mail already in their mailboxes as "
+                            "new (see docs/scale.md, 'Changing N')", previous.split(":", 1)[0],
+                            ", ".join(new))
         if not served_accounts(self.config, shard):
             log.warning("shard %s serves none of the %d account(s) of %s: this process has nothing to do "
                         "(fewer accounts than shards?)", shard, len(self.config.accounts), self.config.path)
