@@ -1,9 +1,10 @@
 """The daemon: `mailrules run` without `--once`.
 
 Modules: `process` (signals, sd_notify, reload, `DaemonOptions`, `run_daemon`), `worker`
-(one account: queue, timers, backoff), `sources` (change sources behind one interface:
-IDLE, STATUS polling, the worker's own IDLE), `health` (STATUS= and `mailrules status`),
-`backoff`, `systemd`. Logs go to the logger ``mailrules.watcher`` (its historical name).
+(one account's turn: connect, due sources, take work, wait; backoff), `queue` (its work),
+`sources` (change sources behind one interface, a list per worker: IDLE, STATUS polling,
+the worker's own IDLE), `health` (STATUS=, `mailrules status`, readiness), `shard`
+(``--shard I/N``), `observe` and `metrics` (``--metrics``), `backoff`, `systemd`. Logs go to the logger ``mailrules.watcher`` (its historical name).
 
 Design (one process, many accounts):
 

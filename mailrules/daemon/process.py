@@ -21,6 +21,8 @@ import sys
 import threading
 import time
 import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..model import Account, Config, Location
 from ..plugins import Registry
@@ -31,6 +33,9 @@ from .observe import NoObserver, Observer
 from .shard import SHARD_META, Shard, describe_shard, served_accounts, shard_view
 from .systemd import sd_notify
 from .worker import AccountRunner, WorkerContext
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger("mailrules.watcher")
 
@@ -61,26 +66,27 @@ class Daemon:
         self.registry = registry
         self.store = store
         self.options = options
-        self.state_dir = store.dir
         self.runners: dict[str, AccountRunner] = {}
         self.scheduler: SweepScheduler | None = None
         self._wake = threading.Event()
         self._stop_signal: str | None = None
         self._reload = False
+        self.beat = time.monotonic()  # the main loop's last turn (liveness)
         self.health = Health(self.state_dir, lambda: shard_view(self.config, options.shard),
                              label=f"shard {options.shard}" if options.shard else "")
-        self.observer: Observer = NoObserver()
-        self.metrics_server = None
-        if options.metrics:
-            self._serve_metrics(options.metrics)
+        self.metrics_server = self._serve_metrics(options.metrics) if options.metrics else None
+        observer: Observer = self.metrics_server.observer if self.metrics_server is not None else NoObserver()
         self.context = WorkerContext(str(self.state_dir), registry, self.health, since_now=options.since_now,
-                                     observer=self.observer)
+                                     observer=observer)
         self._reload_job: _ReloadJob | None = None
-        self.beat = time.monotonic()  # the main loop's last turn (liveness)
 
     # -------------------------------------------------------------- metrics and probes
 
-    def _serve_metrics(self, address: str) -> None:
+    @property
+    def state_dir(self) -> Path:
+        return self.store.dir
+
+    def _serve_metrics(self, address: str) -> MetricsServer:
         """Listen on `address` for /metrics, /healthz, /readyz (MetricsUnavailable, ValueError, OSError)."""
         from .metrics import MetricsObserver, MetricsServer, parse_address
 
@@ -88,8 +94,8 @@ class Daemon:
         server = MetricsServer(parse_address(address), observer, self.liveness, self.health.readiness)
         assert self.registry.manager is not None
         self.registry.manager.register(observer, name="mailrules-metrics")
-        self.observer, self.metrics_server = observer, server
         server.start()
+        return server
 
     def connection_counts(self) -> dict[str, int]:
         """Open IMAP connections of the workers: action (passes, sweeps, the home IDLE) and watch (IDLE)."""

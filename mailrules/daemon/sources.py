@@ -18,6 +18,7 @@ action connection, so that new mail there finds a connection already selected.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -94,13 +95,23 @@ def close_client(client: imapclient.IMAPClient | None, *, logout: bool) -> None:
         client.shutdown()
 
 
-def plan_sources(account: Account, has_idle: bool) -> tuple[bool, list[str], list[str]]:
-    """(the worker IDLEs on its home, mailboxes with an IDLE connection of their own, mailboxes polled)."""
+@dataclasses.dataclass
+class SourcePlan:
+    """Who watches what for one account, as the server allows."""
+
+    home_idle: bool  # the worker IDLEs on its home mailbox
+    pushing: list[ChangeSource]  # sources with threads and connections of their own (not started yet)
+    polled: list[str]  # mailboxes for the STATUS poll on the worker's connection
+
+
+def plan_sources(host: SourceHost, session: ImapSession) -> SourcePlan:
+    """Choose the sources for the server behind `session`: IDLE per mailbox up to max_connections, the rest polled."""
+    account = host.account
     watch = list(account.watch)
-    if not has_idle:
+    if not session.has("IDLE"):
         log.info("account %s: the server does not offer IDLE: polling %s every %gs", account.name,
                  ", ".join(watch), account.poll_interval)
-        return False, [], watch
+        return SourcePlan(False, [], watch)
     others = watch[1:]
     slots = max(0, account.max_connections - 1)
     idle, polled = others[:slots], others[slots:]
@@ -108,7 +119,7 @@ def plan_sources(account: Account, has_idle: bool) -> tuple[bool, list[str], lis
         log.info("account %s: IDLE on %s (max_connections %d): polling %s every %gs", account.name,
                  ", ".join(watch[: 1 + len(idle)]), account.max_connections, ", ".join(polled),
                  account.poll_interval)
-    return True, idle, polled
+    return SourcePlan(True, [IdleWatch(host, mailbox) for mailbox in idle], polled)
 
 
 # ====================================================================== polling
@@ -315,6 +326,25 @@ class HomeIdle:
         self.announced = False  # the last IDLE reported new mail on this very connection
         self._session: ImapSession | None = None  # the connection the IDLE was announced on
         self._logged_once = False
+
+    # as a ChangeSource: it pushes on the worker's own connection, from the worker's wait
+
+    def start(self) -> None:
+        pass
+
+    def next_due(self) -> float | None:
+        return None
+
+    def check(self, session: ImapSession) -> None:
+        pass
+
+    def reconnected(self) -> None:
+        """The worker's connection was reopened: home is passed over again (IDLE announces only news)."""
+        if self.enabled:
+            self.host.notify(self.mailbox)
+
+    def threads(self) -> list[threading.Thread]:
+        return []
 
     def take_announced(self) -> bool:
         """Whether the IDLE just told this connection of new mail (so its view is current); clears it."""
