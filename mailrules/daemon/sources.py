@@ -5,12 +5,13 @@ with ``host.notify(mailbox)``; the worker does the passes. A source is one of tw
 behind one interface (`ChangeSource`):
 
 * it **pushes** from a thread and a connection of its own (`IdleWatch`: IDLE on one
-  mailbox; a NOTIFY source, RFC 5465, would be one more of these, watching many
-  mailboxes on one connection): ``next_due()`` is None;
+  mailbox; `mailrules.daemon.notify.NotifyWatch`: NOTIFY, RFC 5465, for many mailboxes
+  on one connection): ``next_due()`` is None;
 * or it is **checked** by the worker on the worker's own connection when due
   (`StatusPoll`: ``STATUS (UIDNEXT)`` every ``poll_interval``).
 
-`plan_sources` decides who watches what (IDLE up to ``max_connections``, the rest polled);
+`mailrules.daemon.plan` decides who watches what (NOTIFY, or IDLE up to ``max_connections``;
+the rest polled);
 `HomeIdle` is how the worker itself waits: IDLE on its first watched mailbox on the
 action connection, so that new mail there finds a connection already selected.
 """
@@ -18,7 +19,6 @@ action connection, so that new mail there finds a connection already selected.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import threading
@@ -93,33 +93,6 @@ def close_client(client: imapclient.IMAPClient | None, *, logout: bool) -> None:
             pass
     with contextlib.suppress(Exception):
         client.shutdown()
-
-
-@dataclasses.dataclass
-class SourcePlan:
-    """Who watches what for one account, as the server allows."""
-
-    home_idle: bool  # the worker IDLEs on its home mailbox
-    pushing: list[ChangeSource]  # sources with threads and connections of their own (not started yet)
-    polled: list[str]  # mailboxes for the STATUS poll on the worker's connection
-
-
-def plan_sources(host: SourceHost, session: ImapSession) -> SourcePlan:
-    """Choose the sources for the server behind `session`: IDLE per mailbox up to max_connections, the rest polled."""
-    account = host.account
-    watch = list(account.watch)
-    if not session.has("IDLE"):
-        log.info("account %s: the server does not offer IDLE: polling %s every %gs", account.name,
-                 ", ".join(watch), account.poll_interval)
-        return SourcePlan(False, [], watch)
-    others = watch[1:]
-    slots = max(0, account.max_connections - 1)
-    idle, polled = others[:slots], others[slots:]
-    if polled:
-        log.info("account %s: IDLE on %s (max_connections %d): polling %s every %gs", account.name,
-                 ", ".join(watch[: 1 + len(idle)]), account.max_connections, ", ".join(polled),
-                 account.poll_interval)
-    return SourcePlan(True, [IdleWatch(host, mailbox) for mailbox in idle], polled)
 
 
 # ====================================================================== polling

@@ -29,8 +29,9 @@ from ..state import StateStore
 from .backoff import Backoff, slow_backoff
 from .health import Health, describe, permanent_problem
 from .observe import NoObserver, Observer, connect_error_kind
+from .plan import plan_sources
 from .queue import Arrival, StopSignal, SweepTask, WorkQueue
-from .sources import LOGOUT_TIMEOUT, ChangeSource, HomeIdle, StatusPoll, plan_sources
+from .sources import LOGOUT_TIMEOUT, ChangeSource, HomeIdle, StatusPoll
 
 if TYPE_CHECKING:
     import datetime as dt
