@@ -122,3 +122,21 @@ def test_a_missing_mailbox_is_named_and_the_others_keep_filing(daemon, imap, mak
     status = h.run("status")
     assert "mailbox 'Nope' does not exist" in status.stdout
     assert h.stop() == 0
+
+
+def test_a_silent_notify_connection_is_noticed_and_replaced_without_a_gap(daemon, dovecot, imap, make_message):
+    from mailrules.testing.proxy import TcpProxy
+
+    imap.create_folder("A")
+    with TcpProxy(dovecot.host, dovecot.port) as proxy:
+        h = daemon(watch=["INBOX", "A"], port=proxy.port, timeout=2, idle_interval=1)
+        h.start()
+        h.wait_for_log("watching A with NOTIFY")
+        proxy.silence()  # the link goes dead without a FIN: only a missing answer shows it
+        sent = _deliver(imap, make_message, ["A", "A"], "silent")
+        h.wait_for_log(r"NOTIFY connection lost \(ConnectionLost: no answer to DONE")
+        proxy.resume()
+        h.wait_for_log("reconnected; watching A with NOTIFY again")
+        wait_until(lambda: _filed(imap, sent), 30, message="mail sent while the link was silent filed")
+        assert h.stop() == 0
+    assert message_contents(imap, "Done") == {content_digest(r): 1 for r in sent}

@@ -169,9 +169,8 @@ class AccountRunner:
             return self._has_work()
 
     def _has_work(self) -> bool:
-        now = time.monotonic()
-        due = any((t := s.next_due()) is not None and t <= now and t == 0.0 for s in self.change_sources)
-        return self.queue.pending(extra=self.stopping.is_set() or due)
+        asked = any(s.next_due() == 0.0 for s in self.change_sources)  # a check asked for now (the poll, at once)
+        return self.queue.pending(extra=self.stopping.is_set() or asked)
 
     # -------------------------------------------------------------- the worker
 
