@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .claims import Claims, instance_id
+from .claims import Claims, SharedUnsupported, instance_id, step_of, takeover_plan
 from .criteria import SearchQuery, compile_search
 from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_report
 from .imap.pool import SessionPool
@@ -107,7 +107,7 @@ class Engine:
             interrupt=self._check_interrupt, accounts=frozenset(config.accounts),
         )
         # shared: true (mailrules.claims): this instance's claims on the server
-        self.claims = Claims(instance_id(getattr(store, "dir", None)))
+        self.claims = Claims(instance_id(getattr(store, "dir", None)), store)
         protect_accounts(config.accounts.values())  # plugin children never see a password_env variable
 
     # ------------------------------------------------------------------ selection
@@ -147,6 +147,7 @@ class Engine:
         for a connection whose view is known to be current (the daemon's, just told of
         the new mail by IDLE): a SEARCH sees what the connection was last told of.
         """
+        self._refuse_partial(account)
         session = self.pool.get(account)
         server = session.server_name(mailbox)
         sel = session.selected
@@ -218,6 +219,10 @@ class Engine:
             if self._shared(account) and rules:  # shared: claims of others not finished (mailrules.claims)
                 for uid in self.claims.unfinished(session, account, server):
                     candidates.setdefault(uid, (0, 0))
+        if self.dry_run and candidates and self._shared_account(account):  # what a real run would take
+            visible = self.claims.visible(session, account, UidSet(candidates))
+            fresh -= sum(1 for u in list(candidates)[:fresh] if u not in visible)
+            candidates = {u: p for u, p in candidates.items() if u in visible}
         outcome.candidates = len(candidates)
         report = None
         if self.dry_run:
@@ -303,6 +308,7 @@ class Engine:
 
     def sweep(self, account: str, mailbox: str, rules: list[Rule], key: str) -> Outcome:
         """Run scheduled `rules` over every message of `mailbox` (a sweep)."""
+        self._refuse_partial(account)
         session = self.pool.get(account)
         server = session.server_name(mailbox)
         sel = session.select(server, readonly=self.dry_run)
@@ -364,13 +370,24 @@ class Engine:
         sel = session.selected
         assert sel is not None
         shared = kind == "arrival" and run is not None and self._shared(account)
+        entered: set[int] = set()
+        details: dict[int, dict] = {}
         if shared:  # shared: act only on the messages this instance claims (mailrules.claims)
-            ours = self.claims.claim(session, account, server, UidSet(candidates),
-                                     self.config.accounts[account].claim_timeout)
-            candidates = {u: p for u, p in candidates.items() if u in ours}
+            got = self.claims.claim(session, account, server, UidSet(candidates),
+                                    self.config.accounts[account].claim_timeout)
+            candidates = {u: p for u, p in candidates.items() if u in got.ours}
+            if got.resume:  # taken over: resume where the old holder was (journaled, for a crash)
+                moved, entered, details = takeover_plan(got, rules, self.registry.actions, session, account)
+                candidates.update(moved)
+                if self.store is not None and run is not None:
+                    self.store.set_run_candidates(run.id, candidates)
         box = ImapPass(self._settings, session, account, server, rules, candidates, run, kind=kind,
                        matched=outcome.matched, refused=outcome.refused, report=report)
-        run_pass(box, rules, candidates)
+        if shared:
+            counts = [len(r.actions) for r in rules]
+            box.earlier.update(details)
+            box.guard = lambda i, a, uids: self.claims.guard(session, account, server, uids, step_of(counts, i, a))
+        run_pass(box, rules, candidates, entered)
         outcome.applied += box.applied
         failures, mids = box.failures, box.mids
         session.note_folders(None)  # the listing was for this pass only
@@ -378,7 +395,7 @@ class Engine:
         if run is None or self.store is None:
             return
         if shared:  # before the journal closes the run: a crash in between resumes it
-            self.claims.done(session, UidSet(candidates))
+            self.claims.done(session, account, server, UidSet(candidates), keep=failures)
         if kind == "sweep":
             self.store.finish_run(run.id, account, server, sel.uidvalidity, checkpoint=0, failures={},
                                   resolved=(), started=run.started, advance=False)
@@ -423,8 +440,19 @@ class Engine:
             self.store.set_error(account, server, None)  # the rules file was fixed
 
     def _shared(self, account: str) -> bool:
+        return self._shared_account(account) and not self.dry_run
+
+    def _shared_account(self, account: str) -> bool:
         acct = self.config.accounts.get(account)
-        return bool(acct is not None and acct.shared and not self.dry_run)
+        return bool(acct is not None and acct.shared)
+
+    def _refuse_partial(self, account: str) -> None:
+        """`--rule` on a shared account: refused (its done mark would hide the messages from the other rules)."""
+        if self.rule_names is not None and self._shared(account):
+            raise SharedUnsupported(
+                f"account {account}: --rule cannot run on a shared account ('shared: true'): the messages it "
+                "processes would be marked done for every rule and the other instances would never run the "
+                "other rules on them. Use --dry-run to preview a rule, or run every rule.")
 
     def _check_interrupt(self) -> None:
         if self.interrupt is not None and self.interrupt():

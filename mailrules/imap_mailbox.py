@@ -96,6 +96,8 @@ class ImapPass:
         pending = settings.reader.pending(account, server, sel.uidvalidity) if settings.reader else []
         self.earlier = {p.uid: p.resume_detail for p in pending if p.resume_detail and p.uid in candidates}
         self.retry_details: dict[int, dict] = {}  # failed now: what their retry must verify
+        # shared (mailrules.claims): before each action batch, (rule, action, UIDs) -> the UIDs still ours
+        self.guard: Callable[[int, int, UidSet], UidSet] | None = None
 
     # ------------------------------------------------------------------ the kernel's protocol
 
@@ -200,6 +202,13 @@ class ImapPass:
             if intent is not None:
                 self.retry_details.update(intent.retry_details(step.uids))
             return set(step.uids)
+        lost: set[int] = set()
+        if self.guard is not None:  # shared: only the messages still ours (the others were taken over)
+            kept = self.guard(i, a, targets)
+            lost = set(targets - kept)
+            if not kept:
+                return lost
+            targets = kept
         resuming = step is not None and step.state == "intent"
         intent: Any = None
         try:
@@ -233,7 +242,7 @@ class ImapPass:
                              "mailbox": self.server, "action": f"{call.name} {action.describe(call.arg)}".rstrip(),
                              "uids": list(still), "message_ids": [self.mids.get(u) or "" for u in still],
                              "count": len(still), "error": str(exc)})
-            return set(targets) - set(done)  # those done go on to the next actions
+            return (set(targets) - set(done)) | lost  # those done go on to the next actions
         if run is not None:
             store.add_step(run.id, self.seq, i, a, targets, "done", result.detail or None)  # type: ignore[union-attr]
             self.seq += 1
@@ -244,7 +253,7 @@ class ImapPass:
         self.s.registry.notify("mailrules_action_applied", event=ActionEvent(
             rule.name, self.account, self.server, call.name, call.arg, tuple(targets),
             tuple(self.mids.get(u, "") for u in targets), self.s.dry_run))
-        return set(targets) if result.removed else set()
+        return (set(targets) if result.removed else set()) | lost
 
     # ------------------------------------------------------------------ matching
 
