@@ -189,6 +189,36 @@ def takeover_plan(got: Claimed, rules: Sequence, actions: Mapping[str, object], 
     return positions, set(positions), details
 
 
+def placed_marks(session: ImapSession, account: str, call, actions: Mapping[str, object],
+                 watched: Callable[[str, str], bool], cache: dict[str, str | None]) -> list[str]:
+    """The done marks of the watched mailboxes of this account that action `call` puts copies in.
+
+    Set on the source just before a copy or move, they travel with the copy: every instance
+    skips it there, as the placing instance does (placed messages are never processed), and it
+    brings no claim of its source (whose keywords mean nothing there). `done` drops them from
+    the source afterwards.
+    """
+    out = []
+    for ref in getattr(actions[call.name], "destinations", lambda _arg: ())(call.arg):
+        if ref.account not in (None, "", account):
+            continue
+        try:
+            dest = session.server_name(ref.path)
+        except ValueError:
+            continue
+        if dest not in cache:
+            cache[dest] = None
+            if watched(account, dest):
+                try:
+                    status = session.client.folder_status(dest, ["UIDVALIDITY"])
+                    cache[dest] = done_keyword(dest, int(status[b"UIDVALIDITY"]))
+                except Exception:  # noqa: BLE001 - no such folder yet: nothing there to mark
+                    cache[dest] = None
+        if cache[dest]:
+            out.append(cache[dest])
+    return out
+
+
 class Claims:
     """The claim protocol of one instance (one per engine)."""
 
@@ -377,7 +407,8 @@ class Claims:
         result.ours = UidSet(ours)
         return result
 
-    def guard(self, session: ImapSession, account: str, mailbox: str, uids: UidSet, number: int) -> UidSet:
+    def guard(self, session: ImapSession, account: str, mailbox: str, uids: UidSet, number: int,
+              extra: Iterable[str] = ()) -> UidSet:
         """Before an action batch: the UIDs still ours (same generation, not done here), with step
         `number` stored as in flight; the others were taken over and leave this pass."""
         sel = session.selected
@@ -393,7 +424,7 @@ class Claims:
                 return None
             if done in flags:
                 return flags  # our failure's retry: nobody else takes a message done here
-            return {f for f in flags if f not in STEP_BITS} | _bits(number, STEP_BITS)
+            return {f for f in flags if f not in STEP_BITS} | _bits(number, STEP_BITS) | set(extra)
 
         kept = UidSet(self._change(session, account, uids, mark))
         lost = uids - kept
@@ -415,9 +446,10 @@ class Claims:
         def finish(uid: int, flags: set[str]) -> set[str] | None:
             if held.get(uid) != generation(flags) or claimed not in flags:
                 return None  # taken over meanwhile: the taker finishes it
+            plain = {f for f in flags if not is_ours(f) or f == claimed}  # placed marks (`placed_marks`) dropped
             if uid in keep:
-                return flags | {done}
-            return {f for f in flags if f not in STEP_BITS and f not in GEN_BITS} | {done}
+                return plain | {done} | {f for f in flags if f in GEN_BITS}
+            return plain | {done}
 
         self._change(session, account, UidSet(u for u in uids if u in held), finish)
         for uid in list(uids):
@@ -435,4 +467,4 @@ class Claims:
 
 
 __all__ = ["CLAIMED", "DONE", "Claimed", "Claims", "KeywordTableFull", "SharedUnsupported", "claimed_keyword",
-           "done_keyword", "instance_id", "keywords_needed", "position_of", "require_support", "step_of", "takeover_plan"]
+           "done_keyword", "instance_id", "keywords_needed", "position_of", "placed_marks", "require_support", "step_of", "takeover_plan"]

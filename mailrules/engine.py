@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .claims import Claims, SharedUnsupported, instance_id, step_of, takeover_plan
+from .claims import Claims, SharedUnsupported, instance_id, placed_marks, step_of, takeover_plan
 from .criteria import SearchQuery, compile_search
 from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_report
 from .imap.pool import SessionPool
@@ -386,7 +386,10 @@ class Engine:
         if shared:
             counts = [len(r.actions) for r in rules]
             box.earlier.update(details)
-            box.guard = lambda i, a, uids: self.claims.guard(session, account, server, uids, step_of(counts, i, a))
+            cache: dict[str, str | None] = {}
+            box.guard = lambda i, a, uids: self.claims.guard(
+                session, account, server, uids, step_of(counts, i, a),
+                placed_marks(session, account, rules[i].actions[a], self.registry.actions, self.watched, cache))
         run_pass(box, rules, candidates, entered)
         outcome.applied += box.applied
         failures, mids = box.failures, box.mids
