@@ -13,11 +13,12 @@ action on the next pass (later rules wait for it).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -217,8 +218,9 @@ class Engine:
             if self.reader and retries:
                 candidates.update(self._retries(session, account, server, sel.uidvalidity, rules))
             if self._shared(account) and rules:  # shared: claims of others not finished (mailrules.claims)
-                for uid in self.claims.unfinished(session, account, server):
-                    candidates.setdefault(uid, (0, 0))
+                with self._noting(account, server, sel.uidvalidity):
+                    for uid in self.claims.unfinished(session, account, server):
+                        candidates.setdefault(uid, (0, 0))
         if self.dry_run and candidates and self._shared_account(account):  # what a real run would take
             visible = self.claims.visible(session, account, UidSet(candidates))
             fresh -= sum(1 for u in list(candidates)[:fresh] if u not in visible)
@@ -373,8 +375,9 @@ class Engine:
         entered: set[int] = set()
         details: dict[int, dict] = {}
         if shared:  # shared: act only on the messages this instance claims (mailrules.claims)
-            got = self.claims.claim(session, account, server, UidSet(candidates),
-                                    self.config.accounts[account].claim_timeout)
+            with self._noting(account, server, sel.uidvalidity):
+                got = self.claims.claim(session, account, server, UidSet(candidates),
+                                        self.config.accounts[account].claim_timeout)
             candidates = {u: p for u, p in candidates.items() if u in got.ours}
             if got.resume:  # taken over: resume where the old holder was (journaled, for a crash)
                 moved, entered, details = takeover_plan(got, rules, self.registry.actions, session, account)
@@ -448,6 +451,19 @@ class Engine:
     def _shared_account(self, account: str) -> bool:
         acct = self.config.accounts.get(account)
         return bool(acct is not None and acct.shared)
+
+    @contextlib.contextmanager
+    def _noting(self, account: str, server: str, uidvalidity: int) -> Iterator[None]:
+        """A shared mailbox the server cannot claim in (a full keyword table): kept for `status`,
+        even on a mailbox never processed yet (then its checkpoint starts at 0)."""
+        try:
+            yield
+        except SharedUnsupported as exc:
+            if self.store is not None:
+                if self.store.mailbox(account, server) is None:
+                    self.store.set_mailbox(account, server, uidvalidity, 0)
+                self.store.set_error(account, server, str(exc))
+            raise
 
     def _refuse_partial(self, account: str) -> None:
         """`--rule` on a shared account: refused (its done mark would hide the messages from the other rules)."""

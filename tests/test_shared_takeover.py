@@ -237,3 +237,69 @@ def test_dry_run_on_a_shared_account_previews_only_what_a_real_run_would_do(dove
     assert sum(message_contents(client, "Archive").values()) == 1
     assert "1 new" in preview.stdout and "4 new" not in preview.stdout, preview.stdout
     client.logout()
+
+
+def _no_new_keywords(line: bytes) -> bytes:
+    """A mailbox whose keyword table is full: the server allows no new keyword (Cyrus at 100)."""
+    return line.replace(b" \\*", b"") if b"PERMANENTFLAGS" in line else line
+
+
+def _too_many_flags(line: bytes) -> bytes:
+    """Cyrus's answer to a STORE that would define a 101st keyword."""
+    if b" OK Store completed" in line:
+        return line.split(b" ", 1)[0] + b" NO Too many user flags in mailbox\r\n"
+    return line
+
+
+def _two_accounts(dovecot, shared_user, plain_user, port: int, daemon: DaemonHarness) -> None:
+    account = ("    host: {host}\n    port: {port}\n    tls: none\n    username: {user}\n"
+               "    password_env: {env}\n    watch: [INBOX]\n")
+    daemon.write_rules("", raw=(
+        "version: 1\naccounts:\n"
+        "  team:\n" + account.format(host=dovecot.host, port=port, user=shared_user.name,
+                                     env="MAILRULES_TEST_PASSWORD") + "    shared: true\n"
+        "  mine:\n" + account.format(host=dovecot.host, port=dovecot.port, user=plain_user.name,
+                                     env="PLAIN_PASSWORD") +
+        "rules:\n  - name: file\n    match: {subject: shared}\n    actions:\n      - copy: Archive\n"))
+
+
+def _keyword_table_case(dovecot, tmp_path, make_message, rewrite):
+    from mailrules.testing.proxy import TcpProxy
+
+    team, mine = dovecot.add_user(), dovecot.add_user()
+    clients = {}
+    for user in (team, mine):
+        client = clients[user.name] = dovecot.client(user)
+        client.create_folder("Archive")
+        client.append("INBOX", make_message(subject=f"shared for {user.name}"))
+    daemon = DaemonHarness(dovecot, team, tmp_path / "d", rules="")
+    with TcpProxy(dovecot.host, dovecot.port, rewrite_server=rewrite) as proxy:
+        _two_accounts(dovecot, team, mine, proxy.port, daemon)
+        env = {**daemon.env(), "PLAIN_PASSWORD": mine.password}
+        import subprocess
+
+        def cli(*args):
+            return subprocess.run(daemon.command(*args), capture_output=True, text=True, env=env, timeout=120)
+
+        check = cli("check", "--connect")
+        run = cli("run", "--once")
+        status = cli("status")
+    daemon.close()
+    return clients[team.name], clients[mine.name], check, run, status
+
+
+def test_a_full_keyword_table_is_reported_and_never_stops_the_other_accounts(dovecot, tmp_path, make_message):
+    team, mine, check, run, status = _keyword_table_case(dovecot, tmp_path, make_message, _no_new_keywords)
+    assert check.returncode != 0 and "keyword table full" in check.stdout, check.stdout
+    assert run.returncode != 0 and "keyword" in run.stderr, run.stderr
+    assert sum(message_contents(mine, "Archive").values()) == 1  # the account that is not shared: processed
+    assert not message_contents(team, "Archive")
+    assert "keyword table is full" in status.stdout or "allow no new ones" in status.stdout, status.stdout
+
+
+def test_a_store_refused_for_too_many_keywords_is_reported_in_status(dovecot, tmp_path, make_message):
+    team, mine, _check, run, status = _keyword_table_case(dovecot, tmp_path, make_message, _too_many_flags)
+    assert run.returncode != 0
+    assert sum(message_contents(mine, "Archive").values()) == 1
+    assert not message_contents(team, "Archive")
+    assert "keyword table is full" in status.stdout, status.stdout
