@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from . import refused
 from .claims import Claims, SharedUnsupported, instance_id, placed_marks, step_of, takeover_plan
 from .criteria import SearchQuery, compile_search
 from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_report
@@ -183,8 +184,8 @@ class Engine:
             log.info("account %s mailbox %s: resuming an interrupted pass (%d messages)", account, server,
                      len(run.candidates))
             outcome.candidates = len(run.candidates)
-            self._execute(session, account, server, rules, run.candidates, run, outcome, kind="arrival",
-                          high=run.high, advance=advance)
+            self._execute(session, account, server, rules, run.candidates, run, outcome,
+                          kind="catchup" if run.kind == "catchup" else "arrival", high=run.high, advance=advance)
             fresh = self.process(account, mailbox, since_now=since_now, limit=limit, retries=retries,
                                  reselect=reselect)
             fresh.add(outcome)
@@ -238,13 +239,46 @@ class Engine:
             if store and advance and (moved or candidates):
                 store.set_mailbox(account, server, sel.uidvalidity, high, last_pass=time.time())
             self._render(report, outcome)
+            self._catch_up_refused(session, account, mailbox, server, outcome, advance)
             return outcome
         if store:
             run = store.begin_run(account, server, sel.uidvalidity, "arrival", candidates, _names(rules), high)
         self._execute(session, account, server, rules, candidates, run, outcome, kind="arrival", high=high,
                       advance=advance, report=report)
         self._render(report, outcome)
+        self._catch_up_refused(session, account, mailbox, server, outcome, advance)
         return outcome
+
+    def _catch_up_refused(self, session: ImapSession, account: str, mailbox: str, server: str, outcome: Outcome,
+                          advance: bool) -> None:
+        """Run each rule the server refused earlier over the messages kept for it, once (`mailrules.refused`)."""
+        sel = session.selected
+        if self.store is None or not advance or sel is None:
+            return
+        kept = refused.load(self.store, account, server, sel.uidvalidity)
+        if not kept:
+            return
+        rules = {r.name: r for r in self.arrival_rules(account, mailbox)}
+        for name, (uids, _why) in list(kept.items()):
+            if name in outcome.refused:
+                continue  # refused again on this pass: kept (with the new messages) for a later one
+            del kept[name]
+            alive = session.existing(uids) if name in rules else UidSet()
+            if not alive:
+                refused.save(self.store, account, server, sel.uidvalidity, kept)
+                continue
+            state = self.store.mailbox(account, server)
+            high = state.checkpoint if state else 0
+            candidates = {uid: (0, 0) for uid in alive}
+            log.info("account %s mailbox %s: rule %r works again: running it over the %d messages that arrived "
+                     "while the server refused it", account, server, name, len(alive))
+            run = self.store.begin_run(account, server, sel.uidvalidity, "catchup", candidates, [name], high)
+            refused.save(self.store, account, server, sel.uidvalidity, kept)  # the journal has them now
+            later = Outcome(account, server, candidates=len(alive))
+            self._execute(session, account, server, [rules[name]], candidates, run, later, kind="catchup",
+                          high=high, advance=True)
+            outcome.add(later)
+        self._report_refused(account, server, outcome)  # the mailbox's error as it stands now
 
     def _retries(
         self, session: ImapSession, account: str, server: str, uidvalidity: int, rules: list[Rule]
@@ -400,6 +434,9 @@ class Engine:
         outcome.failed = {uid: f[4] for uid, f in failures.items()}
         if run is None or self.store is None:
             return
+        if box.owed:  # refused rules: their messages kept for them (mailrules.refused)
+            refused.record(self.store, account, server, sel.uidvalidity,
+                           {name: (uids, outcome.refused.get(name, "")) for name, uids in box.owed.items()})
         if shared:  # before the journal closes the run: a crash in between resumes it
             self.claims.done(session, account, server, UidSet(candidates), keep=failures)
         if kind == "sweep":
@@ -432,8 +469,9 @@ class Engine:
     def _report_refused(self, account: str, server: str, outcome: Outcome) -> None:
         """Keep the rules whose search the server refused in the mailbox's error (`status` shows it).
 
-        A refused search fails its rule alone: nothing is retried for it (its messages went on
-        to the other rules), so the refusal is reported on every pass until the rule is fixed.
+        A refused search fails its rule alone (its messages go on to the other rules, and are
+        kept for it: `mailrules.refused`), so the refusal is reported on every pass until the
+        rule works again.
         """
         if self.store is None:
             return

@@ -98,6 +98,7 @@ class ImapPass:
         self.retry_details: dict[int, dict] = {}  # failed now: what their retry must verify
         # shared (mailrules.claims): before each action batch, (rule, action, UIDs) -> the UIDs still ours
         self.guard: Callable[[int, int, UidSet], UidSet] | None = None
+        self.owed: dict[str, UidSet] = {}  # refused rule -> the messages it did not get
 
     # ------------------------------------------------------------------ the kernel's protocol
 
@@ -262,8 +263,9 @@ class ImapPass:
 
         A search the server refuses (a `raw:` key it does not know) fails this rule alone: it
         matches nothing, its messages stay in play for the other rules and are not retried for
-        it (the refusal would repeat every time and end in giving them up), and the rule is
-        noted in `refused` to be reported (log, `status`) on every pass until it is fixed.
+        it (the refusal would repeat every time and end in giving them up) but kept for it in
+        `owed` (`mailrules.refused`: the rule runs over them once it works again), and the rule
+        is noted in `refused` to be reported (log, `status`) on every pass until it is fixed.
         """
         if not searchable:
             return UidSet()
@@ -274,10 +276,11 @@ class ImapPass:
             try:
                 searched = session.search(query, within=searchable)
             except ServerRefused as exc:
-                log.error("rule %r account %s mailbox %s: the server %s (%s): %s; the rule is skipped, "
+                log.error("rule %r account %s mailbox %s: %s (%s): %s; the rule is skipped, "
                           "the other rules go on", rule.name, self.account, self.server, SEARCH_REFUSED, query,
                           exc.message)
                 self.refused[rule.name] = exc.message
+                self.owed[rule.name] = searchable  # kept for the rule until it works (`mailrules.refused`)
                 return UidSet()
         found = searched & searchable
         if not rule.where or not found:
