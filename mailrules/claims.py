@@ -62,7 +62,7 @@ GEN_BITS = ("$MRGen1", "$MRGen2", "$MRGen4")
 STEP_BITS = tuple(f"$MRStep{1 << i}" for i in range(8))
 MAX_STEP = (1 << len(STEP_BITS)) - 1
 GENERATIONS = 1 << len(GEN_BITS)
-OURS = ("$mrclaim", "$mrdone", "$mrgen", "$mrstep")  # every keyword mailrules sets starts so
+OURS = ("$mrclaim", "$mrdone", "$mrgen", "$mrstep", "$mrswept")  # every keyword mailrules sets starts so
 TRIES = 3  # conditional STOREs per message when others change it meanwhile (a user's \Seen)
 
 
@@ -95,6 +95,13 @@ def claimed_keyword(mailbox: str, uidvalidity: int) -> str:
 
 def done_keyword(mailbox: str, uidvalidity: int) -> str:
     return f"{DONE}.{scope(mailbox, uidvalidity)}"
+
+
+def swept_keyword(mailbox: str, uidvalidity: int, rule: str, action_index: int) -> str:
+    """A shared mailbox's mark of a sweep's once-per-message action done (one per such action of the
+    rules file: fixed, like the claim keywords)."""
+    digest = hashlib.sha256(f"{scope(mailbox, uidvalidity)}\0{rule}\0{action_index}".encode()).hexdigest()[:8]
+    return f"$MRSwept.{digest}"
 
 
 def keywords_needed(mailbox: str, uidvalidity: int) -> tuple[str, ...]:
@@ -456,6 +463,22 @@ class Claims:
             if uid not in keep:
                 held.pop(uid, None)
         self._save(account, mailbox)
+
+    def claim_sweep(self, session: ImapSession, account: str, rule: str, action_index: int, uids: UidSet) -> UidSet:
+        """A sweep's action that runs once per message (a copy): the UIDs no instance did it on yet,
+        marked so with one conditional STORE each (`swept_keyword`), before the action."""
+        sel = session.selected
+        assert sel is not None
+        mark = swept_keyword(sel.name, sel.uidvalidity, rule, action_index)
+
+        def take(_uid: int, flags: set[str]) -> set[str] | None:
+            return None if mark in flags else flags | {mark}
+
+        won = UidSet(self._change(session, account, uids, take))
+        if len(won) < len(uids):
+            log.info("account %s mailbox %s: rule %r: %d messages swept by another instance", account, sel.name,
+                     rule, len(uids) - len(won))
+        return won
 
     def next_due(self, account: str, mailbox: str) -> float | None:
         """Seconds until the oldest claim of another instance we are watching expires, or None."""

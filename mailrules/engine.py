@@ -420,6 +420,8 @@ class Engine:
                     self.store.set_run_candidates(run.id, candidates)
         box = ImapPass(self._settings, session, account, server, rules, candidates, run, kind=kind,
                        matched=outcome.matched, refused=outcome.refused, report=report)
+        if kind == "sweep" and self._shared(account):
+            box.sweep_claim = lambda rule, a, uids: self.claims.claim_sweep(session, account, rule.name, a, uids)
         if shared:
             counts = [len(r.actions) for r in rules]
             box.earlier.update(details)

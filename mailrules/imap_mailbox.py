@@ -99,6 +99,8 @@ class ImapPass:
         # shared (mailrules.claims): before each action batch, (rule, action, UIDs) -> the UIDs still ours
         self.guard: Callable[[int, int, UidSet], UidSet] | None = None
         self.owed: dict[str, UidSet] = {}  # refused rule -> the messages it did not get
+        # shared sweeps (mailrules.claims): (rule, action index, UIDs) -> those no instance did it on yet
+        self.sweep_claim: Callable[[Rule, int, UidSet], UidSet] | None = None
 
     # ------------------------------------------------------------------ the kernel's protocol
 
@@ -211,6 +213,10 @@ class ImapPass:
                 return lost
             targets = kept
         resuming = step is not None and step.state == "intent"
+        if sweep_once and self.sweep_claim is not None and not resuming:
+            targets = self.sweep_claim(rule, a, targets)  # shared: once across instances
+            if not targets:
+                return lost
         intent: Any = None
         try:
             if resuming:

@@ -303,3 +303,46 @@ def test_a_store_refused_for_too_many_keywords_is_reported_in_status(dovecot, tm
     assert sum(message_contents(mine, "Archive").values()) == 1
     assert not message_contents(team, "Archive")
     assert "keyword table is full" in status.stdout, status.stdout
+
+
+SWEEP_RULES = """\
+  - name: sweep
+    schedule: {every: 1h}
+    match: {not: {keyword: $Swept}}
+    actions:
+      - copy: Archive
+      - add_keyword: $Swept
+  - name: keep
+    schedule: {every: 1h}
+    match: {subject: swept}
+    actions:
+      - copy: Kept
+"""
+
+
+def test_sweeps_on_a_shared_account_copy_each_message_once_across_instances(dovecot, tmp_path, make_message):
+    import subprocess
+
+    user = dovecot.add_user()
+    client = dovecot.client(user)
+    for folder in ("Archive", "Kept"):
+        client.create_folder(folder)
+    raws = [make_message(subject=f"swept {i}") for i in range(30)]
+    for raw in raws:
+        client.append("INBOX", raw)
+    daemons = [DaemonHarness(dovecot, user, tmp_path / f"d{i}", rules=SWEEP_RULES, shared="true") for i in range(3)]
+    try:
+        procs = [subprocess.Popen(d.command("run", "--once", "--sweep"), env=d.env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for d in daemons]  # three overlapping sweeps
+        for proc in procs:
+            _out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        again = daemons[0].run("run", "--once", "--sweep")  # and one more later: 'keep' has nothing left
+        assert again.returncode == 0, again.stderr
+    finally:
+        for d in daemons:
+            d.close()
+    everything = collections.Counter(_digest(r) for r in raws)
+    assert message_contents(client, "Archive") == everything
+    assert message_contents(client, "Kept") == everything
+    client.logout()
