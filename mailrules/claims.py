@@ -79,6 +79,15 @@ class Journal(Protocol):
     def set_meta(self, key: str, value: str) -> None: ...
 
 
+def boottime() -> float:
+    """A monotonic clock that also counts a suspend (CLOCK_BOOTTIME on Linux): a laptop that slept
+    past claim_timeout must know it did."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):
+        return time.monotonic()
+
+
 def instance_id(state_dir: str | os.PathLike[str] | None) -> str:
     """A name for this instance in logs: its host and state directory (12 hex digits)."""
     where = os.path.abspath(os.fspath(state_dir)) if state_dir is not None else "<none>"
@@ -230,10 +239,10 @@ class Claims:
     """The claim protocol of one instance (one per engine)."""
 
     def __init__(self, instance: str, store: Journal | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
         self.instance = instance
         self.store = store
-        self.clock = clock
+        self.clock = clock or boottime
         # (account, mailbox, uidvalidity, uid) -> ((generation, step) seen, when we first saw it)
         self.seen: dict[tuple[str, str, int, int], tuple[tuple[int, int], float]] = {}
         self.timeouts: dict[tuple[str, str], float] = {}
@@ -417,30 +426,59 @@ class Claims:
     def guard(self, session: ImapSession, account: str, mailbox: str, uids: UidSet, number: int,
               extra: Iterable[str] = ()) -> UidSet:
         """Before an action batch: the UIDs still ours (same generation, not done here), with step
-        `number` stored as in flight; the others were taken over and leave this pass."""
+        `number` stored as in flight; the others were taken over and leave this pass.
+
+        Every call changes each message's claim state (the step, or else the generation), so no
+        other instance can take it over before `claim_timeout` has passed since; and if this
+        re-check itself took longer than half of that (a pause, a suspend), it is done again,
+        so that the action that follows is sent well within the time no takeover can happen.
+        """
+        sel = session.selected
+        assert sel is not None
+        if number > MAX_STEP:
+            raise SharedUnsupported(f"account {account} mailbox {mailbox}: a shared mailbox's arrival rules may "
+                                    f"have at most {MAX_STEP} actions in all")
+        timeout = self.timeouts.get((account, mailbox), 600.0)
+        kept = uids
+        for _ in range(TRIES):
+            began = self.clock()
+            kept = self._recheck(session, account, mailbox, kept, number, set(extra))
+            if self.clock() - began < timeout / 2:
+                break
+        else:
+            kept = UidSet()  # paused again and again: leave the batch to a takeover
+        lost = uids - kept
+        if lost:
+            log.warning("account %s mailbox %s: %d messages were taken over by another instance (UIDs %s): "
+                        "left to it", account, mailbox, len(lost), lost)
+        return kept
+
+    def _recheck(self, session: ImapSession, account: str, mailbox: str, uids: UidSet, number: int,
+                 extra: set[str]) -> UidSet:
         sel = session.selected
         assert sel is not None
         claimed, done = claimed_keyword(sel.name, sel.uidvalidity), done_keyword(sel.name, sel.uidvalidity)
         held = self.held(account, mailbox, sel.uidvalidity)
-        if number > MAX_STEP:
-            raise SharedUnsupported(f"account {account} mailbox {mailbox}: a shared mailbox's arrival rules may "
-                                    f"have at most {MAX_STEP} actions in all")
 
         def mark(uid: int, flags: set[str]) -> set[str] | None:
             if held.get(uid) != generation(flags) or claimed not in flags:
                 return None
             if done in flags:
                 return flags  # our failure's retry: nobody else takes a message done here
-            return {f for f in flags if f not in STEP_BITS} | _bits(number, STEP_BITS) | set(extra)
+            gen = generation(flags)
+            if step(flags) == number:  # the state must change: a refresh of the generation
+                gen = (gen + 1) % GENERATIONS
+            plain = {f for f in flags if f not in STEP_BITS and f not in GEN_BITS}
+            return plain | _bits(number, STEP_BITS) | _bits(gen, GEN_BITS) | extra
 
-        kept = UidSet(self._change(session, account, uids, mark))
-        lost = uids - kept
-        if lost:
-            log.warning("account %s mailbox %s: %d messages were taken over by another instance (UIDs %s): "
-                        "left to it", account, mailbox, len(lost), lost)
-            for uid in lost:
+        changed = self._change(session, account, uids, mark)
+        for uid, flags in changed.items():
+            held[uid] = generation(flags)
+        for uid in uids:
+            if uid not in changed:
                 held.pop(uid, None)
-        return kept
+        self._save(account, mailbox)
+        return UidSet(changed)
 
     def done(self, session: ImapSession, account: str, mailbox: str, uids: UidSet, keep: Iterable[int] = ()) -> None:
         """Mark our messages done here; `keep`: those whose retry stays ours (a failed action)."""

@@ -206,12 +206,6 @@ class ImapPass:
                 self.retry_details.update(intent.retry_details(step.uids))
             return set(step.uids)
         lost: set[int] = set()
-        if self.guard is not None:  # shared: only the messages still ours (the others were taken over)
-            kept = self.guard(i, a, targets)
-            lost = set(targets - kept)
-            if not kept:
-                return lost
-            targets = kept
         resuming = step is not None and step.state == "intent"
         if sweep_once and self.sweep_claim is not None and not resuming:
             targets = self.sweep_claim(rule, a, targets)  # shared: once across instances
@@ -229,6 +223,15 @@ class ImapPass:
             if run is not None:
                 store.add_step(run.id, self.seq, i, a, targets, "intent", _json(intent))  # type: ignore[union-attr]
             self.ctx.journal = _journal(store, run, self.seq, i, a, targets)
+            if self.guard is not None:  # shared: only the messages still ours, just before the action
+                kept = self.guard(i, a, targets)
+                lost = set(targets - kept)
+                targets = kept
+                if not targets:  # every one taken over: nothing to do, nothing to resume
+                    if run is not None:
+                        store.add_step(run.id, self.seq, i, a, UidSet(lost), "done")  # type: ignore[union-attr]
+                        self.seq += 1
+                    return lost
             result = action.execute(self.ctx, call.arg, targets, intent, resuming)
         except (ActionFailed, ServerRefused, ValueError) as exc:
             done = exc.done if isinstance(exc, ActionFailed) else UidSet()
