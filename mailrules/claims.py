@@ -63,6 +63,7 @@ STEP_BITS = tuple(f"$MRStep{1 << i}" for i in range(8))
 MAX_STEP = (1 << len(STEP_BITS)) - 1
 GENERATIONS = 1 << len(GEN_BITS)
 OURS = ("$mrclaim", "$mrdone", "$mrgen", "$mrstep", "$mrswept")  # every keyword mailrules sets starts so
+RETRY = -1  # held "generation" of a message done here whose failed action this instance retries
 TRIES = 3  # conditional STOREs per message when others change it meanwhile (a user's \Seen)
 
 
@@ -334,7 +335,7 @@ class Claims:
         for key in [k for k in self.seen if k[0] == account and k[1] == mailbox and k[3] not in found]:
             del self.seen[key]  # finished, moved or deleted since
         held = self.held(account, mailbox, sel.uidvalidity)
-        mine = UidSet(u for u in found if u in held)
+        mine = UidSet(u for u in found if held.get(u, RETRY) != RETRY)
         if mine:  # ours outside an open run (the done mark was lost): done
             self.done(session, account, mailbox, mine)
         return found - mine
@@ -347,8 +348,8 @@ class Claims:
         held = self.held(account, sel.name, sel.uidvalidity)
         out = []
         for uid, (flags, _) in self._flags(session, candidates).items():
-            mine = held.get(uid) == generation(flags)
-            if (done in flags and not mine) or (claimed in flags and not mine):
+            mine = held.get(uid) == (RETRY if done in flags else generation(flags))
+            if (done in flags or claimed in flags) and not mine:
                 continue
             out.append(uid)
         return UidSet(out)
@@ -370,7 +371,7 @@ class Claims:
         for uid, (flags, _) in self._flags(session, candidates).items():
             key = (account, mailbox, sel.uidvalidity, uid)
             gen = generation(flags)
-            if (claimed in flags or done in flags) and held.get(uid) == gen:
+            if held.get(uid) == (RETRY if done in flags else gen) and (claimed in flags or done in flags):
                 ours.append(uid)  # our claim (resumed from the journal) or our failure's retry
                 self.seen.pop(key, None)
             elif done in flags:
@@ -461,10 +462,10 @@ class Claims:
         held = self.held(account, mailbox, sel.uidvalidity)
 
         def mark(uid: int, flags: set[str]) -> set[str] | None:
+            if done in flags:  # our failure's retry (nobody else takes a message done here), or not ours
+                return flags if held.get(uid) == RETRY else None
             if held.get(uid) != generation(flags) or claimed not in flags:
                 return None
-            if done in flags:
-                return flags  # our failure's retry: nobody else takes a message done here
             gen = generation(flags)
             if step(flags) == number:  # the state must change: a refresh of the generation
                 gen = (gen + 1) % GENERATIONS
@@ -473,7 +474,8 @@ class Claims:
 
         changed = self._change(session, account, uids, mark)
         for uid, flags in changed.items():
-            held[uid] = generation(flags)
+            if held.get(uid) != RETRY:
+                held[uid] = generation(flags)
         for uid in uids:
             if uid not in changed:
                 held.pop(uid, None)
@@ -489,16 +491,15 @@ class Claims:
         keep = set(keep)
 
         def finish(uid: int, flags: set[str]) -> set[str] | None:
-            if held.get(uid) != generation(flags) or claimed not in flags:
+            if held.get(uid) != (RETRY if done in flags else generation(flags)) or claimed not in flags:
                 return None  # taken over meanwhile: the taker finishes it
-            plain = {f for f in flags if not is_ours(f) or f == claimed}  # placed marks (`placed_marks`) dropped
-            if uid in keep:
-                return plain | {done} | {f for f in flags if f in GEN_BITS}
-            return plain | {done}
+            return {f for f in flags if not is_ours(f) or f == claimed} | {done}  # placed marks dropped too
 
-        self._change(session, account, UidSet(u for u in uids if u in held), finish)
+        finished = self._change(session, account, UidSet(u for u in uids if u in held), finish)
         for uid in list(uids):
-            if uid not in keep:
+            if uid in keep and uid in finished:
+                held[uid] = RETRY
+            else:
                 held.pop(uid, None)
         self._save(account, mailbox)
 

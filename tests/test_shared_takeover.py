@@ -346,3 +346,19 @@ def test_sweeps_on_a_shared_account_copy_each_message_once_across_instances(dove
     assert message_contents(client, "Archive") == everything
     assert message_contents(client, "Kept") == everything
     client.logout()
+
+
+def test_a_paused_holder_never_acts_on_a_message_the_taker_finished(dovecot, make_message, monkeypatch):
+    """Seen in bench/shared.py: the done mark dropped the generation, which the paused holder's was (0)."""
+    import mailrules.claims
+
+    monkeypatch.setattr(mailrules.claims.random, "randrange", lambda n: 0)  # the holder's claim: generation 0
+    user = dovecot.add_user()
+    dovecot.client(user).append("INBOX", make_message(subject="paused"))
+    a, b = _session(dovecot, user), _session(dovecot, user)
+    clock = Clock()
+    holder, taker = Claims("a"), Claims("b", clock=clock)
+    mine = holder.claim(a, "t", "INBOX", _all(a), 10.0).ours
+    got = _expire(taker, b, _all(b), clock)
+    taker.done(b, "t", "INBOX", got.ours)  # the taker finished it while the holder was paused
+    assert not holder.guard(a, "t", "INBOX", mine, 1)
