@@ -64,6 +64,7 @@ MAX_STEP = (1 << len(STEP_BITS)) - 1
 GENERATIONS = 1 << len(GEN_BITS)
 OURS = ("$mrclaim", "$mrdone", "$mrgen", "$mrstep", "$mrswept")  # every keyword mailrules sets starts so
 RETRY = -1  # held "generation" of a message done here whose failed action this instance retries
+STORE_BATCH = 500  # conditional STOREs sent before their answers are read
 TRIES = 3  # conditional STOREs per message when others change it meanwhile (a user's \Seen)
 
 
@@ -287,10 +288,10 @@ class Claims:
         return out
 
     @staticmethod
-    def _replace(session: ImapSession, account: str, uid: int, modseq: int, flags: set[str]) -> bool:
-        """One conditional whole-set STORE (each keyword once); False if the message changed since."""
+    def _replace(session: ImapSession, account: str, stores: list[tuple[int, int, list[str]]]) -> set[int]:
+        """Conditional whole-set STOREs (each keyword once), pipelined; the UIDs changed since."""
         try:
-            lost = session.store_unchangedsince(str(uid), modseq, "FLAGS", sorted(set(flags)))
+            return session.store_unchangedsince_many(stores)
         except ServerRefused as exc:
             if "flag" in exc.message.lower():  # Cyrus: "Too many user flags in mailbox"
                 sel = session.selected
@@ -299,28 +300,33 @@ class Claims:
                     f"keywords ({exc.message}): its keyword table is full (Cyrus: at most 100 per mailbox, never "
                     "freed); nothing in this mailbox is claimed or acted on") from None
             raise
-        return uid not in lost
 
     def _change(self, session: ImapSession, account: str, uids: Iterable[int],
                 decide: Callable[[int, set[str]], set[str] | None]) -> dict[int, set[str]]:
         """Apply `decide` (uid, flags -> new flags, or None: not ours any more) to each message with a
-        conditional STORE, fetching again those changed meanwhile; returns the UIDs changed, with their
-        new flags."""
+        conditional STORE (all pipelined), fetching again those changed meanwhile; returns the UIDs
+        changed, with their new flags."""
         todo = set(uids)
         out: dict[int, set[str]] = {}
         for _ in range(TRIES):
             if not todo:
                 break
-            again = set()
+            stores: list[tuple[int, int, list[str]]] = []
+            wanted: dict[int, set[str]] = {}
             for uid, (flags, modseq) in self._flags(session, todo).items():
                 new = decide(uid, flags)
                 if new is None:
                     continue
-                if new == flags or self._replace(session, account, uid, modseq, new):
+                if new == flags:
                     out[uid] = new
                 else:
-                    again.add(uid)
-            todo = again
+                    wanted[uid] = new
+                    stores.append((uid, modseq, sorted(new)))
+            for chunk in range(0, len(stores), STORE_BATCH):
+                part = stores[chunk:chunk + STORE_BATCH]
+                lost = self._replace(session, account, part)
+                out.update((uid, wanted[uid]) for uid, _, _ in part if uid not in lost)
+            todo = {uid for uid in wanted if uid not in out}
         return out
 
     # ------------------------------------------------------------------ the protocol
@@ -447,7 +453,11 @@ class Claims:
             if self.clock() - began < timeout / 2:
                 break
         else:
-            kept = UidSet()  # paused again and again: leave the batch to a takeover
+            held = self.held(account, mailbox, sel.uidvalidity)
+            for uid in kept:  # paused again and again: left to a takeover (never marked done by us)
+                held.pop(uid, None)
+            self._save(account, mailbox)
+            kept = UidSet()
         lost = uids - kept
         if lost:
             log.warning("account %s mailbox %s: %d messages were taken over by another instance (UIDs %s): "

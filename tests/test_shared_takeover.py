@@ -362,3 +362,26 @@ def test_a_paused_holder_never_acts_on_a_message_the_taker_finished(dovecot, mak
     got = _expire(taker, b, _all(b), clock)
     taker.done(b, "t", "INBOX", got.ours)  # the taker finished it while the holder was paused
     assert not holder.guard(a, "t", "INBOX", mine, 1)
+
+
+def test_a_holder_paused_during_every_re_check_leaves_the_batch_undone_for_a_takeover(dovecot, make_message):
+    """Seen in bench/shared.py under load: the batch was dropped but then marked done, its actions never run."""
+    user = dovecot.add_user()
+    for i in range(3):
+        dovecot.client(user).append("INBOX", make_message(subject=f"slow {i}"))
+    session = _session(dovecot, user)
+    clock = Clock()
+    holder = Claims("a", clock=clock)
+    mine = holder.claim(session, "t", "INBOX", _all(session), 10.0).ours
+
+    def paused() -> float:  # every look at the clock finds 6 s more: each re-check took over half of 10 s
+        clock.now += 6
+        return clock.now
+
+    holder.clock = paused
+    assert not holder.guard(session, "t", "INBOX", mine, 1)
+    holder.done(session, "t", "INBOX", mine)
+    done = done_keyword("INBOX", session.selected.uidvalidity)
+    for uid in mine:
+        flags = _flags(session, uid)
+        assert done not in flags and step(flags) == 1, flags  # claimed, step 1 in flight: a takeover resumes it
