@@ -241,6 +241,9 @@ def faults(args) -> int:
         contents = {f: message_contents(client, f) for f in folders}
         everything = _digests(sent)
         ok = all(c == everything for c in contents.values()) and codes == [0] * len(daemons)
+        if args.scenario == "takeover":  # and the moves: each moved message once, the others in INBOX
+            moved, inbox = message_contents(client, "Done"), message_contents(client, "INBOX")
+            ok = ok and moved == _digests(sent[0::2]) and inbox == _digests(sent[1::2])
         report = {
             "scenario": args.scenario, "messages": args.messages, "daemons": args.daemons, "fed_s": round(fed, 1),
             "all_done_s": round(drained, 1), "faults": events,
