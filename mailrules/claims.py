@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .criteria import SearchQuery
+from .imap.condstore import store_unchangedsince_many
 from .imap.session import ImapSession, ServerRefused
 from .uidset import UidSet
 
@@ -291,7 +292,7 @@ class Claims:
     def _replace(session: ImapSession, account: str, stores: list[tuple[int, int, list[str]]]) -> set[int]:
         """Conditional whole-set STOREs (each keyword once), pipelined; the UIDs changed since."""
         try:
-            return session.store_unchangedsince_many(stores)
+            return store_unchangedsince_many(session, stores)
         except ServerRefused as exc:
             if "flag" in exc.message.lower():  # Cyrus: "Too many user flags in mailbox"
                 sel = session.selected

@@ -447,7 +447,7 @@ class ImapSession:
         internals.untagged(imap).pop("MODIFIED", None)
         try:
             tag = internals.command(imap, "UID", "STORE", uid_set, f"(UNCHANGEDSINCE {int(modseq)})",
-                                    f"{op}.SILENT", "(" + " ".join(flags) + ")")
+                                    f"{op}.SILENT", "(" + " ".join(dict.fromkeys(flags)) + ")")  # each once
             typ, data = internals.complete(imap, "STORE", tag)
         except imap.abort:
             raise
@@ -462,37 +462,6 @@ class ImapSession:
             m = re.search(r"\[MODIFIED\s+([0-9:,]+)\]", text) or re.fullmatch(r"\s*([0-9:,]+)\s*", text)
             if m:
                 modified = modified | UidSet.parse(m.group(1))
-        self._clear_untagged()
-        return modified
-
-    def store_unchangedsince_many(self, stores: list[tuple[int, int, list[str]]]) -> set[int]:
-        """Pipelined conditional whole-set STOREs, one per message: (uid, its MODSEQ, its new flags).
-
-        All are sent before any answer is read (one round trip for the batch); returns the UIDs
-        the server left alone because they changed since (`[MODIFIED]`). Used by shared
-        mailboxes (`mailrules.claims`): one MODSEQ per message, never one for a batch.
-        """
-        imap = internals.imaplib_of(self.client)
-        self._clear_untagged()
-        internals.untagged(imap).pop("MODIFIED", None)
-        tags = []
-        try:
-            for uid, modseq, flags in stores:
-                tags.append((uid, internals.command(imap, "UID", "STORE", str(uid), f"(UNCHANGEDSINCE {int(modseq)})",
-                                                    "FLAGS.SILENT", "(" + " ".join(dict.fromkeys(flags)) + ")")))
-            answers = [(uid, internals.complete(imap, "STORE", tag)) for uid, tag in tags]
-        except imap.abort:
-            raise
-        except imap.error as exc:
-            raise ServerRefused("STORE", str(exc)) from None
-        modified: set[int] = set()
-        for uid, (typ, data) in answers:
-            if typ != "OK":
-                raise ServerRefused("STORE", _text(data))
-            if re.search(r"\[MODIFIED\s+[0-9:,]+\]", _text(data)):
-                modified.add(uid)
-        for text in internals.untagged(imap).pop("MODIFIED", []):  # a server that sends it untagged
-            modified |= set(UidSet.parse((text.decode() if isinstance(text, bytes) else str(text)).strip()))
         self._clear_untagged()
         return modified
 
