@@ -250,6 +250,9 @@ class Claims:
         self.seen: dict[tuple[str, str, int, int], tuple[tuple[int, int], float]] = {}
         self.timeouts: dict[tuple[str, str], float] = {}
         self._held: dict[tuple[str, str], tuple[int, dict[int, int]]] = {}  # -> (uidvalidity, uid -> gen)
+        self.written: dict[int, int] = {}  # uid -> the MODSEQ the server gave our last change (this call)
+        # (account, mailbox, uidvalidity, uid) -> the MODSEQ of our claim, until the first re-check
+        self.fresh: dict[tuple[str, str, int, int], int] = {}
 
     # ------------------------------------------------------------------ what we hold (journaled)
 
@@ -288,11 +291,10 @@ class Claims:
             out[uid] = ({f for f in flags if f.lower() != "\\recent"}, int(modseq or 0))
         return out
 
-    @staticmethod
-    def _replace(session: ImapSession, account: str, stores: list[tuple[int, int, list[str]]]) -> set[int]:
+    def _replace(self, session: ImapSession, account: str, stores: list[tuple[int, int, list[str]]]) -> set[int]:
         """Conditional whole-set STOREs (each keyword once), pipelined; the UIDs changed since."""
         try:
-            return store_unchangedsince_many(session, stores)
+            return store_unchangedsince_many(session, stores, self.written)
         except ServerRefused as exc:
             if "flag" in exc.message.lower():  # Cyrus: "Too many user flags in mailbox"
                 sel = session.selected
@@ -407,15 +409,21 @@ class Claims:
             kept = {f for f in flags if not is_ours(f)} | _bits(expired[uid][1], STEP_BITS)
             return kept | {claimed} | _bits(wanted[uid], GEN_BITS)
 
+        self.written = {}
         won = set(self._change(session, account, fresh, first_claim))
         taken = set(self._change(session, account, expired, take_over))
-        # Verified like first claims: read back; a message whose generation is not the one we
-        # stored was claimed again meanwhile (a server letting two conditional STOREs pass).
-        for uid, (flags, _) in self._flags(session, won | taken).items():
+        # Verified like first claims: read back; a message whose MODSEQ is not the one the server
+        # gave our STORE, or whose generation is not ours, was claimed again: back off. (Dovecot
+        # 2.3 answers OK, with the same MODSEQ, to a concurrent conditional STORE that writes
+        # exactly what another just wrote: the random generation makes two first claims differ
+        # 7 times in 8; see the README's "What remains".)
+        for uid, (flags, modseq) in self._flags(session, won | taken).items():
             key = (account, mailbox, sel.uidvalidity, uid)
-            if claimed in flags and generation(flags) == wanted[uid] and done not in flags:
+            ours_last = self.written.get(uid, modseq) == modseq
+            if claimed in flags and generation(flags) == wanted[uid] and done not in flags and ours_last:
                 ours.append(uid)
                 held[uid] = wanted[uid]
+                self.fresh[key] = modseq
                 self.seen.pop(key, None)
                 if uid in taken:
                     result.resume[uid] = expired[uid][1]
@@ -471,6 +479,16 @@ class Claims:
         assert sel is not None
         claimed, done = claimed_keyword(sel.name, sel.uidvalidity), done_keyword(sel.name, sel.uidvalidity)
         held = self.held(account, mailbox, sel.uidvalidity)
+        # First re-check after our claim: the message must be exactly as our claim left it (a
+        # second "winner" of a race the server let through wrote after us; a client's flag
+        # change meanwhile costs a takeover's delay, never a double action).
+        first = {u: self.fresh.pop((account, mailbox, sel.uidvalidity, u)) for u in uids
+                 if (account, mailbox, sel.uidvalidity, u) in self.fresh}
+        if first:
+            for uid, (_flags, modseq) in self._flags(session, first).items():
+                if modseq != first[uid]:
+                    held.pop(uid, None)
+            uids = UidSet(u for u in uids if u not in first or u in held)
 
         def mark(uid: int, flags: set[str]) -> set[str] | None:
             if done in flags:  # our failure's retry (nobody else takes a message done here), or not ours
@@ -506,6 +524,8 @@ class Claims:
                 return None  # taken over meanwhile: the taker finishes it
             return {f for f in flags if not is_ours(f) or f == claimed} | {done}  # placed marks dropped too
 
+        for uid in uids:
+            self.fresh.pop((account, mailbox, sel.uidvalidity, uid), None)
         finished = self._change(session, account, UidSet(u for u in uids if u in held), finish)
         for uid in list(uids):
             if uid in keep and uid in finished:

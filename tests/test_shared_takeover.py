@@ -13,6 +13,7 @@ import hashlib
 from mailrules.claims import GEN_BITS, STEP_BITS, Claims, claimed_keyword, done_keyword, generation, step
 from mailrules.imap.session import ImapSession
 from mailrules.testing.daemon import DaemonHarness, keywords, message_contents, wait_until
+from mailrules.uidset import UidSet
 
 
 class Clock:
@@ -385,3 +386,55 @@ def test_a_holder_paused_during_every_re_check_leaves_the_batch_undone_for_a_tak
     for uid in mine:
         flags = _flags(session, uid)
         assert done not in flags and step(flags) == 1, flags  # claimed, step 1 in flight: a takeover resumes it
+
+
+def _race(sessions: list[ImapSession], act) -> list[set[int]]:
+    """Each session runs act(k, session, uids) on every message at once, 25 at a time; their winners."""
+    import threading
+
+    won: list[set[int]] = [set() for _ in sessions]
+    start = threading.Barrier(len(sessions))
+
+    def work(k: int) -> None:
+        uids = list(_all(sessions[k]))
+        start.wait()
+        for i in range(0, len(uids), 25):
+            won[k] |= set(act(k, sessions[k], UidSet(uids[i:i + 25])))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(sessions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won
+
+
+def test_three_instances_claiming_the_same_messages_at_once_have_one_winner_each(dovecot, make_message,
+                                                                                  monkeypatch):
+    """Per-message conditional STOREs whose writes differ (each instance's generation differs,
+    forced here; random in use) leave exactly one holder, also after the first re-check."""
+    import threading
+
+    import mailrules.claims
+
+    monkeypatch.setattr(mailrules.claims.random, "randrange",
+                        lambda n: int(threading.current_thread().name.rsplit("-", 1)[-1].split(" ")[0]) % n)
+    user = dovecot.add_user()
+    client = dovecot.client(user)
+    for i in range(200):
+        client.append("INBOX", make_message(subject=f"race {i}"))
+    claimed, _done = _marks(client)
+    for _round in range(6):
+        client.select_folder("INBOX")
+        client.remove_flags(client.search("ALL"), [claimed, *GEN_BITS, *STEP_BITS])  # every message unclaimed again
+        sessions = [_session(dovecot, user) for _ in range(3)]
+        instances = [Claims(str(k)) for k in range(3)]
+
+        def claim_then_recheck(k: int, session: ImapSession, uids: UidSet, instances=instances) -> UidSet:
+            ours = instances[k].claim(session, "t", "INBOX", uids, 600.0).ours
+            return instances[k].guard(session, "t", "INBOX", ours, 1) if ours else ours
+
+        won = _race(sessions, claim_then_recheck)
+        assert not (won[0] & won[1] or won[0] & won[2] or won[1] & won[2])
+        for session in sessions:
+            session.logout()

@@ -15,13 +15,16 @@ from . import internals
 from .session import ImapSession, ServerRefused
 
 
-def store_unchangedsince_many(session: ImapSession, stores: list[tuple[int, int, list[str]]]) -> set[int]:
+def store_unchangedsince_many(session: ImapSession, stores: list[tuple[int, int, list[str]]],
+                              written: dict[int, int] | None = None) -> set[int]:
     """`UID STORE <uid> (UNCHANGEDSINCE <modseq>) FLAGS.SILENT (<flags>)` for each (uid, modseq,
     flags), all sent before any answer is read; returns the UIDs the server left alone because
-    they changed since (`[MODIFIED]`). Each keyword is sent once."""
+    they changed since (`[MODIFIED]`). Each keyword is sent once. `written` receives, per UID
+    changed, the MODSEQ the server gave the change (RFC 7162 sends it even with .SILENT)."""
     imap = internals.imaplib_of(session.client)
     untagged = internals.untagged(imap)
     untagged.pop("MODIFIED", None)
+    untagged.pop("FETCH", None)  # only this batch's answers are read below
     tags = []
     try:
         for uid, modseq, flags in stores:
@@ -41,7 +44,11 @@ def store_unchangedsince_many(session: ImapSession, stores: list[tuple[int, int,
             modified.add(uid)
     for item in untagged.pop("MODIFIED", []):  # a server that sends it untagged
         modified |= set(UidSet.parse((item.decode() if isinstance(item, bytes) else str(item)).strip()))
-    untagged.pop("FETCH", None)  # the MODSEQ of each changed message: not needed
+    for item in untagged.pop("FETCH", []):  # "n (UID u MODSEQ (m))": what each change was numbered
+        text = item.decode(errors="replace") if isinstance(item, bytes) else str(item)
+        uid, seq = re.search(r"UID (\d+)", text), re.search(r"MODSEQ \((\d+)\)", text)
+        if written is not None and uid and seq and int(uid.group(1)) not in modified:
+            written[int(uid.group(1))] = int(seq.group(1))
     return modified
 
 
