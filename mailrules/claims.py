@@ -61,9 +61,12 @@ CLAIMED = "$MRClaimed"  # prefixes: the keywords are scoped, see claimed_keyword
 DONE = "$MRDone"
 GEN_BITS = ("$MRGen1", "$MRGen2", "$MRGen4")
 STEP_BITS = tuple(f"$MRStep{1 << i}" for i in range(8))
+NONCE_BITS = ("$MRSweptN1", "$MRSweptN2", "$MRSweptN4")  # shared sweeps: see Claims.claim_sweep
 MAX_STEP = (1 << len(STEP_BITS)) - 1
 GENERATIONS = 1 << len(GEN_BITS)
-OURS = ("$mrclaim", "$mrdone", "$mrgen", "$mrstep", "$mrswept")  # every keyword mailrules sets starts so
+# the claim keywords a first claim, a takeover or the done mark drop (never a sweep's marks, which
+# must outlive arrival claims: a message swept before its arrival pass keeps its copy's mark)
+OURS = ("$mrclaim", "$mrdone", "$mrgen", "$mrstep")
 RETRY = -1  # held "generation" of a message done here whose failed action this instance retries
 STORE_BATCH = 500  # conditional STOREs sent before their answers are read
 TRIES = 3  # conditional STOREs per message when others change it meanwhile (a user's \Seen)
@@ -542,7 +545,10 @@ class Claims:
         mark = swept_keyword(sel.name, sel.uidvalidity, rule, action_index)
 
         def take(_uid: int, flags: set[str]) -> set[str] | None:
-            return None if mark in flags else flags | {mark}
+            # a random nonce, so that two instances' writes differ (7 in 8): Dovecot tells both OK
+            # when a concurrent conditional STORE writes exactly what the other just wrote
+            nonce = _bits(random.randrange(1, 1 << len(NONCE_BITS)), NONCE_BITS)
+            return None if mark in flags else {f for f in flags if f not in NONCE_BITS} | {mark} | nonce
 
         won = UidSet(self._change(session, account, uids, take))
         if len(won) < len(uids):
