@@ -35,8 +35,9 @@ and therefore what this does:
   regard to case.
 * Raw search keys cannot be evaluated offline: `NotEvaluableOffline`.
 
-Parsing is bounded (`MAX_DEPTH`, `MAX_PARTS`, `MAX_HEADER_FIELDS`); a message beyond the
-bounds raises `MessageTooComplex` rather than giving an answer that may be wrong.
+Parsing is bounded by the limits every MIME walk of mailrules shares (`mailrules.mime`:
+depth, parts, size, time; plus `MAX_HEADER_FIELDS`); a message beyond them raises
+`MessageTooComplex` rather than giving an answer that may be wrong.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ from .dovecot_parse import (
     to_text,
     transfer_encoding,
 )
+from .mime import MAX_DEPTH as MAX_DEPTH  # the shared bound, named here for callers
+from .mime import MAX_PARTS, Bounds, MessageTooComplex, check_size
 from .model import (
     Age,
     All,
@@ -74,8 +77,6 @@ from .model import (
     Text,
 )
 
-MAX_DEPTH = 50  # nested multiparts / message/rfc822 parts
-MAX_PARTS = 5000  # MIME parts in one message
 MAX_HEADER_FIELDS = 10000  # header fields in one header block
 EPOCH_DATE = dt.date(1970, 1, 1)
 _ANY_LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -90,10 +91,6 @@ class NotEvaluableOffline(Exception):
                          "cannot be evaluated offline (only the server can)")
         self.criterion = criterion
         self.location = location
-
-
-class MessageTooComplex(Exception):
-    """The message exceeds the parsing bounds (depth, parts, header fields)."""
 
 
 # --------------------------------------------------------------------------- the message
@@ -646,7 +643,7 @@ class _Parsed:
         header, _body = _split_header(raw)
         self.top_fields = _fields(header)
         self.raw = raw
-        self._parts = 0
+        self._bounds = Bounds()
 
     def fields(self, name: str) -> list[bytes]:
         key = name.lower().encode("utf-8", "replace")
@@ -661,6 +658,7 @@ class _Parsed:
     def _texts(self) -> tuple[str, str]:
         body: list[str] = []
         headers: list[str] = []
+        check_size(self.raw)
         self._walk(self.raw, "text/plain", 0, body, headers, top=True)
         return "\n".join(body), "\n".join(headers)
 
@@ -674,11 +672,7 @@ class _Parsed:
 
     def _walk(self, raw: bytes, default: str, depth: int, body: list[str], headers: list[str],
               *, top: bool = False) -> None:
-        if depth > MAX_DEPTH:
-            raise MessageTooComplex(f"MIME parts nested deeper than {MAX_DEPTH}")
-        self._parts += 1
-        if self._parts > MAX_PARTS:
-            raise MessageTooComplex(f"more than {MAX_PARTS} MIME parts")
+        self._bounds.step(depth)
         header, part_body = _split_header(raw)
         fields = self.top_fields if top else _fields(header)
         for name, middle, value in fields:
