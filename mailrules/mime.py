@@ -19,6 +19,8 @@ import binascii
 import re
 import time
 
+from .dovecot_parse import decode_words
+
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(rb"\r?\n[ \t]")
 _FIELD = re.compile(rb"^(content-type|content-transfer-encoding|content-disposition)[ \t]*:(.*)$", re.I | re.M)
@@ -56,6 +58,13 @@ class Bounds:
             raise MessageTooComplex(f"message with more than {MAX_PARTS} MIME parts")
         if time.monotonic() > self.deadline:
             raise MessageTooComplex(f"message took more than {MAX_SECONDS:g}s to parse")
+
+
+def decode_header(value: bytes) -> str:
+    """A header field's value as text, as Dovecot reads it: RFC 2047 encoded words decoded,
+    raw 8-bit bytes as UTF-8 (RFC 6532), invalid bytes as U+FFFD (the one header decoder
+    to use where a value must read as the server's SEARCH reads it)."""
+    return decode_words(value)
 
 
 def check_size(raw: bytes) -> None:

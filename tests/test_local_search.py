@@ -240,3 +240,9 @@ def test_offline_search_and_body_predicates_refuse_the_same_deep_messages(levels
         except MessageTooComplex:
             outcomes.append("refused")
     assert outcomes == (["refused"] * 2 if levels > mime.MAX_DEPTH else [True, True])
+
+
+def test_the_shared_header_decoder_reads_raw_utf8_and_encoded_words_as_dovecot():
+    from mailrules.mime import decode_header
+
+    assert decode_header(b"J\xc3\xbcrgen =?utf-8?q?caf=C3=A9?= =?utf-8?b?eA==?= caf\xe9") == "Jürgen caféx caf\ufffd"
