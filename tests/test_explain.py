@@ -141,3 +141,114 @@ def test_against_reports_the_servers_answer_for_a_raw_rule(lab, tmp_path):
     assert "not evaluable offline" in result.err  # the offline part
     assert "rule 'raw flagged'" in result.out and "server: matches" in result.out
     assert not any(name.startswith("mailrules-test-") for name in folders(lab))
+
+
+# --------------------------------------------------------------------------- the decider is the server's
+
+DECIDER_RULES = r"""
+- name: bills
+  match:
+    all:
+      - subject: invoice
+      - from: alice@example.org
+  actions: [flag]
+- name: either
+  match:
+    any:
+      - from: carol@example.org
+      - subject: refund
+      - larger: 1MB
+  actions: [flag]
+- name: big
+  match: {larger: 1MB}
+  actions: [flag]
+"""
+
+
+def rule_lines(result) -> dict[str, str]:
+    return {line.split("'")[1]: line for line in result.out.splitlines() if line.startswith("rule '")}
+
+
+def test_explain_takes_the_decider_from_the_server_where_the_local_evaluation_names_another(lab, monkeypatch):
+    lab.write(DECIDER_RULES)
+    (uid,) = lab.deliver({"subject": "invoice 7", "from_": "bob@example.org"})
+    import mailrules.explain
+    from mailrules.local_search import Verdict
+    from mailrules.model import Text
+
+    real = mailrules.explain.local_explain
+
+    def wrong_decider(criterion, message, **kw):  # same verdict, another decider (as on broken mail)
+        verdict = real(criterion, message, **kw)
+        if not verdict.matched and verdict.path == (1,):
+            return Verdict(False, Text("subject", "invoice"), (0,))
+        return verdict
+
+    monkeypatch.setattr(mailrules.explain, "local_explain", wrong_decider)
+    line = rule_lines(lab.cli("explain", "me", "INBOX", str(uid)))["bills"]
+    assert "NOT matched, decided by from: 'alice@example.org' (the server's answer)" in line
+    assert "the local evaluation names subject: 'invoice'" in line
+
+
+def test_explain_names_every_alternative_of_a_failed_any_and_sizes_as_written(lab):
+    lab.write(DECIDER_RULES)
+    (uid,) = lab.deliver({"subject": "hello", "from_": "bob@example.org"})
+    lines = rule_lines(lab.cli("explain", "me", "INBOX", str(uid)))
+    assert ("decided by any: [{from: 'carol@example.org'}, {subject: 'refund'}, {larger: 1MB}] "
+            "(no alternative matched)") in lines["either"]
+    assert "decided by larger: 1MB" in lines["big"] and "1048576" not in lines["big"]
+
+
+def test_explain_says_when_the_server_cannot_name_the_decider(lab, monkeypatch):
+    lab.write(DECIDER_RULES)
+    (uid,) = lab.deliver({"subject": "invoice 7", "from_": "bob@example.org"})
+    import mailrules.explain
+
+    def refused(root, matched, ask):
+        raise RuntimeError("SEARCH refused")
+
+    monkeypatch.setattr(mailrules.explain, "server_verdict", refused)
+    result = lab.cli("explain", "me", "INBOX", str(uid))
+    line = rule_lines(result)["bills"]
+    assert "decided by from: 'alice@example.org' (from the local evaluation: the server could not name one" in line
+    assert "SEARCH refused" in line and result.code == 0
+
+
+class Listed:
+    """A plugin predicate's argument with a str() for people and a repr() for debugging."""
+
+    def __str__(self) -> str:
+        return "senders in vip.txt"
+
+    def __repr__(self) -> str:
+        return "Listed(path=PosixPath('/etc/vip.txt'))"
+
+
+def test_explain_names_a_plugin_predicate_by_its_arguments_str_and_says_it_ran_now(lab, monkeypatch):
+    from mailrules import hookimpl
+    from mailrules.plugins import Predicate, Registry
+
+    class Plugin:
+        mailrules_plugin_name = "vip"
+
+        def __init__(self, predicates) -> None:
+            self.predicates = predicates
+
+        @hookimpl
+        def mailrules_predicates(self):
+            return self.predicates
+
+    plugin = Plugin([Predicate("vip", lambda message, args: True, "test", parse=lambda raw: Listed(),
+                                      needs=["header:From"])])
+    real_load = Registry.load.__func__
+    monkeypatch.setattr(Registry, "load", classmethod(lambda cls, **kw: real_load(cls, extra=[plugin], **kw)))
+    lab.write("""
+- name: vips
+  match: {subject: hello}
+  where: [{vip: vip.txt}]
+  actions: [flag]
+""")
+    (uid,) = lab.deliver({"subject": "hello"})
+    line = rule_lines(lab.cli("explain", "me", "INBOX", str(uid)))["vips"]
+    assert "MATCHED, decided by where: vip senders in vip.txt" in line and "PosixPath" not in line
+    assert "subject: 'hello'" in line and "at run time they may have said otherwise" in line
