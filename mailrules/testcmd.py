@@ -390,13 +390,12 @@ def against(config: Config, account_name: str, inputs: Sequence[InputMessage], r
     try:
         session.client.create_folder(scratch)
         created = True
-        for item in inputs:
-            m = item.message
-            session.append(scratch, m.raw, sorted(m.flags | m.keywords), m.internaldate)
+        appended, refused = _append_all(session, scratch, inputs, out)
         session.select(scratch)
         every = UidSet(session.client.search(["ALL"]))
         fetched = dict(session.fetch(every, ["FLAGS", "INTERNALDATE", "RFC822.SIZE"]))
-        for (uid, data), item in zip(sorted(fetched.items()), inputs, strict=False):
+        for uid, item in _by_uid(appended, sorted(fetched)):
+            data = fetched[uid]
             flags = [f.decode() if isinstance(f, bytes) else f for f in data[b"FLAGS"]]
             on_server[uid] = (item.label, LocalMessage(
                 item.message.raw, frozenset(f for f in flags if f.startswith("\\") and f in FLAG_KEYS),
@@ -428,8 +427,36 @@ def against(config: Config, account_name: str, inputs: Sequence[InputMessage], r
                       file=sys.stderr)
         session.logout()
     print(f"--against {account.name}: {len(rules)} rule(s) on {len(on_server)} message(s): "
-          f"{disagreements} disagreement(s)", file=out)
+          f"{disagreements} disagreement(s)" + (f"; {refused} message(s) refused by the server, not checked"
+                                                if refused else ""), file=out)
     return EXIT_FAILED if disagreements else EXIT_OK
+
+
+def _append_all(session: Any, scratch: str, inputs: Sequence[InputMessage],
+                out: TextIO) -> tuple[list[tuple[int | None, InputMessage]], int]:
+    """APPEND each message ((its UID when the server says, the message) for those stored); a
+    message the server refuses (a NUL byte on Cyrus, a size limit) is reported and skipped."""
+    from .imap.session import ServerRefused
+
+    appended: list[tuple[int | None, InputMessage]] = []
+    refused = 0
+    for item in inputs:
+        m = item.message
+        try:
+            got = session.append(scratch, m.raw, sorted(m.flags | m.keywords), m.internaldate)
+        except ServerRefused as exc:
+            refused += 1
+            print(f"REFUSED {item.label}: the server would not store it ({exc}); not checked", file=out)
+            continue
+        appended.append((got[1] if got else None, item))
+    return appended, refused
+
+
+def _by_uid(appended: list[tuple[int | None, InputMessage]], uids: list[int]) -> list[tuple[int, InputMessage]]:
+    """The stored messages by UID: from APPENDUID, or in APPEND order where the server did not say."""
+    if all(uid is not None for uid, _ in appended):
+        return [(uid, item) for uid, item in appended if uid in set(uids)]  # type: ignore[misc]
+    return list(zip(uids, (item for _, item in appended), strict=False))
 
 
 # --------------------------------------------------------------------------- the command

@@ -252,3 +252,27 @@ def test_explain_names_a_plugin_predicate_by_its_arguments_str_and_says_it_ran_n
     line = rule_lines(lab.cli("explain", "me", "INBOX", str(uid)))["vips"]
     assert "MATCHED, decided by where: vip senders in vip.txt" in line and "PosixPath" not in line
     assert "subject: 'hello'" in line and "at run time they may have said otherwise" in line
+
+
+def test_against_reports_a_message_the_server_refuses_and_checks_the_others(lab, tmp_path, monkeypatch):
+    from mailrules.imap.session import ImapSession, ServerRefused
+
+    lab.write(RULES)
+    emls = []
+    for name, subject in (("a.eml", "build #1"), ("nul.eml", "refused"), ("c.eml", "Your invoice 9")):
+        emls.append(tmp_path / name)
+        emls[-1].write_bytes(f"From: news@example.org\r\nSubject: {subject}\r\n\r\nbody\r\n".encode())
+    real = ImapSession.append
+
+    def refusing(self, server_name, message, flags, internaldate):  # as Cyrus refuses a NUL byte
+        if b"refused" in message:
+            raise ServerRefused("APPEND", "Message contains NUL characters")
+        return real(self, server_name, message, flags, internaldate)
+
+    monkeypatch.setattr(ImapSession, "append", refusing)
+    result = lab.cli("test", "--against", "me", *map(str, emls))
+    assert "Traceback" not in result.out + result.err
+    assert "REFUSED" in result.out and "nul.eml" in result.out and "NUL characters" in result.out
+    assert "on 2 message(s): 0 disagreement(s); 1 message(s) refused by the server, not checked" in result.out
+    assert result.code == 0, result.out + result.err
+    assert not any(name.startswith("mailrules-test-") for name in folders(lab))
