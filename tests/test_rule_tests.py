@@ -359,3 +359,30 @@ def test_an_unreadable_message_path_exits_2(tmp_path):
 def test_an_unknown_rule_name_exits_2(tmp_path, inputs):
     result = mailrules_test(rules_file(tmp_path, "[]"), "--rule", "nope", str(inputs[0]))
     assert result.code == 2 and "no rule named 'nope'" in result.err
+
+
+UNICODE_RULES = r"""
+rules:
+  - name: umlaut
+    match: {subject: größe, from: jürgen}
+    actions: [flag]
+"""
+
+
+def test_inline_non_ascii_header_values_are_written_as_encoded_words_and_still_match(tmp_path):
+    from mailrules.config import load
+
+    case = """
+      - name: umlaut subject
+        message:
+          headers: {From: 'Jürgen Müller <j@example.org>', Subject: 'Größe 42'}
+          body: "x\\n"
+        expect: {rules: [umlaut]}
+    """
+    config = rules_file(tmp_path, case, rules=UNICODE_RULES)
+    raw = load(config).tests[0].raw
+    header = raw.split(b"\r\n\r\n", 1)[0]
+    assert header.isascii(), header  # no raw 8-bit bytes for a server to rewrite
+    assert b"=?utf-8?" in header and b"<j@example.org>" in header
+    result = mailrules_test(config)
+    assert result.code == 0, result.out + result.err
