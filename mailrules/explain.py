@@ -67,7 +67,14 @@ def explain_command(config: Config, registry: Registry, account_name: str, mailb
 def _explain(config: Config, registry: Registry, session: ImapSession, account: str, mailbox: str, uid: int,
              out: TextIO, err: TextIO) -> int:
     session.client.normalise_times = False  # INTERNALDATE with the server's zone
-    selected = session.select(session.server_name(mailbox), readonly=True)  # EXAMINE
+    try:
+        server_name = session.server_name(mailbox)
+    except ValueError as exc:
+        if "rules write folders with" not in str(exc):
+            print(f"mailrules: {account}: {exc}", file=err)
+            return EXIT_BAD
+        server_name, mailbox = mailbox, session.rules_name(mailbox)  # the server's own name: understood
+    selected = session.select(server_name, readonly=True)  # EXAMINE
     found = dict(session.fetch(UidSet([uid]), ["BODY.PEEK[]", "FLAGS", "INTERNALDATE", "RFC822.SIZE"]))
     if uid not in found:
         print(f"mailrules: {account} {mailbox}: no message with UID {uid} (UIDVALIDITY {selected.uidvalidity})",
