@@ -36,7 +36,7 @@ from .describe import criterion_text, leaves
 from .kernel import run_pass
 from .local_search import LocalMessage, MessageTooComplex, NotEvaluableOffline, matches
 from .memory import MemoryMailbox, MemoryServer
-from .model import ActionCall, Config, FolderRef, Raw, Rule, RuleTest, Text
+from .model import ActionCall, Config, FolderRef, Header, Raw, Rule, RuleTest, Text
 from .plugins import Registry
 from .rule_tests import MAX_MESSAGE_BYTES
 from .uidset import UidSet
@@ -155,6 +155,9 @@ def server_dependent(config: Config, rules: Sequence[Rule], out: TextIO) -> None
             elif isinstance(leaf, Text) and leaf.field in ("body", "text"):
                 why = ("depends on the server: Cyrus's BODY also matches the headers of MIME parts, and Gmail "
                        "and Exchange match whole words, not substrings (evaluated here as Dovecot does)")
+            elif isinstance(leaf, Text | Header) and not leaf.value.isascii():
+                why = ("depends on the server: Cyrus stores raw 8-bit header bytes (RFC 6532 mail) as 'X', "
+                       "so there a non-ASCII key finds only headers written as encoded words")
             elif word_based and isinstance(leaf, Text):
                 why = (f"depends on the server: {word_based[0]} matches whole words, not substrings "
                        "(evaluated here as Dovecot does)")

@@ -386,3 +386,13 @@ def test_inline_non_ascii_header_values_are_written_as_encoded_words_and_still_m
     assert b"=?utf-8?" in header and b"<j@example.org>" in header
     result = mailrules_test(config)
     assert result.code == 0, result.out + result.err
+
+
+def test_a_non_ascii_header_criterion_is_warned_about_as_server_dependent(tmp_path):
+    case = """
+      - name: umlaut subject
+        message: {headers: {Subject: 'Größe 42'}, body: "x\\n"}
+        expect: {rules: []}
+    """
+    result = mailrules_test(rules_file(tmp_path, case, rules=UNICODE_RULES))
+    assert "subject: 'größe'" in result.err and "Cyrus stores raw 8-bit header bytes" in result.err
