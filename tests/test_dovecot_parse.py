@@ -16,13 +16,13 @@ from mailrules.dovecot_parse import _base64_prefix_slow, _qp_states, base64_pref
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=40).map(lambda b: bytes(b"AZaz09+/= \r\n$!"[c % 15] for c in b)))
+@given(st.lists(st.sampled_from(list(b"AZaz09+/= \r\n$!")), max_size=40).map(bytes))
 def test_the_fast_base64_decoder_equals_the_ported_loop(data):
     assert base64_prefix(data) == _base64_prefix_slow(data)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=40).map(lambda b: bytes(b"ab=4Fz_0A \t\r\n"[c % 14] for c in b)))
+@given(st.lists(st.sampled_from(list(b"ab=4Fz_0A \t\r\n")), max_size=40).map(bytes))
 def test_the_fast_quoted_printable_decoder_equals_the_ported_state_machine(data):
     assert qp_body(data) == _qp_states(data)
 
