@@ -79,3 +79,16 @@ def test_explain_of_a_name_no_folder_can_have_is_an_error_not_a_traceback(cyrus_
     assert result.code == 2, result.out + result.err
     assert "ValueError" not in result.err and "Traceback" not in result.err
     assert "separator '.'" in result.err
+
+
+def test_a_run_names_the_form_to_write_and_keeps_the_message(cyrus_like):
+    cyrus_like.deliver("dev news")
+    cyrus_like.write("""
+        - name: dev
+          match: {subject: dev news}
+          actions: [{move: INBOX.Lists.dev}]
+    """)
+    result = cyrus_like.run()
+    assert "Traceback" not in result.out + result.err
+    assert "rules write folders with '/': 'Lists/dev'" in result.err, result.err
+    assert [m.subject for m in cyrus_like.messages()] == ["dev news"]
