@@ -127,7 +127,7 @@ def _one_rule(rule: Rule, message: LocalMessage, view: MessageView, session: Ima
     held = []
     for call in rule.where:
         spec = registry.predicates[call.name]
-        arg = "" if call.args is None else f" {call.args}"  # str(), as logs and dry runs show it
+        arg = "" if call.args is None else f" {argument_text(call.args)}"
         named = f"where: {call.name}{arg} ({call.location})"
         try:
             accepted = spec.test(view, call.args)
@@ -143,6 +143,20 @@ def _one_rule(rule: Rule, message: LocalMessage, view: MessageView, session: Ima
                 f"{', '.join(held[:-1]) + ' and ' if held[:-1] else ''}the criteria, by {why}, hold too); "
                 f"{check}; {PREDICATE_NOW}", disagrees)
     return f"{head}: MATCHED, decided by {why}; {check}", disagrees
+
+
+def argument_text(args: object) -> str:
+    """A `where:` predicate's argument for people: its `str()` (as the plugin guide promises), with
+    the built-in forms, (field, compiled pattern) pairs, written as the rules file writes them."""
+    pairs = args.items() if isinstance(args, dict) else args
+    if isinstance(pairs, list | tuple) or isinstance(args, dict):
+        try:
+            items = [(str(k), getattr(v, "pattern", v)) for k, v in pairs]  # type: ignore[misc]
+        except (TypeError, ValueError):
+            return str(args)
+        quoted = ["'" + v.replace("'", "''") + "'" if isinstance(v, str) else str(v) for _, v in items]
+        return "{" + ", ".join(f"{k}: {v}" for (k, _), v in zip(items, quoted, strict=True)) + "}"
+    return str(args)
 
 
 PREDICATE_NOW = ("where: predicates are run now, on the message as it is now: at run time they may have "

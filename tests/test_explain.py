@@ -58,6 +58,7 @@ def test_explain_names_the_first_failing_criterion_and_a_failing_where_predicate
     result = lab.cli("explain", "me", "INBOX", str(build))
     line = next(x for x in result.out.splitlines() if x.startswith("rule 'builds'"))
     assert "NOT matched, decided by where: regex" in line and "criteria matched by subject: 'build'" in line
+    assert "where: regex {body: 'build #\\d+ failed'}" in line  # as the rules file writes it
 
 
 def test_explain_reports_a_disagreement_with_the_server_loudly(lab, monkeypatch):
