@@ -281,8 +281,13 @@ def mime_part(draw, depth: int = 0) -> bytes:
         return _part(["Content-Type: message/rfc822"], inner)
     boundary = f"b{depth}x{draw(st.integers(0, 999))}"
     children = draw(st.lists(mime_part(depth + 1), min_size=1, max_size=3))
-    body = b"preamble\r\n" + b"".join(b"--" + boundary.encode() + b"\r\n" + c + b"\r\n" for c in children)
-    body += b"--" + boundary.encode() + b"--\r\nepilogue\r\n"
+    # A delimiter line may carry padding or other text after the boundary (Dovecot: still a delimiter).
+    tails = draw(st.lists(st.sampled_from([b"", b"", b"  ", b" junk"]), min_size=len(children), max_size=len(children)))
+    body = b"preamble\r\n" + b"".join(b"--" + boundary.encode() + t + b"\r\n" + c + b"\r\n"
+                                       for c, t in zip(children, tails, strict=True))
+    body += b"--" + boundary.encode() + draw(st.sampled_from([b"--", b"--", b"-- "])) + b"\r\nepilogue\r\n"
+    if draw(st.integers(0, 5)) == 0:  # a truncated message: no close delimiter
+        body = body[: body.rindex(b"--" + boundary.encode())]
     sub = draw(st.sampled_from(["mixed", "alternative"]))
     if draw(st.booleans()):  # RFC 2231 continuation
         param = f'boundary*0="{boundary[:2]}"; boundary*1="{boundary[2:]}"'
