@@ -643,7 +643,7 @@ class _Parsed:
         header, _body = _split_header(raw)
         self.top_fields = _fields(header)
         self.raw = raw
-        self._bounds = Bounds()
+        self._bounds = Bounds()  # renewed when the walk starts (its deadline runs from then)
 
     def fields(self, name: str) -> list[bytes]:
         key = name.lower().encode("utf-8", "replace")
@@ -659,6 +659,7 @@ class _Parsed:
         body: list[str] = []
         headers: list[str] = []
         check_size(self.raw)
+        self._bounds = Bounds()
         self._walk(self.raw, "text/plain", 0, body, headers, top=True)
         return "\n".join(body), "\n".join(headers)
 
