@@ -58,6 +58,7 @@ class Size:
 
     op: str
     size: int
+    written: str = field(default="", compare=False, repr=False)  # as the rules file wrote it ("1MB")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Age:
 
     op: str
     seconds: int
+    written: str = field(default="", compare=False, repr=False)  # as the rules file wrote it ("2w")
 
 
 @dataclass(frozen=True)
