@@ -27,6 +27,7 @@ from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_
 from .imap.pool import SessionPool
 from .imap.session import ImapSession
 from .imap_mailbox import SEARCH_REFUSED, ImapPass, PassSettings
+from .journal import Journal
 from .kernel import Position, run_pass
 from .model import ArrivalDate, Config, Rule
 from .plugins import Registry, TimeLimit
@@ -106,6 +107,8 @@ class Engine:
             predicate_timeout=predicate_timeout, limiter=self._limiter, connect=pool.get, watched=self.watched,
             interrupt=self._check_interrupt, accounts=frozenset(config.accounts),
         )
+        # finished runs kept for undo and history, pruned after each pass (mailrules.journal)
+        self.journal = Journal(self.store, config.history_days) if self.store else None
         # shared: true (mailrules.claims): this instance's claims on the server
         self.claims = Claims(instance_id(getattr(store, "dir", None)))
         protect_accounts(config.accounts.values())  # plugin children never see a password_env variable
@@ -377,6 +380,8 @@ class Engine:
         outcome.failed = {uid: f[4] for uid, f in failures.items()}
         if run is None or self.store is None:
             return
+        if self.journal is not None:
+            self.journal.prune()  # bounded: a batch of the oldest runs past history_days
         if shared:  # before the journal closes the run: a crash in between resumes it
             self.claims.done(session, UidSet(candidates))
         if kind == "sweep":

@@ -41,6 +41,7 @@ from ..model import FolderRef
 from ..uidset import UidSet
 from .base import ActionFailed, ActionResult, ActionRun
 from .intent import CopyIntent, Verified
+from .reverse import Reversed, UndoRun, reverse_copy, reverse_move
 
 log = logging.getLogger("mailrules.actions")
 
@@ -105,6 +106,9 @@ class CopyAction(Action):
 
     def perform(self, context: ActionContext, uids: UidSet, arg: FolderRef) -> None:
         (context.move if self.move else context.copy)(uids, str(arg))
+
+    def reverse(self, undo: UndoRun, record: dict) -> Reversed:
+        return (reverse_move if self.move else reverse_copy)(undo, record)
 
 
 def _reversal(run: ActionRun, account: str, dest: str, mapping: dict[int, int]) -> dict:

@@ -12,6 +12,7 @@ from typing import Any
 from ..api import Action, ActionContext
 from ..uidset import UidSet
 from .base import ActionResult, ActionRun
+from .reverse import Reversed, UndoRun, fetch_flags, reverse_flags
 
 SYSTEM_FLAGS = {
     "\\seen": "\\Seen",
@@ -65,18 +66,34 @@ class FlagAction(Action):
         return "" if self.bare else super().describe(arg)
 
     def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
+        changing = changes(run, uids, tuple(arg), self.add)
         run.session.store(uids, tuple(arg), add=self.add)
-        return ActionResult(uids, detail=reversal(arg, self.add))
+        return ActionResult(uids, detail=reversal(arg, self.add, changing))
+
+    def reverse(self, undo: UndoRun, record: dict) -> Reversed:
+        return reverse_flags(undo, record, keywords=False)
 
     def perform(self, context: ActionContext, uids: UidSet, arg: Any) -> None:
         (context.set_flags if self.add else context.clear_flags)(uids, arg)
 
 
-def reversal(arg: Any, add: bool) -> dict:
-    """What undoing a flag or keyword change needs, journaled with its done step: the flags and
-    which way they went (the flags before the change are not fetched: that would cost a round
-    trip per action; an undo restores the opposite change)."""
-    return {"undo": {"flags": list(arg), "added": add}}
+def changes(run: ActionRun, uids: UidSet, flags: tuple[str, ...], add: bool) -> dict[str, UidSet]:
+    """Per flag, the messages a STORE is about to change: those that lack it (add) or have it.
+
+    Read with one UID FETCH FLAGS just before the STORE, so that the journal records only what
+    actually changed and an undo never touches a message that already had the flag.
+    """
+    current = {uid: {f.lower() for f in found} for uid, found in fetch_flags(run.session, uids).items()}
+    return {flag: UidSet(u for u, have in current.items() if (flag.lower() in have) != add) for flag in flags}
+
+
+def reversal(arg: Any, add: bool, changed: dict[str, UidSet] | None = None) -> dict:
+    """What undoing a flag or keyword change needs, journaled with its done step: the flags,
+    which way they went, and per flag the messages it actually changed."""
+    record: dict = {"flags": list(arg), "added": add}
+    if changed is not None:
+        record["changed"] = {flag: str(uids) for flag, uids in changed.items() if uids}
+    return {"undo": record}
 
 
 def actions() -> list[Action]:
