@@ -90,7 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _journal_commands(sub) -> None:
-    """`undo` and `history` (mailrules.undo, mailrules.history): the journal's commands."""
+    """`apply`, `undo` and `history` (mailrules.apply, .undo, .history): the journal's commands."""
+    apply = sub.add_parser("apply", help="run rules over every message already in the mailboxes (plan first)")
+    _common(apply, top=False)
+    apply.add_argument("--rule", action="append", metavar="NAME", help="only the named rules (repeatable)")
+    apply.add_argument("--account", metavar="A", help="only this account")
+    apply.add_argument("--mailbox", action="append", metavar="M", help="these mailboxes (default: the watched ones)")
+    apply.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    apply.add_argument("--yes", action="store_true", help="no confirmation question (for scripts)")
     undo = sub.add_parser("undo", help="reverse what a run did (moves, copies, flags, keywords)")
     _common(undo, top=False)
     undo.add_argument("run", nargs="?", type=int, metavar="RUN", help="the run's id (`history --runs`)")
@@ -251,6 +258,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .explain import explain_command
 
         return explain_command(config, registry, args.account, args.mailbox, args.uid)
+    if args.command == "apply":
+        from .apply import apply_command
+
+        return apply_command(config, registry, _state_dir(state_dir), args)
     if args.command == "undo":
         from .undo import undo_command
 

@@ -304,23 +304,34 @@ class Engine:
 
     # ------------------------------------------------------------------ sweeps
 
-    def sweep(self, account: str, mailbox: str, rules: list[Rule], key: str) -> Outcome:
-        """Run scheduled `rules` over every message of `mailbox` (a sweep)."""
+    def sweep(self, account: str, mailbox: str, rules: list[Rule], key: str, *, kind: str | None = None,
+              resume: RunRecord | None = None) -> Outcome:
+        """Run scheduled `rules` over every message of `mailbox` (a sweep).
+
+        kind: the journal's kind of the run (default ``sweep:<key>``; `mailrules apply` runs
+        its rules this way as "apply"). resume: finish that interrupted run instead.
+        """
         session = self.pool.get(account)
         server = session.server_name(mailbox)
         sel = session.select(server, readonly=self.dry_run)
         rules = self._filter(rules)
         outcome = Outcome(account, server)
-        found = session.search(SearchQuery((b"ALL",)))
-        candidates = {uid: (0, 0) for uid in found}
+        if resume is not None:
+            rules = self._rules_for_run(resume, rules)
+            candidates = dict(resume.candidates)
+        else:
+            candidates = {uid: (0, 0) for uid in session.search(SearchQuery((b"ALL",)))}
         outcome.candidates = len(candidates)
-        report = sweep_report(account, mailbox, rules, self.registry.actions, len(candidates)) if self.dry_run else None
+        report = None
+        if self.dry_run:
+            report = sweep_report(account, mailbox, rules, self.registry.actions, len(candidates), kind=kind)
         if not candidates or not rules:
             self._render(report, outcome)
             return outcome
-        run = None
-        if self.store:
-            run = self.store.begin_run(account, server, sel.uidvalidity, f"sweep:{key}", candidates, _names(rules), 0)
+        run = resume
+        if self.store and run is None:
+            run = self.store.begin_run(account, server, sel.uidvalidity, kind or f"sweep:{key}", candidates,
+                                       _names(rules), 0)
         self._execute(session, account, server, rules, candidates, run, outcome, kind="sweep", high=0, advance=False,
                       report=report)
         self._render(report, outcome)

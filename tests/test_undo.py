@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import json
 
-from mailrules.testing.daemon import flags_by_content
+from helpers import account_contents
 
 MIXED = """
     - name: file lists
@@ -27,13 +27,7 @@ MIXED = """
 
 
 def everything(lab) -> collections.Counter:
-    """(folder, digest, flags) of every message of the account, as a multiset."""
-    out: collections.Counter = collections.Counter()
-    with lab.client() as client:
-        for folder in lab.folders():
-            for (digest, flags), n in flags_by_content(client, folder).items():
-                out[(folder, digest, flags)] += n
-    return out
+    return account_contents(lab)
 
 
 def deliver_mixed(lab) -> None:
