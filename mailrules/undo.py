@@ -117,15 +117,19 @@ def execute(store: StateStore, journal: Journal, registry, pool, the_plan: UndoP
     run = journal.unfinished(kind)
     undo = UndoRun(connect=pool.get, account=r.account, mailbox=r.mailbox)
     done_before: set[int] = set()
+    intents: dict[int, dict] = {}
     if run is not None:
         done_before = _resumed(run, the_plan, undo)
+        intents = {s.rule_index: s.detail for s in run.steps if s.state == "intent"}
     else:
         run = journal.begin(r.account, r.mailbox, r.uidvalidity, kind, list(r.rules))
     failed = 0
     for pos, entry in enumerate(the_plan.steps):
         if entry.seq in done_before:
             continue
-        store.add_step(run.id, pos, entry.seq, 0, entry.uids, "intent", {"undoing": entry.seq})
+        undo.resumed = intents.get(entry.seq)
+        store.add_step(run.id, pos, entry.seq, 0, entry.uids, "intent", undo.resumed or {"undoing": entry.seq})
+        undo.note = _noter(store, run.id, pos, entry)
         try:
             result: Reversed = registry.actions[entry.action].reverse(undo, entry.undo)
         except (ActionFailed, ServerRefused, IMAPClientError, ValueError) as exc:
@@ -139,6 +143,12 @@ def execute(store: StateStore, journal: Journal, registry, pool, the_plan: UndoP
         store.add_step(run.id, pos, entry.seq, 0, result.uids, "done", detail)
     journal.finish(run.id)
     return run.id, undo, failed
+
+
+def _noter(store: StateStore, run_id: int, pos: int, entry: Entry):
+    """For the reversal in progress: rewrite its journaled intent (what a resume must know)."""
+    return lambda detail: store.add_step(run_id, pos, entry.seq, 0, entry.uids, "intent",
+                                         {"undoing": entry.seq, **detail})
 
 
 def _resumed(run: RunRecord, the_plan: UndoPlan, undo: UndoRun) -> set[int]:

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import Action, ActionContext
+from ..criteria import SearchQuery
 from ..uidset import UidSet
 from .base import ActionResult, ActionRun
-from .reverse import Reversed, UndoRun, fetch_flags, reverse_flags
+from .reverse import Reversed, UndoRun, reverse_flags
 
 SYSTEM_FLAGS = {
     "\\seen": "\\Seen",
@@ -80,11 +81,19 @@ class FlagAction(Action):
 def changes(run: ActionRun, uids: UidSet, flags: tuple[str, ...], add: bool) -> dict[str, UidSet]:
     """Per flag, the messages a STORE is about to change: those that lack it (add) or have it.
 
-    Read with one UID FETCH FLAGS just before the STORE, so that the journal records only what
-    actually changed and an undo never touches a message that already had the flag.
+    One UID SEARCH per flag just before the STORE, restricted to the batch (the answer is a
+    compact UID list, cheaper than fetching every message's FLAGS), so that the journal records
+    only what actually changed and an undo never touches a message that already had the flag.
     """
-    current = {uid: {f.lower() for f in found} for uid, found in fetch_flags(run.session, uids).items()}
-    return {flag: UidSet(u for u, have in current.items() if (flag.lower() in have) != add) for flag in flags}
+    return {flag: run.session.search(SearchQuery(_having(flag, not add)), within=uids) for flag in flags}
+
+
+def _having(flag: str, present: bool) -> tuple[bytes, ...]:
+    """The SEARCH keys of the messages that have (present) or lack a flag or keyword."""
+    if flag.startswith("\\"):
+        name = flag[1:].upper().encode()
+        return (name,) if present else (b"UN" + name,)
+    return (b"KEYWORD" if present else b"UNKEYWORD", flag.encode())
 
 
 def reversal(arg: Any, add: bool, changed: dict[str, UidSet] | None = None) -> dict:

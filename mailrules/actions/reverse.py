@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..criteria import SearchQuery
 from ..imap.session import ImapSession
 from ..uidset import UidSet
 
@@ -42,6 +43,10 @@ class UndoRun:
     mailbox: str  # server name
     renumber: dict[int, int] = field(default_factory=dict)
     left: list[str] = field(default_factory=list)
+    # Rewrites the journaled intent of the reversal in progress (what a resume must know).
+    note: Callable[[dict], None] | None = None
+    # That intent read back, when this reversal was interrupted by a crash and is resumed.
+    resumed: Mapping[str, Any] | None = None
 
     def select(self, mailbox: str, account: str | None = None) -> ImapSession:
         """The session of `account` (default: the run's) with `mailbox` selected read-write."""
@@ -172,9 +177,16 @@ def reverse_move(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
         return Reversed("move", f"move {source}", UidSet(), None, 0)
     session = undo.select(dest, account)
     there = session.existing(UidSet(mapping.values()))
-    undo.left.extend(f"{account}:{dest} UID {d}: moved or deleted since" for d in mapping.values() if d not in there)
+    back: dict[int, int] = {}
+    if account == undo.account and undo.resumed and "uidnext" in undo.resumed:
+        back = _recover(undo, session, there, source, dest)
+    undo.left.extend(f"{account}:{dest} UID {d}: moved or deleted since" for d in mapping.values()
+                     if d not in there and d not in back)
     if account == undo.account:
-        back = _move_same_account(session, there, source)
+        if undo.note is not None and there:  # before the MOVE: how to find them after a crash
+            sizes = {uid: data.get(b"RFC822.SIZE") for uid, data in session.fetch(there, ["RFC822.SIZE"])}
+            undo.note({"uidnext": session.status_uidnext(source), "sizes": {str(u): n for u, n in sizes.items()}})
+        back.update(_move_same_account(session, there, source))
     else:
         back = _move_across(undo, session, there, source)
     origin = {d: s for s, d in mapping.items()}
@@ -186,6 +198,33 @@ def reverse_move(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
         reverse = {"source": source, "account": account, "dest": dest, "mapping": {}}
     return Reversed("move", f"move {source} (back from {dest})", UidSet(back.values()),
                     {"undo": reverse} if back and account == undo.account else None, len(there))
+
+
+def _recover(undo: UndoRun, session: ImapSession, there: UidSet, source: str, dest: str) -> dict[int, int]:
+    """After a crash in the middle of moving back: where the messages already moved landed.
+
+    The intent recorded the source's UIDNEXT and each message's size before the MOVE; the
+    server gives moved messages new UIDs in the order of the old ones, so the arrivals since
+    that UIDNEXT are paired, in order, with the messages gone, each with one of its size.
+    """
+    assert undo.resumed is not None
+    sizes = {int(k): int(v) for k, v in (undo.resumed.get("sizes") or {}).items()}
+    gone = sorted(d for d in sizes if d not in there)
+    if not gone:
+        return {}
+    since = int(undo.resumed["uidnext"])
+    session.select(source)
+    arrived = UidSet(u for u in session.search(SearchQuery((b"UID", f"{since}:*".encode()))) if u >= since)
+    found = {uid: data.get(b"RFC822.SIZE") for uid, data in session.fetch(arrived, ["RFC822.SIZE"])}
+    session.select(dest)
+    out: dict[int, int] = {}
+    queue = sorted(found)
+    for d in gone:
+        while queue and found[queue[0]] != sizes[d]:
+            queue.pop(0)
+        if queue:
+            out[d] = queue.pop(0)
+    return out
 
 
 def _move_same_account(session: ImapSession, uids: UidSet, source: str) -> dict[int, int]:
