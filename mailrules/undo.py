@@ -128,6 +128,7 @@ def execute(store: StateStore, journal: Journal, registry, pool, the_plan: UndoP
         if entry.seq in done_before:
             continue
         undo.resumed = intents.get(entry.seq)
+        undo.uids = entry.uids
         store.add_step(run.id, pos, entry.seq, 0, entry.uids, "intent", undo.resumed or {"undoing": entry.seq})
         undo.note = _noter(store, run.id, pos, entry)
         try:

@@ -46,6 +46,7 @@ def test_undo_last_restores_every_mailbox_exactly_as_before(lab):
     assert everything(lab) != before
     result = lab.cli("undo", "--last", "--yes")
     assert result.code == 0, result.stderr
+    assert "left alone" not in result.out
     assert everything(lab) == before
 
 
@@ -115,6 +116,7 @@ def test_an_undo_can_be_undone(lab):
     result = lab.cli("undo", "--last", "--yes")
     assert result.code == 0, result.stderr
     assert "undo run 2 (undo:1" in result.out
+    assert "left alone" not in result.out
     assert everything(lab) == after
 
 

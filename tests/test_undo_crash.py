@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import collections
 import random
+import sqlite3
 import subprocess
 import time
 
 import pytest
 
-from mailrules.testing.daemon import DaemonHarness, flags_by_content
+from mailrules.testing.daemon import DaemonHarness, flags_by_content, wait_until
 from mailrules.testing.proxy import TcpProxy
 
 N = 60
@@ -29,6 +30,20 @@ RULES = """\
       - copy: Archive
       - move: Done
 """
+
+
+def undo_rows(state) -> int:
+    """How far the undo got: its journal's step rows (0 before it began)."""
+    try:
+        db = sqlite3.connect(f"file:{state / 'state.sqlite3'}?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT count(*) + coalesce(sum(s.state='done'), 0) FROM step s JOIN run r "
+                             "ON r.id=s.run_id WHERE r.kind='undo:1'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+    return int(row[0])
 
 
 def contents(client) -> collections.Counter:
@@ -52,14 +67,16 @@ def test_undo_killed_midway_and_run_again_restores_every_mailbox_exactly(seed, d
     client.add_flags(client.search(["ALL"])[::3], ["\\Flagged"])
     before = contents(client)
     rng = random.Random(f"undo-crash-{seed}")
-    with TcpProxy(dovecot.host, dovecot.port, delay=0.004) as proxy:
+    with TcpProxy(dovecot.host, dovecot.port, delay=0.02) as proxy:
         harness = DaemonHarness(dovecot, user, tmp_path / "d", rules=RULES, port=proxy.port)
         assert harness.run("run", "--once").returncode == 0
         assert contents(client) != before
         for _ in range(3):
             proc = subprocess.Popen(harness.command("undo", "1", "--yes"), env=harness.env(),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.4, 1.6))
+            steps = rng.randrange(1, 9)  # 4 reversals: intent and done rows (or an intent rewritten)
+            wait_until(lambda p=proc, n=steps: undo_rows(harness.state) >= n or p.poll() is not None, timeout=60)
+            time.sleep(rng.uniform(0.0, 0.08))
             proc.kill()
             proc.wait()
         final = harness.run("undo", "1", "--yes")

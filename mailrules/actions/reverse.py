@@ -47,6 +47,7 @@ class UndoRun:
     note: Callable[[dict], None] | None = None
     # That intent read back, when this reversal was interrupted by a crash and is resumed.
     resumed: Mapping[str, Any] | None = None
+    uids: UidSet = field(default_factory=UidSet)  # the UIDs the step being reversed acted on
 
     def select(self, mailbox: str, account: str | None = None) -> ImapSession:
         """The session of `account` (default: the run's) with `mailbox` selected read-write."""
@@ -112,7 +113,7 @@ def reverse_flags(undo: UndoRun, record: Mapping[str, Any], *, keywords: bool) -
     for flag, mapping in changed.items():
         ready = UidSet(u for u in mapping.values() if u in current and (flag.lower() in current[u]) == added)
         for old, uid in mapping.items():
-            if uid not in ready:
+            if uid not in ready and not (undo.resumed and uid in current):  # resumed: maybe changed back by us
                 why = "gone (moved or deleted since)" if uid not in current else "changed since by someone else"
                 undo.left.append(f"{mailbox} UID {old}: {flag} {why}")
         if ready and modseq is not None:
@@ -144,6 +145,7 @@ def reverse_copy(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
     if not mapping:
         undo.left.append(f"copies in {account}:{dest}: the server gave no COPYUID, so they cannot be told apart")
         return Reversed("copy", f"delete copies in {dest}", UidSet(), None, 0)
+    _unmapped(undo, mapping, f"{account}:{dest}", record["source"])
     session = undo.select(dest, account)
     there = session.existing(UidSet(mapping.values()))
     undo.left.extend(f"{account}:{dest} UID {d}: the copy is gone already" for d in mapping.values()
@@ -175,6 +177,7 @@ def reverse_move(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
     if not mapping:
         undo.left.append(f"messages moved to {account}:{dest}: the server gave no COPYUID, so they cannot be found")
         return Reversed("move", f"move {source}", UidSet(), None, 0)
+    _unmapped(undo, mapping, f"{account}:{dest}", record["source"])
     session = undo.select(dest, account)
     there = session.existing(UidSet(mapping.values()))
     back: dict[int, int] = {}
@@ -196,8 +199,18 @@ def reverse_move(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
                "dest": source, "mapping": {str(d): n for d, n in sorted(back.items())}}
     if account != undo.account:  # the reversal of an undone cross-account move: the forward move again
         reverse = {"source": source, "account": account, "dest": dest, "mapping": {}}
-    return Reversed("move", f"move {source} (back from {dest})", UidSet(back.values()),
+    in_run_mailbox = UidSet(back.values()) if source == undo.mailbox else UidSet(back)
+    return Reversed("move", f"move {source} (back from {dest})", in_run_mailbox,
                     {"undo": reverse} if back and account == undo.account else None, len(there))
+
+
+def _unmapped(undo: UndoRun, mapping: Mapping[int, int], where: str, record_source: str) -> None:
+    """List the messages of the step that its record cannot locate: a copy or move that a
+    crash interrupted and the resume completed (those done before the crash have no UID there)."""
+    missing = UidSet(u for u in undo.uids if u not in mapping)
+    if missing and mapping and record_source == undo.mailbox:
+        undo.left.append(f"{where}: {len(missing)} messages (UIDs {missing}) were copied before an interrupted "
+                         "pass resumed: their copies cannot be located by UID")
 
 
 def _recover(undo: UndoRun, session: ImapSession, there: UidSet, source: str, dest: str) -> dict[int, int]:
