@@ -92,6 +92,7 @@ def apply_command(config: Config, registry, state_dir, args: argparse.Namespace,
         for account, mailbox, rules in chosen:
             planner.sweep(account, mailbox, rules, KIND, kind=KIND)
         planner.close()
+        _outside(registry, chosen, out)
         if args.dry_run:
             return EXIT_OK
         try:
@@ -145,6 +146,20 @@ def _resume(engine, store: StateStore, chosen: list[tuple[str, str, list[Rule]]]
     finally:
         engine.close()
     return resumed
+
+
+def _outside(registry, chosen: list[tuple[str, str, list[Rule]]], out: TextIO) -> None:
+    """Name the actions whose effects reach outside the mailbox (a plugin's): they would run, and
+    no undo can take them back."""
+    seen: set[tuple[str, str]] = set()
+    for _account, _mailbox, rules in chosen:
+        for rule in rules:
+            for call in rule.actions:
+                action = registry.actions.get(call.name)
+                if action is not None and action.effects == "outside" and (rule.name, call.name) not in seen:
+                    seen.add((rule.name, call.name))
+                    out.write(f"would run: rule {rule.name!r}: {call.name} (effects outside the mailbox: "
+                              "not undoable)\n")
 
 
 def _latest(journal: Journal, account: str, mailbox: str) -> int | None:

@@ -12,6 +12,8 @@ import re
 import pytest
 from helpers import Acct, Lab, account_contents, write_config
 
+from mailrules import Action, hookimpl
+
 RULES = """
     - name: lists
       match: {subject: list}
@@ -129,3 +131,43 @@ def test_apply_of_an_unknown_rule_is_a_usage_error(lab):
     result = lab.cli("apply", "--rule", "nope", "--yes")
     assert result.code == 2
     assert "no rule named 'nope'" in result.err
+
+
+class PingPlugin:
+    """A plugin action with effects outside the mailbox (the default)."""
+
+    mailrules_plugin_name = "ping"
+    calls: list = []
+
+    @staticmethod
+    def ping(context, uids, arg) -> None:
+        PingPlugin.calls.extend(uids)
+
+    @hookimpl
+    def mailrules_actions(self):
+        return [Action("ping", "tell another system", run=PingPlugin.ping)]
+
+
+def test_apply_dry_run_says_which_outside_actions_would_run_and_runs_none(dovecot, tmp_path, monkeypatch):
+    import argparse
+    import io
+
+    from mailrules.apply import apply_command
+    from mailrules.config import load
+    from mailrules.plugins import Registry
+
+    lab = Lab(dovecot, dovecot.add_user(), tmp_path, monkeypatch)
+    lab.write("""
+        - name: tell
+          match: {subject: a}
+          actions: [ping, flag]
+    """)
+    lab.deliver("a")
+    registry = Registry.load(extra=[PingPlugin()])
+    config = load(lab.config, registry=registry)
+    args = argparse.Namespace(rule=None, account=None, mailbox=None, dry_run=True, yes=False)
+    out = io.StringIO()
+    assert apply_command(config, registry, lab.state, args, out) == 0
+    assert "would run: rule 'tell': ping (effects outside the mailbox: not undoable)" in out.getvalue()
+    assert PingPlugin.calls == []
+    assert lab.flags() == {"a": set()}
