@@ -67,3 +67,28 @@ def test_apply_killed_midway_and_run_again_ends_as_an_uninterrupted_apply(seed, 
             again = harness.run("apply", "--yes")
             assert again.returncode == 0, again.stderr
     assert contents(client) == contents(reference_client)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_an_apply_killed_midway_and_finished_is_undone_exactly(seed, dovecot, tmp_path, make_message):
+    raws = [make_message(subject=f"batch {i}", body=f"body {i}\n") for i in range(N)]
+    user, client = prepared(dovecot, raws)
+    client.create_folder("Done")
+    client.create_folder("Archive")
+    before = contents(client)
+    rng = random.Random(f"apply-undo-crash-{seed}")
+    with TcpProxy(dovecot.host, dovecot.port, delay=0.02) as proxy:
+        harness = DaemonHarness(dovecot, user, tmp_path / "d", rules=RULES, port=proxy.port)
+        proc = subprocess.Popen(harness.command("apply", "--yes"), env=harness.env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        steps = rng.randrange(1, 6)
+        wait_until(lambda: apply_rows(harness.state)[0] >= steps or proc.poll() is not None, timeout=60)
+        time.sleep(rng.uniform(0.0, 0.08))
+        proc.kill()
+        proc.wait()
+        if not apply_rows(harness.state)[1]:
+            assert harness.run("apply", "--yes").returncode == 0
+        undone = harness.run("undo", "--last", "--yes")
+        assert undone.returncode == 0, undone.stderr
+    assert contents(client) == before, undone.stdout

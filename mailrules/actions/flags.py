@@ -66,8 +66,11 @@ class FlagAction(Action):
     def describe(self, arg: Any) -> str:
         return "" if self.bare else super().describe(arg)
 
+    def read_intent(self, detail: Any) -> FlagIntent | None:
+        return FlagIntent.from_json(detail)
+
     def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
-        changing = changes(run, uids, tuple(arg), self.add)
+        changing = changes_journaled(run, uids, tuple(arg), self.add, intent if resuming else None)
         run.session.store(uids, tuple(arg), add=self.add)
         return ActionResult(uids, detail=reversal(arg, self.add, changing))
 
@@ -76,6 +79,38 @@ class FlagAction(Action):
 
     def perform(self, context: ActionContext, uids: UidSet, arg: Any) -> None:
         (context.set_flags if self.add else context.clear_flags)(uids, arg)
+
+
+@dataclass(frozen=True)
+class FlagIntent:
+    """What a flag or keyword change journals before its STORE: per flag, the messages it is
+    about to change. A resume after a crash (the STORE may have happened) reuses it: asked
+    again, the server would say nothing needs changing, and an undo would miss them."""
+
+    changed: dict[str, UidSet]
+
+    @classmethod
+    def from_json(cls, detail: Any) -> FlagIntent | None:
+        if not isinstance(detail, dict) or not isinstance(detail.get("changing"), dict):
+            return None
+        return cls({flag: UidSet.parse(text) for flag, text in detail["changing"].items()})
+
+    def to_json(self) -> dict:
+        return {"changing": {flag: str(uids) for flag, uids in self.changed.items()}}
+
+    def retry_details(self, uids: Any) -> dict:
+        return {}  # a retried flag change verifies nothing first
+
+
+def changes_journaled(run: ActionRun, uids: UidSet, flags: tuple[str, ...], add: bool,
+                      resumed: FlagIntent | None) -> dict[str, UidSet]:
+    """`changes`, journaled before the STORE (or, resuming, what was journaled then)."""
+    if resumed is not None:
+        return {flag: resumed.changed.get(flag, UidSet()) & uids for flag in flags}
+    changing = changes(run, uids, flags, add)
+    if run.journal is not None:
+        run.journal(FlagIntent(changing).to_json())
+    return changing
 
 
 def changes(run: ActionRun, uids: UidSet, flags: tuple[str, ...], add: bool) -> dict[str, UidSet]:
