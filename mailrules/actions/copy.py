@@ -82,7 +82,14 @@ class CopyAction(Action):
             account = arg.account or run.account
             return CopyIntent(account, dest, run.uidnext_creating(session, dest))
         dest = run.session.server_name(arg.path)
-        return CopyIntent(run.account, dest, run.uidnext_creating(run.session, dest))
+        if not run.session.has("MOVE"):
+            return CopyIntent(run.account, dest, run.uidnext_creating(run.session, dest))
+        # MOVE: where a resume finds what an interrupted MOVE moved (`moved_before`), from this
+        # pass's folder listing only: no round trip of its own (none: not locatable, and said so)
+        floor = run.session.uidnext_floor(dest)
+        if floor is None and run.session.known_missing(dest):
+            floor = 1
+        return CopyIntent(run.account, dest, floor) if floor is not None else None
 
     def read_intent(self, detail: Any) -> CopyIntent | None:
         return CopyIntent.from_json(detail)
