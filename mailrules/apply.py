@@ -10,8 +10,10 @@ semantics, the journal, crash resume), as a run of kind ``apply`` per mailbox:
 3. the run, journaled: its id is printed, for ``mailrules undo RUN`` and ``history --run``.
 
 It takes the state directory's lock, so it never runs beside a daemon on the same state
-(stop the daemon, apply, start it again), and it never moves a checkpoint: a message the
-daemon has not seen yet is still an arrival for it afterwards. Killed midway, ``apply`` run
+(stop the daemon, apply, start it again). It never moves a checkpoint, and takes only the
+messages at or below the daemon's: a message the daemon has not seen yet is left to it (it
+would otherwise be processed twice). On a mailbox the daemon never processed it takes every
+message, and the plan says to start the daemon with --since-now afterwards. Killed midway, ``apply`` run
 again finishes the interrupted run of each mailbox (from its journal) instead of starting a
 new one. Plugin actions with outside effects are listed in the plan like any action and are
 never run by ``--dry-run``.
@@ -90,7 +92,7 @@ def apply_command(config: Config, registry, state_dir, args: argparse.Namespace,
             return EXIT_OK
         planner = Engine(config, registry, store, pool, dry_run=True, out=out)
         for account, mailbox, rules in chosen:
-            planner.sweep(account, mailbox, rules, KIND, kind=KIND)
+            planner.sweep(account, mailbox, rules, KIND, kind=KIND, upto=_seen(store, pool, account, mailbox, out))
         planner.close()
         _outside(registry, chosen, out)
         if args.dry_run:
@@ -117,7 +119,8 @@ def _run(engine, store: StateStore, config: Config, chosen: list[tuple[str, str,
     journal = Journal(store, config.history_days)
     try:
         for account, mailbox, rules in chosen:
-            outcome = engine.sweep(account, mailbox, rules, KIND, kind=KIND)
+            upto = _seen(store, engine.pool, account, mailbox, None)
+            outcome = engine.sweep(account, mailbox, rules, KIND, kind=KIND, upto=upto)
             failed |= not outcome.ok
             if not outcome.candidates:
                 out.write(f"account {account} mailbox {mailbox}: no messages, nothing to do\n")
@@ -160,6 +163,20 @@ def _outside(registry, chosen: list[tuple[str, str, list[Rule]]], out: TextIO) -
                     seen.add((rule.name, call.name))
                     out.write(f"would run: rule {rule.name!r}: {call.name} (effects outside the mailbox: "
                               "not undoable)\n")
+
+
+def _seen(store: StateStore | None, pool, account: str, mailbox: str, out: TextIO | None) -> int | None:
+    """The daemon's checkpoint on the mailbox: apply takes the messages at or below it and leaves
+    the newer ones to the daemon (else they would be processed twice: copied twice). None (all):
+    the daemon never processed the mailbox, which `out` is told (the plan says it)."""
+    server = pool.get(account).server_name(mailbox)
+    state = store.mailbox(account, server) if store is not None else None
+    if state is not None:
+        return state.checkpoint
+    if out is not None:
+        out.write(f"note: account {account} mailbox {mailbox}: no `mailrules run` has processed it yet; a first "
+                  "run would process these messages again: start the daemon with --since-now after apply\n")
+    return None
 
 
 def _latest(journal: Journal, account: str, mailbox: str) -> int | None:

@@ -305,11 +305,12 @@ class Engine:
     # ------------------------------------------------------------------ sweeps
 
     def sweep(self, account: str, mailbox: str, rules: list[Rule], key: str, *, kind: str | None = None,
-              resume: RunRecord | None = None) -> Outcome:
+              resume: RunRecord | None = None, upto: int | None = None) -> Outcome:
         """Run scheduled `rules` over every message of `mailbox` (a sweep).
 
         kind: the journal's kind of the run (default ``sweep:<key>``; `mailrules apply` runs
-        its rules this way as "apply"). resume: finish that interrupted run instead.
+        its rules this way as "apply"). resume: finish that interrupted run instead. upto: only
+        the messages at or below this UID (`apply` leaves what the daemon has not seen to it).
         """
         session = self.pool.get(account)
         server = session.server_name(mailbox)
@@ -320,7 +321,8 @@ class Engine:
             rules = self._rules_for_run(resume, rules)
             candidates = dict(resume.candidates)
         else:
-            candidates = {uid: (0, 0) for uid in session.search(SearchQuery((b"ALL",)))}
+            candidates = {uid: (0, 0) for uid in session.search(SearchQuery((b"ALL",)))
+                          if upto is None or uid <= upto}
         outcome.candidates = len(candidates)
         report = None
         if self.dry_run:

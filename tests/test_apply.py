@@ -71,6 +71,7 @@ def test_apply_prints_the_plan_then_the_runs_id(lab):
     assert re.search(r"lists\s+3\s+flag, add_keyword \$List, copy Archive, copy other:Backup, move Lists",
                      result.out)
     assert re.search(r"applied to account me mailbox INBOX: 19 message-actions, 0 failed: run 1$", result.out, re.M)
+    assert "note: account me mailbox INBOX: no `mailrules run` has processed it yet" in result.out
 
 
 def test_apply_dry_run_changes_nothing(lab):
@@ -96,14 +97,22 @@ def test_apply_dry_run_plans_exactly_what_apply_then_does(lab):
     assert samples <= set().union(*done.values())
 
 
-def test_apply_never_moves_the_daemons_checkpoint(lab):
-    lab.deliver("list old")
-    assert lab.run().code == 0  # the daemon's pass: "list old" processed, checkpoint after it
+def test_apply_leaves_what_the_daemon_has_not_seen_to_the_daemon(lab):
+    lab.deliver("note old")
+    lab.write("""
+        - name: notes
+          match: {subject: note}
+          actions: [seen]
+    """)
+    assert lab.run().code == 0  # the daemon's pass: "note old" processed, the checkpoint after it
+    with lab.client() as client:
+        client.select_folder("INBOX")
+        client.remove_flags(client.search(["ALL"]), ["\\Seen"])  # read state reset by hand
     lab.deliver("note new")  # not seen by the daemon yet
-    assert lab.cli("apply", "--rule", "notes", "--yes").code == 0
-    lab.cli("undo", "--last", "--yes")
-    assert lab.run().code == 0  # the daemon still takes "note new" as an arrival
-    assert lab.flags() == {"note new": {"\\Seen", "$Note"}}
+    assert lab.cli("apply", "--yes").code == 0
+    assert lab.flags() == {"note old": {"\\Seen"}, "note new": set()}  # the new one is the daemon's
+    assert lab.run().code == 0  # and the daemon takes it as an arrival, once
+    assert lab.flags() == {"note old": {"\\Seen"}, "note new": {"\\Seen"}}
 
 
 def test_apply_is_refused_while_a_daemon_holds_the_state(lab):
