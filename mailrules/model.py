@@ -295,6 +295,7 @@ class Config:
     files: tuple[str, ...] = ()  # the main file and every included file, in load order
     warnings: tuple[str, ...] = ()  # load-time warnings (inline password, ...), already issued
     tests: tuple[RuleTest, ...] = ()  # the `tests:` cases of the main file and its includes
+    history_days: int = 30  # finished runs kept in the journal for undo and history (mailrules.journal)
 
     def rules_for(self, account: str, mailbox: str, *, scheduled: bool | None = False) -> list[Rule]:
         """Enabled rules for this mailbox, in file order.
