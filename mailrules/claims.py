@@ -35,6 +35,12 @@ twice: the read-back, then a conditional STORE of a new random token and a secon
 (`Claims._confirmed`). Two instances both keep a message only if they tie twice with equal
 random tokens both times (1 in 256, then 1 in 255); measured on Dovecot, 4 instances racing
 on the same messages tied about 2 message-rounds in 1,000 with equal writes and never twice.
+Not exact, and no fixed keyword set can make it so: flag STOREs are idempotent, so two
+instances in the same state writing the same values are indistinguishable to the server, and
+only randomness breaks the symmetry (a value derived from the instance would make some pairs
+tie every time). Dovecot does show the tie in one place, which is not used: the loser's
+untagged FETCH carries FLAGS (another session's change) where a change of its own under
+.SILENT carries MODSEQ alone; no RFC promises that. Cyrus 3.6 checks under the mailbox lock.
 
 Every change is one conditional STORE per message, ``UID STORE <uid> (UNCHANGEDSINCE <its own
 MODSEQ>) FLAGS.SILENT (<its flags, changed>)`` (a whole-set replacement, so one command
