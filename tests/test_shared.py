@@ -96,11 +96,11 @@ def test_a_claim_left_by_a_dead_instance_is_taken_over_after_claim_timeout(dovec
     client.create_folder("Archive")
     raw = make_message(subject="shared orphan")
     claimed, done = _marks(client)
-    client.append("INBOX", raw, flags=[claimed, GEN_BITS[1]])  # claimed (generation 2), then the holder died
+    client.append("INBOX", raw, flags=[claimed, GEN_BITS[1]])  # claimed (token 2), then the holder died
     daemon = DaemonHarness(dovecot, user, tmp_path / "d", rules=RULES, **SHARED)
     try:
         daemon.start()
-        daemon.wait_for_log("took over a claim unfinished for 3s \\(generation 2, step 0", timeout=30)
+        daemon.wait_for_log("took over a claim unfinished for 3s \\(token 2, step 0", timeout=30)
         wait_until(lambda: _all_done(client, 1), 30, message="the orphan done")
         assert daemon.stop() == 0
     finally:
