@@ -30,6 +30,7 @@ import getpass
 import hmac
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -302,6 +303,10 @@ def run_secret_command(
     except FileNotFoundError:
         raise SecretError(f"{where}: program not found; check the command and PATH") from None
     except PermissionError:
+        # exec*p reports EACCES, not ENOENT, for a program found nowhere when a directory of
+        # PATH could not be searched (a non-root user with /root/... on PATH): say which
+        if "/" not in program and shutil.which(program) is None:
+            raise SecretError(f"{where}: program not found; check the command and PATH") from None
         raise SecretError(f"{where}: program is not executable") from None
     except OSError as exc:
         raise SecretError(f"{where} could not be started: {exc.strerror or type(exc).__name__}") from None

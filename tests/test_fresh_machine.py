@@ -1,0 +1,50 @@
+"""A fresh machine: the suite is green where optional pieces are missing, and says what is missing.
+
+A newcomer runs the tests before installing the plugins (only CI installs them); every test
+that needs a plugin must then skip with the reason and the command that installs it, never fail.
+These run pytest in a child Python where the `notify` plugin is hidden: neither its module nor
+its entry point exist there, as on a machine where it was never installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+WITHOUT_NOTIFY = """
+import importlib.abc, importlib.metadata as md, sys
+class Hidden(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "mailrules_notify" or name.startswith("mailrules_notify."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Hidden())
+everything = md.entry_points
+md.entry_points = lambda **kw: [e for e in everything(**kw) if not e.value.startswith("mailrules_notify")]
+import pytest
+sys.exit(pytest.main(sys.argv[1:]))
+"""
+
+
+def pytest_without_notify(*args: str, require: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MAILRULES_REQUIRE_PLUGINS"}
+    if require:
+        env["MAILRULES_REQUIRE_PLUGINS"] = "1"
+    return subprocess.run([sys.executable, "-c", WITHOUT_NOTIFY, "-q", "-rs", "-p", "no:cacheprovider", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_plugin_guides_notify_tests_skip_with_the_install_command_when_notify_is_missing():
+    result = pytest_without_notify("tests/test_docs_plugins.py", "-k", "pipe or failing_command or typo")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 skipped" in result.stdout
+    assert "mailrules_notify is not installed (pip install -e plugins/notify)" in result.stdout
+
+
+def test_the_plugin_guides_notify_tests_fail_when_plugins_are_required_and_notify_is_missing():
+    result = pytest_without_notify("tests/test_docs_plugins.py", "-k", "typo", require=True)
+    assert result.returncode == 1 and "MAILRULES_REQUIRE_PLUGINS is set" in result.stdout
