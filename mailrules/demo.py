@@ -69,8 +69,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 INSTALL_HINT = (
     "mailrules demo needs Dovecot, which it starts as a private throwaway server on 127.0.0.1.\n"
-    "Install it (Debian, Ubuntu):  sudo apt-get install dovecot-imapd\n"
-    "(Fedora: sudo dnf install dovecot; Arch: sudo pacman -S dovecot; macOS: brew install dovecot.)\n"
+    "Install it once, as root (Debian, Ubuntu):  apt-get install -y dovecot-imapd\n"
+    "(Fedora: dnf install dovecot; Arch: pacman -S dovecot; macOS: brew install dovecot.)\n"
     "The package's own system service is not used and may stay disabled."
 )
 

@@ -88,7 +88,7 @@ def test_without_dovecot_the_demo_names_the_install_command_and_exits_2(monkeypa
     monkeypatch.setattr(mailrules.testing.dovecot, "dovecot_available", lambda: False)
     result = run_cli("demo")
     assert result.code == 2
-    assert "apt-get install dovecot-imapd" in result.err
+    assert "as root (Debian, Ubuntu):  apt-get install -y dovecot-imapd" in result.err and "sudo" not in result.err
 
 
 def test_demo_load_of_a_missing_path_is_a_usage_error(tmp_path):

@@ -9,6 +9,7 @@ its entry point exist there, as on a machine where it was never installed.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,28 @@ def test_the_plugin_guides_notify_tests_skip_with_the_install_command_when_notif
 def test_the_plugin_guides_notify_tests_fail_when_plugins_are_required_and_notify_is_missing():
     result = pytest_without_notify("tests/test_docs_plugins.py", "-k", "typo", require=True)
     assert result.returncode == 1 and "MAILRULES_REQUIRE_PLUGINS is set" in result.stdout
+
+
+def run_setup(tmp_path: Path, path_programs: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """scripts/setup in a copy of the checkout's scripts, with only `path_programs` on PATH."""
+    shutil.copytree(REPO / "scripts", tmp_path / "checkout" / "scripts")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, target in path_programs.items():
+        (bin_dir / name).symlink_to(target)
+    env = {"PATH": str(bin_dir), "MAILRULES_SBIN": "", "HOME": str(tmp_path)}
+    return subprocess.run([shutil.which("bash") or "/bin/bash", str(tmp_path / "checkout" / "scripts" / "setup")],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_setup_names_each_missing_system_package_and_the_one_command_that_installs_it(tmp_path):
+    result = run_setup(tmp_path, {"python3": sys.executable, "dirname": shutil.which("dirname") or "/usr/bin/dirname"})
+    assert result.returncode == 3
+    assert "missing system package(s): dovecot-imapd openssl" in result.stderr
+    assert "  apt-get install -y dovecot-imapd openssl\n" in result.stderr
+    assert not (tmp_path / "checkout" / ".venv").exists()
+
+
+def test_setup_without_python_names_python3_venv(tmp_path):
+    result = run_setup(tmp_path, {"dirname": shutil.which("dirname") or "/usr/bin/dirname"})
+    assert result.returncode == 3 and "apt-get install -y python3 python3-venv dovecot-imapd" in result.stderr
