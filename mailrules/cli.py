@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="put .eml files, mbox files or Maildirs (repeatable) into its account 'me'; implies --keep")
     demo.add_argument("--port", type=int, default=0, help="the server's port on 127.0.0.1 (default: a free one)")
 
+    from .init import add_parser as add_init_parser
+
+    add_init_parser(sub, lambda p: _common(p, top=False))
     login = sub.add_parser("login", help="store an account's password in the system keyring")
     _common(login, top=False)
     login.add_argument("account")
@@ -170,6 +173,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .demo import demo_command
 
         return demo_command(args)
+    if args.command == "init":
+        from .init import init_command
+
+        return init_command(args)
     try:
         registry = Registry.load()
     except PluginError as exc:
@@ -190,6 +197,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         protect_accounts(config.accounts.values())  # out of every child's environment (plugins, commands)
     except ConfigError as exc:
         print(f"mailrules: {exc}", file=sys.stderr)
+        if not path.expanduser().exists():
+            from .init import no_rules_file_hint
+
+            print(no_rules_file_hint(path), file=sys.stderr)
         if args.command == "status":  # the progress is still worth showing; exit 2 all the same
             from .state import StateError
             from .status import print_status
