@@ -321,7 +321,7 @@ def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:
                     outcome = _catch_up(engine, account.name, mailbox, args)
                 except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others
                     failed = True
-                    _report_failure(account.name, mailbox, exc, store)
+                    _report_failure(account.name, mailbox, exc, store, config)
                     pool.discard(account.name)
                     continue
                 failed |= not outcome.ok
@@ -398,17 +398,18 @@ def _sweep_all(config: Config, engine, store, pool) -> bool:
                     outcome = engine.sweep(account.name, mailbox, these, key)
                 except Exception as exc:  # noqa: BLE001
                     ok = False
-                    _report_failure(account.name, mailbox, exc, store)
+                    _report_failure(account.name, mailbox, exc, store, config)
                     pool.discard(account.name)
                     continue
                 ok &= outcome.ok
     return ok
 
 
-def _report_failure(account: str, mailbox: str, exc: Exception, store) -> None:
+def _report_failure(account: str, mailbox: str, exc: Exception, store, config: Config) -> None:
     from .state import describe_state_error
+    from .wording import in_words, is_missing_mailbox, missing_mailbox
 
-    message = f"{type(exc).__name__}: {exc}"
+    message = missing_mailbox(config, account, mailbox) if is_missing_mailbox(exc) else in_words(exc)
     log.error("account %s mailbox %s: %s", account, mailbox, message)
     log.debug("details", exc_info=True)
     if store is not None and not store.readonly:

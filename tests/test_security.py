@@ -216,7 +216,7 @@ def oauth2_dovecot(introspection: Introspection, mechanisms: str) -> Iterator[Do
         pytest.skip("needs dovecot (apt-get install dovecot-imapd)")
     if os.geteuid() != 0:
         # not a missing dependency, so a skip even where MAILRULES_REQUIRE_DOVECOT is set
-        pytest.skip("needs root (Dovecot's OAuth2 lookup runs in its privilege-separated auth process)")
+        pytest.skip("needs root (these OAuth2 tests run Dovecot as root, with its packaged users)")
     # Not tmp_path_factory: Dovecot's unprivileged processes must reach the directory.
     root = Path(tempfile.mkdtemp(prefix="mailrules-security-"))
     try:

@@ -350,7 +350,7 @@ class AccountRunner:
                             describe(exc), delay)
                 self.stopping.wait(delay)
                 return False
-            log.error("account %s mailbox %s: %s", self.name, mailbox or "-", describe(exc))
+            log.error("account %s mailbox %s: %s", self.name, mailbox or "-", self._in_words(exc, mailbox))
             log.debug("details", exc_info=True)
             if mailbox is not None and mailbox in self.account.watch and session is not None:
                 missing = self._missing_problem(session, mailbox)
@@ -358,10 +358,18 @@ class AccountRunner:
                     self.health.problem(self.name, mailbox, missing)
             if mailbox is not None:
                 with contextlib.suppress(Exception):
-                    store.set_error(self.name, mailbox, describe(exc))
+                    store.set_error(self.name, mailbox, self._in_words(exc, mailbox))
                 self.broken.add(mailbox)
                 self._retry_later(mailbox)
             return False
+
+    def _in_words(self, exc: BaseException, mailbox: str | None) -> str:
+        """The failure in words; a missing mailbox with the rules (file:line) that read it."""
+        from ..wording import is_missing_mailbox, missing_mailbox
+
+        if mailbox is not None and is_missing_mailbox(exc):
+            return missing_mailbox(self.config, self.name, mailbox)
+        return describe(exc)
 
     def _missing_problem(self, session: ImapSession, mailbox: str) -> str | None:
         """'mailbox ... does not exist' when a watched mailbox's pass failed because it is missing."""
