@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     login = sub.add_parser("login", help="store an account's password in the system keyring")
     _common(login, top=False)
     login.add_argument("account")
+    from .cli_help import describe_subcommands
+
+    describe_subcommands(sub)
     return parser
 
 

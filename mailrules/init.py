@@ -41,8 +41,8 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
     """Register `mailrules init` (cli.py calls this)."""
     init = sub.add_parser(
         "init", help="write a starter rules file from a few questions, then check it against the server",
-        description="Write a starter rules file at the default path ($MAILRULES_CONFIG, else "
-                    "~/.config/mailrules/rules.yaml, or -c FILE), never over an existing one, from a few "
+        description="Write a starter rules file at the default path ($MAILRULES_CONFIG, else\n"
+                    "~/.config/mailrules/rules.yaml, or -c FILE), never over an existing one, from a few\n"
                     "questions or the flags below; then log in to check it (as `mailrules check --connect`).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(init)

@@ -74,3 +74,19 @@ def test_setup_names_each_missing_system_package_and_the_one_command_that_instal
 def test_setup_without_python_names_python3_venv(tmp_path):
     result = run_setup(tmp_path, {"dirname": shutil.which("dirname") or "/usr/bin/dirname"})
     assert result.returncode == 3 and "apt-get install -y python3 python3-venv dovecot-imapd" in result.stderr
+
+
+def test_every_subcommands_help_has_a_description_and_an_example():
+    from mailrules.cli import build_parser
+
+    parser = build_parser()
+    action = parser._subparsers._group_actions[0]
+    missing = []
+    for name, sub in sorted(action.choices.items()):
+        text = sub.format_help()
+        body = text.split("\n\n", 2)[1] if "\n\n" in text else ""
+        if not sub.description or body.startswith(("positional arguments", "options")):
+            missing.append(f"{name}: no description")
+        if f"mailrules {name}" not in (sub.epilog or "") or "example" not in (sub.epilog or ""):
+            missing.append(f"{name}: no example")
+    assert missing == [], missing
