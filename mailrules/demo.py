@@ -311,9 +311,11 @@ class _ReadyWatch(logging.Handler):
 
 
 def default_rules_file() -> Path | None:
-    """``rules.example.yaml`` in the current directory, else next to the package (a source checkout)."""
+    """``rules.example.yaml`` in the current directory, else next to the package (a source checkout),
+    else the copy inside the package (an installed wheel)."""
     for candidate in (Path.cwd() / "rules.example.yaml",
-                      Path(__file__).resolve().parent.parent / "rules.example.yaml"):
+                      Path(__file__).resolve().parent.parent / "rules.example.yaml",
+                      Path(__file__).resolve().parent / "rules.example.yaml"):
         if candidate.is_file():
             return candidate
     return None

@@ -99,6 +99,28 @@ def test_ci_runs_the_readmes_test_command():
     assert re.search(r"^scripts/setup --newest$", ci, re.M)  # the newest versions the bounds allow
 
 
+def ci_recipe_commands() -> list[list[str]]:
+    """The shell commands of each CI recipe (the yaml blocks with `mailrules test`)."""
+    recipes = []
+    for info, body in blocks():
+        if info == "yaml" and "mailrules test" in body:
+            recipes.append([m.group(1).strip() for m in re.finditer(r"^\s*- (?:run: )?((?:pip|mailrules) .*)$", body, re.M)])
+    return recipes
+
+
+def test_the_ci_recipes_install_from_the_checkout_and_their_commands_work(tmp_path):
+    recipes = ci_recipe_commands()
+    assert len(recipes) == 2 and recipes[0] == recipes[1], recipes
+    install, *commands = recipes[0]
+    assert install == "pip install ."  # built by tests/test_packaging.py; mailrules is not on the index
+    for command in commands:
+        args = command.split()
+        assert args[0] == "mailrules", command
+        result = subprocess.run([sys.executable, "-m", "mailrules", *args[1:]], cwd=REPO, capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
+        assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
+
+
 def _reference_tables() -> dict[str, set[str]]:
     """First-column names of each table in "Rules reference", by the table's first header cell."""
     tables: dict[str, set[str]] = {}
