@@ -76,6 +76,26 @@ def test_relative_links_in_the_readme_point_to_files_in_the_repository():
     assert missing == []
 
 
+def test_relative_links_in_the_docs_point_to_files_in_the_repository():
+    """docs/ holds what moved out of the README (semantics, limits, benchmarks, architecture)."""
+    for page in sorted((REPO / "docs").glob("*.md")):
+        text = FENCE.sub("", page.read_text())
+        targets = [t for t in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) if not re.match(r"[a-z]+:", t)]
+        missing = [t for t in targets if not (page.parent / t).resolve().exists()]
+        assert missing == [], f"{page.name}: {missing}"
+
+
+def test_the_readme_keeps_its_order_and_links_to_what_moved_to_docs():
+    titles = re.findall(r"^## (.+)$", FENCE.sub("", README.read_text()), re.M)
+    order = ["Start here", "Try it on your own mail and rules", "A five-minute tour", "Rules file", "Command line",
+             "Errors and what to do"]
+    assert [t for t in titles if t in order] == order, titles
+    assert not {"Semantics", "Benchmarks", "Code layout"} & set(titles)
+    text = README.read_text()
+    for page in ("docs/semantics.md", "docs/limits.md", "docs/benchmarks.md", "docs/architecture.md"):
+        assert f"]({page})" in text, page
+
+
 def start_commands() -> list[str]:
     """The commands of the README's first block (comments and blank lines aside)."""
     _info, body = blocks()[0]
