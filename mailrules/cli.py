@@ -200,9 +200,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         protect_accounts(config.accounts.values())  # out of every child's environment (plugins, commands)
     except ConfigError as exc:
         print(f"mailrules: {exc}", file=sys.stderr)
-        if not path.expanduser().exists():
-            from .init import no_rules_file_hint
+        from .init import no_rules_file_hint, rules_file_absent
 
+        if rules_file_absent(path):
             print(no_rules_file_hint(path), file=sys.stderr)
         if args.command == "status":  # the progress is still worth showing; exit 2 all the same
             from .state import StateError

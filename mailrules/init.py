@@ -64,6 +64,14 @@ def no_rules_file_hint(path: Path) -> str:
             "  names a rules file elsewhere.")
 
 
+def rules_file_absent(path: Path) -> bool:
+    """Whether `path` (with ~ expanded) names no file; False when it cannot be told (~nosuchuser)."""
+    try:
+        return not path.expanduser().exists()
+    except (RuntimeError, OSError):
+        return False
+
+
 def password_source(text: str) -> tuple[str, object]:
     """The rules file's key and value for a --password-from SOURCE; ValueError says what is wrong."""
     kind, sep, rest = text.partition(":")
