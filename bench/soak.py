@@ -85,7 +85,7 @@ def main() -> int:
         daemon = DaemonHarness(server, user, root / "daemon", rules=RULES, watch=["INBOX", "Side"], timeout=10,
                                idle_interval=60, poll_interval=30, reconnect_max=5)
         daemon.start()
-        daemon.wait_for_log("mailbox Side: watching with IDLE")
+        daemon.wait_for_log("watching Side with NOTIFY")  # Dovecot advertises NOTIFY
         pid = daemon.proc.pid
 
         def feeder() -> None:

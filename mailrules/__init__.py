@@ -6,7 +6,10 @@ What plugin authors use is importable from here (see ``docs/plugins.md``):
 - `Predicate`, `Action`: what the hooks return;
 - `ActionContext`: the protocol an action's ``run(context, uids, arg)`` receives;
 - `MessageView`: what a predicate's ``test(message, args)`` and ``context.messages()`` give;
-- `ArgumentError`, `PluginError`, `ActionEvent`, `UidSet`.
+- `ArgumentError`, `PluginError`, `ActionEvent`, `UidSet`;
+- `resolve_path`: a path in a rule's argument, relative to the rules file's directory;
+- `ConfigError` (a bad rules file or argument, with file:line:column);
+- `child_environment`, `register_secret`, `register_secret_variable` (`mailrules.secrets`).
 """
 
 from __future__ import annotations
@@ -15,14 +18,28 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import Action, ActionContext, ActionEvent, ArgumentError, PluginError, Predicate, hookimpl
+    from .api import (
+        Action,
+        ActionContext,
+        ActionEvent,
+        ArgumentError,
+        PluginError,
+        Predicate,
+        hookimpl,
+        resolve_path,
+    )
+    from .config import ConfigError
     from .message import MessageView
+    from .secrets import child_environment, register_secret, register_secret_variable
     from .uidset import UidSet
 
 # Imported on first use (PEP 562), so that `mailrules` itself costs the command line nothing.
 _EXPORTS = {
     "Action": "api", "ActionContext": "api", "ActionEvent": "api", "ArgumentError": "api",
-    "PluginError": "api", "Predicate": "api", "hookimpl": "api", "MessageView": "message", "UidSet": "uidset",
+    "PluginError": "api", "Predicate": "api", "hookimpl": "api", "resolve_path": "api",
+    "MessageView": "message", "UidSet": "uidset",
+    "ConfigError": "config", "child_environment": "secrets", "register_secret": "secrets",
+    "register_secret_variable": "secrets",
 }
 
 
@@ -38,10 +55,15 @@ __all__ = [
     "ActionContext",
     "ActionEvent",
     "ArgumentError",
+    "ConfigError",
     "MessageView",
     "PluginError",
     "Predicate",
     "UidSet",
     "__version__",
+    "child_environment",
     "hookimpl",
+    "register_secret",
+    "register_secret_variable",
+    "resolve_path",
 ]

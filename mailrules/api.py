@@ -20,12 +20,16 @@ built-ins and the engine all build on it. The guide is ``docs/plugins.md``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import difflib
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
@@ -49,6 +53,7 @@ __all__ = [
     "PluginError",
     "Predicate",
     "hookimpl",
+    "resolve_path",
 ]
 
 NEEDS = ("headers", "body", "message", "size", "flags", "arrival")
@@ -56,6 +61,10 @@ NEEDS = ("headers", "body", "message", "size", "flags", "arrival")
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 DELIVERY = ("at-least-once", "at-most-once")
+EFFECTS = ("mailbox", "outside")
+"""What an action does (`Action.effects`): "mailbox" (it changes the mailbox through the context
+only, so offline runs carry it out in memory) or "outside" (anything else: a command, a web
+request, a file, another service; offline runs report it as "would run" and never call it)."""
 
 
 class PluginError(Exception):
@@ -74,6 +83,38 @@ class ArgumentError(ValueError):
         self.message = message
         self.path = tuple(path)
         self.at_key = at_key  # the last step of `path` names a mapping key that is itself wrong
+
+
+# --------------------------------------------------------------------------- paths in arguments
+
+_RULES_DIRECTORY: contextvars.ContextVar[Path | None] = contextvars.ContextVar("mailrules_rules_directory",
+                                                                               default=None)
+
+
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    """A path written in a rules file, as the rules file means it: ``~`` expanded, and a
+    relative path taken relative to the directory of the file that wrote it (as ``include:``,
+    ``ca_file:`` and a test's ``file:`` are), not to the current directory.
+
+    Call it from a `parse` function: the loader says which file is being read while it
+    validates an argument. Outside loading (a plugin's own tests calling `parse` directly) a
+    relative path is relative to the current directory.
+    """
+    result = Path(path).expanduser()
+    base = _RULES_DIRECTORY.get()
+    if not result.is_absolute() and base is not None:
+        result = base / result
+    return result
+
+
+@contextlib.contextmanager
+def rules_directory(directory: Path) -> Iterator[None]:
+    """Within the block, `resolve_path` resolves relative paths against `directory` (the loader's)."""
+    token = _RULES_DIRECTORY.set(directory)
+    try:
+        yield
+    finally:
+        _RULES_DIRECTORY.reset(token)
 
 
 # --------------------------------------------------------------------------- validation
@@ -199,7 +240,8 @@ class Predicate:
         ``"header:Name"`` (that header field; repeat for several), ``"headers"`` (the
         whole header), ``"body"`` (the decoded text: fetches the whole message, which MIME
         decoding needs), ``"message"`` (the whole RFC 822 message, `MessageView.raw`),
-        ``"size"`` (`MessageView.size`), ``"flags"`` (`MessageView.flags`). The engine
+        ``"size"`` (`MessageView.size`), ``"flags"`` (`MessageView.flags`), ``"arrival"``
+        (`MessageView.arrived`, INTERNALDATE). The engine
         fetches the union of what a rule's predicates need once per batch of messages.
         A part that was not declared is missing: a body never fetched reads as empty.
     timeout
@@ -226,6 +268,11 @@ class Predicate:
     @property
     def summary(self) -> str:
         return _summary(self.description)
+
+    @property
+    def runs_offline(self) -> bool:
+        """Whether offline runs carry the action out (in memory): only mailbox-only actions."""
+        return self.effects == "mailbox"
 
     def validate(self, raw: Any) -> Any:
         """The checked arguments of a rule's raw YAML argument; raises ArgumentError (ValueError)."""
@@ -276,6 +323,12 @@ class Action:
     terminal
         True if the action removes the messages from the mailbox (nothing may follow it):
         the messages leave play, no later rule sees them.
+    effects
+        ``"outside"`` (the default, the safe one) or ``"mailbox"``. An action whose `run`
+        only changes the mailbox through the context (flags, keywords, copy, move) says
+        ``"mailbox"``: offline runs (``mailrules test``, a rules file's ``tests:`` cases,
+        anything built on `mailrules.memory`) carry it out in memory. Every other action, and every action that does
+        not say, is never called offline: it is reported as "would run".
 
     The methods below are what the engine asks of every action. A plugin's action keeps
     their defaults; the built-in actions (`mailrules.actions`) override them, each in its
@@ -294,11 +347,17 @@ class Action:
     # In a scheduled sweep, act on a message at most once per rule (journaled in the state):
     # what cannot be repeated harmlessly on every sweep. Idempotent flag changes say False.
     once_per_rule: bool = True
+    effects: str = "outside"  # see EFFECTS: an action that says nothing never runs offline
     _validator: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def summary(self) -> str:
         return _summary(self.description)
+
+    @property
+    def runs_offline(self) -> bool:
+        """Whether offline runs carry the action out (in memory): only mailbox-only actions."""
+        return self.effects == "mailbox"
 
     def validate(self, raw: Any) -> Any:
         """The checked argument of a rule's raw YAML argument; raises ArgumentError (ValueError)."""
@@ -447,6 +506,12 @@ class ActionContext(Protocol):
     mailbox: str  # the mailbox being processed (the server's name)
     rule: RuleInfo  # the rule that matched (``context.rule.name``)
     dry_run: bool  # always False inside `run` (a dry run never runs actions); for shared helpers
+    # True when the run is offline (`mailrules test`, `tests:` cases): the mailbox is an
+    # in-memory copy and nothing outside may be touched (only effects="mailbox" actions run then)
+    offline: bool
+    # The mailbox's UIDVALIDITY: (account, mailbox, uidvalidity, uid) names a message for good,
+    # e.g. as the key of an idempotent action's own record of what it did (1 offline, in memory)
+    uidvalidity: int
     message_ids: Mapping[int, str]  # uid -> Message-ID, where already known
 
     def messages(self, uids: Iterable[int], needs: Iterable[str] = ("message",)) -> Iterator[MessageView]:

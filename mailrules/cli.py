@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rule", action="append", metavar="NAME", help="only the named rules (repeatable)")
     run.add_argument("--since-now", action="store_true",
                      help="on a first run, skip the messages already in the mailboxes")
+    run.add_argument("--shard", metavar="I/N",
+                     help="serve only the accounts of shard I of N (from 0; by a stable hash of the account name); "
+                          "default $MAILRULES_SHARD, which also takes a pod name: mailrules-2/3")
+    run.add_argument("--metrics", metavar="HOST:PORT",
+                     help="serve Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz) "
+                          "there, e.g. 127.0.0.1:9464 (needs the extra mailrules[metrics])")
 
     check = sub.add_parser("check", help="validate the rules file")
     _common(check, top=False)
@@ -87,10 +93,34 @@ def build_parser() -> argparse.ArgumentParser:
     login = sub.add_parser("login", help="store an account's password in the system keyring")
     _common(login, top=False)
     login.add_argument("account")
+    _learning_parsers(sub)
     from .cli_help import describe_subcommands
 
     describe_subcommands(sub)
     return parser
+
+
+def _learning_parsers(sub) -> None:
+    """`suggest` and `import` (mailrules.suggest, mailrules.importers): see docs/switching.md."""
+    suggest = sub.add_parser("suggest", help="propose rules that reproduce how you filed your mail (reads headers only)")
+    _common(suggest, top=False)
+    suggest.add_argument("account")
+    suggest.add_argument("--from", dest="source", default="INBOX", metavar="MAILBOX",
+                         help="where the proposed rules would take mail from (default INBOX)")
+    suggest.add_argument("--folders", nargs="+", metavar="F", help="only these folders (default: every folder)")
+    suggest.add_argument("--min-messages", type=int, default=10, metavar="N",
+                         help="skip folders with fewer messages (default 10)")
+    imp = sub.add_parser("import", help="convert a Sieve script or a Gmail filters export into a rules file")
+    _common(imp, top=False)
+    imp.add_argument("kind", choices=("sieve", "gmail"))
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--rules-only", action="store_true",
+                     help="write an include file (rules only, no placeholder account)")
+    imp.add_argument("--separator", default="/", metavar="SEP",
+                     help="sieve: the hierarchy separator of the script's folder names ('.': INBOX.Lists.dev "
+                          "becomes Lists/dev)")
+    imp.add_argument("--archive", default="Archive", metavar="FOLDER",
+                     help="gmail: where shouldArchive moves mail (default Archive; on Gmail itself '[Gmail]/All Mail')")
 
 
 def _test_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,6 +210,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .init import init_command
 
         return init_command(args)
+    if args.command == "import":  # offline, and needs no rules file
+        from .importers.command import import_command
+
+        return import_command(args)
     try:
         registry = Registry.load()
     except PluginError as exc:
@@ -245,6 +279,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .explain import explain_command
 
         return explain_command(config, registry, args.account, args.mailbox, args.uid)
+    if args.command == "suggest":
+        from .suggest import suggest_command
+
+        return suggest_command(config, args)
     if args.command == "run":
         if args.rule:
             unknown = [n for n in args.rule if n not in {r.name for r in config.rules}]
@@ -265,9 +303,20 @@ def _state_dir(state_dir: Path | None) -> Path:
 
 
 def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Namespace) -> int:
+    from .daemon.shard import ShardError, shard_option
     from .lock import AlreadyRunning, StateLock
     from .state import StateError, StateStore
 
+    try:
+        args.shard = shard_option(args.shard, dict(os.environ))
+    except ShardError as exc:
+        print(f"mailrules: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.metrics is not None:
+        problem = _metrics_problem(args)
+        if problem:
+            print(f"mailrules: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
     directory = _state_dir(state_dir)
     if args.dry_run:  # reads the progress (to know what is new) and writes nothing: read-only
         try:
@@ -301,24 +350,43 @@ def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Nam
             return _run_once(config, registry, store, args)
         from .daemon.process import DaemonOptions, run_daemon
 
-        options = DaemonOptions(sweep=bool(args.sweep), since_now=bool(args.since_now), rules=tuple(args.rule or ()))
+        options = DaemonOptions(sweep=bool(args.sweep), since_now=bool(args.since_now), rules=tuple(args.rule or ()),
+                                shard=args.shard, metrics=args.metrics)
         return run_daemon(config, registry, store, options)
     finally:
         store.close()
         lock.release()
 
 
+def _metrics_problem(args: argparse.Namespace) -> str | None:
+    """Why --metrics cannot be served (a bad address, the daemon not asked for, the extra missing), or None."""
+    from .daemon.metrics import MetricsUnavailable, parse_address, require_client
+
+    if args.once or args.dry_run:
+        return "--metrics is for the daemon (run without --once or --dry-run)"
+    try:
+        parse_address(args.metrics)
+        require_client()
+    except (ValueError, MetricsUnavailable) as exc:
+        return str(exc)
+    return None
+
+
 def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:
     """Catch up on every watched mailbox of every account (and sweep with --sweep), then exit."""
+    from .daemon.shard import describe_shard, served_accounts
     from .engine import Engine
     from .imap.pool import SessionPool
 
+    if args.shard is not None:
+        log.info("%s", describe_shard(args.shard, config))
+    served = served_accounts(config, args.shard)
     pool = SessionPool(config)
     engine = Engine(config, registry, store, pool, dry_run=args.dry_run, rule_names=args.rule)
     failed = False
     registry.notify("mailrules_started", config=config)
     try:
-        for account in config.accounts.values():
+        for account in served:
             for mailbox in account.watch:
                 try:
                     outcome = _catch_up(engine, account.name, mailbox, args)
@@ -333,7 +401,7 @@ def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:
                          extra={"event": "summary", "account": account.name, "mailbox": mailbox,
                                 "count": outcome.candidates})
         if args.sweep:
-            failed |= not _sweep_all(config, engine, store, pool)
+            failed |= not _sweep_all(config, engine, store, pool, served)
     finally:
         registry.notify("mailrules_stopping")
         engine.close()
@@ -379,7 +447,7 @@ def _catch_up(engine, account: str, mailbox: str, args: argparse.Namespace):
     return total
 
 
-def _sweep_all(config: Config, engine, store, pool) -> bool:
+def _sweep_all(config: Config, engine, store, pool, served) -> bool:
     """Every scheduled rule once, now, grouped by schedule (file order kept). True if all went well."""
     ok = True
     groups: dict[str, list] = {}
@@ -387,7 +455,7 @@ def _sweep_all(config: Config, engine, store, pool) -> bool:
         if rule.schedule is not None and rule.enabled:
             groups.setdefault(rule.schedule.key(), []).append(rule)
     for key, rules in groups.items():
-        for account in config.accounts.values():
+        for account in served:
             mailboxes: list[str] = []
             for rule in rules:
                 if rule.account not in (None, account.name):

@@ -65,6 +65,20 @@ HELP: dict[str, tuple[str, str]] = {
         "  mailrules demo --keep --port 14300\n"
         "  mailrules demo --load ~/exported/Inbox.mbox --load ~/Maildir",
     ),
+    "suggest": (
+        "Proposed rules that reproduce how you filed your mail by hand: for each folder, the header values "
+        "its messages share, with coverage and precision. Reads headers only; changes nothing.",
+        "examples:\n"
+        "  mailrules suggest personal\n"
+        "  mailrules suggest personal --from INBOX --folders Lists/dev Receipts --min-messages 5",
+    ),
+    "import": (
+        "A Sieve script or a Gmail filters export (mailFilters.xml) as a mailrules rules file on stdout; "
+        "what cannot be converted is listed with its line (exit 1). Offline; needs no rules file.",
+        "examples:\n"
+        "  mailrules import sieve ~/sieve/filter.sieve > from-sieve.yaml\n"
+        "  mailrules import gmail mailFilters.xml --rules-only > gmail-rules.yaml",
+    ),
     "login": (
         "Store an account's password in the system keyring (for an account with 'keyring: true'); asks "
         "for it without echoing it.",

@@ -288,8 +288,8 @@ def _clip(text: str, width: int) -> str:
 
 
 class _ReadyWatch(logging.Handler):
-    """Notices the daemon's 'watching with IDLE' lines: when every watched mailbox has one,
-    the live messages will be announced by IDLE rather than found by the catch-up."""
+    """Notices the daemon's 'watching with IDLE' and '... with NOTIFY' lines: when every watched mailbox
+    has one, the live messages will be announced by IDLE or NOTIFY rather than found by the catch-up."""
 
     def __init__(self, expected: set[tuple[str, str]]) -> None:
         super().__init__(logging.INFO)
@@ -299,10 +299,14 @@ class _ReadyWatch(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):
             message = record.getMessage()
-            if "watching with IDLE" not in message:
+            if message.startswith("account ") and message.endswith(" with NOTIFY"):  # one line, many mailboxes
+                account, _, rest = message[len("account "):].partition(": watching ")
+                self.expected -= {(account, m) for m in rest.removesuffix(" with NOTIFY").split(", ")}
+            elif "watching with IDLE" in message:
+                self.expected = {(a, m) for a, m in self.expected
+                                 if not message.startswith(f"account {a} mailbox {m}:")}
+            else:
                 return
-            self.expected = {(a, m) for a, m in self.expected
-                             if not message.startswith(f"account {a} mailbox {m}:")}
             if not self.expected:
                 self.ready.set()
 

@@ -82,11 +82,12 @@ def mailrules_actions():
     list as a bare word (argument None) or ``{name: argument}``.
 
     ``Action(name, description="", run=..., parse=None, schema=None,
-    delivery="at-least-once", terminal=False)``:
+    delivery="at-least-once", terminal=False, effects="outside")``:
 
     - ``run(context, uids, arg)``: apply the action to a batch of messages of the selected
       mailbox. `context` is a `mailrules.ActionContext` (a protocol, `mailrules.api`):
-      ``.account``, ``.mailbox``, ``.rule`` (``.rule.name``), ``.dry_run``, ``.message_ids``
+      ``.account``, ``.mailbox``, ``.rule`` (``.rule.name``), ``.dry_run``, ``.offline``,
+      ``.uidvalidity``, ``.message_ids``
       (uid -> Message-ID), ``.messages(uids, needs)`` (MessageViews, fetched in batches),
       ``.arrival_dates(uids)`` (aware datetimes), ``.flags(uids)``, ``.keywords(uids)``,
       ``.set_flags``/``.clear_flags``/``.set_keywords``/``.clear_keywords(uids, names)``,
@@ -98,6 +99,9 @@ def mailrules_actions():
     - ``delivery``: ``"at-least-once"`` (after a crash in the middle of `run`, it runs again
       for that batch) or ``"at-most-once"`` (it is not run again).
     - ``terminal``: True if `run` removes the messages from the mailbox (as move does).
+    - ``effects``: ``"outside"`` (default: never called offline, reported as "would run") or
+      ``"mailbox"`` (it changes the mailbox through the context only: carried out in memory
+      by ``mailrules test`` and ``tests:`` cases).
 
     The engine logs every applied action per message (rule, account, mailbox, UID,
     Message-ID), exactly as for built-in actions, then calls `mailrules_action_applied`.

@@ -10,6 +10,11 @@ protocol). So `run_rules` gives, without a server, the outcome a pass gives on D
 property test tests/test_memory_equivalence.py compares the two); it is where offline rule
 tests and `explain` build on.
 
+Everything here is offline: an action is carried out only if it changes the mailbox alone
+(`Action.effects == "mailbox"`, every built-in); any other action (a command, a web request,
+anything outside) is never called, and `PassResult.would_run` lists it instead. Actions can
+tell from `context.offline`.
+
 What it does not model: the journal and crash resume (nothing to crash), raw search keys
 (`NotEvaluableOffline`), plugin predicates' time limits.
 """
@@ -40,6 +45,7 @@ class Folder:
 
     messages: dict[int, LocalMessage] = field(default_factory=dict)
     uidnext: int = 1
+    uidvalidity: int = 1
 
     def add(self, message: LocalMessage) -> int:
         uid = self.uidnext
@@ -65,12 +71,14 @@ class MemoryServer:
 
 @dataclass
 class PassResult:
-    """What a pass in memory did: matched counts per rule, failures, and the dry-run text."""
+    """What a pass in memory did: matched counts per rule, failures, the dry-run text, and the
+    actions with an outside effect that were not run (offline), per UID."""
 
     matched: dict[str, int] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
     applied: int = 0
     described: list[str] = field(default_factory=list)
+    would_run: dict[int, list[tuple[str, ActionCall]]] = field(default_factory=dict)  # uid -> [(rule, call)]
 
 
 class MemoryMailbox:
@@ -129,6 +137,8 @@ class MemoryMailbox:
     def apply(self, index: int, action_index: int, rule: Rule, call: ActionCall, targets: UidSet) -> set[int]:
         action: Action = self.registry.actions[call.name]
         present = UidSet(u for u in targets if u in self.folder.messages)
+        if not action.runs_offline:
+            return self._would_run(action, rule, call, present, targets)
         try:
             action.perform(MemoryContext(self, rule), present, call.arg)
         except Exception as exc:  # noqa: BLE001 - as on IMAP: the batch fails, retried later
@@ -137,6 +147,17 @@ class MemoryMailbox:
             return set(targets)
         self.result.applied += len(present)
         return set(targets) if action.terminal else set()
+
+
+    def _would_run(self, action: Action, rule: Rule, call: ActionCall, present: UidSet, targets: UidSet) -> set[int]:
+        """An action with an outside effect, offline: recorded, never called. A terminal one
+        would take the messages away: they leave the in-memory mailbox as it would."""
+        for uid in present:
+            self.result.would_run.setdefault(uid, []).append((rule.name, call))
+        if not action.terminal:
+            return set()
+        MemoryContext(self, rule).expunge(present)
+        return set(targets)
 
 
 def run_rules(server: MemoryServer, account: str, path: str, rules: Sequence[Rule], registry: Registry, *,
@@ -160,6 +181,8 @@ class MemoryContext:
         self.mailbox = box.path
         self.rule = rule
         self.dry_run = box.dry_run
+        self.offline = True  # always, in memory: only effects="mailbox" actions are ever called here
+        self.uidvalidity = box.folder.uidvalidity
         self.trash = box.server.trash
         self.message_ids: dict[int, str] = {}
 
@@ -188,21 +211,25 @@ class MemoryContext:
         for uid, message in list(self._messages(uids)):
             folder.messages[uid] = dataclasses.replace(message, **{k: f(getattr(message, k)) for k, f in how.items()})
 
+    def _checked(self, action: str, names: Iterable[str]) -> frozenset[str]:
+        """The flags or keywords checked as a rules file's (as on IMAP): a bad one raises ValueError."""
+        return frozenset(self._box.registry.actions[action].validate(list(names)))
+
     def set_flags(self, uids: Iterable[int], flags: Iterable[str]) -> None:
-        add = frozenset(flags)
+        add = self._checked("add_flag", flags)
         self._change(uids, flags=lambda old: old | add)
 
     def clear_flags(self, uids: Iterable[int], flags: Iterable[str]) -> None:
-        drop = frozenset(flags)
+        drop = self._checked("remove_flag", flags)
         self._change(uids, flags=lambda old: old - drop)
 
     def set_keywords(self, uids: Iterable[int], keywords: Iterable[str]) -> None:
-        add = frozenset(keywords)
+        add = self._checked("add_keyword", keywords)
         # keywords are compared without regard to case: one already there keeps its spelling
         self._change(uids, keywords=lambda old: old | {k for k in add if k.lower() not in {o.lower() for o in old}})
 
     def clear_keywords(self, uids: Iterable[int], keywords: Iterable[str]) -> None:
-        drop = {k.lower() for k in keywords}
+        drop = {k.lower() for k in self._checked("remove_keyword", keywords)}
         self._change(uids, keywords=lambda old: frozenset(k for k in old if k.lower() not in drop))
 
     def copy(self, uids: Iterable[int], folder: str) -> None:

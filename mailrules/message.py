@@ -8,7 +8,8 @@ Parsing is bounded like `mailrules.mime` (depth, parts, size): beyond the bounds
 `MessageTooComplex`, which the engine's predicate isolation turns into a failure of that
 message alone. Header lookups (`header`, `subject`, `message_id`, `from_addresses`) parse
 the header block only, so they work (and error handling can name the message) however the
-body is built.
+body is built. Raw 8-bit header text is UTF-8 (RFC 6532; invalid bytes become U+FFFD, as in
+Dovecot), RFC 2047 encoded-words are decoded.
 """
 
 from __future__ import annotations
@@ -25,17 +26,41 @@ from functools import cached_property
 from .imap.wire import parse_message_id
 from .mime import MAX_DEPTH, MAX_PARTS, MessageTooComplex, check_size, text_parts
 
-__all__ = ["MessageTooComplex", "MessageView", "decode_rfc2047"]
+__all__ = ["MessageTooComplex", "MessageView", "decode_header_bytes", "decode_rfc2047"]
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
+# A run of RFC 2047 encoded-words (the blanks between adjacent ones are not part of the text).
+_ENCODED_WORDS = re.compile(r"=\?[^?\s]+\?[QqBb]\?[^?\s]*\?=(?:\s+=\?[^?\s]+\?[QqBb]\?[^?\s]*\?=)*")
+
+
 def decode_rfc2047(value: str) -> str:
-    """Decode RFC 2047 encoded-words; undecodable input is returned as it is."""
+    """Decode RFC 2047 encoded-words; undecodable input is returned as it is.
+
+    Text that is not ASCII (raw UTF-8 in a header, RFC 6532, already decoded by
+    `decode_header_bytes`) is kept as written around the encoded-words.
+    """
+    if not value.isascii():
+        return _ENCODED_WORDS.sub(lambda m: _decode_ascii(m.group(0)), value)
+    return _decode_ascii(value)
+
+
+def _decode_ascii(value: str) -> str:
     try:
         return str(make_header(decode_header(value)))
     except Exception:  # noqa: BLE001 - malformed headers are common in real mail
         return value
+
+
+def decode_header_bytes(data: bytes) -> str:
+    """A header block as text: raw 8-bit bytes are UTF-8 (RFC 6532), as Dovecot reads them.
+
+    Bytes that are not valid UTF-8 (an old latin-1 header) become U+FFFD, the replacement
+    character, as in Dovecot's own header decoding (`uni_utf8_get_valid_data`), so that a
+    client-side predicate sees what the server's SEARCH compares with.
+    """
+    return data.decode("utf-8", errors="replace")
 
 
 class MessageView:
@@ -87,10 +112,10 @@ class MessageView:
     def _compat_headers(self) -> email.message.Message:
         data = _header_block(self.raw) if self.raw is not None else (self._raw_header or b"")
         check_size(data)
-        return email.message_from_bytes(data, policy=email.policy.compat32)
+        return email.message_from_string(decode_header_bytes(data), policy=email.policy.compat32)
 
     def header(self, name: str) -> list[str]:
-        """Every occurrence of header `name`, RFC 2047-decoded, unfolded."""
+        """Every occurrence of header `name`, RFC 2047-decoded (raw UTF-8 read as UTF-8), unfolded."""
         values = self._compat_headers.get_all(name) or []
         out = []
         for v in values:
@@ -113,8 +138,14 @@ class MessageView:
 
     @cached_property
     def from_addresses(self) -> list[str]:
-        """The bare addresses of the From: header(s)."""
-        return [addr for _name, addr in getaddresses(self.header("From")) if addr]
+        """The bare addresses of the From: header(s), as written (raw UTF-8 ones too: RFC 6532).
+
+        Parsed before RFC 2047 decoding, where an encoded display name is one word: decoded
+        first, ``=?utf-8?q?Doe=2C_John?= <j@example.org>`` would split at its comma. An
+        address itself is never encoded-words.
+        """
+        values = self._compat_headers.get_all("From") or []
+        return [addr for _name, addr in getaddresses([" ".join(str(v).split()) for v in values]) if addr]
 
     @cached_property
     def body_text(self) -> str:

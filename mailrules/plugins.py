@@ -27,6 +27,7 @@ import pluggy
 from . import hookspecs
 from .api import (
     DELIVERY,
+    EFFECTS,
     NAME_RE,
     NEEDS,
     Action,
@@ -264,6 +265,8 @@ class Registry:
         else:
             if item.delivery not in DELIVERY:
                 raise PluginError(f"{what}: delivery must be one of {', '.join(DELIVERY)}")
+            if item.effects not in EFFECTS:
+                raise PluginError(f"{what}: effects must be one of {', '.join(EFFECTS)}")
             if item.run is not None and not callable(item.run):
                 raise PluginError(f"{what}: run must be a function (context, uids, arg)")
         # The schema is compiled on first use (validate(), `mailrules plugins`): importing

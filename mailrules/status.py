@@ -54,6 +54,11 @@ def print_status(config: Config | None, state_dir: Path, *, out: TextIO) -> int:
 
 def _print_progress(store, config: Config | None, out: TextIO) -> None:
     """The progress of each mailbox, its pending and given-up messages, then the sweeps."""
+    from .daemon.shard import SHARD_META
+
+    shard = store.get_meta(SHARD_META)
+    if shard:  # run --shard: this state directory holds only that shard's accounts
+        print(f"{shard} (as the daemon last started)", file=out)
     pending = store.all_pending()
     for mb in store.mailboxes():
         rows = [p for a, m, p in pending if a == mb.account and m == mb.mailbox]

@@ -36,6 +36,8 @@ from .describe import criterion_text, leaves
 from .kernel import run_pass
 from .local_search import LocalMessage, MessageTooComplex, NotEvaluableOffline, matches
 from .memory import MemoryMailbox, MemoryServer
+from .message import MessageView
+from .mime import MessageTooComplex as UnparsableMessage
 from .model import ActionCall, Config, FolderRef, Raw, Rule, RuleTest, Text
 from .plugins import Registry
 from .rule_tests import MAX_MESSAGE_BYTES
@@ -64,11 +66,19 @@ class Outcome:
     keywords: list[str] = field(default_factory=list)
     deleted: bool = False
     error: str | None = None  # not evaluable offline, a predicate or action that failed
+    # actions with an outside effect (a command, a web request...): never run offline, reported
+    would_run: list[tuple[str, str]] = field(default_factory=list)  # (rule, the action as printed)
 
     def as_json(self, message: str) -> dict[str, Any]:
         return {"message": message, "rules": [{"name": n, "actions": a} for n, a in self.rules],
                 "mailbox": self.mailbox, "copies": self.copies, "flags": self.flags,
-                "keywords": self.keywords, "deleted": self.deleted}
+                "keywords": self.keywords, "deleted": self.deleted,
+                "would_run": [{"rule": r, "action": a} for r, a in self.would_run]}
+
+    def would_run_lines(self) -> list[str]:
+        """One line per action not run because it reaches outside the mailbox."""
+        return [f"would run: {action} (rule {rule!r}; not run offline: it acts outside the mailbox)"
+                for rule, action in self.would_run]
 
 
 class _RecordingMailbox(MemoryMailbox):
@@ -113,6 +123,8 @@ def simulate(config: Config, registry: Registry, message: LocalMessage, *, accou
     if box.result.failed:
         outcome.error = outcome.error or f"failed: {box.result.failed[uid]}"
     outcome.rules = [(r.name, [describe_action(registry, c) for c in r.actions]) for r in box.acted]
+    outcome.would_run = [(rule, describe_action(registry, call))
+                         for calls in box.result.would_run.values() for rule, call in calls]
     final: LocalMessage | None = server.folder(account, mailbox).messages.get(uid)
     outcome.mailbox = mailbox if final is not None else None
     for call in box.calls:
@@ -236,7 +248,9 @@ def run_cases(config: Config, registry: Registry, names: Sequence[str] | None, o
         rows = compare(case, outcome)
         if outcome.error is None and all(same for *_, same in rows):
             passed += 1
-            print(f"PASS  {case.name}", file=out)
+            # one line per case: the actions not run offline are named on it
+            would = "; ".join(f"{action} (rule {rule!r})" for rule, action in outcome.would_run)
+            print(f"PASS  {case.name}" + (f"  (would run, not offline: {would})" if would else ""), file=out)
             continue
         failed += 1
         print(f"FAIL  {case.name}  ({case.location})", file=out)
@@ -248,6 +262,8 @@ def run_cases(config: Config, registry: Registry, names: Sequence[str] | None, o
             print(f"      {'':9} {'expected':{width}}    actual", file=out)
         for key, expected, actual, same in rows:
             print(f"      {key:9} {expected:{width}} {'  ' if same else '!='} {actual}", file=out)
+        for line in outcome.would_run_lines():
+            print(f"      {line}", file=out)
     total = passed + failed
     print(f"{passed} of {total} test(s) passed" + (f", {failed} failed" if failed else ""), file=out)
     return EXIT_FAILED if failed else EXIT_OK
@@ -340,6 +356,15 @@ def _mbox(path: Path, text: str) -> Iterator[InputMessage]:
         box.close()
 
 
+def message_names(raw: bytes) -> tuple[str, str]:
+    """The Subject and the From of a message, decoded (RFC 2047 and raw UTF-8), to name it by."""
+    view = MessageView(0, raw=raw)
+    try:
+        return view.subject, ", ".join(view.header("From"))
+    except UnparsableMessage:
+        return "", ""
+
+
 def run_messages(config: Config, registry: Registry, inputs: Sequence[InputMessage], *, account: str,
                  mailbox: str, names: Sequence[str] | None, as_json: bool, out: TextIO, err: TextIO,
                  now: dt.datetime) -> int:
@@ -354,14 +379,18 @@ def run_messages(config: Config, registry: Registry, inputs: Sequence[InputMessa
             code = EXIT_FAILED
             if as_json:
                 continue
+        subject, sender = message_names(item.message.raw)
         if as_json:
-            results.append(outcome.as_json(item.label))
+            results.append({**outcome.as_json(item.label), "subject": subject, "from": sender})
             continue
-        print(item.label, file=out)
+        shown = "".join(c if c.isprintable() else "?" for c in sender)  # no terminal escapes from mail
+        print(f"{item.label}: {subject!r} from {shown or '(no From)'}", file=out)
         for name, actions in outcome.rules:
             print(f"  rule {name!r}: {', '.join(actions)}", file=out)
         if not outcome.rules:
             print("  no rule acts on it", file=out)
+        for line in outcome.would_run_lines():
+            print(f"  {line}", file=out)
         where = "deleted" if outcome.deleted else (outcome.mailbox or "-")
         print(f"  -> mailbox: {where}  copies: {_show(outcome.copies)}  flags: {_show(outcome.flags)}  "
               f"keywords: {_show(outcome.keywords)}  deleted: {_show(outcome.deleted)}", file=out)

@@ -29,7 +29,8 @@ class Label(Action):
         context.set_keywords(uids, [f"Label{arg}"])
 
 
-LABEL = Label("label", "add a Label keyword", schema={"type": "string", "pattern": "^[A-Za-z]+$"})
+LABEL = Label("label", "add a Label keyword", schema={"type": "string", "pattern": "^[A-Za-z]+$"},
+              effects="mailbox")
 
 
 class LabelPlugin:

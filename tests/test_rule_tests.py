@@ -320,13 +320,29 @@ def test_json_format_is_the_specified_list_for_eml_mbox_and_maildir(tmp_path, in
     data = json.loads(result.out)
     assert [d["message"] for d in data] == [str(eml), f"{mbox}#1", f"{mbox}#2",
                                             str(maildir / "cur" / "1700000000.1.host:2,FS")]
-    assert all(set(d) == {"message", "rules", "mailbox", "copies", "flags", "keywords", "deleted"} for d in data)
+    assert all(set(d) == {"message", "subject", "from", "rules", "mailbox", "copies", "flags", "keywords",
+                          "deleted", "would_run"} for d in data)
     assert data[0]["rules"] == [{"name": "dev list", "actions": ["add_keyword $Dev", "copy Archive",
                                                                  "move Lists/dev"]}]
     assert (data[0]["mailbox"], data[0]["copies"], data[0]["keywords"]) == ("Lists/dev", ["Archive"], ["$Dev"])
     assert data[1]["rules"] == [] and data[1]["mailbox"] == "INBOX" and data[1]["deleted"] is False
     assert data[2]["rules"][0]["name"] == "spam" and data[2]["deleted"] is True and data[2]["mailbox"] is None
     assert data[3]["flags"] == ["\\Flagged", "\\Seen"]
+
+
+def test_messages_are_named_by_subject_and_from_in_text_output(tmp_path, inputs):
+    _, mbox, _ = inputs
+    result = mailrules_test(rules_file(tmp_path, "[]"), str(mbox))
+    assert result.code == 0, result.err
+    assert f"{mbox}#2: 'viagra' from (no From)" in result.out.splitlines()
+
+
+def test_messages_are_named_by_decoded_subject_and_from_in_json(tmp_path):
+    eml = tmp_path / "m.eml"
+    eml.write_bytes("From: Jürgen <j@bücher.example>\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\r\nhi\r\n".encode())
+    result = mailrules_test(rules_file(tmp_path, "[]"), "--format", "json", str(eml))
+    data = json.loads(result.out)
+    assert (data[0]["message"], data[0]["subject"], data[0]["from"]) == (str(eml), "Grüße", "Jürgen <j@bücher.example>")
 
 
 def test_arrival_time_is_the_eml_mtime_and_the_mbox_from_line_date(tmp_path, inputs):
@@ -359,3 +375,10 @@ def test_an_unreadable_message_path_exits_2(tmp_path):
 def test_an_unknown_rule_name_exits_2(tmp_path, inputs):
     result = mailrules_test(rules_file(tmp_path, "[]"), "--rule", "nope", str(inputs[0]))
     assert result.code == 2 and "no rule named 'nope'" in result.err
+
+
+def test_a_from_with_control_characters_is_shown_without_them(tmp_path):
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(b"From: \x1b[31mred <r@example.org>\r\nSubject: s\r\n\r\nhi\r\n")
+    result = mailrules_test(rules_file(tmp_path, "[]"), str(eml))
+    assert "\x1b" not in result.out and "from ?[31mred <r@example.org>" in result.out

@@ -232,10 +232,13 @@ def test_a_server_without_idle_is_polled(harness, dovecot_factory, make_message)
         client.logout()
 
 
-def test_mailboxes_beyond_max_connections_are_polled(harness, imap, make_message):
+def test_mailboxes_beyond_max_connections_are_polled(harness, dovecot_factory, make_message):
+    server = dovecot_factory(capabilities="IMAP4rev1 LITERAL+ UIDPLUS MOVE IDLE")  # IDLE, no NOTIFY
+    user = server.add_user()
+    imap = server.client(user)
     imap.create_folder("Side")
     imap.create_folder("Other")
-    daemon = harness(watch=["INBOX", "Side", "Other"], max_connections=2)
+    daemon = harness(watch=["INBOX", "Side", "Other"], max_connections=2, server=server, user=user)
     daemon.start()
     daemon.wait_for_log(r"IDLE on INBOX, Side \(max_connections 2\): polling Other")
     daemon.wait_for_log("mailbox INBOX: watching with IDLE")
@@ -247,6 +250,7 @@ def test_mailboxes_beyond_max_connections_are_polled(harness, imap, make_message
     assert daemon.stop() == 0
     assert not message_ids(imap, "Side") and not message_ids(imap, "Other")
     assert_filed_once(imap, sent)
+    imap.logout()
 
 
 def test_a_silent_account_does_not_stall_the_others(harness, dovecot, imap_user, imap, make_message):
@@ -317,7 +321,7 @@ def test_sighup_with_changed_accounts_reconnects_and_watches_the_new_mailbox(har
     daemon.write_rules(FILE_RULES)
     daemon.signal(signal.SIGHUP)
     daemon.wait_for_log("the accounts changed: reconnecting")
-    daemon.wait_for_log("mailbox Later: watching with IDLE")
+    daemon.wait_for_log("watching Later with NOTIFY")  # Dovecot advertises NOTIFY: one connection for the others
     mids = append(imap, ["msg in the new mailbox"], make_message, folder="Later")
     mids += append(imap, ["msg in inbox"], make_message)
     wait_filed(imap, 2)

@@ -126,6 +126,8 @@ class ImapContext:
         self.mailbox = run.mailbox
         self.rule = run.rule
         self.dry_run = run.dry_run
+        self.offline = False  # the real mailbox: every action runs
+        self.uidvalidity = run.selected.uidvalidity
         self.message_ids = run.message_ids
 
     @property

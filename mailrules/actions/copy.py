@@ -70,6 +70,7 @@ class CopyAction(Action):
 
     move: bool = False
     builtin: bool = True
+    effects: str = "mailbox"  # it changes the mailbox only: carried out offline, in memory
 
     def destinations(self, arg: Any) -> tuple[Any, ...]:
         return (arg,) if isinstance(arg, FolderRef) else ()

@@ -13,6 +13,7 @@ from .base import ActionResult, ActionRun
 @dataclass(frozen=True)
 class DeleteAction(Action):
     builtin: bool = True
+    effects: str = "mailbox"  # it changes the mailbox only: carried out offline, in memory
     terminal: bool = True
     once_per_rule: bool = False
 

@@ -58,6 +58,7 @@ class FlagAction(Action):
     add: bool = True
     bare: bool = False
     builtin: bool = True
+    effects: str = "mailbox"  # it changes the mailbox only: carried out offline, in memory
     once_per_rule: bool = False
 
     def describe(self, arg: Any) -> str:

@@ -39,6 +39,7 @@ class KeywordAction(Action):
 
     add: bool = True
     builtin: bool = True
+    effects: str = "mailbox"  # it changes the mailbox only: carried out offline, in memory
     once_per_rule: bool = False
 
     def requires(self, arg: Any) -> frozenset[str]:

@@ -17,6 +17,7 @@ NO_TRASH = ("no Trash mailbox: the server has no \\Trash special-use mailbox and
 @dataclass(frozen=True)
 class TrashAction(Action):
     builtin: bool = True
+    effects: str = "mailbox"  # it changes the mailbox only: carried out offline, in memory
     terminal: bool = True
     once_per_rule: bool = False
 

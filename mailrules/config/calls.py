@@ -8,6 +8,7 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ..api import rules_directory
 from ..builtins import parse_folder
 from ..model import ActionCall, FolderRef, PredicateCall
 from .context import LoadState
@@ -34,7 +35,8 @@ def _parsed(doc: Doc, parse: Any, what: str, node: Node | None, at: Node) -> Any
     """Run a plugin's argument validator; its ValueError becomes a ConfigError at the argument."""
     raw = None if node is None else doc.value(node)
     try:
-        return parse(raw)
+        with rules_directory(doc.path.parent):  # `mailrules.resolve_path`: relative to this file
+            return parse(raw)
     except ValueError as exc:
         node = _node_at(node, getattr(exc, "path", ()), getattr(exc, "at_key", False))  # ArgumentError
         hint = doc.quote_hint(node) if node is not None else ""

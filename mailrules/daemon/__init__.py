@@ -1,9 +1,10 @@
 """The daemon: `mailrules run` without `--once`.
 
 Modules: `process` (signals, sd_notify, reload, `DaemonOptions`, `run_daemon`), `worker`
-(one account: queue, timers, backoff), `sources` (change sources behind one interface:
-IDLE, STATUS polling, the worker's own IDLE), `health` (STATUS= and `mailrules status`),
-`backoff`, `systemd`. Logs go to the logger ``mailrules.watcher`` (its historical name).
+(one account's turn: connect, due sources, take work, wait; backoff), `queue` (its work),
+`sources` (change sources behind one interface, a list per worker: IDLE, STATUS polling,
+the worker's own IDLE), `health` (STATUS=, `mailrules status`, readiness), `shard`
+(``--shard I/N``), `observe` and `metrics` (``--metrics``), `backoff`, `systemd`. Logs go to the logger ``mailrules.watcher`` (its historical name).
 
 Design (one process, many accounts):
 
@@ -18,8 +19,9 @@ Design (one process, many accounts):
   (the lowest latency). Before re-entering IDLE it checks that nothing arrived while
   it was busy (anything above the checkpoint, or an EXISTS in the answer to that
   check): IDLE only announces what the connection has not been told yet.
-* **The other watched mailboxes** get an IDLE connection each (`IdleWatch`, up to
-  ``max_connections`` connections in all), which only waits: any EXISTS marks the
+* **The other watched mailboxes** share one NOTIFY connection where the server offers
+  NOTIFY (`notify.NotifyWatch`, RFC 5465), else get an IDLE connection each (`IdleWatch`, up to
+  ``max_connections`` connections in all); either only waits: any EXISTS marks the
   mailbox dirty for the worker, which clears the mark *before* a pass and runs another
   if new mail was announced meanwhile, so no arrival falls in a gap. Mailboxes beyond
   the budget, and every mailbox of a server without IDLE, are **polled** with ``STATUS

@@ -57,9 +57,10 @@ class Health:
     Every change is sent to systemd at once (STATUS=) and kept in the state's meta table.
     """
 
-    def __init__(self, state_dir: str | Path, config: Callable[[], Config]) -> None:
+    def __init__(self, state_dir: str | Path, config: Callable[[], Config], *, label: str = "") -> None:
         self.state_dir = state_dir
-        self.config = config  # the rules in force (a reload replaces them)
+        self.config = config  # the rules in force (a reload replaces them), as far as this process serves them
+        self.label = label  # e.g. 'shard 1/3': said first in the STATUS line
         self._lock = threading.Lock()
         self.connected: set[str] = set()
         self.problems: dict[tuple[str, str | None], str] = {}
@@ -132,9 +133,28 @@ class Health:
             watching += 1
             mailboxes += len(account.watch) - len(missing)
         text = f"watching {mailboxes} mailbox(es) of {watching} account(s)"
+        if self.label:
+            text = f"{self.label}: {text}"
         if connecting:
             text += f"; connecting to {', '.join(connecting)}"
         return "; ".join([text, *parts])
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, the STATUS line): started, and every served account connected without a permanent problem."""
+        text = self.summary()
+        names = list(self.config().accounts)
+        with self._lock:
+            if not self._ready:
+                return False, f"starting: {text}"
+            waiting = [n for n in names if n not in self.connected or self.problems.get((n, None))]
+        return not waiting, text
+
+    def counts(self) -> dict[str, int]:
+        """Served accounts by state: connected (and without a permanent problem), other."""
+        names = list(self.config().accounts)
+        with self._lock:
+            connected = sum(1 for n in names if n in self.connected and not self.problems.get((n, None)))
+        return {"connected": connected, "other": len(names) - connected}
 
     def announce(self) -> None:
         """Send the STATUS line to systemd when it changed."""

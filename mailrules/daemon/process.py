@@ -21,18 +21,26 @@ import sys
 import threading
 import time
 import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..model import Account, Config, Location
 from ..plugins import Registry
 from ..scheduler import SweepScheduler, schedule_groups, sweep_targets
 from ..state import StateStore
 from .health import Health, health_key
+from .observe import NoObserver, Observer
+from .shard import SHARD_META, Shard, describe_shard, served_accounts, shard_view
 from .systemd import sd_notify
 from .worker import AccountRunner, WorkerContext
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger("mailrules.watcher")
 
 STOP_GRACE = 5.0  # seconds the threads get to finish at SIGTERM before the process exits anyway
+STALLED_AFTER = 60.0  # liveness fails when the main loop (which turns every 5 s) has not turned for this long
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +50,8 @@ class DaemonOptions:
     sweep: bool = False  # also run every scheduled rule once, now (--sweep)
     since_now: bool = False  # the first pass of each watched mailbox ignores older mail (--since-now)
     rules: tuple[str, ...] = ()  # --rule: refused by the daemon (it would skip the other rules for good)
+    shard: Shard | None = None  # --shard I/N: serve only the accounts of that shard (None: all)
+    metrics: str | None = None  # --metrics HOST:PORT: Prometheus metrics, /healthz, /readyz
 
 
 def _account_signature(account: Account) -> Account:
@@ -56,15 +66,55 @@ class Daemon:
         self.registry = registry
         self.store = store
         self.options = options
-        self.state_dir = store.dir
         self.runners: dict[str, AccountRunner] = {}
         self.scheduler: SweepScheduler | None = None
         self._wake = threading.Event()
         self._stop_signal: str | None = None
         self._reload = False
-        self.health = Health(self.state_dir, lambda: self.config)
-        self.context = WorkerContext(str(self.state_dir), registry, self.health, since_now=options.since_now)
+        self.beat = time.monotonic()  # the main loop's last turn (liveness)
+        self.health = Health(self.state_dir, lambda: shard_view(self.config, options.shard),
+                             label=f"shard {options.shard}" if options.shard else "")
+        self.metrics_server = self._serve_metrics(options.metrics) if options.metrics else None
+        observer: Observer = self.metrics_server.observer if self.metrics_server is not None else NoObserver()
+        self.context = WorkerContext(str(self.state_dir), registry, self.health, since_now=options.since_now,
+                                     observer=observer)
         self._reload_job: _ReloadJob | None = None
+
+    # -------------------------------------------------------------- metrics and probes
+
+    @property
+    def state_dir(self) -> Path:
+        return self.store.dir
+
+    def _serve_metrics(self, address: str) -> MetricsServer:
+        """Listen on `address` for /metrics, /healthz, /readyz (MetricsUnavailable, ValueError, OSError)."""
+        from .metrics import MetricsObserver, MetricsServer, parse_address
+
+        observer = MetricsObserver(self.connection_counts, self.health.counts)
+        server = MetricsServer(parse_address(address), observer, self.liveness, self.health.readiness)
+        assert self.registry.manager is not None
+        self.registry.manager.register(observer, name="mailrules-metrics")
+        server.start()
+        return server
+
+    def connection_counts(self) -> dict[str, int]:
+        """Open IMAP connections of the workers: action (passes, sweeps, the home IDLE) and watch (IDLE)."""
+        action = watch = 0
+        for runner in list(self.runners.values()):
+            pool = runner.pool
+            action += len(pool.sessions) if pool is not None else 0
+            watch += sum(1 for s in runner.sources() if getattr(s, "connected", False))
+        return {"action": action, "watch": watch}
+
+    def liveness(self) -> tuple[bool, str]:
+        """Whether restarting the process could help: the main loop stalled, or a worker died of a bug."""
+        stalled = time.monotonic() - self.beat
+        if stalled > STALLED_AFTER:
+            return False, f"the main loop has not turned for {stalled:.0f}s"
+        dead = [name for name, runner in list(self.runners.items()) if runner.failed]
+        if dead:
+            return False, f"the worker of account(s) {', '.join(map(repr, dead))} failed (see the log)"
+        return True, f"{len(self.runners)} account worker(s) running"
 
     @property
     def passes(self) -> int:
@@ -93,6 +143,7 @@ class Daemon:
         try:
             self.store.set_meta("daemon:started", dt.datetime.now(dt.UTC).isoformat())
             self._forget_health()
+            self._record_shard()
             self._start_runners(self.config)
             self.scheduler = SweepScheduler(self.config, self.store, self._dispatch_sweep)
             self.scheduler.start()
@@ -104,6 +155,7 @@ class Daemon:
             while self._stop_signal is None:
                 self._wake.wait(5.0)
                 self._wake.clear()
+                self.beat = time.monotonic()
                 if self._stop_signal is not None:
                     break
                 job = self._reload_job
@@ -121,6 +173,8 @@ class Daemon:
             if self.scheduler is not None:
                 self.scheduler.shutdown()
             self._stop_runners()
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
             self.registry.notify("mailrules_stopping")
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -133,13 +187,35 @@ class Daemon:
 
     def _forget_health(self) -> None:
         """The previous run's problems are not this run's: each is found (and recorded) again."""
-        for name, account in self.config.accounts.items():
+        for account in served_accounts(self.config, self.options.shard):
             for mailbox in (None, *account.watch):
-                if self.store.get_meta(health_key(name, mailbox)):
-                    self.store.set_meta(health_key(name, mailbox), "")
+                if self.store.get_meta(health_key(account.name, mailbox)):
+                    self.store.set_meta(health_key(account.name, mailbox), "")
+
+    def _record_shard(self) -> None:
+        """Say which accounts this process serves (the log, and `mailrules status` through the state)."""
+        shard = self.options.shard
+        if shard is None:
+            self.store.set_meta(SHARD_META, "")
+            return
+        text = describe_shard(shard, self.config)
+        previous = self.store.get_meta(SHARD_META)
+        self.store.set_meta(SHARD_META, text)
+        log.info("%s", text)
+        if previous and not previous.startswith(f"shard {shard}:"):
+            known = {state.account for state in self.store.mailboxes()}
+            new = [a.name for a in served_accounts(self.config, shard) if a.name not in known]
+            if new:
+                log.warning("the shard changed since the last start (was %s): account(s) %s are new to this "
+                            "state directory, so their first pass takes the mail already in their mailboxes as "
+                            "new (see docs/scale.md, 'Changing N')", previous.split(":", 1)[0],
+                            ", ".join(new))
+        if not served_accounts(self.config, shard):
+            log.warning("shard %s serves none of the %d account(s) of %s: this process has nothing to do "
+                        "(fewer accounts than shards?)", shard, len(self.config.accounts), self.config.path)
 
     def _start_runners(self, config: Config) -> None:
-        for account in config.accounts.values():
+        for account in served_accounts(config, self.options.shard):
             runner = AccountRunner(self.context, account, config)
             self.runners[account.name] = runner
             runner.start()
@@ -204,9 +280,12 @@ class Daemon:
                 return
             for message in config.warnings:
                 log.warning("%s", message)
-            old = {n: _account_signature(a) for n, a in self.config.accounts.items()}
-            new = {n: _account_signature(a) for n, a in config.accounts.items()}
+            shard = self.options.shard
+            old = {a.name: _account_signature(a) for a in served_accounts(self.config, shard)}
+            new = {a.name: _account_signature(a) for a in served_accounts(config, shard)}
             self.config = config
+            if shard is not None:
+                self._record_shard()
             if old != new:
                 log.info("SIGHUP: the accounts changed: reconnecting")
                 self._stop_runners()
@@ -261,4 +340,12 @@ def run_daemon(config: Config, registry: Registry, store: StateStore, options: D
         print("mailrules: --rule needs --once or --dry-run: a daemon running only some rules would skip the "
               "others for good on the messages it processes", file=sys.stderr)
         return 2
-    return Daemon(config, registry, store, options).run()
+    try:
+        daemon = Daemon(config, registry, store, options)
+    except ValueError as exc:  # a bad --metrics address
+        print(f"mailrules: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the --metrics port is taken, or the address is not this machine's
+        print(f"mailrules: --metrics {options.metrics}: cannot listen there ({exc.strerror or exc})", file=sys.stderr)
+        return 1
+    return daemon.run()

@@ -5,12 +5,13 @@ with ``host.notify(mailbox)``; the worker does the passes. A source is one of tw
 behind one interface (`ChangeSource`):
 
 * it **pushes** from a thread and a connection of its own (`IdleWatch`: IDLE on one
-  mailbox; a NOTIFY source, RFC 5465, would be one more of these, watching many
-  mailboxes on one connection): ``next_due()`` is None;
+  mailbox; `mailrules.daemon.notify.NotifyWatch`: NOTIFY, RFC 5465, for many mailboxes
+  on one connection): ``next_due()`` is None;
 * or it is **checked** by the worker on the worker's own connection when due
   (`StatusPoll`: ``STATUS (UIDNEXT)`` every ``poll_interval``).
 
-`plan_sources` decides who watches what (IDLE up to ``max_connections``, the rest polled);
+`mailrules.daemon.plan` decides who watches what (NOTIFY, or IDLE up to ``max_connections``;
+the rest polled);
 `HomeIdle` is how the worker itself waits: IDLE on its first watched mailbox on the
 action connection, so that new mail there finds a connection already selected.
 """
@@ -35,6 +36,7 @@ from ..model import Account
 from ..state import StateStore
 from .backoff import HEALTHY_AFTER, Backoff, slow_backoff
 from .health import Health, MailboxMissing, describe, permanent_problem
+from .observe import Observer, connect_error_kind
 
 log = logging.getLogger("mailrules.watcher")
 
@@ -49,9 +51,10 @@ class SourceHost(Protocol):
     stopping: threading.Event
     wake_r: int  # readable once the daemon stops: ends every wait for good
     health: Health
+    observer: Observer
 
-    def notify(self, mailbox: str, *, retries: bool = False) -> None:
-        """New mail may be in `mailbox`: run an arrival pass soon."""
+    def notify(self, mailbox: str, *, retries: bool = False, announced: bool = False) -> None:
+        """New mail may be in `mailbox`: run an arrival pass soon (`announced`: the server just said so)."""
 
     def poll_instead(self, mailbox: str) -> None:
         """Pushing failed for good (IDLE refused): poll `mailbox` from now on."""
@@ -92,23 +95,6 @@ def close_client(client: imapclient.IMAPClient | None, *, logout: bool) -> None:
         client.shutdown()
 
 
-def plan_sources(account: Account, has_idle: bool) -> tuple[bool, list[str], list[str]]:
-    """(the worker IDLEs on its home, mailboxes with an IDLE connection of their own, mailboxes polled)."""
-    watch = list(account.watch)
-    if not has_idle:
-        log.info("account %s: the server does not offer IDLE: polling %s every %gs", account.name,
-                 ", ".join(watch), account.poll_interval)
-        return False, [], watch
-    others = watch[1:]
-    slots = max(0, account.max_connections - 1)
-    idle, polled = others[:slots], others[slots:]
-    if polled:
-        log.info("account %s: IDLE on %s (max_connections %d): polling %s every %gs", account.name,
-                 ", ".join(watch[: 1 + len(idle)]), account.max_connections, ", ".join(polled),
-                 account.poll_interval)
-    return True, idle, polled
-
-
 # ====================================================================== polling
 
 
@@ -147,9 +133,10 @@ class StatusPoll:
             session.noop()
         for mailbox in list(self.mailboxes):
             uidnext = session.status_uidnext(session.server_name(mailbox))
-            if self.known_uidnext.get(mailbox) != uidnext:
+            known = self.known_uidnext.get(mailbox)
+            if known != uidnext:
                 self.known_uidnext[mailbox] = uidnext
-                self.host.notify(mailbox)
+                self.host.notify(mailbox, announced=known is not None)
 
     def reconnected(self) -> None:
         self.requested = bool(self.mailboxes)
@@ -167,6 +154,7 @@ class IdleWatch:
     def __init__(self, host: SourceHost, mailbox: str) -> None:
         self.host = host
         self.mailbox = mailbox
+        self.connected = False  # an IDLE connection is open (metrics)
         self.thread = threading.Thread(
             target=self._main, name=f"mailrules-idle-{host.name}-{mailbox}", daemon=True
         )
@@ -204,6 +192,7 @@ class IdleWatch:
                 if not session.has("IDLE"):
                     raise IdleRefused("the server does not advertise IDLE")
                 self._select(session)
+                self.connected = True
                 health.problem(account.name, self.mailbox, None)
                 slow.reset()
                 link = IdleLink(client, host.wake_r, account.timeout)
@@ -215,19 +204,23 @@ class IdleWatch:
                 first = False
                 host.notify(self.mailbox)  # catch up on what arrived while not watching
                 self._idle(link, backoff)
+                self.connected = False
                 close_client(client, logout=True)
                 return  # stopping
             except IdleRefused as exc:
+                self.connected = False
                 log.warning("account %s mailbox %s: IDLE refused (%s): polling this mailbox instead",
                             account.name, self.mailbox, exc)
                 close_client(client, logout=True)
                 host.poll_instead(self.mailbox)
                 return
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect
+                self.connected = False
                 close_client(client, logout=False)
                 if host.stopping.is_set():
                     return
                 problem = permanent_problem(exc)
+                host.observer.error("watch_lost" if problem is None else connect_error_kind(exc))
                 if problem is not None:  # the worker reports account-level ones; this mailbox's here
                     if isinstance(exc, MailboxMissing):
                         health.problem(account.name, self.mailbox, problem)
@@ -279,7 +272,7 @@ class IdleWatch:
     def _seen(self, lines: list[bytes]) -> None:
         if exists_in(lines):
             log.debug("account %s mailbox %s: new mail announced", self.host.name, self.mailbox)
-            self.host.notify(self.mailbox)
+            self.host.notify(self.mailbox, announced=True)
 
 
 # ====================================================================== the worker's own IDLE
@@ -308,6 +301,25 @@ class HomeIdle:
         self.announced = False  # the last IDLE reported new mail on this very connection
         self._session: ImapSession | None = None  # the connection the IDLE was announced on
         self._logged_once = False
+
+    # as a ChangeSource: it pushes on the worker's own connection, from the worker's wait
+
+    def start(self) -> None:
+        pass
+
+    def next_due(self) -> float | None:
+        return None
+
+    def check(self, session: ImapSession) -> None:
+        pass
+
+    def reconnected(self) -> None:
+        """The worker's connection was reopened: home is passed over again (IDLE announces only news)."""
+        if self.enabled:
+            self.host.notify(self.mailbox)
+
+    def threads(self) -> list[threading.Thread]:
+        return []
 
     def take_announced(self) -> bool:
         """Whether the IDLE just told this connection of new mail (so its view is current); clears it."""
@@ -353,6 +365,7 @@ class HomeIdle:
                 return True
             pool.drop(name)
             host.notify(home)  # catch up once reconnected
+            host.observer.error("connection_lost")
             delay = backoff.next()
             log.warning("account %s mailbox %s: IDLE connection lost (%s); reconnecting in %.1fs",
                         name, home, describe(exc), delay)
@@ -361,7 +374,7 @@ class HomeIdle:
         if exists_in(seen):
             log.debug("account %s mailbox %s: new mail announced", name, home)
             self.announced = True
-            host.notify(home)
+            host.notify(home, announced=True)
         return True
 
     def _needs_pass(self, session: ImapSession, store: StateStore) -> bool:

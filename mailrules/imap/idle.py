@@ -32,6 +32,10 @@ class IdleRefused(Exception):
     """The server answered IDLE with NO or BAD."""
 
 
+class CommandRefused(Exception):
+    """The server answered a `IdleLink.command` with NO or BAD (the connection itself works)."""
+
+
 class IdleLink:
     """IDLE / DONE / NOOP over the socket of a logged-in IMAPClient with a mailbox selected (see above)."""
 
@@ -95,7 +99,8 @@ class IdleLink:
                 if wakeable:
                     return None
 
-    def _until_tagged(self, tag: bytes, what: str, timeout: float) -> list[bytes]:
+    def _until_tagged(self, tag: bytes, what: str, timeout: float,
+                      refused: type[Exception] = ConnectionLost) -> list[bytes]:
         deadline = time.monotonic() + timeout
         untagged: list[bytes] = []
         while True:
@@ -108,7 +113,7 @@ class IdleLink:
                     _check_bye(untagged)
                     status = line[len(tag) + 1:].split(b" ", 1)[0].upper()
                     if status != b"OK":
-                        raise ConnectionLost(f"{what} failed: {line.decode('utf-8', 'replace')}")
+                        raise refused(f"{what} failed: {line.decode('utf-8', 'replace')}")
                     return untagged
                 untagged.append(line)
 
@@ -163,6 +168,12 @@ class IdleLink:
             return []
         self._send(b"DONE\r\n")
         return self._until_tagged(tag, "DONE", timeout or self.timeout)
+
+    def command(self, text: bytes, what: str) -> list[bytes]:
+        """One command without literals (e.g. NOTIFY SET ...); its untagged answers. CommandRefused on NO/BAD."""
+        tag = TAGS.next(b"c")
+        self._send(tag + b" " + text + b"\r\n")
+        return self._until_tagged(tag, what, self.timeout, CommandRefused)
 
     def noop(self, timeout: float | None = None) -> list[bytes]:
         tag = TAGS.next(b"n")

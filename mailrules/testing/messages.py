@@ -8,7 +8,10 @@ Example::
     client.append("INBOX", raw)
 
 The result uses CRLF line endings (as IMAP APPEND expects), non-ASCII headers are RFC 2047
-encoded, and every message gets a fresh Message-ID unless one is given.
+encoded, and every message gets a fresh Message-ID unless one is given. An address that
+cannot be RFC 2047 encoded (``u@bücher.example``: non-ASCII in the address itself) makes the
+header raw UTF-8 (RFC 6532), as a server that speaks SMTPUTF8 delivers it; ``utf8=True``
+writes every non-ASCII header that way.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def make_message(
     attachments: Iterable[Attachment] = (),
     size_padding: int = 0,
     charset: str = "utf-8",
+    utf8: bool = False,
 ) -> bytes:
     """Return a complete RFC 5322 message as bytes (CRLF line endings).
 
@@ -59,6 +63,9 @@ def make_message(
       the type is guessed from the file name when omitted.  Makes multipart/mixed.
     - ``size_padding``: grow the text body by at least this many bytes (lines of ``x``),
       for size-based rules and large-message tests.
+    - ``utf8``: write non-ASCII header text as raw UTF-8 (RFC 6532) instead of RFC 2047
+      encoded-words. Without it, raw UTF-8 is used only where it must be: for addresses
+      with non-ASCII characters (``make_message(from_="u@bücher.example")``).
     """
     msg = EmailMessage(policy=email.policy.default)
     msg["From"] = from_
@@ -68,7 +75,8 @@ def make_message(
     msg["Subject"] = subject
     msg["Date"] = format_datetime((date or datetime.now()).astimezone())
     if message_id is None:
-        domain = parseaddr(from_)[1].rpartition("@")[2] or "mailrules.test"
+        domain = parseaddr(from_)[1].rpartition("@")[2]
+        domain = domain if domain and domain.isascii() else "mailrules.test"
         message_id = make_msgid(domain=domain)
     elif not message_id.startswith("<"):
         message_id = f"<{message_id}>"
@@ -109,4 +117,15 @@ def make_message(
                 continue
             content = content.encode("utf-8")
         msg.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
+    if utf8 or _non_ascii_address(msg):  # RFC 2047 cannot encode an address: RFC 6532 writes it as it is
+        return msg.as_bytes(policy=email.policy.SMTPUTF8)
     return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def _non_ascii_address(msg: EmailMessage) -> bool:
+    """Whether an address header holds an address with non-ASCII characters (not its display name)."""
+    for _name, value in msg.items():
+        for address in getattr(value, "addresses", ()):
+            if not address.addr_spec.isascii():
+                return True
+    return False

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from mailrules.model import Config
     from mailrules.testing.dovecot import DovecotServer, User
 
-__all__ = ["RulesRunner", "RunResult", "StoredMessage", "run_rules"]
+__all__ = ["OfflineResult", "RulesRunner", "RunResult", "StoredMessage", "run_rules"]
 
 ACCOUNT = "test"
 """The account name in the generated rules file."""
@@ -139,6 +139,21 @@ class RunResult:
     @property
     def errors(self) -> list[str]:
         return [line for line in self.log if line.startswith(("ERROR", "CRITICAL"))]
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    """What `RulesRunner.test_offline` printed, as ``mailrules test`` would: exit code, stdout, stderr."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        """The ``--format json`` output, parsed."""
+        import json
+
+        return json.loads(self.out)
 
 
 class _Recorder:
@@ -298,6 +313,38 @@ class RulesRunner:
         finally:
             _logout(client)
         return out
+
+    # ------------------------------------------------------------------ offline, crashes
+
+    def test_offline(self, messages: Iterable[MessageLike] = (), *, as_json: bool = False) -> OfflineResult:
+        """``mailrules test`` with this rules file and these plugins, offline (no server involved).
+
+        With `messages`, what the rules do to each (written to .eml files first); without, the
+        rules file's ``tests:`` cases (give them with ``config_extra="tests: ..."``). Actions
+        with an outside effect are reported as "would run", never called.
+        """
+        from types import SimpleNamespace
+
+        from mailrules.testcmd import test_command
+
+        paths = []
+        for n, message in enumerate(messages, 1):
+            path = self.directory / f"offline-{n}.eml"
+            path.write_bytes(_as_bytes(message))
+            paths.append(str(path))
+        out, err = io.StringIO(), io.StringIO()
+        args = SimpleNamespace(messages=paths, rule=None, format="json" if as_json else "text", against=None,
+                               account=None, mailbox=None)
+        code = test_command(self.config, self.registry, args, out=out, err=err)
+        return OfflineResult(code, out.getvalue(), err.getvalue())
+
+    def crash_during(self, action: str, *, before: bool = False, batch: int = 1) -> None:
+        """One pass that dies (``os._exit``) in the `batch`-th call of the plugin action `action`:
+        right after its ``run`` returned, or right before with ``before=True``. The next `run()`
+        is the restart. See `mailrules.testing.crash`."""
+        from .crash import crash_during
+
+        crash_during(self, action, before=before, batch=batch)
 
     # ------------------------------------------------------------------ running
 

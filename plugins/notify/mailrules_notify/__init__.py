@@ -16,7 +16,9 @@ Two actions:
     or a timeout fails the action (retried later).
 
 Both are at-least-once: after a failure or a crash in the middle of a batch, the batch
-is handed over again, so a receiver may see a message twice.
+is handed over again, so a receiver may see a message twice. Both act outside the mailbox
+(``effects="outside"``): offline (``mailrules test``, a rules file's ``tests:`` cases) they are
+reported as "would run" and never called; ``run --dry-run`` never calls them either.
 """
 
 from __future__ import annotations
@@ -34,8 +36,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailrules import hookimpl
-from mailrules.plugins import Action, ArgumentError
+from mailrules import Action, ArgumentError, hookimpl, resolve_path
 from mailrules.secrets import child_environment
 
 __version__ = "0.1.0"
@@ -66,11 +67,17 @@ class PipeArgs:
 
 
 def parse_pipe(raw: dict) -> PipeArgs:
-    """After the schema: the program must exist now (a typo is a load-time error)."""
+    """After the schema: the program must exist now (a typo is a load-time error).
+
+    A program given as a path (``scripts/store``, ``~/bin/store``) is relative to the rules
+    file's directory; a bare name is looked up on PATH.
+    """
     program = raw["command"][0]
+    if "/" in program:
+        program = str(resolve_path(program))
     if shutil.which(program) is None:
         raise ArgumentError(f"program {program!r} not found (give a path, or a program on PATH)", ("command", 0))
-    return PipeArgs(tuple(raw["command"]), float(raw.get("timeout", 10)))
+    return PipeArgs((program, *raw["command"][1:]), float(raw.get("timeout", 10)))
 
 
 def run_pipe(context: Any, uids: Any, arg: PipeArgs) -> None:
@@ -206,6 +213,7 @@ def mailrules_actions():
             schema=PIPE_SCHEMA,
             parse=parse_pipe,
             run=run_pipe,
+            effects="outside",  # a command: never run offline (mailrules test, tests: cases)
         ),
         Action(
             "webhook",
@@ -213,5 +221,6 @@ def mailrules_actions():
             schema=WEBHOOK_SCHEMA,
             parse=parse_webhook,
             run=run_webhook,
+            effects="outside",  # a web request: never run offline
         ),
     ]

@@ -287,3 +287,65 @@ def test_the_plugin_is_listed_by_mailrules_plugins():
                          timeout=60, check=True).stdout
     assert "notify (mailrules-notify " in out
     assert {tuple(line.split()[:2]) for line in out.splitlines()} >= {("action", "pipe"), ("action", "webhook")}
+
+
+# --------------------------------------------------------------------------- offline (mailrules test, tests:)
+
+OFFLINE_CASE = """
+tests:
+  - name: a message is flagged
+    message: {headers: {Subject: one}, body: hi}
+    expect: {flags: ['\\Flagged']}
+"""
+
+
+def test_mailrules_test_reports_a_webhook_as_would_run_and_posts_nothing(receiver, rules_runner, make_message):
+    runner = rules_runner(f"- name: hook\n  actions: [{{webhook: {{url: '{receiver.url}'}}}}, flag]\n")
+    result = runner.test_offline([make_message(subject="one")])
+    assert receiver.posts == [] and result.code == 0, result.err
+    assert f"would run: webhook {receiver.url}" in result.out
+    assert runner.test_offline([make_message(subject="one")], as_json=True).json()[0]["would_run"] == [
+        {"rule": "hook", "action": f"webhook {receiver.url}"}]
+
+
+def test_a_tests_case_reports_a_webhook_as_would_run_and_posts_nothing(receiver, rules_runner):
+    runner = rules_runner(f"- name: hook\n  actions: [{{webhook: {{url: '{receiver.url}'}}}}, flag]\n",
+                          config_extra=OFFLINE_CASE)
+    result = runner.test_offline()
+    assert receiver.posts == [] and result.code == 0, result.out
+    assert f"PASS  a message is flagged  (would run, not offline: webhook {receiver.url} (rule 'hook'))" in result.out
+
+
+def test_a_webhook_posts_in_the_real_run_after_the_offline_ones_did_not(receiver, rules_runner, make_message):
+    runner = rules_runner(f"- name: hook\n  actions: [{{webhook: {{url: '{receiver.url}'}}}}]\n")
+    runner.test_offline([make_message(subject="one")])
+    runner.deliver([make_message(subject="one")])
+    runner.run(dry_run=True)
+    assert receiver.posts == []
+    runner.run()
+    assert len(receiver.posts) == 1
+
+
+def test_mailrules_test_and_tests_cases_never_run_a_pipe_command(tmp_path, rules_runner, make_message):
+    out = tmp_path / "piped.eml"
+    runner = rules_runner(f"- name: p\n  actions: [{{pipe: {{command: [sh, -c, 'cat > {out}']}}}}, flag]\n",
+                          config_extra=OFFLINE_CASE)
+    messages = runner.test_offline([make_message(subject="one")])
+    cases = runner.test_offline()
+    runner.deliver([make_message(subject="one")])
+    dry = runner.run(dry_run=True)
+    assert not out.exists()
+    assert "would run: pipe sh -c" in messages.out and "would run, not offline: pipe sh -c" in cases.out
+    assert re.search(r"(?m)^\s+p\s+1\s+pipe sh -c", dry.output)
+    runner.run()
+    assert out.exists()
+
+
+def test_a_pipe_program_given_as_a_relative_path_is_relative_to_the_rules_file(tmp_path, rules_runner):
+    directory = tmp_path / "rules"
+    (directory / "bin").mkdir(parents=True)
+    script = directory / "bin" / "store"
+    script.write_text("#!/bin/sh\ncat >/dev/null\n")
+    script.chmod(0o755)
+    runner = rules_runner("- name: p\n  actions: [{pipe: {command: [bin/store]}}]\n", directory=directory)
+    assert runner.config.rules[0].actions[0].arg.command[0] == str(script)

@@ -178,9 +178,10 @@ def mailrules_predicates():
 @hookimpl
 def mailrules_actions():
     return [
+        # Teaching spamd changes its Bayes database, outside the mailbox: never run offline.
         Action("learn_spam", "teach spamd's Bayes filter that the messages are spam (spamd --allow-tell)",
-               schema=LEARN_SCHEMA, parse=parse_connection, run=_learner("spam")),
+               schema=LEARN_SCHEMA, parse=parse_connection, run=_learner("spam"), effects="outside"),
         Action("learn_ham", "teach spamd's Bayes filter that the messages are not spam (spamd --allow-tell)",
-               schema=LEARN_SCHEMA, parse=parse_connection, run=_learner("ham")),
+               schema=LEARN_SCHEMA, parse=parse_connection, run=_learner("ham"), effects="outside"),
     ]
 

@@ -167,6 +167,17 @@ def test_learn_spam_and_learn_ham_teach_spamds_bayes_database(spamd, run_rules, 
     assert (spam - before[0], ham - before[1]) == (2, 1)
 
 
+def test_learning_is_never_done_offline_nor_in_a_dry_run_and_is_reported(spamd, rules_runner, make_message):
+    before = spamd.learned()
+    runner = rules_runner(f"- name: reported\n  actions: [{{learn_spam: {{spamd: '{spamd.address}'}}}}, seen]\n")
+    offline = runner.test_offline([make_message(subject="report", body="cheap pills")], as_json=True).json()
+    runner.deliver([make_message(subject="report", body="cheap pills")])
+    dry = runner.run(dry_run=True)
+    assert spamd.learned() == before
+    assert offline[0]["would_run"][0]["action"].startswith("learn_spam") and offline[0]["flags"] == ["\\Seen"]
+    assert "learn_spam" in dry.output
+
+
 def test_bad_arguments_are_load_time_errors_with_the_line(rules_runner):
     with pytest.raises(ConfigError) as info:
         rules_runner("- name: junk\n  where:\n    - spam:\n        min_score: high\n  actions: [flag]\n")

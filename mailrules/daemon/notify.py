@@ -1,0 +1,219 @@
+"""`NotifyWatch`: one connection learns of new mail in many mailboxes (IMAP NOTIFY, RFC 5465).
+
+Where the server advertises NOTIFY (Dovecot does), the account's watched mailboxes other
+than home share one connection instead of an IDLE connection each: after
+``NOTIFY SET STATUS (mailboxes (A B ...) (MessageNew MessageExpunge))`` the server sends
+``* STATUS A (MESSAGES n UIDNEXT u ...)`` when A changes, and at once for every mailbox
+(the ``STATUS`` indicator). A UIDNEXT that moved marks the mailbox for the worker.
+
+Guarantees, as for `IdleWatch`:
+
+* **no gap**: every (re)connection marks every mailbox for a catch-up pass (the worker
+  takes everything above its checkpoint), so mail that came while the connection was
+  down is not missed;
+* **liveness**: the connection sits in IDLE (NOTIFY's events arrive during it), which is
+  re-issued every ``idle_interval``; DONE must be answered within ``timeout``; EOF and
+  BYE end it at once; a lost connection is reopened with backoff and jitter;
+* a watched mailbox the server does not know gets no initial STATUS: it is reported
+  (``mailbox 'X' does not exist``), the others stay watched, and the connection is
+  renewed once it appears (checked on the slow schedule of permanent problems);
+* a server that refuses NOTIFY SET hands its mailboxes to the STATUS poll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+
+import imapclient
+from imapclient import imap_utf7
+
+from ..imap.idle import CommandRefused, IdleLink
+from ..imap.session import ImapSession
+from ..imap.wire import quote_mailbox
+from .backoff import HEALTHY_AFTER, Backoff, slow_backoff
+from .health import describe, permanent_problem
+from .observe import connect_error_kind
+from .sources import LOGOUT_TIMEOUT, SourceHost, close_client
+
+log = logging.getLogger("mailrules.watcher")
+
+_STATUS = re.compile(rb'^\* STATUS (?:"((?:[^"\\]|\\.)*)"|\{\d+\+?\}\r\n(.*)|([^ ]+)) \((.*)\)\s*$', re.I | re.S)
+_UIDNEXT = re.compile(rb"\bUIDNEXT (\d+)", re.I)
+
+
+class Renew(Exception):
+    """A mailbox that was missing exists now: set up NOTIFY again (no backoff)."""
+
+
+def parse_status(line: bytes) -> tuple[str, int] | None:
+    """``* STATUS name (... UIDNEXT n ...)`` -> (the server's mailbox name, n); None for any other line."""
+    match = _STATUS.match(line)
+    if match is None:
+        return None
+    uidnext = _UIDNEXT.search(match.group(4))
+    if uidnext is None:
+        return None
+    quoted, literal, atom = match.group(1), match.group(2), match.group(3)
+    if quoted is not None:
+        raw = re.sub(rb"\\(.)", rb"\1", quoted)
+    else:
+        raw = literal if literal is not None else atom
+    return imap_utf7.decode(raw), int(uidnext.group(1))
+
+
+class NotifyWatch:
+    """A thread holding one NOTIFY connection for several mailboxes of one account; wakes its worker."""
+
+    def __init__(self, host: SourceHost, mailboxes: list[str]) -> None:
+        self.host = host
+        self.mailboxes = list(mailboxes)
+        self.connected = False  # the NOTIFY connection is open (metrics)
+        self.thread = threading.Thread(target=self._main, name=f"mailrules-notify-{host.name}", daemon=True)
+
+    # ChangeSource
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def next_due(self) -> float | None:
+        return None
+
+    def check(self, session: ImapSession) -> None:
+        pass
+
+    def reconnected(self) -> None:
+        pass
+
+    def threads(self) -> list[threading.Thread]:
+        return [self.thread]
+
+    # the thread
+
+    def _main(self) -> None:
+        from ..connect import connect
+
+        host, account = self.host, self.host.account
+        backoff, slow = Backoff(account.reconnect_max), slow_backoff(account)
+        first = True
+        while not host.stopping.is_set():
+            client = None
+            connected = time.monotonic()
+            try:
+                client = connect(account)
+                connected = time.monotonic()
+                self._watch(client, first, backoff, slow)
+                close_client(client, logout=True)
+                return  # stopping
+            except CommandRefused as exc:
+                self.connected = False
+                close_client(client, logout=True)
+                log.warning("account %s: NOTIFY refused (%s): polling %s instead", account.name, exc,
+                            ", ".join(self.mailboxes))
+                for mailbox in self.mailboxes:
+                    host.poll_instead(mailbox)
+                return
+            except Renew:
+                self.connected = False
+                close_client(client, logout=True)
+                first = False
+                continue
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect
+                self.connected = False
+                close_client(client, logout=False)
+                if host.stopping.is_set():
+                    return
+                first = False
+                problem = permanent_problem(exc)
+                host.observer.error("watch_lost" if problem is None else connect_error_kind(exc))
+                if problem is not None:  # the worker reports the account's problem
+                    delay = slow.next()
+                    log.error("account %s: NOTIFY not set up: %s; trying again in %.0fs", account.name,
+                              describe(exc), delay)
+                    host.stopping.wait(delay)
+                    continue
+                if time.monotonic() - connected >= HEALTHY_AFTER:
+                    backoff.reset()
+                delay = backoff.next()
+                log.warning("account %s: NOTIFY connection lost (%s); reconnecting in %.1fs", account.name,
+                            describe(exc), delay)
+                host.stopping.wait(delay)
+
+    def _watch(self, client: imapclient.IMAPClient, first: bool, backoff: Backoff, slow: Backoff) -> None:
+        """NOTIFY SET, then IDLE until stopped; raises when the connection is lost, Renew to set up again."""
+        host, account = self.host, self.host.account
+        session = ImapSession(client, account.name)
+        if not session.has("NOTIFY"):
+            raise CommandRefused("the server does not advertise NOTIFY")
+        names: dict[str, str] = {}  # the server's name -> the watched mailbox
+        for mailbox in self.mailboxes:
+            try:
+                names[session.server_name(mailbox)] = mailbox
+            except ValueError as exc:
+                host.health.problem(account.name, mailbox, f"mailbox {mailbox!r} cannot exist on this server ({exc})")
+        listed = b" ".join(quote_mailbox(name) for name in names)
+        link = IdleLink(client, host.wake_r, account.timeout)
+        answer = link.command(b"NOTIFY SET STATUS (mailboxes (" + listed + b") (MessageNew MessageExpunge))",
+                              "NOTIFY SET")
+        known = {name: uidnext for name, uidnext in filter(None, map(parse_status, answer)) if name in names}
+        missing = [name for name in names if name not in known]
+        for name, mailbox in names.items():
+            host.health.problem(account.name, mailbox,
+                                f"mailbox {mailbox!r} does not exist" if name in missing else None)
+        if missing:
+            log.error("account %s: not watched: %s (no such mailbox); checking again later", account.name,
+                      ", ".join(names[n] for n in missing))
+        self.connected = True
+        watched = [names[n] for n in names if n not in missing]
+        log.info("account %s: %swatching %s with NOTIFY%s", account.name, "" if first else "reconnected; ",
+                 ", ".join(watched) or "nothing", "" if first else " again")
+        for mailbox in watched:
+            host.notify(mailbox)  # catch up on what arrived while not watching
+        self._listen(client, names, known, missing, backoff, slow)
+
+    def _listen(self, client: imapclient.IMAPClient, names: dict[str, str], known: dict[str, int],
+                missing: list[str], backoff: Backoff, slow: Backoff) -> None:
+        host, account = self.host, self.host.account
+        recheck = time.monotonic() + slow.next() if missing else None
+        while True:
+            link = IdleLink(client, host.wake_r, account.timeout)
+            self._seen(link.start(), names, known)
+            deadline = time.monotonic() + account.idle_interval
+            if recheck is not None:
+                deadline = min(deadline, recheck)
+            while True:
+                got = link.wait(deadline)
+                if got is None:  # woken: the daemon is stopping
+                    with contextlib.suppress(Exception):  # closing anyway
+                        link.done(LOGOUT_TIMEOUT)
+                    return
+                self._seen(got, names, known)
+                if time.monotonic() >= deadline:
+                    break
+            self._seen(link.done(), names, known)  # answered in time: the connection is alive
+            backoff.reset()
+            if recheck is not None and time.monotonic() >= recheck:
+                if self._any_exists(client, missing):
+                    raise Renew()
+                recheck = time.monotonic() + slow.next()
+
+    def _any_exists(self, client: imapclient.IMAPClient, missing: list[str]) -> bool:
+        """Whether one of the `missing` mailboxes exists now (LIST, on the NOTIFY connection)."""
+        host = self.host
+        return any(IdleLink(client, host.wake_r, host.account.timeout).command(b'LIST "" ' + quote_mailbox(name),
+                                                                               "LIST")
+                   for name in missing)
+
+    def _seen(self, lines: list[bytes], names: dict[str, str], known: dict[str, int]) -> None:
+        for line in lines:
+            status = parse_status(line)
+            if status is None or status[0] not in names:
+                continue
+            name, uidnext = status
+            if known.get(name) != uidnext:
+                known[name] = uidnext
+                log.debug("account %s mailbox %s: new mail announced (NOTIFY)", self.host.name, names[name])
+                self.host.notify(names[name], announced=True)
