@@ -1,9 +1,11 @@
 """A fresh machine: the suite is green where optional pieces are missing, and says what is missing.
 
-A newcomer runs the tests before installing the plugins (only CI installs them); every test
-that needs a plugin must then skip with the reason and the command that installs it, never fail.
-These run pytest in a child Python where the `notify` plugin is hidden: neither its module nor
-its entry point exist there, as on a machine where it was never installed.
+A newcomer runs the tests before installing the plugins (only CI and scripts/run-tests install
+them); every test that needs a plugin must then skip with the reason and the command that
+installs it, never fail. Those tests run pytest in a child Python where the `notify` plugin is
+hidden: neither its module nor its entry point exist there, as on a machine where it was never
+installed. scripts/setup names each missing system package and the one command that installs
+it. Every subcommand's --help says what it does and shows an example.
 """
 
 from __future__ import annotations
