@@ -92,3 +92,13 @@ def test_every_subcommands_help_has_a_description_and_an_example():
         if f"mailrules {name}" not in (sub.epilog or "") or "example" not in (sub.epilog or ""):
             missing.append(f"{name}: no example")
     assert missing == [], missing
+
+
+def test_test_module_names_are_unique_across_the_test_paths():
+    """pytest's default import mode imports each test file by its basename: two test_x.py in
+    different test paths (tests/, plugins/*/tests/) stop the whole run at collection."""
+    import collections
+
+    files = list((REPO / "tests").glob("test_*.py")) + list((REPO / "plugins").glob("*/tests/test_*.py"))
+    names = collections.Counter(f.name for f in files)
+    assert [name for name, n in names.items() if n > 1] == []
