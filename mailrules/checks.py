@@ -161,6 +161,8 @@ def _check_account(config: Config, registry: Registry, name: str, session: ImapS
         kw = "yes" if sel.can_store_keyword("$MailrulesProbe") else "NO"
         print(f"  mailbox {source.path} ({server}): {sel.exists} messages, UIDVALIDITY {sel.uidvalidity}, "
               f"keywords: {kw}", file=out)
+        if account.shared and source.watched:  # shared mailboxes (mailrules.claims): room for the claim keywords
+            ok &= _check_claim_keywords(sel, out)
         if kw == "NO" and keyword_rules:
             for rule in keyword_rules:
                 print(f"    error: {_rule_where(rule)} sets keywords, which this mailbox cannot store", file=out)
@@ -184,3 +186,19 @@ def _check_account(config: Config, registry: Registry, name: str, session: ImapS
                           file=out)
                     ok = False
     return ok
+
+
+def _check_claim_keywords(sel, out: TextIO) -> bool:
+    """A shared mailbox needs its fixed claim keywords (`keywords_needed`): present, or room for them."""
+    from .claims import keywords_needed
+
+    missing = [k for k in keywords_needed(sel.name, sel.uidvalidity) if not sel.can_store_keyword(k)]
+    used = sum(1 for f in sel.permanent_flags if not f.startswith("\\"))
+    if missing:
+        print(f"    error: keyword table full: the server allows no new keyword here, and 'shared: true' needs "
+              f"{len(missing)} it does not have yet ({' '.join(missing[:3])}...); {used} keywords are defined "
+              "(Cyrus: at most 100 per mailbox, never freed): nothing here would be claimed or acted on", file=out)
+        return False
+    print(f"    claim keywords: OK ({len(keywords_needed(sel.name, sel.uidvalidity))} fixed keywords; "
+          f"{used} defined in this mailbox)", file=out)
+    return True

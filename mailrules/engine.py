@@ -13,15 +13,17 @@ action on the next pass (later rules wait for it).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .claims import Claims, instance_id
+from . import refused
+from .claims import Claims, SharedUnsupported, instance_id, placed_marks, step_of, takeover_plan
 from .criteria import SearchQuery, compile_search
 from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_report
 from .imap.pool import SessionPool
@@ -107,7 +109,7 @@ class Engine:
             interrupt=self._check_interrupt, accounts=frozenset(config.accounts),
         )
         # shared: true (mailrules.claims): this instance's claims on the server
-        self.claims = Claims(instance_id(getattr(store, "dir", None)))
+        self.claims = Claims(instance_id(getattr(store, "dir", None)), store)
         protect_accounts(config.accounts.values())  # plugin children never see a password_env variable
 
     # ------------------------------------------------------------------ selection
@@ -147,6 +149,7 @@ class Engine:
         for a connection whose view is known to be current (the daemon's, just told of
         the new mail by IDLE): a SEARCH sees what the connection was last told of.
         """
+        self._refuse_partial(account)
         session = self.pool.get(account)
         server = session.server_name(mailbox)
         sel = session.selected
@@ -181,8 +184,8 @@ class Engine:
             log.info("account %s mailbox %s: resuming an interrupted pass (%d messages)", account, server,
                      len(run.candidates))
             outcome.candidates = len(run.candidates)
-            self._execute(session, account, server, rules, run.candidates, run, outcome, kind="arrival",
-                          high=run.high, advance=advance)
+            self._execute(session, account, server, rules, run.candidates, run, outcome,
+                          kind="catchup" if run.kind == "catchup" else "arrival", high=run.high, advance=advance)
             fresh = self.process(account, mailbox, since_now=since_now, limit=limit, retries=retries,
                                  reselect=reselect)
             fresh.add(outcome)
@@ -216,8 +219,13 @@ class Engine:
             if self.reader and retries:
                 candidates.update(self._retries(session, account, server, sel.uidvalidity, rules))
             if self._shared(account) and rules:  # shared: claims of others not finished (mailrules.claims)
-                for uid in self.claims.unfinished(session, account, server):
-                    candidates.setdefault(uid, (0, 0))
+                with self._noting(account, server, sel.uidvalidity):
+                    for uid in self.claims.unfinished(session, account, server):
+                        candidates.setdefault(uid, (0, 0))
+        if self.dry_run and candidates and self._shared_account(account):  # what a real run would take
+            visible = self.claims.visible(session, account, UidSet(candidates))
+            fresh -= sum(1 for u in list(candidates)[:fresh] if u not in visible)
+            candidates = {u: p for u, p in candidates.items() if u in visible}
         outcome.candidates = len(candidates)
         report = None
         if self.dry_run:
@@ -231,13 +239,46 @@ class Engine:
             if store and advance and (moved or candidates):
                 store.set_mailbox(account, server, sel.uidvalidity, high, last_pass=time.time())
             self._render(report, outcome)
+            self._catch_up_refused(session, account, mailbox, server, outcome, advance)
             return outcome
         if store:
             run = store.begin_run(account, server, sel.uidvalidity, "arrival", candidates, _names(rules), high)
         self._execute(session, account, server, rules, candidates, run, outcome, kind="arrival", high=high,
                       advance=advance, report=report)
         self._render(report, outcome)
+        self._catch_up_refused(session, account, mailbox, server, outcome, advance)
         return outcome
+
+    def _catch_up_refused(self, session: ImapSession, account: str, mailbox: str, server: str, outcome: Outcome,
+                          advance: bool) -> None:
+        """Run each rule the server refused earlier over the messages kept for it, once (`mailrules.refused`)."""
+        sel = session.selected
+        if self.store is None or not advance or sel is None:
+            return
+        kept = refused.load(self.store, account, server, sel.uidvalidity)
+        if not kept:
+            return
+        rules = {r.name: r for r in self.arrival_rules(account, mailbox)}
+        for name, (uids, _why) in list(kept.items()):
+            if name in outcome.refused:
+                continue  # refused again on this pass: kept (with the new messages) for a later one
+            del kept[name]
+            alive = session.existing(uids) if name in rules else UidSet()
+            if not alive:
+                refused.save(self.store, account, server, sel.uidvalidity, kept)
+                continue
+            state = self.store.mailbox(account, server)
+            high = state.checkpoint if state else 0
+            candidates = {uid: (0, 0) for uid in alive}
+            log.info("account %s mailbox %s: rule %r works again: running it over the %d messages that arrived "
+                     "while the server refused it", account, server, name, len(alive))
+            run = self.store.begin_run(account, server, sel.uidvalidity, "catchup", candidates, [name], high)
+            refused.save(self.store, account, server, sel.uidvalidity, kept)  # the journal has them now
+            later = Outcome(account, server, candidates=len(alive))
+            self._execute(session, account, server, [rules[name]], candidates, run, later, kind="catchup",
+                          high=high, advance=True)
+            outcome.add(later)
+        self._report_refused(account, server, outcome)  # the mailbox's error as it stands now
 
     def _retries(
         self, session: ImapSession, account: str, server: str, uidvalidity: int, rules: list[Rule]
@@ -303,6 +344,7 @@ class Engine:
 
     def sweep(self, account: str, mailbox: str, rules: list[Rule], key: str) -> Outcome:
         """Run scheduled `rules` over every message of `mailbox` (a sweep)."""
+        self._refuse_partial(account)
         session = self.pool.get(account)
         server = session.server_name(mailbox)
         sel = session.select(server, readonly=self.dry_run)
@@ -364,21 +406,41 @@ class Engine:
         sel = session.selected
         assert sel is not None
         shared = kind == "arrival" and run is not None and self._shared(account)
+        entered: set[int] = set()
+        details: dict[int, dict] = {}
         if shared:  # shared: act only on the messages this instance claims (mailrules.claims)
-            ours = self.claims.claim(session, account, server, UidSet(candidates),
-                                     self.config.accounts[account].claim_timeout)
-            candidates = {u: p for u, p in candidates.items() if u in ours}
+            with self._noting(account, server, sel.uidvalidity):
+                got = self.claims.claim(session, account, server, UidSet(candidates),
+                                        self.config.accounts[account].claim_timeout)
+            candidates = {u: p for u, p in candidates.items() if u in got.ours}
+            if got.resume:  # taken over: resume where the old holder was (journaled, for a crash)
+                moved, entered, details = takeover_plan(got, rules, self.registry.actions, session, account)
+                candidates.update(moved)
+                if self.store is not None and run is not None:
+                    self.store.set_run_candidates(run.id, candidates)
         box = ImapPass(self._settings, session, account, server, rules, candidates, run, kind=kind,
                        matched=outcome.matched, refused=outcome.refused, report=report)
-        run_pass(box, rules, candidates)
+        if kind == "sweep" and self._shared(account):
+            box.sweep_claim = lambda rule, a, uids: self.claims.claim_sweep(session, account, rule.name, a, uids)
+        if shared:
+            counts = [len(r.actions) for r in rules]
+            box.earlier.update(details)
+            cache: dict[str, str | None] = {}
+            box.guard = lambda i, a, uids: self.claims.guard(
+                session, account, server, uids, step_of(counts, i, a),
+                placed_marks(session, account, rules[i].actions[a], self.registry.actions, self.watched, cache))
+        run_pass(box, rules, candidates, entered)
         outcome.applied += box.applied
         failures, mids = box.failures, box.mids
         session.note_folders(None)  # the listing was for this pass only
         outcome.failed = {uid: f[4] for uid, f in failures.items()}
         if run is None or self.store is None:
             return
+        if box.owed:  # refused rules: their messages kept for them (mailrules.refused)
+            refused.record(self.store, account, server, sel.uidvalidity,
+                           {name: (uids, outcome.refused.get(name, "")) for name, uids in box.owed.items()})
         if shared:  # before the journal closes the run: a crash in between resumes it
-            self.claims.done(session, UidSet(candidates))
+            self.claims.done(session, account, server, UidSet(candidates), keep=failures)
         if kind == "sweep":
             self.store.finish_run(run.id, account, server, sel.uidvalidity, checkpoint=0, failures={},
                                   resolved=(), started=run.started, advance=False)
@@ -409,8 +471,9 @@ class Engine:
     def _report_refused(self, account: str, server: str, outcome: Outcome) -> None:
         """Keep the rules whose search the server refused in the mailbox's error (`status` shows it).
 
-        A refused search fails its rule alone: nothing is retried for it (its messages went on
-        to the other rules), so the refusal is reported on every pass until the rule is fixed.
+        A refused search fails its rule alone (its messages go on to the other rules, and are
+        kept for it: `mailrules.refused`), so the refusal is reported on every pass until the
+        rule works again.
         """
         if self.store is None:
             return
@@ -423,8 +486,32 @@ class Engine:
             self.store.set_error(account, server, None)  # the rules file was fixed
 
     def _shared(self, account: str) -> bool:
+        return self._shared_account(account) and not self.dry_run
+
+    def _shared_account(self, account: str) -> bool:
         acct = self.config.accounts.get(account)
-        return bool(acct is not None and acct.shared and not self.dry_run)
+        return bool(acct is not None and acct.shared)
+
+    @contextlib.contextmanager
+    def _noting(self, account: str, server: str, uidvalidity: int) -> Iterator[None]:
+        """A shared mailbox the server cannot claim in (a full keyword table): kept for `status`,
+        even on a mailbox never processed yet (then its checkpoint starts at 0)."""
+        try:
+            yield
+        except SharedUnsupported as exc:
+            if self.store is not None:
+                if self.store.mailbox(account, server) is None:
+                    self.store.set_mailbox(account, server, uidvalidity, 0)
+                self.store.set_error(account, server, str(exc))
+            raise
+
+    def _refuse_partial(self, account: str) -> None:
+        """`--rule` on a shared account: refused (its done mark would hide the messages from the other rules)."""
+        if self.rule_names is not None and self._shared(account):
+            raise SharedUnsupported(
+                f"account {account}: --rule cannot run on a shared account ('shared: true'): the messages it "
+                "processes would be marked done for every rule and the other instances would never run the "
+                "other rules on them. Use --dry-run to preview a rule, or run every rule.")
 
     def _check_interrupt(self) -> None:
         if self.interrupt is not None and self.interrupt():

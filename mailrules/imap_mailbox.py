@@ -96,6 +96,11 @@ class ImapPass:
         pending = settings.reader.pending(account, server, sel.uidvalidity) if settings.reader else []
         self.earlier = {p.uid: p.resume_detail for p in pending if p.resume_detail and p.uid in candidates}
         self.retry_details: dict[int, dict] = {}  # failed now: what their retry must verify
+        # shared (mailrules.claims): before each action batch, (rule, action, UIDs) -> the UIDs still ours
+        self.guard: Callable[[int, int, UidSet], UidSet] | None = None
+        self.owed: dict[str, UidSet] = {}  # refused rule -> the messages it did not get
+        # shared sweeps (mailrules.claims): (rule, action index, UIDs) -> those no instance did it on yet
+        self.sweep_claim: Callable[[Rule, int, UidSet], UidSet] | None = None
 
     # ------------------------------------------------------------------ the kernel's protocol
 
@@ -200,7 +205,12 @@ class ImapPass:
             if intent is not None:
                 self.retry_details.update(intent.retry_details(step.uids))
             return set(step.uids)
+        lost: set[int] = set()
         resuming = step is not None and step.state == "intent"
+        if sweep_once and self.sweep_claim is not None and not resuming:
+            targets = self.sweep_claim(rule, a, targets)  # shared: once across instances
+            if not targets:
+                return lost
         intent: Any = None
         try:
             if resuming:
@@ -213,6 +223,15 @@ class ImapPass:
             if run is not None:
                 store.add_step(run.id, self.seq, i, a, targets, "intent", _json(intent))  # type: ignore[union-attr]
             self.ctx.journal = _journal(store, run, self.seq, i, a, targets)
+            if self.guard is not None:  # shared: only the messages still ours, just before the action
+                kept = self.guard(i, a, targets)
+                lost = set(targets - kept)
+                targets = kept
+                if not targets:  # every one taken over: nothing to do, nothing to resume
+                    if run is not None:
+                        store.add_step(run.id, self.seq, i, a, UidSet(lost), "done")  # type: ignore[union-attr]
+                        self.seq += 1
+                    return lost
             result = action.execute(self.ctx, call.arg, targets, intent, resuming)
         except (ActionFailed, ServerRefused, ValueError) as exc:
             done = exc.done if isinstance(exc, ActionFailed) else UidSet()
@@ -233,7 +252,7 @@ class ImapPass:
                              "mailbox": self.server, "action": f"{call.name} {action.describe(call.arg)}".rstrip(),
                              "uids": list(still), "message_ids": [self.mids.get(u) or "" for u in still],
                              "count": len(still), "error": str(exc)})
-            return set(targets) - set(done)  # those done go on to the next actions
+            return (set(targets) - set(done)) | lost  # those done go on to the next actions
         if run is not None:
             store.add_step(run.id, self.seq, i, a, targets, "done", result.detail or None)  # type: ignore[union-attr]
             self.seq += 1
@@ -244,7 +263,7 @@ class ImapPass:
         self.s.registry.notify("mailrules_action_applied", event=ActionEvent(
             rule.name, self.account, self.server, call.name, call.arg, tuple(targets),
             tuple(self.mids.get(u, "") for u in targets), self.s.dry_run))
-        return set(targets) if result.removed else set()
+        return (set(targets) if result.removed else set()) | lost
 
     # ------------------------------------------------------------------ matching
 
@@ -253,8 +272,9 @@ class ImapPass:
 
         A search the server refuses (a `raw:` key it does not know) fails this rule alone: it
         matches nothing, its messages stay in play for the other rules and are not retried for
-        it (the refusal would repeat every time and end in giving them up), and the rule is
-        noted in `refused` to be reported (log, `status`) on every pass until it is fixed.
+        it (the refusal would repeat every time and end in giving them up) but kept for it in
+        `owed` (`mailrules.refused`: the rule runs over them once it works again), and the rule
+        is noted in `refused` to be reported (log, `status`) on every pass until it is fixed.
         """
         if not searchable:
             return UidSet()
@@ -265,10 +285,11 @@ class ImapPass:
             try:
                 searched = session.search(query, within=searchable)
             except ServerRefused as exc:
-                log.error("rule %r account %s mailbox %s: the server %s (%s): %s; the rule is skipped, "
+                log.error("rule %r account %s mailbox %s: %s (%s): %s; the rule is skipped, "
                           "the other rules go on", rule.name, self.account, self.server, SEARCH_REFUSED, query,
                           exc.message)
                 self.refused[rule.name] = exc.message
+                self.owed[rule.name] = searchable  # kept for the rule until it works (`mailrules.refused`)
                 return UidSet()
         found = searched & searchable
         if not rule.where or not found:

@@ -20,7 +20,7 @@ free to do each step for many messages at once. Two implementations:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from .model import ActionCall, Rule
@@ -52,8 +52,13 @@ class Mailbox(Protocol):
         ended, or the action failed for them)."""
 
 
-def run_pass(box: Mailbox, rules: Sequence[Rule], candidates: Mapping[int, Position]) -> set[int]:
-    """Run `rules` over `candidates` (uid -> where it starts); returns the UIDs still in play."""
+def run_pass(box: Mailbox, rules: Sequence[Rule], candidates: Mapping[int, Position],
+             entered: Collection[int] = ()) -> set[int]:
+    """Run `rules` over `candidates` (uid -> where it starts); returns the UIDs still in play.
+
+    entered: UIDs whose start rule already matched (a shared claim taken over at its first
+    action): not matched again, they take the rule's actions from their start.
+    """
     active = set(candidates)
     if active:
         box.open(rules, UidSet(active))
@@ -61,8 +66,9 @@ def run_pass(box: Mailbox, rules: Sequence[Rule], candidates: Mapping[int, Posit
         if not active:
             break
         box.between()
-        searchable = UidSet(u for u in active if candidates[u][0] < i or candidates[u] == (i, 0))
-        resumed = {u: candidates[u][1] for u in active if candidates[u][0] == i and candidates[u][1] > 0}
+        searchable = UidSet(u for u in active if candidates[u][0] < i or (candidates[u] == (i, 0) and u not in entered))
+        resumed = {u: candidates[u][1] for u in active
+                   if candidates[u][0] == i and (candidates[u][1] > 0 or u in entered)}
         matched, undecided = box.match(i, rule, searchable)
         active -= undecided
         everyone = set(matched) | resumed.keys()

@@ -561,6 +561,12 @@ class StateStore:
             )
             return RunRecord(int(cur.lastrowid), uidvalidity, kind, dict(candidates), tuple(rules), high, started, ())
 
+    def set_run_candidates(self, run_id: int, candidates: dict[int, tuple[int, int]]) -> None:
+        """Rewrite a run's start positions (shared: a claim taken over resumes where its old holder was)."""
+        with self.transaction() as db:
+            db.execute("UPDATE run SET candidates=? WHERE id=?",
+                       (json.dumps({str(k): v for k, v in candidates.items()}), run_id))
+
     def add_step(
         self, run_id: int, seq: int, rule_index: int, action_index: int, uids: UidSet, state: str,
         detail: dict | None = None,

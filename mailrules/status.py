@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .model import Config
+from .refused import waiting_lines
 
 
 def next_sweeps(config: Config, now: dt.datetime | None = None) -> list[tuple[str, dt.datetime | None]]:
@@ -69,6 +70,8 @@ def _print_progress(store, config: Config | None, out: TextIO) -> None:
               f"last pass {when}; pending {retry}, given up {len(given_up)}", file=out)
         if mb.last_error:
             print(f"  last error: {mb.last_error}", file=out)
+        for line in waiting_lines(store, mb.account, mb.mailbox):  # rules the server refused (mailrules.refused)
+            print(line, file=out)
         for p in given_up:
             print(f"  given up: UID {p.uid} Message-ID {p.message_id or '-'} at rule {p.rule_name!r} "
                   f"after {p.attempts} attempts: {p.last_error}", file=out)

@@ -11,7 +11,7 @@ import collections
 import hashlib
 import time
 
-from mailrules.claims import CLAIMED, DONE
+from mailrules.claims import GEN_BITS, STEP_BITS, claimed_keyword, done_keyword
 from mailrules.config import load
 from mailrules.testing.daemon import DaemonHarness, keywords, message_contents, wait_until
 
@@ -34,9 +34,20 @@ def _digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+def _uidvalidity(client, folder: str = "INBOX") -> int:
+    return int(client.folder_status(folder, ["UIDVALIDITY"])[b"UIDVALIDITY"])
+
+
+def _marks(client, folder: str = "INBOX") -> tuple[str, str]:
+    """This mailbox's claim and done keywords (scoped by its name and UIDVALIDITY)."""
+    validity = _uidvalidity(client, folder)
+    return claimed_keyword(folder, validity), done_keyword(folder, validity)
+
+
 def _all_done(client, expected_inbox: int) -> bool:
     marks = keywords(client, "INBOX")
-    return len(marks) == expected_inbox and all(DONE in k for k in marks.values())
+    done = _marks(client)[1]
+    return len(marks) == expected_inbox and all(done in k for k in marks.values())
 
 
 def test_three_daemons_with_a_sigkill_act_on_every_message_exactly_once(dovecot, tmp_path, make_message):
@@ -72,8 +83,10 @@ def test_three_daemons_with_a_sigkill_act_on_every_message_exactly_once(dovecot,
     assert message_contents(client, "Archive") == everything  # a double copy would show
     assert message_contents(client, "Done") == collections.Counter(_digest(r) for r in sent[0::2])
     assert message_contents(client, "INBOX") == collections.Counter(_digest(r) for r in sent[1::2])
+    claimed, done = _marks(client)
     for uid, marks in keywords(client, "INBOX").items():
-        assert {"$Filed", CLAIMED, DONE} <= marks, (uid, marks)
+        assert {"$Filed", claimed, done} <= marks, (uid, marks)
+        assert not marks & {*GEN_BITS, *STEP_BITS}, (uid, marks)  # a finished claim keeps two keywords
     client.logout()
 
 
@@ -82,18 +95,19 @@ def test_a_claim_left_by_a_dead_instance_is_taken_over_after_claim_timeout(dovec
     client = dovecot.client(user)
     client.create_folder("Archive")
     raw = make_message(subject="shared orphan")
-    client.append("INBOX", raw, flags=[CLAIMED, "$MRClaim-deadinstance0"])  # claimed, then the holder died
+    claimed, done = _marks(client)
+    client.append("INBOX", raw, flags=[claimed, GEN_BITS[1]])  # claimed (generation 2), then the holder died
     daemon = DaemonHarness(dovecot, user, tmp_path / "d", rules=RULES, **SHARED)
     try:
         daemon.start()
-        daemon.wait_for_log("took over the claim of \\$MRClaim-deadinstance0", timeout=30)
+        daemon.wait_for_log("took over a claim unfinished for 3s \\(generation 2, step 0", timeout=30)
         wait_until(lambda: _all_done(client, 1), 30, message="the orphan done")
         assert daemon.stop() == 0
     finally:
         daemon.close()
     assert message_contents(client, "Archive") == collections.Counter([_digest(raw)])
     (marks,) = keywords(client, "INBOX").values()
-    assert "$MRClaim-deadinstance0" not in marks and {"$Filed", DONE} <= marks
+    assert {"$Filed", claimed, done} <= marks
     client.logout()
 
 
@@ -102,7 +116,8 @@ def test_a_message_claimed_by_a_live_instance_is_left_to_it(dovecot, tmp_path, m
     client = dovecot.client(user)
     client.create_folder("Archive")
     raw = make_message(subject="shared other")
-    client.append("INBOX", raw, flags=[CLAIMED, "$MRClaim-otherinstance"])
+    claimed, done = _marks(client)
+    client.append("INBOX", raw, flags=[claimed])
     daemon = DaemonHarness(dovecot, user, tmp_path / "d", rules=RULES, shared="true", claim_timeout="1h")
     try:
         result = daemon.run("run", "--once")
@@ -111,15 +126,15 @@ def test_a_message_claimed_by_a_live_instance_is_left_to_it(dovecot, tmp_path, m
         daemon.close()
     assert not message_contents(client, "Archive")
     (marks,) = keywords(client, "INBOX").values()
-    assert DONE not in marks and "$Filed" not in marks
+    assert done not in marks and "$Filed" not in marks
     client.logout()
 
 
-def test_a_done_message_is_skipped_by_an_instance_that_never_saw_it(dovecot, tmp_path, make_message):
+def test_a_message_done_here_is_skipped_by_an_instance_that_never_saw_it(dovecot, tmp_path, make_message):
     user = dovecot.add_user()
     client = dovecot.client(user)
     client.create_folder("Archive")
-    client.append("INBOX", make_message(subject="shared done"), flags=[CLAIMED, "$MRClaim-otherinstance", DONE])
+    client.append("INBOX", make_message(subject="shared done"), flags=list(_marks(client)))
     daemon = DaemonHarness(dovecot, user, tmp_path / "d", rules=RULES, shared="true")
     try:
         result = daemon.run("run", "--once")

@@ -447,7 +447,7 @@ class ImapSession:
         internals.untagged(imap).pop("MODIFIED", None)
         try:
             tag = internals.command(imap, "UID", "STORE", uid_set, f"(UNCHANGEDSINCE {int(modseq)})",
-                                    f"{op}.SILENT", "(" + " ".join(flags) + ")")
+                                    f"{op}.SILENT", "(" + " ".join(dict.fromkeys(flags)) + ")")  # each once
             typ, data = internals.complete(imap, "STORE", tag)
         except imap.abort:
             raise

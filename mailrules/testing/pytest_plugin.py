@@ -12,8 +12,15 @@ Fixtures:
   snippet run once against a fresh account; what happened (folders, flags, actions, log).
 - ``rules_runner``: ``rules_runner(rules_yaml, ...) -> RulesRunner`` for several passes.
 
+- ``cyrus``: session-scoped ``CyrusServer`` (mailrules.testing.cyrus): Debian's namespace,
+  prefix ``INBOX.`` and separator ``.``; ``cyrus.folder("Lists/dev")`` is the server's name.
+- ``cyrus_user``: a fresh account on it (a new one for every test; ~0.1 s).
+
 When the ``dovecot`` binary is missing, tests using these fixtures are skipped, unless the
 environment sets ``MAILRULES_REQUIRE_DOVECOT`` (CI does), in which case they fail.
+
+Without Cyrus (or without root, which it needs) the Cyrus fixtures skip, unless
+``MAILRULES_REQUIRE_CYRUS`` is set (CI does).
 
 This module imports nothing heavy at import time, so it costs other projects nothing.
 """
@@ -30,6 +37,7 @@ import pytest
 if TYPE_CHECKING:
     import imapclient
 
+    from mailrules.testing.cyrus import CyrusServer
     from mailrules.testing.dovecot import DovecotServer, User
 
 REQUIRE_ENV = "MAILRULES_REQUIRE_DOVECOT"
@@ -136,3 +144,22 @@ def run_rules(rules_runner: Callable[..., Any]) -> Callable[..., Any]:
         return runner.run(dry_run=dry_run)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def cyrus() -> Iterator[CyrusServer]:
+    """A Cyrus IMAP shared by the whole session (INBOX. prefix, '.' separator); see ``cyrus_user``."""
+    from mailrules.testing.cyrus import cyrus_unusable_reason, temporary_cyrus
+    from mailrules.testing.require import REQUIRE_CYRUS, missing
+
+    reason = cyrus_unusable_reason()
+    if reason is not None:
+        missing(reason, REQUIRE_CYRUS)
+    with temporary_cyrus() as server:
+        yield server
+
+
+@pytest.fixture
+def cyrus_user(cyrus: CyrusServer) -> User:
+    """A brand-new Cyrus account with an empty INBOX (Cyrus cannot reset one quickly)."""
+    return cyrus.add_user()

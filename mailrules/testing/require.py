@@ -1,7 +1,7 @@
 """Skip a test whose dependency is missing, unless the environment requires it: then fail.
 
-CI sets ``MAILRULES_REQUIRE_DOVECOT``, ``MAILRULES_REQUIRE_SPAMD`` and
-``MAILRULES_REQUIRE_PLUGINS``, so that a missing Dovecot, spamd or plugin package is a
+CI sets ``MAILRULES_REQUIRE_DOVECOT``, ``MAILRULES_REQUIRE_SPAMD``, ``MAILRULES_REQUIRE_PLUGINS``
+and ``MAILRULES_REQUIRE_CYRUS``, so that a missing Dovecot, spamd, plugin package or Cyrus is a
 failure there instead of a quietly skipped test. On a developer's machine the same tests are
 skipped, with a message naming the variable that would make the absence an error::
 
@@ -22,11 +22,12 @@ from typing import NoReturn
 
 import pytest
 
-__all__ = ["REQUIRE_DOVECOT", "REQUIRE_PLUGINS", "REQUIRE_SPAMD", "import_or_skip", "missing", "required_by"]
+__all__ = ["REQUIRE_CYRUS", "REQUIRE_DOVECOT", "REQUIRE_PLUGINS", "REQUIRE_SPAMD", "import_or_skip", "missing", "required_by"]
 
 REQUIRE_DOVECOT = "MAILRULES_REQUIRE_DOVECOT"
 REQUIRE_SPAMD = "MAILRULES_REQUIRE_SPAMD"
 REQUIRE_PLUGINS = "MAILRULES_REQUIRE_PLUGINS"
+REQUIRE_CYRUS = "MAILRULES_REQUIRE_CYRUS"
 
 
 def required_by(*envs: str) -> str | None:
