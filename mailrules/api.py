@@ -411,6 +411,17 @@ class Action:
         """The intent back from the journal's JSON (every form older versions stored)."""
         return None
 
+    def reverse(self, undo: Any, record: Mapping[str, Any]) -> Any:
+        """Reverse what this action did (`mailrules undo`), from the record ("undo") its done
+        step journaled: returns a `mailrules.actions.reverse.Reversed`. The default: it cannot
+        be undone (delete, and plugin actions), which undo reports."""
+        return None
+
+    @property
+    def reversible(self) -> bool:
+        """Whether `reverse` can undo this action (the built-in flag, keyword, copy, move, trash)."""
+        return type(self).reverse is not Action.reverse
+
     def execute(self, run: Any, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
         """Carry the action out on IMAP: `run` is the engine's `mailrules.actions.base.ActionRun`.
 

@@ -100,10 +100,16 @@ def destinations_in(config: Config, registry: Registry, account: str) -> list[_D
 
 def _server_name(session: ImapSession, path: str) -> str | None:
     """The server's name for `path`, or None when no folder can have that name on this server."""
+    return None if server_name_problem(session, path) else session.server_name(path)
+
+
+def server_name_problem(session: ImapSession, path: str) -> str | None:
+    """Why `path` names no folder on this server (the form to write, when it is the server's own), or None."""
     try:
-        return session.server_name(path)
-    except ValueError:  # a level contains the server's separator
-        return None
+        session.server_name(path)
+    except ValueError as exc:  # a level contains the server's separator
+        return str(exc)
+    return None
 
 
 def _requiring(registry: Registry, rule: Rule, what: str) -> list[ActionCall]:
@@ -137,7 +143,9 @@ def _check_account(config: Config, registry: Registry, name: str, session: ImapS
         )
         server = _server_name(session, source.path)
         if server is None:
-            print(f"  mailbox {source.path}: error: {unnamable}", file=out)
+            problem = server_name_problem(session, source.path) or ""
+            why = unnamable if "rules write folders with" not in problem else problem
+            print(f"  mailbox {source.path}: error: {why}", file=out)
             if users:
                 print(f"    read by {users}", file=out)
             ok = False
@@ -174,7 +182,9 @@ def _check_account(config: Config, registry: Registry, name: str, session: ImapS
         for rule, location in dest.uses:
             where = _rule_where(rule, location)
             if server is None:
-                print(f"  {where}: error: folder {dest.ref} {unnamable}", file=out)
+                problem = server_name_problem(session, dest.ref.path) or ""
+                why = problem if "rules write folders with" in problem else f"folder {dest.ref} {unnamable}"
+                print(f"  {where}: error: {why}", file=out)
                 ok = False
             elif not session.folder_exists(server):
                 print(f"  {where}: folder {dest.ref} does not exist yet (created on first use)", file=out)

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .init import add_parser as add_init_parser
 
     add_init_parser(sub, lambda p: _common(p, top=False))
+    _journal_commands(sub)
+
     login = sub.add_parser("login", help="store an account's password in the system keyring")
     _common(login, top=False)
     login.add_argument("account")
@@ -121,6 +123,31 @@ def _learning_parsers(sub) -> None:
                           "becomes Lists/dev)")
     imp.add_argument("--archive", default="Archive", metavar="FOLDER",
                      help="gmail: where shouldArchive moves mail (default Archive; on Gmail itself '[Gmail]/All Mail')")
+
+
+def _journal_commands(sub) -> None:
+    """`apply`, `undo` and `history` (mailrules.apply, .undo, .history): the journal's commands."""
+    apply = sub.add_parser("apply", help="run rules over every message already in the mailboxes (plan first)")
+    _common(apply, top=False)
+    apply.add_argument("--rule", action="append", metavar="NAME", help="only the named rules (repeatable)")
+    apply.add_argument("--account", metavar="A", help="only this account")
+    apply.add_argument("--mailbox", action="append", metavar="M", help="these mailboxes (default: the watched ones)")
+    apply.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    apply.add_argument("--yes", action="store_true", help="no confirmation question (for scripts)")
+    undo = sub.add_parser("undo", help="reverse what a run did (moves, copies, flags, keywords)")
+    _common(undo, top=False)
+    undo.add_argument("run", nargs="?", type=int, metavar="RUN", help="the run's id (`history --runs`)")
+    undo.add_argument("--last", action="store_true", help="the latest run that changed something")
+    undo.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    undo.add_argument("--yes", action="store_true", help="no confirmation question (for scripts)")
+    history = sub.add_parser("history", help="what mailrules did: per message and action, or per run")
+    _common(history, top=False)
+    history.add_argument("--message-id", metavar="ID", help="only this message")
+    history.add_argument("--rule", action="append", metavar="NAME", help="only these rules (repeatable)")
+    history.add_argument("--since", metavar="DURATION", help="only runs started within DURATION (e.g. 2d)")
+    history.add_argument("--run", type=int, metavar="RUN", help="only this run")
+    history.add_argument("--runs", action="store_true", help="list the runs: id, start, kind, counts")
+    history.add_argument("--format", choices=("text", "json"), default="text")
 
 
 def _test_arguments(parser: argparse.ArgumentParser) -> None:
@@ -283,6 +310,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .suggest import suggest_command
 
         return suggest_command(config, args)
+    if args.command == "apply":
+        from .apply import apply_command
+
+        return apply_command(config, registry, _state_dir(state_dir), args)
+    if args.command == "undo":
+        from .undo import undo_command
+
+        return undo_command(config, registry, _state_dir(state_dir), args)
+    if args.command == "history":
+        from .history import history_command
+
+        return history_command(config, _state_dir(state_dir), args)
     if args.command == "run":
         if args.rule:
             unknown = [n for n in args.rule if n not in {r.name for r in config.rules}]

@@ -79,6 +79,28 @@ HELP: dict[str, tuple[str, str]] = {
         "  mailrules import sieve ~/sieve/filter.sieve > from-sieve.yaml\n"
         "  mailrules import gmail mailFilters.xml --rules-only > gmail-rules.yaml",
     ),
+    "apply": (
+        "Run the chosen rules (default: every arrival rule) over the messages already in the mailboxes "
+        "(default: the watched ones): the plan first, then a question on a terminal (--yes skips it). "
+        "Each run gets an id that `mailrules undo` takes.",
+        "examples:\n"
+        "  mailrules apply --rule 'file lists' --dry-run   the plan: per rule, count, actions, samples\n"
+        "  mailrules apply --rule 'file lists' --yes       do it; prints the run's id",
+    ),
+    "undo": (
+        "Reverse what one run did (moves, trash, copies, flags, keywords), from the journal: a run's id, "
+        "or --last. --dry-run shows what would be reversed.",
+        "examples:\n"
+        "  mailrules undo --last --dry-run\n"
+        "  mailrules undo RUN --yes",
+    ),
+    "history": (
+        "What mailrules did, per message and action (or per run with --runs), from the journal kept in "
+        "the state directory.",
+        "examples:\n"
+        "  mailrules history --runs\n"
+        "  mailrules history --rule 'dev list' --since 7d --format json",
+    ),
     "login": (
         "Store an account's password in the system keyring (for an account with 'keyring: true'); asks "
         "for it without echoing it.",

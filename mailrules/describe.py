@@ -44,9 +44,9 @@ def criterion_text(node: Criterion) -> str:
     if isinstance(node, Header):
         return f"header: {{{node.name}: {_q(node.value)}}}"
     if isinstance(node, Size):
-        return f"{node.op}: {node.size}"
+        return f"{node.op}: {node.written or node.size}"  # as written: 1MB, not 1048576
     if isinstance(node, Age):
-        return f"{node.op}_than: {_duration(node.seconds)}"
+        return f"{node.op}_than: {node.written or _duration(node.seconds)}"
     if isinstance(node, ArrivalDate):
         return f"{node.op}: {node.date.isoformat()}"
     if isinstance(node, SentDate):

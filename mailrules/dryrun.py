@@ -135,9 +135,12 @@ def arrival_report(account: str, mailbox: str, rules: Sequence[Rule], actions: M
 
 
 def sweep_report(account: str, mailbox: str, rules: Sequence[Rule], actions: Mapping[str, Any],
-                 total: int) -> DryRunReport:
-    """The report of a sweep (`run --sweep --dry-run`): scheduled rules over every message of the mailbox."""
+                 total: int, *, kind: str | None = None) -> DryRunReport:
+    """The report of a sweep (`run --sweep --dry-run`): scheduled rules over every message of the mailbox;
+    with a `kind` (`mailrules apply`), the chosen rules over every message."""
     scope = f"sweep of the scheduled rules over the whole mailbox ({_count(total, 'message')})"
+    if kind is not None:
+        scope = f"{kind}: the chosen rules over every message of the mailbox ({_count(total, 'message')})"
     return DryRunReport(account, mailbox, rules, actions, scope)
 
 
@@ -150,9 +153,7 @@ def already_processed_note(count: int) -> str:
     verb = "is" if count == 1 else "are"
     return (f"{_count(count, 'message')} already processed by an earlier run {verb} not re-evaluated: a dry "
             "run shows what the rules would do to mail that is new since then. To preview the rules on every "
-            "message in the mailbox, add --state with an empty directory (e.g. --state \"$(mktemp -d)\"): the "
-            "dry run then takes all of them as new. (`mailrules apply --dry-run` will do this directly; it is "
-            "not available yet.)")
+            "message in the mailbox, use `mailrules apply --dry-run`.")
 
 
 __all__ = ["DryRunReport", "SAMPLES", "already_processed_note", "arrival_report", "sweep_report"]

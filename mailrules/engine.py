@@ -29,6 +29,7 @@ from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_
 from .imap.pool import SessionPool
 from .imap.session import ImapSession
 from .imap_mailbox import SEARCH_REFUSED, ImapPass, PassSettings
+from .journal import Journal
 from .kernel import Position, run_pass
 from .model import ArrivalDate, Config, Rule
 from .plugins import Registry, TimeLimit
@@ -108,6 +109,8 @@ class Engine:
             predicate_timeout=predicate_timeout, limiter=self._limiter, connect=pool.get, watched=self.watched,
             interrupt=self._check_interrupt, accounts=frozenset(config.accounts),
         )
+        # finished runs kept for undo and history, pruned after each pass (mailrules.journal)
+        self.journal = Journal(self.store, config.history_days) if self.store else None
         # shared: true (mailrules.claims): this instance's claims on the server
         self.claims = Claims(instance_id(getattr(store, "dir", None)), store)
         protect_accounts(config.accounts.values())  # plugin children never see a password_env variable
@@ -342,24 +345,37 @@ class Engine:
 
     # ------------------------------------------------------------------ sweeps
 
-    def sweep(self, account: str, mailbox: str, rules: list[Rule], key: str) -> Outcome:
-        """Run scheduled `rules` over every message of `mailbox` (a sweep)."""
+    def sweep(self, account: str, mailbox: str, rules: list[Rule], key: str, *, kind: str | None = None,
+              resume: RunRecord | None = None, upto: int | None = None) -> Outcome:
+        """Run scheduled `rules` over every message of `mailbox` (a sweep).
+
+        kind: the journal's kind of the run (default ``sweep:<key>``; `mailrules apply` runs
+        its rules this way as "apply"). resume: finish that interrupted run instead. upto: only
+        the messages at or below this UID (`apply` leaves what the daemon has not seen to it).
+        """
         self._refuse_partial(account)
         session = self.pool.get(account)
         server = session.server_name(mailbox)
         sel = session.select(server, readonly=self.dry_run)
         rules = self._filter(rules)
         outcome = Outcome(account, server)
-        found = session.search(SearchQuery((b"ALL",)))
-        candidates = {uid: (0, 0) for uid in found}
+        if resume is not None:
+            rules = self._rules_for_run(resume, rules)
+            candidates = dict(resume.candidates)
+        else:
+            candidates = {uid: (0, 0) for uid in session.search(SearchQuery((b"ALL",)))
+                          if upto is None or uid <= upto}
         outcome.candidates = len(candidates)
-        report = sweep_report(account, mailbox, rules, self.registry.actions, len(candidates)) if self.dry_run else None
+        report = None
+        if self.dry_run:
+            report = sweep_report(account, mailbox, rules, self.registry.actions, len(candidates), kind=kind)
         if not candidates or not rules:
             self._render(report, outcome)
             return outcome
-        run = None
-        if self.store:
-            run = self.store.begin_run(account, server, sel.uidvalidity, f"sweep:{key}", candidates, _names(rules), 0)
+        run = resume
+        if self.store and run is None:
+            run = self.store.begin_run(account, server, sel.uidvalidity, kind or f"sweep:{key}", candidates,
+                                       _names(rules), 0)
         self._execute(session, account, server, rules, candidates, run, outcome, kind="sweep", high=0, advance=False,
                       report=report)
         self._render(report, outcome)
@@ -439,6 +455,8 @@ class Engine:
         if box.owed:  # refused rules: their messages kept for them (mailrules.refused)
             refused.record(self.store, account, server, sel.uidvalidity,
                            {name: (uids, outcome.refused.get(name, "")) for name, uids in box.owed.items()})
+        if self.journal is not None:
+            self.journal.prune()  # bounded: a batch of the oldest runs past history_days
         if shared:  # before the journal closes the run: a crash in between resumes it
             self.claims.done(session, account, server, UidSet(candidates), keep=failures)
         if kind == "sweep":

@@ -25,6 +25,7 @@ from .criteria import compile_search, reads_of
 from .dryrun import DryRunReport
 from .fetching import fetch_items, view_of
 from .imap.session import FETCH_BATCH, ImapSession, ServerRefused
+from .journal import Failure, done_detail
 from .kernel import Position
 from .message import MessageView
 from .model import ActionCall, All, Rule
@@ -36,8 +37,6 @@ log = logging.getLogger("mailrules.engine")
 
 SEARCH_REFUSED = "the server refused its search"
 
-# uid -> (rule index, rule name, action index, Message-ID, error): what `StateStore.finish_run` records
-Failure = tuple[int, str, int, "str | None", str]
 
 
 @dataclass
@@ -200,7 +199,7 @@ class ImapPass:
             return set()
         if step is not None and step.state == "failed":
             for uid in step.uids:
-                self.failures[uid] = (i, rule.name, a, self.mids.get(uid), "failed before the pass was interrupted")
+                self.failures[uid] = Failure(i, rule.name, a, self.mids.get(uid), "failed before the pass was interrupted")
             intent = action.read_intent(step.detail)
             if intent is not None:
                 self.retry_details.update(intent.retry_details(step.uids))
@@ -239,7 +238,7 @@ class ImapPass:
                 intent = intent.with_verified(exc.verified)  # what the retry must check
             still = self.session.existing(targets - done)
             for uid in still:
-                self.failures[uid] = (i, rule.name, a, self.mids.get(uid), str(exc))
+                self.failures[uid] = Failure(i, rule.name, a, self.mids.get(uid), str(exc))
             if intent is not None:
                 self.retry_details.update(intent.retry_details(still))
             if run is not None:
@@ -254,7 +253,9 @@ class ImapPass:
                              "count": len(still), "error": str(exc)})
             return (set(targets) - set(done)) | lost  # those done go on to the next actions
         if run is not None:
-            store.add_step(run.id, self.seq, i, a, targets, "done", result.detail or None)  # type: ignore[union-attr]
+            detail = done_detail(call.name, f"{call.name} {action.describe(call.arg)}".rstrip(), result.detail,
+                                 targets, self.mids)
+            store.add_step(run.id, self.seq, i, a, targets, "done", detail)  # type: ignore[union-attr]
             self.seq += 1
             if sweep_once:
                 store.add_swept(self.account, self.server, rule.name, sel.uidvalidity, a, targets)  # type: ignore[union-attr]
@@ -344,7 +345,7 @@ class ImapPass:
                 why = error_text(exc)
                 log.error("rule %r: predicate %s (plugin %s) failed on UID %d: %s",
                           rule.name, spec.name, spec.plugin or "builtin", uid, why)
-                self.failures[uid] = (index, rule.name, 0, message_id(view), f"predicate {spec.name}: {why}")
+                self.failures[uid] = Failure(index, rule.name, 0, message_id(view), f"predicate {spec.name}: {why}")
                 undecided.add(uid)
                 continue
             if accepted:

@@ -30,26 +30,36 @@ and therefore what this does:
   time zone: pass the INTERNALDATE the server reports). SENT*: the date of the first Date
   field in the field's own zone; a missing or unparsable Date counts as 1970-01-01.
 * OLDER n: INTERNALDATE < now - n; YOUNGER n: INTERNALDATE >= now - n (n at least 1).
+* A bare CR or LF is a line end (Dovecot's APPEND stores it so): `LocalMessage.stored`.
 * LARGER/SMALLER: RFC822.SIZE (line ends counted as CRLF); flags exactly; keywords without
   regard to case.
 * Raw search keys cannot be evaluated offline: `NotEvaluableOffline`.
 
-Parsing is bounded (`MAX_DEPTH`, `MAX_PARTS`, `MAX_HEADER_FIELDS`); a message beyond the
-bounds raises `MessageTooComplex` rather than giving an answer that may be wrong.
+Parsing is bounded by the limits every MIME walk of mailrules shares (`mailrules.mime`:
+depth, parts, size, time; plus `MAX_HEADER_FIELDS`); a message beyond them raises
+`MessageTooComplex` rather than giving an answer that may be wrong.
 """
 
 from __future__ import annotations
 
-import binascii
-import codecs
 import datetime as dt
-import email.utils
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from .criteria import FLAG_KEYS
+from .dovecot_parse import (
+    base64_prefix,
+    content_type,
+    decode_words,
+    qp_body,
+    sent_date,
+    to_text,
+    transfer_encoding,
+)
+from .mime import MAX_DEPTH as MAX_DEPTH  # the shared bound, named here for callers
+from .mime import MAX_PARTS, Bounds, MessageTooComplex, check_size
 from .model import (
     Age,
     All,
@@ -67,10 +77,9 @@ from .model import (
     Text,
 )
 
-MAX_DEPTH = 50  # nested multiparts / message/rfc822 parts
-MAX_PARTS = 5000  # MIME parts in one message
 MAX_HEADER_FIELDS = 10000  # header fields in one header block
 EPOCH_DATE = dt.date(1970, 1, 1)
+_ANY_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 class NotEvaluableOffline(Exception):
@@ -82,10 +91,6 @@ class NotEvaluableOffline(Exception):
                          "cannot be evaluated offline (only the server can)")
         self.criterion = criterion
         self.location = location
-
-
-class MessageTooComplex(Exception):
-    """The message exceeds the parsing bounds (depth, parts, header fields)."""
 
 
 # --------------------------------------------------------------------------- the message
@@ -114,11 +119,16 @@ class LocalMessage:
     def rfc822_size(self) -> int:
         if self.size is not None:
             return self.size
-        return len(self.raw) + self.raw.count(b"\n") - self.raw.count(b"\r\n")
+        return len(self.stored)
+
+    @cached_property
+    def stored(self) -> bytes:
+        """The message as Dovecot stores and searches it: a bare CR or LF becomes a line end."""
+        return _ANY_LINE_END.sub(b"\r\n", self.raw)
 
     @cached_property
     def parsed(self) -> _Parsed:
-        return _Parsed(self.raw)
+        return _Parsed(self.stored)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -251,7 +261,7 @@ def _search_fields(values: list[bytes], key: str, render) -> bool:
 def _field_text(value: bytes, render) -> str:
     """A field as SEARCH compares it: rendered, decoded, normalised. Cached: `mailrules suggest`
     evaluates many rules over the same headers, and address rendering dominated its time."""
-    return _norm(decode_header_words(render(value)))
+    return decode_words(render(value), _norm)
 
 
 def _plain_value(value: bytes) -> bytes:
@@ -259,8 +269,8 @@ def _plain_value(value: bytes) -> bytes:
 
 
 def _compressed_value(value: bytes) -> bytes:
-    """Runs of LWSP to one space, leading LWSP dropped (Dovecot's compress_lwsp)."""
-    return re.sub(rb"[ \t\r\n]+", b" ", value).lstrip(b" ")
+    """Runs of spaces and tabs to one space, leading ones dropped (Dovecot's compress_lwsp)."""
+    return re.sub(rb"[ \t]+", b" ", value).lstrip(b" ")
 
 
 def _address_value(value: bytes) -> bytes:
@@ -289,39 +299,9 @@ def _utf8(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _decode_charset(data: bytes, charset: str) -> str:
-    try:
-        codecs.lookup(charset)
-    except LookupError:
-        return _utf8(data)
-    return data.decode(charset, "replace")
-
-
-_ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
-
-
 def decode_header_words(value: bytes) -> str:
-    """RFC 2047 encoded words decoded; other bytes as UTF-8; white space between words dropped."""
-    out: list[str] = []
-    pos = 0
-    prev_end = -1
-    for m in _ENCODED_WORD.finditer(value):
-        between = value[pos : m.start()]
-        if not (prev_end == m.start() - len(between) and prev_end >= 0 and not between.strip(b" \t\r\n")):
-            out.append(_utf8(between))
-        charset = m.group(1).decode("ascii", "replace").split("*", 1)[0]
-        text = m.group(3)
-        if m.group(2) in b"Qq":
-            data = binascii.a2b_qp(text.replace(b"_", b" "), header=False)
-        else:
-            try:
-                data = binascii.a2b_base64(text + b"=" * (-len(text) % 4))
-            except binascii.Error:
-                data = text
-        out.append(_decode_charset(data, charset))
-        pos = prev_end = m.end()
-    out.append(_utf8(value[pos:]))
-    return "".join(out)
+    """RFC 2047 encoded words decoded as Dovecot does (`mailrules.dovecot_parse.decode_words`)."""
+    return decode_words(value)
 
 
 # --------------------------------------------------------------------------- addresses
@@ -586,8 +566,8 @@ def _fields(header: bytes) -> list[tuple[bytes, bytes, bytes]]:
     out: list[tuple[bytes, bytes, bytes]] = []
     for line in _LINE_END.split(header):
         if line[:1] in (b" ", b"\t") and out:
-            name, middle, value = out[-1]
-            out[-1] = (name, middle, value + line)
+            name, middle, value = out[-1]  # unfolded; a TAB that starts the line becomes a space
+            out[-1] = (name, middle, value + b" " + line[1:])
             continue
         colon = line.find(b":")
         if colon <= 0:
@@ -601,36 +581,39 @@ def _fields(header: bytes) -> list[tuple[bytes, bytes, bytes]]:
     return out
 
 
-_PARAM = re.compile(rb';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
+def _values(fields: list[tuple[bytes, bytes, bytes]], name: bytes) -> list[bytes]:
+    return [value for n, _m, value in fields if n.lower() == name]
 
 
-def _content_type(fields: list[tuple[bytes, bytes, bytes]], default: str) -> tuple[str, dict[str, str]]:
-    for name, _mid, value in fields:
-        if name.lower() == b"content-type":
-            main, _, rest = value.partition(b";")
-            ctype = main.strip().lower().decode("latin-1")
-            params: dict[str, str] = {}
-            pieces: dict[str, dict[int, str]] = {}
-            for key, val in _PARAM.findall(b";" + rest):
-                if val.startswith(b'"'):
-                    val = re.sub(rb"\\(.)", rb"\1", val[1:-1])
-                name = key.lower().decode("latin-1")
-                m = re.fullmatch(r"([^*]+)\*(\d+)\*?", name)
-                if m:  # RFC 2231 continuations: name*0, name*1, ...
-                    pieces.setdefault(m.group(1), {}).setdefault(int(m.group(2)), val.decode("latin-1"))
-                else:
-                    params.setdefault(name, val.decode("latin-1"))
-            for name, parts in pieces.items():
-                params.setdefault(name, "".join(parts[i] for i in sorted(parts)))
-            return ctype, params
-    return default, {}
+@dataclass(frozen=True)
+class _PartType:
+    """How Dovecot reads one part's Content-* fields (see `_part_type`)."""
+
+    structure: str  # "multipart", "rfc822" or "leaf"
+    boundary: str | None
+    child_default: str
+    searchable: bool
+    charset: str | None
+    cte: str | None
 
 
-def _cte(fields: list[tuple[bytes, bytes, bytes]]) -> str:
-    for name, _mid, value in fields:
-        if name.lower() == b"content-transfer-encoding":
-            return value.strip().lower().decode("latin-1")
-    return "7bit"
+def _part_type(fields: list[tuple[bytes, bytes, bytes]], default: str) -> _PartType:
+    """The MIME structure from the first Content-Type (message-parser.c), whether the body is
+    searched from the last one (message-search.c: text/* or message/*, or none at all), the
+    charset from the first (message-decoder.c) and the transfer encoding from the last."""
+    types = _values(fields, b"content-type")
+    encodings = _values(fields, b"content-transfer-encoding")
+    cte = transfer_encoding(encodings[-1]) if encodings else "7bit"
+    if not types:
+        structure = "rfc822" if default == "message/rfc822" else "leaf"
+        return _PartType(structure, None, "text/plain", True, None, cte)
+    first, valid, params = content_type(types[0])
+    last = content_type(types[-1])[0] if len(types) > 1 else first
+    searchable = last.startswith(("text/", "message/"))
+    boundary = params.get("boundary") if valid and first.startswith("multipart/") else None
+    structure = "multipart" if boundary else "rfc822" if first == "message/rfc822" else "leaf"
+    child_default = "message/rfc822" if first == "multipart/digest" else "text/plain"
+    return _PartType(structure, boundary, child_default, searchable, params.get("charset"), cte)
 
 
 def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
@@ -667,7 +650,7 @@ class _Parsed:
         header, _body = _split_header(raw)
         self.top_fields = _fields(header)
         self.raw = raw
-        self._parts = 0
+        self._bounds = Bounds()  # renewed when the walk starts (its deadline runs from then)
 
     def fields(self, name: str) -> list[bytes]:
         key = name.lower().encode("utf-8", "replace")
@@ -676,24 +659,14 @@ class _Parsed:
     @cached_property
     def sent_date(self) -> dt.date:
         values = self.fields("Date")
-        if not values:
-            return EPOCH_DATE
-        try:
-            parsed = email.utils.parsedate_tz(_utf8(values[0]))
-        except Exception:  # noqa: BLE001 - odd Date fields are common
-            parsed = None
-        if not parsed:
-            return EPOCH_DATE
-        year, month, day = parsed[0], parsed[1], parsed[2]
-        try:
-            return dt.date(year, month, day)
-        except ValueError:
-            return EPOCH_DATE
+        return (sent_date(values[0]) if values else None) or EPOCH_DATE
 
     @cached_property
     def _texts(self) -> tuple[str, str]:
         body: list[str] = []
         headers: list[str] = []
+        check_size(self.raw)
+        self._bounds = Bounds()
         self._walk(self.raw, "text/plain", 0, body, headers, top=True)
         return "\n".join(body), "\n".join(headers)
 
@@ -703,41 +676,32 @@ class _Parsed:
 
     @cached_property
     def full_text(self) -> str:
-        return _norm(self._texts[1]) + "\n" + self.body_text
+        return self._texts[1] + "\n" + self.body_text
 
     def _walk(self, raw: bytes, default: str, depth: int, body: list[str], headers: list[str],
               *, top: bool = False) -> None:
-        if depth > MAX_DEPTH:
-            raise MessageTooComplex(f"MIME parts nested deeper than {MAX_DEPTH}")
-        self._parts += 1
-        if self._parts > MAX_PARTS:
-            raise MessageTooComplex(f"more than {MAX_PARTS} MIME parts")
+        self._bounds.step(depth)
         header, part_body = _split_header(raw)
         fields = self.top_fields if top else _fields(header)
         for name, middle, value in fields:
-            headers.append(_utf8(name) + _utf8(middle) + decode_header_words(value))
-        ctype, params = _content_type(fields, default)
-        if ctype.startswith("multipart/") and params.get("boundary"):
-            child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
-            for part in _split_multipart(part_body, params["boundary"].encode("latin-1")):
-                self._walk(part, child_default, depth + 1, body, headers)
+            headers.append(_norm(_utf8(name) + _utf8(middle)) + decode_words(value, _norm))
+        kind = _part_type(fields, default)
+        if kind.structure == "multipart":
+            assert kind.boundary is not None
+            for part in _split_multipart(part_body, kind.boundary.encode("latin-1")):
+                self._walk(part, kind.child_default, depth + 1, body, headers)
             return
-        if ctype == "message/rfc822":
+        if kind.structure == "rfc822":
             self._walk(part_body, "text/plain", depth + 1, body, headers)
             return
-        if not (ctype.startswith("text/") or ctype.startswith("message/") or "/" not in ctype):
-            return
-        cte = _cte(fields)
-        if cte in ("7bit", "8bit", "binary", ""):
-            data = part_body
-        elif cte == "quoted-printable":
-            data = binascii.a2b_qp(part_body)
-        elif cte == "base64":
-            try:
-                data = binascii.a2b_base64(part_body)
-            except binascii.Error:
-                data = b""
+        if not kind.searchable or kind.cte is None:
+            return  # not text/* or message/*, or an unknown transfer encoding: Dovecot skips the body
+        # Dovecot stores line ends as LF and searches the decoded body: a raw body's lines end
+        # in LF, the quoted-printable decoder's in CR LF, a base64 body's as encoded.
+        if kind.cte == "quoted-printable":
+            data = qp_body(part_body.replace(b"\r\n", b"\n"))
+        elif kind.cte == "base64":
+            data = base64_prefix(part_body)
         else:
-            return  # an unknown transfer encoding: Dovecot skips the body
-        # Dovecot searches body lines with LF line ends (a key's CR LF never matches).
-        body.append(_decode_charset(data, params.get("charset") or "utf-8").replace("\r\n", "\n"))
+            data = part_body.replace(b"\r\n", b"\n")
+        body.append(to_text(data, kind.charset))

@@ -9,6 +9,8 @@ The formatters here turn them into output:
   thousands of messages). A batch of messages is stated as its count and the first
   `SAMPLE` messages ("and N more"); with ``-v`` the whole list follows on further lines,
   each bounded too. A traceback (logged with ``exc_info``) follows its line unshortened.
+  Control characters are escaped as in JSON (`escape_controls`): content from messages and
+  servers never reaches a terminal raw.
 * `JsonFormatter`: one JSON object per line with the stable keys of `JSON_KEYS` (null when
   not applicable) and the complete lists of UIDs and Message-IDs.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,6 +66,17 @@ def _one_line(text: str) -> str:
     if "\n" not in text and "\r" not in text:
         return text
     return " ⏎ ".join(part for part in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+
+
+# C0 controls (ESC starts terminal escape sequences), DEL and C1 controls (0x9B is a one-byte CSI).
+_CONTROLS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters written as JSON writes them (``\\u001b``), so that no content from a
+    message or a server (a Message-ID with an ESC) can drive the reader's terminal; line
+    breaks, which only tracebacks keep, stay."""
+    return _CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -141,11 +155,11 @@ class HumanFormatter(logging.Formatter):
         lines = [prefix + _one_line(human_message(record))]
         if self.verbose:
             lines += [prefix + line for line in self._full_list(record, len(prefix))]
-        text = "\n".join(bound(_redact(line), self.max_line) for line in lines)
+        text = "\n".join(bound(escape_controls(_redact(line)), self.max_line) for line in lines)
         if record.exc_info and record.exc_info[0] is not None:
-            text += "\n" + _redact(record.exc_text or self.formatException(record.exc_info))
+            text += "\n" + escape_controls(_redact(record.exc_text or self.formatException(record.exc_info)))
         if record.stack_info:
-            text += "\n" + _redact(self.formatStack(record.stack_info))
+            text += "\n" + escape_controls(_redact(self.formatStack(record.stack_info)))
         return text
 
     def _full_list(self, record: logging.LogRecord, prefix: int) -> list[str]:

@@ -58,6 +58,7 @@ class Size:
 
     op: str
     size: int
+    written: str = field(default="", compare=False, repr=False)  # as the rules file wrote it ("1MB")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Age:
 
     op: str
     seconds: int
+    written: str = field(default="", compare=False, repr=False)  # as the rules file wrote it ("2w")
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,7 @@ class Config:
     files: tuple[str, ...] = ()  # the main file and every included file, in load order
     warnings: tuple[str, ...] = ()  # load-time warnings (inline password, ...), already issued
     tests: tuple[RuleTest, ...] = ()  # the `tests:` cases of the main file and its includes
+    history_days: int = 30  # finished runs kept in the journal for undo and history (mailrules.journal)
 
     def rules_for(self, account: str, mailbox: str, *, scheduled: bool | None = False) -> list[Rule]:
         """Enabled rules for this mailbox, in file order.

@@ -18,6 +18,8 @@ import datetime as dt
 import re
 import stat
 from collections.abc import Iterable
+from email.header import Header as EmailHeader
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -173,7 +175,7 @@ def _inline_message(doc: Document, node: Node, what: str) -> bytes:
                 if "\r" in text or "\n" in text or "\0" in text:
                     raise doc.error(item, f"{what}: headers: {field}: a header value cannot contain line "
                                           "breaks (write it on one line)")
-                lines.append(f"{field}: {text}")
+                lines.append(f"{field}: {encoded_header(field, text)}")
             names.add(field.lower())
     body = _str(doc, pairs["body"][1], f"{what}: body", empty_ok=True) if "body" in pairs else ""
     if not body.isascii() and "content-type" not in names:
@@ -181,6 +183,35 @@ def _inline_message(doc: Document, node: Node, what: str) -> bytes:
                   "Content-Transfer-Encoding: 8bit"]
     body = body.replace("\r\n", "\n").replace("\n", "\r\n")
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("utf-8")
+
+
+ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "reply-to", "sender", "resent-from", "resent-to"})
+
+
+def encoded_header(field: str, text: str) -> str:
+    """A header value as mail programs write it: non-ASCII text as RFC 2047 encoded words.
+
+    Raw UTF-8 in headers (RFC 6532) is not stored alike by every server (Cyrus replaces each
+    8-bit byte with an X), so an inline message written raw would be a different message there
+    than real mail is. In address fields only display names are encoded; a non-ASCII address
+    itself has no encoded form and stays UTF-8. A `file:` message keeps its bytes as they are.
+    """
+    if text.isascii():
+        return text
+    if field.lower() not in ADDRESS_FIELDS:
+        return EmailHeader(text, "utf-8").encode(linesep="\r\n")
+    out = []
+    for name, address in getaddresses([text]):
+        if not address:
+            return EmailHeader(text, "utf-8").encode(linesep="\r\n")
+        if not name:
+            out.append(address)
+        elif not name.isascii():
+            out.append(f"{EmailHeader(name, 'utf-8').encode()} <{address}>")
+        else:
+            quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+            out.append(f'"{quoted}" <{address}>')
+    return ", ".join(out)
 
 
 def _message_file(doc: Document, node: Node, what: str) -> bytes:

@@ -524,12 +524,13 @@ class StateStore:
 
     # ------------------------------------------------------------------ run journal
 
-    def open_run(self, account: str, mailbox: str) -> RunRecord | None:
-        """The unfinished run on this mailbox (left by a crash), if any."""
+    def open_run(self, account: str, mailbox: str, *, kind: str | None = None) -> RunRecord | None:
+        """The unfinished run on this mailbox (left by a crash), if any: a pass of the daemon
+        (arrival, sweep), or with `kind` a command's run of that kind (`mailrules.journal`)."""
         row = self.db.execute(
             "SELECT id, uidvalidity, kind, candidates, rules, high, started FROM run "
-            "WHERE account=? AND mailbox=? AND finished IS NULL ORDER BY id DESC LIMIT 1",
-            (account, mailbox),
+            f"WHERE account=? AND mailbox=? AND finished IS NULL AND {_kind_is(3)} ORDER BY id DESC LIMIT 1",
+            (account, mailbox, kind),
         ).fetchone()
         if row is None:
             return None
@@ -550,8 +551,8 @@ class StateStore:
         """Start the journal of a pass (ending any unfinished one on this mailbox)."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE run SET finished=? WHERE account=? AND mailbox=? AND finished IS NULL",
-                (time.time(), account, mailbox),
+                f"UPDATE run SET finished=? WHERE account=? AND mailbox=? AND finished IS NULL AND {_kind_is(4)}",
+                (time.time(), account, mailbox, None if _daemon_kind(kind) else kind),
             )
             cur = db.execute(
                 "INSERT INTO run (account, mailbox, uidvalidity, kind, candidates, rules, high, started) "
@@ -627,8 +628,7 @@ class StateStore:
                     (account, mailbox, uidvalidity, new_checkpoint),
                 )
             db.execute("UPDATE run SET finished=? WHERE id=?", (now, run_id))
-            db.execute("DELETE FROM step WHERE run_id IN (SELECT id FROM run WHERE finished IS NOT NULL)")
-            db.execute("DELETE FROM run WHERE finished IS NOT NULL AND id<>?", (run_id,))
+            # finished runs are kept for undo and history, and pruned by `mailrules.journal`
         return given_up
 
     # ------------------------------------------------------------------ meta
@@ -639,6 +639,16 @@ class StateStore:
 
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
+
+
+# The runs a query is about: the daemon's passes (kind NULL), or a command's of exactly that kind.
+def _kind_is(n: int) -> str:
+    """SQL: the run's kind is parameter n's, or (n NULL) one of the daemon's passes."""
+    return f"(CASE WHEN ?{n} IS NULL THEN (kind='arrival' OR kind LIKE 'sweep:%') ELSE kind=?{n} END)"
+
+
+def _daemon_kind(kind: str) -> bool:
+    return kind == "arrival" or kind.startswith("sweep:")
 
 
 _PENDING_COLUMNS = (

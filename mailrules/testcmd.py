@@ -38,7 +38,7 @@ from .local_search import LocalMessage, MessageTooComplex, NotEvaluableOffline, 
 from .memory import MemoryMailbox, MemoryServer
 from .message import MessageView
 from .mime import MessageTooComplex as UnparsableMessage
-from .model import ActionCall, Config, FolderRef, Raw, Rule, RuleTest, Text
+from .model import ActionCall, Config, FolderRef, Header, Raw, Rule, RuleTest, Text
 from .plugins import Registry
 from .rule_tests import MAX_MESSAGE_BYTES
 from .uidset import UidSet
@@ -167,6 +167,9 @@ def server_dependent(config: Config, rules: Sequence[Rule], out: TextIO) -> None
             elif isinstance(leaf, Text) and leaf.field in ("body", "text"):
                 why = ("depends on the server: Cyrus's BODY also matches the headers of MIME parts, and Gmail "
                        "and Exchange match whole words, not substrings (evaluated here as Dovecot does)")
+            elif isinstance(leaf, Text | Header) and not leaf.value.isascii():
+                why = ("depends on the server: Cyrus stores raw 8-bit header bytes (RFC 6532 mail) as 'X', "
+                       "so there a non-ASCII key finds only headers written as encoded words")
             elif word_based and isinstance(leaf, Text):
                 why = (f"depends on the server: {word_based[0]} matches whole words, not substrings "
                        "(evaluated here as Dovecot does)")
@@ -419,13 +422,12 @@ def against(config: Config, account_name: str, inputs: Sequence[InputMessage], r
     try:
         session.client.create_folder(scratch)
         created = True
-        for item in inputs:
-            m = item.message
-            session.append(scratch, m.raw, sorted(m.flags | m.keywords), m.internaldate)
+        appended, refused = _append_all(session, scratch, inputs, out)
         session.select(scratch)
         every = UidSet(session.client.search(["ALL"]))
         fetched = dict(session.fetch(every, ["FLAGS", "INTERNALDATE", "RFC822.SIZE"]))
-        for (uid, data), item in zip(sorted(fetched.items()), inputs, strict=False):
+        for uid, item in _by_uid(appended, sorted(fetched)):
+            data = fetched[uid]
             flags = [f.decode() if isinstance(f, bytes) else f for f in data[b"FLAGS"]]
             on_server[uid] = (item.label, LocalMessage(
                 item.message.raw, frozenset(f for f in flags if f.startswith("\\") and f in FLAG_KEYS),
@@ -457,8 +459,36 @@ def against(config: Config, account_name: str, inputs: Sequence[InputMessage], r
                       file=sys.stderr)
         session.logout()
     print(f"--against {account.name}: {len(rules)} rule(s) on {len(on_server)} message(s): "
-          f"{disagreements} disagreement(s)", file=out)
+          f"{disagreements} disagreement(s)" + (f"; {refused} message(s) refused by the server, not checked"
+                                                if refused else ""), file=out)
     return EXIT_FAILED if disagreements else EXIT_OK
+
+
+def _append_all(session: Any, scratch: str, inputs: Sequence[InputMessage],
+                out: TextIO) -> tuple[list[tuple[int | None, InputMessage]], int]:
+    """APPEND each message ((its UID when the server says, the message) for those stored); a
+    message the server refuses (a NUL byte on Cyrus, a size limit) is reported and skipped."""
+    from .imap.session import ServerRefused
+
+    appended: list[tuple[int | None, InputMessage]] = []
+    refused = 0
+    for item in inputs:
+        m = item.message
+        try:
+            got = session.append(scratch, m.raw, sorted(m.flags | m.keywords), m.internaldate)
+        except ServerRefused as exc:
+            refused += 1
+            print(f"REFUSED {item.label}: the server would not store it ({exc}); not checked", file=out)
+            continue
+        appended.append((got[1] if got else None, item))
+    return appended, refused
+
+
+def _by_uid(appended: list[tuple[int | None, InputMessage]], uids: list[int]) -> list[tuple[int, InputMessage]]:
+    """The stored messages by UID: from APPENDUID, or in APPEND order where the server did not say."""
+    if all(uid is not None for uid, _ in appended):
+        return [(uid, item) for uid, item in appended if uid in set(uids)]  # type: ignore[misc]
+    return list(zip(uids, (item for _, item in appended), strict=False))
 
 
 # --------------------------------------------------------------------------- the command

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
@@ -422,3 +423,16 @@ def read_only_directory(directory: Path):
         yield directory
     finally:
         directory.chmod(mode)
+
+
+def account_contents(lab: Lab, user: User | None = None) -> collections.Counter:
+    """The multiset of (folder, SHA-256 of the whole message, flags and keywords) of every message
+    of the account: "exactly as before" counted by content (`undo`, `apply`)."""
+    from mailrules.testing.daemon import flags_by_content
+
+    out: collections.Counter = collections.Counter()
+    with lab.client(user) as client:
+        for folder in lab.folders(user):
+            for (digest, flags), n in flags_by_content(client, folder).items():
+                out[(folder, digest, flags)] += n
+    return out

@@ -258,7 +258,8 @@ def test_unknown_top_level_key_is_an_error_listing_the_known_ones(tmp_path, regi
     err = error_of(path, registry)
     assert (err.location.line, err.location.column) == (HEADER_LINES + 1, 1)
     assert err.message == (
-        "unknown key 'rule' (expected one of: version, accounts, include, timezone, rules, tests); did you mean 'rules'?"
+        "unknown key 'rule' (expected one of: version, accounts, include, timezone, history_days, rules, tests); "
+        "did you mean 'rules'?"
     )
 
 

@@ -159,7 +159,7 @@ def test_after_a_real_run_the_dry_run_says_processed_mail_is_not_evaluated_again
     assert count_of(result.out, "new rule") == 0
     text = flat(result.out)
     assert "2 messages already processed by an earlier run are not re-evaluated" in text
-    assert "--state with an empty directory" in text
+    assert "use `mailrules apply --dry-run`" in text
 
 
 def test_a_dry_run_with_an_empty_state_previews_the_rules_on_every_message(lab):

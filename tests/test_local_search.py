@@ -220,3 +220,29 @@ def test_negated_group_of_two_sent_before_keys_is_evaluated_as_written():
     assert m(crit, b"Subject: hello\r\n" + jun4 + b"\r\nx\r\n")
     assert not m(crit, b"Subject: hello\r\n\r\nx\r\n")  # no Date: 1970, before both
     assert m(crit, b"Subject: nope\r\n\r\nx\r\n")
+
+
+def _nested_rfc822(levels: int) -> bytes:
+    return b"Content-Type: message/rfc822\r\n\r\n" * levels + b"Subject: deep\r\n\r\ninner text\r\n"
+
+
+@pytest.mark.parametrize("levels", [10, 49, 50, 51, 60])
+def test_offline_search_and_body_predicates_refuse_the_same_deep_messages(levels):
+    from mailrules import mime
+    from mailrules.local_search import MessageTooComplex
+    from mailrules.message import MessageView
+
+    raw = _nested_rfc822(levels)
+    outcomes = []
+    for read in (lambda: m(Text("body", "inner"), raw), lambda: "inner text" in MessageView(1, raw=raw).body_text):
+        try:
+            outcomes.append(read())
+        except MessageTooComplex:
+            outcomes.append("refused")
+    assert outcomes == (["refused"] * 2 if levels > mime.MAX_DEPTH else [True, True])
+
+
+def test_the_shared_header_decoder_reads_raw_utf8_and_encoded_words_as_dovecot():
+    from mailrules.mime import decode_header
+
+    assert decode_header(b"J\xc3\xbcrgen =?utf-8?q?caf=C3=A9?= =?utf-8?b?eA==?= caf\xe9") == "Jürgen caféx caf\ufffd"

@@ -3,7 +3,12 @@
 Hypothesis generates small mailboxes of odd messages (encoded words in several charsets,
 folded and duplicate fields, groups, comments, quoted names, missing fields, Date fields in
 many zones near day bounds, MIME trees with text, binary and message/rfc822 parts, bodies in
-quoted-printable/base64 and several charsets) with chosen INTERNALDATEs and flags, and
+quoted-printable/base64 and several charsets) and of broken ones (base64 with a stray `$`,
+no or truncated padding, QP soft breaks followed by spaces and invalid `=` sequences,
+encoded words with a `$`, a language tag, an unknown or empty charset, raw UTF-8 and invalid
+8-bit header bytes, fields folded with a TAB, every Date form Dovecot reads otherwise,
+missing and malformed Content-Type, duplicate Content-Type and Content-Transfer-Encoding,
+bare CRs) with chosen INTERNALDATEs and flags, and
 criteria trees over every key. The messages are APPENDed to a fresh mailbox of the session's
 private Dovecot; every criterion is compiled (`compile_search`) and run as one UID SEARCH,
 and the set of UIDs must equal the set the local evaluator picks.
@@ -59,7 +64,7 @@ CASES = {"cases": 0, "criteria": 0, "examples": 0}
 
 # --------------------------------------------------------------------------- vocabulary
 
-WORDS = ["hello", "Grüße", "café", "Straße", "ﬁnal", "naïve", "Ⅻ", "東京", "Ǆemal", "ÅNGSTRÖM",
+WORDS = ["invoice", "hello", "Grüße", "café", "Straße", "ﬁnal", "naïve", "Ⅻ", "東京", "Ǆemal", "ÅNGSTRÖM",
          "Ελλάδα", "re:", "[dev]", "a.b", "x,y", 'say "hi"', "it's", "tab\there"]
 CHARSETS = ["utf-8", "iso-8859-1", "iso-8859-15", "windows-1252", "koi8-r", "shift_jis", "macintosh", "ibm850",
             "utf-16"]
@@ -71,7 +76,7 @@ KEYS = ["hello", "ALICE", "example", "Zoë", "müller", "grüsse", "Grüße", "C
         "a.b", "x,y", "world spaced", "hello world", "  ", "re: [dev]", "tab", "Straße", "naïve",
         "Content-Type", "subject: hello", "binaryword", "preamble", "epilogue", "partheader",
         "inner body", "=?utf-8", "Date:", "\"J. R. Smith\"", "one\n  line", "one\r\n  line",
-        "hello\nsecond"]
+        "hello\nsecond", "invoice", "INVOICE", "invoi", "pay invoice", "inv", "=?utf-8*en", "\ufffd"]
 HEADER_NAMES = ["Subject", "X-Tag", "List-Id", "From", "Comments"]
 TZS = [dt.timezone(dt.timedelta(minutes=m)) for m in (-720, -300, -1, 0, 1, 330, 600, 840)]
 BASE_DAY = dt.date(2024, 6, 3)
@@ -89,8 +94,12 @@ def header_text(draw) -> str:
     """A header value: words, some as encoded words in some charset, odd white space."""
     out = []
     for word in draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=4)):
-        style = draw(st.sampled_from(["plain", "plain", "q", "b"]))
-        if style != "plain" or not word.isascii():
+        style = draw(st.sampled_from(["plain", "plain", "q", "b", "raw", "broken"]))
+        if style == "broken":
+            out.append(draw(broken_word(word)))
+        elif style == "raw" and not word.isascii():  # RFC 6532, or 8-bit bytes that are not UTF-8
+            out.append(word if draw(st.booleans()) else word.encode("latin-1", "replace").decode("utf-8", "surrogateescape"))
+        elif style != "plain" or not word.isascii():
             charset = draw(st.sampled_from(CHARSETS))
             try:
                 word.encode(charset)
@@ -99,8 +108,31 @@ def header_text(draw) -> str:
                 out.append(_encoded(word, "utf-8", "b"))
         else:
             out.append(word)
-        out.append(draw(st.sampled_from([" ", " ", "  ", "\t", "\r\n "])))
+        out.append(draw(st.sampled_from([" ", " ", "  ", "\t", "\r\n ", "\r\n\t", "\r\n \t"])))
     return "".join(out).rstrip(" \t\r\n")
+
+
+@st.composite
+def broken_word(draw, word: str) -> str:
+    """An encoded word as broken mail writes it (each form Dovecot decodes its own way)."""
+    data = base64.b64encode(word.encode("utf-8")).decode()
+    form = draw(st.sampled_from(["dollar", "nopad", "cut", "lang", "unknown", "empty", "space", "badq"]))
+    if form == "dollar":
+        cut = draw(st.integers(0, len(data)))
+        return f"=?utf-8?B?{data[:cut]}${data[cut:]}?="
+    if form == "nopad":
+        return f"=?utf-8?B?{data.rstrip('=')}?="
+    if form == "cut":
+        return f"=?utf-8?B?{data[: max(len(data) - draw(st.integers(1, 3)), 1)]}?="
+    if form == "lang":
+        return _encoded(word, "utf-8", "q").replace("=?utf-8?", "=?utf-8*en?", 1)
+    if form == "unknown":
+        return _encoded(word, "utf-8", draw(st.sampled_from(["q", "b"]))).replace("=?utf-8?", "=?x-unknown?", 1)
+    if form == "empty":
+        return _encoded(word, "utf-8", "q").replace("=?utf-8?", "=??", 1)
+    if form == "space":
+        return f"=?utf-8?q?{word} x?="
+    return f"=?utf-8?q?{word}=Z=4?="
 
 
 def _encoded(word: str, charset: str, style: str) -> str:
@@ -142,12 +174,27 @@ def address_list(draw) -> str:
     return ", ".join(items)
 
 
+ODD_DATES = [
+    "Mon, 03 Jun 69 10:00:00 +0000", "Mon, 03 Jun 70 10:00:00 +0000", "Tue, 04 Jun 24 23:59:59 -1200",
+    "Mon, 03 Jun 00 10:00:00 +0000", "Mon, 03 Jun 2024 25:00:00 +0000", "Mon, 03 Jun 2024 10:61:00 +0000",
+    "Mon, 03 Jun 2024 10:00:99 +0000", "Mon, 03 Jun 2024 10:00:60 +0000", "Saturday, 01 Jun 2024 10:00:00 +0000",
+    "Sat Jun  1 10:00:00 2024", "Mon 03 Jun 2024 10:00:00 +0000", "Mon , 03 Jun 2024 10:00:00 +0000",
+    "03 June 2024 10:00 +0000", "3 Jun 2024 9:05 -0500", "Mon, 03 Jun 2024 10.00.00 +0000",
+    "Mon, 03 Jun 2024 10:00", "Mon, 30 Feb 2024 10:00:00 +0000", "Mon, 03 Jun 2024 24:00:00 +0000",
+    "Mon, 03 Jun 2024 10:00:00 (comment) +0000", "Tue, 04 Jun 2024 00:30:00 EDT", "Mon, 03 Jun 2024 23:00:00 Z",
+    "Mon, 03 Jun 1899 10:00:00 +0000", "Mon, 03 Jun 024 10:00:00 +0000", "Mon, 03 Jun 2024 10:0:00 +0000",
+    "2024-06-03T10:00:00Z", "Mon, 03 Jun 2024 10:00:00 +0000 trailing",
+]
+
+
 def sent_date(draw) -> str | None:
-    kind = draw(st.sampled_from(["ok", "ok", "ok", "none", "garbage"]))
+    kind = draw(st.sampled_from(["ok", "ok", "ok", "none", "garbage", "odd", "odd"]))
     if kind == "none":
         return None
     if kind == "garbage":
         return "sometime soon"
+    if kind == "odd":
+        return draw(st.sampled_from(ODD_DATES))
     tz = draw(st.sampled_from(TZS))
     minute = draw(st.sampled_from([0, 1, 30, 12 * 60, 23 * 60 + 59]))
     day = BASE_DAY + dt.timedelta(days=draw(st.integers(-1, 1)))
@@ -167,16 +214,55 @@ def text_body(draw) -> tuple[bytes, list[str]]:
         data = text.encode(charset)
     except UnicodeEncodeError:
         charset, data = "utf-8", text.encode("utf-8")
-    cte = draw(st.sampled_from(["8bit", "quoted-printable", "base64", None]))
+    cte = draw(st.sampled_from(["8bit", "quoted-printable", "base64", None, "broken-base64", "broken-qp"]))
     if cte == "quoted-printable":
         data = quopri.encodestring(data)
     elif cte == "base64":
         data = base64.encodebytes(data)
+    elif cte == "broken-base64":
+        data, cte = draw(broken_base64(data)), "base64"
+    elif cte == "broken-qp":
+        data, cte = draw(broken_qp(data)), "quoted-printable"
     subtype = draw(st.sampled_from(["plain", "html"]))
-    lines = [f"Content-Type: text/{subtype}; charset={charset}"]
+    lines = [draw(st.sampled_from([f"Content-Type: text/{subtype}; charset={charset}"] * 6 + ODD_CONTENT_TYPES))]
+    if draw(st.integers(0, 5)) == 0:  # two Content-Type fields: Dovecot reads some things from each
+        lines.append(draw(st.sampled_from([f"Content-Type: text/plain; charset={charset}", *ODD_CONTENT_TYPES])))
     if cte:
         lines.append(f"Content-Transfer-Encoding: {cte}")
+    if draw(st.integers(0, 5)) == 0:
+        lines.insert(draw(st.integers(0, len(lines))), f"Content-Transfer-Encoding: {draw(st.sampled_from(CTES))}")
+    if draw(st.integers(0, 7)) == 0:  # a bare CR (Dovecot stores it as a line end)
+        data = data.replace(b" ", b"\r", 1)
     return data, lines
+
+
+ODD_CONTENT_TYPES = ["Content-Type: text", "Content-Type: ;charset=utf-8", "Content-Type: ",
+                     "Content-Type: text/plain charset=utf-8", "Content-Type: application/octet-stream",
+                     "Content-Type: text/plain; charset=x-unknown", "Content-Type: TEXT/PLAIN; CHARSET=iso-8859-1",
+                     "Content-Type: text/plain (c); charset=\"utf-8\"", "Content-Type: message/delivery-status"]
+CTES = ["7bit", "base64", "quoted-printable", "base64 binary", "BASE64", "x-uuencode", "8bit; x=y"]
+
+
+@st.composite
+def broken_base64(draw, data: bytes) -> bytes:
+    text = base64.b64encode(data)
+    form = draw(st.sampled_from(["dollar", "nopad", "cut", "bad second line"]))
+    if form == "dollar":
+        cut = draw(st.integers(0, len(text)))
+        return text[:cut] + b"$" + text[cut:] + b"\n"
+    if form == "nopad":
+        return text.rstrip(b"=") + b"\n"
+    if form == "cut":
+        return text[: max(len(text) - draw(st.integers(1, 3)), 1)] + b"\n"
+    return text + b"\n!!!!\n" + base64.b64encode(b"invoice") + b"\n"
+
+
+@st.composite
+def broken_qp(draw, data: bytes) -> bytes:
+    text = quopri.encodestring(data)
+    tail = draw(st.sampled_from([b"=  \npay invoice", b"=\t\ninvoice", b" =ZZ invoice", b"=4", b"=", b"=4g x",
+                                 b"  \ntrailing  ", b"= y"]))
+    return text + tail + draw(st.sampled_from([b"", b"\n"]))
 
 
 @st.composite
@@ -195,8 +281,13 @@ def mime_part(draw, depth: int = 0) -> bytes:
         return _part(["Content-Type: message/rfc822"], inner)
     boundary = f"b{depth}x{draw(st.integers(0, 999))}"
     children = draw(st.lists(mime_part(depth + 1), min_size=1, max_size=3))
-    body = b"preamble\r\n" + b"".join(b"--" + boundary.encode() + b"\r\n" + c + b"\r\n" for c in children)
-    body += b"--" + boundary.encode() + b"--\r\nepilogue\r\n"
+    # A delimiter line may carry padding or other text after the boundary (Dovecot: still a delimiter).
+    tails = draw(st.lists(st.sampled_from([b"", b"", b"  ", b" junk"]), min_size=len(children), max_size=len(children)))
+    body = b"preamble\r\n" + b"".join(b"--" + boundary.encode() + t + b"\r\n" + c + b"\r\n"
+                                       for c, t in zip(children, tails, strict=True))
+    body += b"--" + boundary.encode() + draw(st.sampled_from([b"--", b"--", b"-- "])) + b"\r\nepilogue\r\n"
+    if draw(st.integers(0, 5)) == 0:  # a truncated message: no close delimiter
+        body = body[: body.rindex(b"--" + boundary.encode())]
     sub = draw(st.sampled_from(["mixed", "alternative"]))
     if draw(st.booleans()):  # RFC 2231 continuation
         param = f'boundary*0="{boundary[:2]}"; boundary*1="{boundary[2:]}"'
@@ -206,7 +297,7 @@ def mime_part(draw, depth: int = 0) -> bytes:
 
 
 def _part(lines: list[str], body: bytes) -> bytes:
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 @st.composite
@@ -225,10 +316,14 @@ def message(draw) -> tuple[bytes, list[str], dt.datetime]:
     if draw(st.booleans()):
         body = draw(mime_part())
         header, _, rest = body.partition(b"\r\n\r\n")
-        raw = ("\r\n".join(lines) + "\r\nMIME-Version: 1.0\r\n").encode("utf-8") + header + b"\r\n\r\n" + rest
+        raw = ("\r\n".join(lines) + "\r\nMIME-Version: 1.0\r\n").encode("utf-8", "surrogateescape") + header
+        raw += b"\r\n\r\n" + rest
     else:
-        text = draw(st.sampled_from(["hello world\r\n", "", "café Grüße\r\n", "line one\r\n  line   two\r\n"]))
-        raw = ("\r\n".join(lines) + "\r\n\r\n" + text).encode("utf-8")
+        text = draw(st.sampled_from(["hello world\r\n", "", "café Grüße\r\n", "line one\r\n  line   two\r\n",
+                                     "aW52b2l$jZQ==\r\n", "aW52b2ljZQ\r\n", "pay=  \r\ninvoice\r\n", "x\ry invoice\r\n"]))
+        if draw(st.integers(0, 3)) == 0:  # a top-level Content-* field, odd or not
+            lines.append(draw(st.sampled_from([*ODD_CONTENT_TYPES, *(f"Content-Transfer-Encoding: {c}" for c in CTES)])))
+        raw = ("\r\n".join(lines) + "\r\n\r\n" + text).encode("utf-8", "surrogateescape")
     pad = draw(st.sampled_from([0, 0, 100, 1000]))
     raw += b"p" * pad + (b"\r\n" if pad else b"")
     flags = draw(st.lists(st.sampled_from(["\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted", "$A", "$b"]),
@@ -504,3 +599,109 @@ def test_size_bounds_are_strict_as_on_dovecot(rule_mailbox, op):
 def teardown_module(module) -> None:
     print(f"\nlocal evaluation vs Dovecot: {CASES['examples']} mailboxes, {CASES['criteria']} criteria "
           f"(one UID SEARCH each), {CASES['cases']} (criterion, message) cases compared")
+
+
+# --------------------------------------------------------------------------- broken mail
+#
+# One case per kind of broken or unusual mail the issue tracker listed; each was a
+# disagreement between `mailrules test` and Dovecot 2.3.19 before mailrules.dovecot_parse.
+
+BROKEN_MAILBOX = [
+    # 1-4: base64 bodies: a stray `$` stops decoding; missing or truncated padding keeps what decoded
+    b"Content-Transfer-Encoding: base64\r\n\r\naW52b2l$jZQ==\r\n",
+    b"Content-Transfer-Encoding: base64\r\n\r\naW52b2ljZQ\r\n",
+    b"Content-Transfer-Encoding: base64\r\n\r\naW52b2ljZSB4\r\naGVsbG\r\n",
+    b"Content-Transfer-Encoding: base64\r\n\r\naGVsbG8gdGhlcmU=\r\n!!!!\r\nd29ybGQ=\r\n",
+    # 5-9: encoded words: `$` in B, no padding, an RFC 2231 language tag, unknown charsets
+    b"Subject: =?utf-8?B?aW52b2l$jZQ==?=\r\n\r\nx\r\n",
+    b"Subject: =?utf-8?B?cGF5IGludm9pY2U?=\r\n\r\nx\r\n",
+    b"Subject: =?utf-8*en?Q?invoice?=\r\n\r\nx\r\n",
+    b"Subject: =?x-unknown?Q?invoice?=\r\n\r\nx\r\n",
+    b"Subject: =?x-unknown?Q?INVOICE?=\r\n\r\nx\r\n",
+    # 10-16: Date fields Dovecot reads otherwise
+    b"Date: Mon, 03 Jun 69 10:00:00 +0000\r\n\r\nx\r\n",
+    b"Date: Mon, 03 Jun 2024 25:00:00 +0000\r\n\r\nx\r\n",
+    b"Date: Mon, 03 Jun 2024 10:61:00 +0000\r\n\r\nx\r\n",
+    b"Date: Mon, 03 Jun 2024 10:00:99 +0000\r\n\r\nx\r\n",
+    b"Date: Monday, 03 Jun 2024 10:00:00 +0000\r\n\r\nx\r\n",
+    b"Date: Mon Jun  3 10:00:00 2024\r\n\r\nx\r\n",
+    b"Date: 3 June 2024 9.05 EDT\r\n\r\nx\r\n",
+    # 17-20: Content-Type values that make a body unsearchable
+    b"Content-Type: text\r\n\r\nbodyA\r\n",
+    b"Content-Type: ;charset=utf-8\r\n\r\nbodyB\r\n",
+    b"Content-Type: \r\n\r\nbodyC\r\n",
+    b"Content-Type: text/plain charset=utf-8\r\n\r\nbodyD\r\n",
+    # 21-24: two Content-Type / Content-Transfer-Encoding fields: the last decides
+    b"Content-Type: application/octet-stream\r\nContent-Type: text/plain\r\n\r\nbodyE\r\n",
+    b"Content-Type: text/plain\r\nContent-Type: application/octet-stream\r\n\r\nbodyF\r\n",
+    b"Content-Transfer-Encoding: 7bit\r\nContent-Transfer-Encoding: base64\r\n\r\nYm9keUc=\r\n",
+    b"Content-Transfer-Encoding: base64\r\nContent-Transfer-Encoding: 7bit\r\n\r\nYm9keUg=\r\n",
+    # 25: quoted-printable `=` and spaces before the line end: a soft break
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\npay=  \r\nbill\r\n",
+    # 26: a field folded with a TAB
+    b"Subject: pay\r\n\tdues\r\nX-T: pay\r\n\tdues\r\n\r\nx\r\n",
+    # 27: bare CRs: line ends to Dovecot (in the size and in the body)
+    b"Subject: cr\r\n\r\nx\ry\r\n",
+    # 28: raw UTF-8 (RFC 6532) and an invalid 8-bit byte in headers
+    "From: Jürgen <jürgen@bücher.example>\r\nSubject: Größe\r\nX-Raw: caf\udce9 end\r\n\r\nx\r\n".encode(
+        "utf-8", "surrogateescape"),
+]
+BROKEN = set(range(1, len(BROKEN_MAILBOX) + 1))
+BROKEN_CASES = {
+    "base64 body stops at a stray $": (Text("body", "invoi"), {1, 2, 3}),
+    "base64 body after a stray $ is not decoded": (Text("body", "invoice"), {2, 3}),
+    "base64 body without padding decodes": (Text("body", "invoice x"), {3}),
+    "base64 body truncated keeps the decoded start": (Text("body", "hel"), {3, 4}),
+    "base64 body stops at a broken line": (Text("body", "world"), set()),
+    "encoded word stops at a $": (Text("subject", "invoi"), {5, 6, 9}),
+    "encoded word with a $ is cut there": (Text("subject", "invoice"), {6, 9}),
+    "encoded word without padding decodes": (Text("subject", "pay invoice"), {6}),
+    "a language tag makes an unknown charset, kept as written": (Text("subject", "INVOICE"), {6, 9}),
+    "two-digit year 69 is 2069": (SentDate("on", dt.date(2069, 6, 3)), {10}),
+    "invalid times and forms are 1970": (SentDate("on", dt.date(1970, 1, 1)), BROKEN - {10, 16}),
+    "a period as time separator and a long month name": (SentDate("on", dt.date(2024, 6, 3)), {16}),
+    "text without a slash is not searched": (Text("body", "bodyA"), set()),
+    "a leading semicolon is not searched": (Text("body", "bodyB"), set()),
+    "an empty content type is not searched": (Text("body", "bodyC"), set()),
+    "parameters without a semicolon are not searched": (Text("body", "bodyD"), set()),
+    "the last content type decides (text)": (Text("body", "bodyE"), {21}),
+    "the last content type decides (binary)": (Text("body", "bodyF"), set()),
+    "the last transfer encoding decides (base64)": (Text("body", "bodyG"), {23}),
+    "the last transfer encoding decides (7bit)": (Text("body", "Ym9keUg"), {24}),
+    "qp soft break with spaces": (Text("body", "paybill"), {25}),
+    "a folding TAB is a space (subject)": (Text("subject", "pay dues"), {26}),
+    "a folding TAB is a space (header)": (Header("X-T", "pay dues"), {26}),
+    "a folding TAB is a space (text)": (Text("text", "pay dues"), {26}),
+    "a bare CR is a line end in the body": (Text("body", "x\ny"), {27}),
+    "raw utf-8 in a from field": (Text("from", "Jürgen <jürgen@bücher.example>"), {28}),
+    "raw utf-8 in a subject": (Text("subject", "größe"), {28}),
+    "an invalid byte is a replacement character": (Header("X-Raw", "caf\ufffd end"), {28}),
+}
+
+
+@pytest.fixture(scope="module")
+def broken_mailbox(server):
+    """The BROKEN_MAILBOX on the server: (session, {uid: LocalMessage})."""
+    user = server.add_user()
+    client = server.client(user)
+    uids = [int(re.search(rb"APPENDUID \d+ (\d+)", client.append("INBOX", raw)).group(1)) for raw in BROKEN_MAILBOX]
+    session = ImapSession(client, "me")
+    session.select("INBOX", readonly=True)
+    fetched = client.fetch(uids, ["INTERNALDATE", "RFC822.SIZE"])
+    local = {uid: LocalMessage(raw, internaldate=fetched[uid][b"INTERNALDATE"].astimezone())
+             for uid, raw in zip(uids, BROKEN_MAILBOX, strict=True)}
+    yield session, local, {uid: fetched[uid][b"RFC822.SIZE"] for uid in uids}
+    client.logout()
+
+
+@pytest.mark.parametrize("case", list(BROKEN_CASES))
+def test_broken_mail_is_searched_as_dovecot_searches_it(broken_mailbox, case):
+    session, local, _sizes = broken_mailbox
+    criterion, expected = BROKEN_CASES[case]
+    found = set(session.search(compile_search(criterion, session.capabilities)))
+    assert (found, {uid for uid, m in local.items() if matches(criterion, m)}) == (expected, expected)
+
+
+def test_a_bare_cr_counts_as_a_line_end_in_the_size(broken_mailbox):
+    _session, local, sizes = broken_mailbox
+    assert {uid: m.rfc822_size for uid, m in local.items()} == sizes

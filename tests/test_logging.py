@@ -76,6 +76,16 @@ def test_every_line_is_bounded_whatever_the_content():
     assert cut.endswith("more characters)"), cut[-80:]
 
 
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_no_control_character_from_a_message_reaches_the_human_log_raw(verbose):
+    hostile = batch(5, message_ids=["<a2\x1b[31m@x>", "<b\x9b2J@x>", "<c\x07@x>", "<d\x7f@x>", "<e@x>"])
+    one = record("rule %r: moved UID 1 %s", "r\x1b]0;title\x07", "<a2\x1b[31m@x>")
+    for rec in (hostile, one):
+        text = HumanFormatter(verbose=verbose).format(rec)
+        assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f]", text), text
+    assert "<a2\\u001b[31m@x>" in HumanFormatter().format(one)  # escaped as the JSON log escapes it
+
+
 def test_a_line_break_in_a_message_does_not_start_a_line_without_timestamp():
     text = HumanFormatter().format(record("the server said %s", "BAD one\r\nsecond line"))
     assert "\n" not in text and "one ⏎ second line" in text

@@ -97,14 +97,15 @@ def test_rules_on_headers_that_match_nothing_add_no_round_trip(dovecot, tmp_path
 
 
 def test_each_action_of_a_rule_costs_one_round_trip_even_into_a_new_folder(dovecot, tmp_path, monkeypatch):
-    """No FETCH per rule for the log, no failed MOVE before CREATE: the STORE and the MOVE only."""
+    """No FETCH per rule for the log, no failed MOVE before CREATE: the flag's UID SEARCH for the
+    messages it changes (journaled so that undo touches only those), its STORE, and the MOVE."""
     idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING)
     acting, lab = pass_cost(dovecot, tmp_path, monkeypatch, """
     - name: reports
       match: {subject: report}
       actions: [flag, {move: Reports/2026}]
 """)
-    assert acting == idle + 2
+    assert acting == idle + 3
     assert lab.where() == {"report 1": ["Reports/2026"], "report 2": ["Reports/2026"], "invoice": ["INBOX"],
                            "chat": ["INBOX"]}
     assert "Reports/2026" in lab.folders()

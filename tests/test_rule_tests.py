@@ -382,3 +382,40 @@ def test_a_from_with_control_characters_is_shown_without_them(tmp_path):
     eml.write_bytes(b"From: \x1b[31mred <r@example.org>\r\nSubject: s\r\n\r\nhi\r\n")
     result = mailrules_test(rules_file(tmp_path, "[]"), str(eml))
     assert "\x1b" not in result.out and "from ?[31mred <r@example.org>" in result.out
+
+
+UNICODE_RULES = r"""
+rules:
+  - name: umlaut
+    match: {subject: größe, from: jürgen}
+    actions: [flag]
+"""
+
+
+def test_inline_non_ascii_header_values_are_written_as_encoded_words_and_still_match(tmp_path):
+    from mailrules.config import load
+
+    case = """
+      - name: umlaut subject
+        message:
+          headers: {From: 'Jürgen Müller <j@example.org>', Subject: 'Größe 42'}
+          body: "x\\n"
+        expect: {rules: [umlaut]}
+    """
+    config = rules_file(tmp_path, case, rules=UNICODE_RULES)
+    raw = load(config).tests[0].raw
+    header = raw.split(b"\r\n\r\n", 1)[0]
+    assert header.isascii(), header  # no raw 8-bit bytes for a server to rewrite
+    assert b"=?utf-8?" in header and b"<j@example.org>" in header
+    result = mailrules_test(config)
+    assert result.code == 0, result.out + result.err
+
+
+def test_a_non_ascii_header_criterion_is_warned_about_as_server_dependent(tmp_path):
+    case = """
+      - name: umlaut subject
+        message: {headers: {Subject: 'Größe 42'}, body: "x\\n"}
+        expect: {rules: []}
+    """
+    result = mailrules_test(rules_file(tmp_path, case, rules=UNICODE_RULES))
+    assert "subject: 'größe'" in result.err and "Cyrus stores raw 8-bit header bytes" in result.err

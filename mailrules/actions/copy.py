@@ -41,6 +41,7 @@ from ..model import FolderRef
 from ..uidset import UidSet
 from .base import ActionFailed, ActionResult, ActionRun
 from .intent import CopyIntent, Verified
+from .reverse import Reversed, UndoRun, reverse_copy, reverse_move
 
 log = logging.getLogger("mailrules.actions")
 
@@ -80,10 +81,15 @@ class CopyAction(Action):
             session, dest = run.destination(arg)
             account = arg.account or run.account
             return CopyIntent(account, dest, run.uidnext_creating(session, dest))
+        dest = run.session.server_name(arg.path)
         if not run.session.has("MOVE"):
-            dest = run.session.server_name(arg.path)
             return CopyIntent(run.account, dest, run.uidnext_creating(run.session, dest))
-        return None
+        # MOVE: where a resume finds what an interrupted MOVE moved (`moved_before`), from this
+        # pass's folder listing only: no round trip of its own (none: not locatable, and said so)
+        floor = run.session.uidnext_floor(dest)
+        if floor is None and run.session.known_missing(dest):
+            floor = 1
+        return CopyIntent(run.account, dest, floor) if floor is not None else None
 
     def read_intent(self, detail: Any) -> CopyIntent | None:
         return CopyIntent.from_json(detail)
@@ -95,16 +101,19 @@ class CopyAction(Action):
         dest = run.session.server_name(arg.path)
         if self.move:
             return move_to(run, dest, uids, intent, resuming)
-        todo = uids - proven_copies(run, run.session, dest, uids, intent, resuming)[0]
-        mapping: dict[int, int] = {}
+        mapping: dict[int, int] = {}  # proven copies of an earlier attempt too: an undo removes them
+        todo = uids - proven_copies(run, run.session, dest, uids, intent, resuming, mapping)[0]
         if todo:
             transfer = run.with_trycreate(run.session, dest, lambda create: run.session.copy(todo, dest, create=create))
             run.record_placed(run.account, dest, transfer.uidvalidity, transfer.mapping.values())
-            mapping = transfer.mapping
+            mapping.update(transfer.mapping)
         return ActionResult(uids, detail=_reversal(run, run.account, dest, mapping))
 
     def perform(self, context: ActionContext, uids: UidSet, arg: FolderRef) -> None:
         (context.move if self.move else context.copy)(uids, str(arg))
+
+    def reverse(self, undo: UndoRun, record: dict) -> Reversed:
+        return (reverse_move if self.move else reverse_copy)(undo, record)
 
 
 def _reversal(run: ActionRun, account: str, dest: str, mapping: dict[int, int]) -> dict:
@@ -118,14 +127,17 @@ def move_to(run: ActionRun, dest: str, uids: UidSet, intent: CopyIntent | None, 
     """Move `uids` to `dest` (a server name) in the same account: MOVE, or COPY + delete."""
     session = run.session
     todo = session.existing(uids) if resuming else uids
-    if not todo:
-        return ActionResult(uids, removed=True)
     if dest == run.mailbox:
         return ActionResult(uids, removed=True)  # moving into itself: nothing to do
     if session.has("MOVE"):
-        transfer = run.with_trycreate(session, dest, lambda create: session.move(todo, dest, create=create))
-        run.record_placed(run.account, dest, transfer.uidvalidity, transfer.mapping.values())
-        return ActionResult(uids, removed=True, detail=_reversal(run, run.account, dest, transfer.mapping))
+        mapping = moved_before(run, dest, uids - todo, intent) if resuming else {}
+        if todo:
+            transfer = run.with_trycreate(session, dest, lambda create: session.move(todo, dest, create=create))
+            run.record_placed(run.account, dest, transfer.uidvalidity, transfer.mapping.values())
+            mapping.update(transfer.mapping)
+        return ActionResult(uids, removed=True, detail=_reversal(run, run.account, dest, mapping))
+    if not todo:
+        return ActionResult(uids, removed=True)
     # COPY, then mark the originals \Deleted and UID EXPUNGE exactly those.
     mapping: dict[int, int] = {}
     if resuming and intent is not None and intent.copied:
@@ -140,8 +152,29 @@ def move_to(run: ActionRun, dest: str, uids: UidSet, intent: CopyIntent | None, 
     return ActionResult(uids, removed=True, detail={"copied": True, **_reversal(run, run.account, dest, mapping)})
 
 
+def moved_before(run: ActionRun, dest: str, gone: UidSet, intent: CopyIntent | None) -> dict[int, int]:
+    """A MOVE interrupted by a crash: source -> destination UID of the messages it had moved.
+
+    A server gives moved messages new UIDs in the order of the old ones (RFC 4315), from the
+    destination's UIDNEXT journaled before: when exactly as many messages arrived there since as
+    are gone from the source, they are these, in order. Otherwise (another client delivered
+    there too, or deleted some here) nothing is claimed: an undo lists them as not locatable.
+    """
+    if intent is None or not gone or intent.account not in (None, run.account):
+        return {}
+    session = run.session
+    session.select(dest, readonly=True)
+    arrived = sorted(u for u in session.search(SearchQuery((b"UID", f"{intent.uidnext}:*".encode())))
+                     if u >= intent.uidnext)
+    session.select(run.mailbox)
+    if len(arrived) != len(gone):
+        return {}
+    return dict(zip(sorted(gone), arrived, strict=True))
+
+
 def proven_copies(
-    run: ActionRun, dest_session: ImapSession, dest: str, uids: UidSet, intent: CopyIntent | None, resuming: bool
+    run: ActionRun, dest_session: ImapSession, dest: str, uids: UidSet, intent: CopyIntent | None, resuming: bool,
+    pairs: dict[int, int] | None = None,
 ) -> tuple[UidSet, int | None]:
     """Of `uids` (selected mailbox), those an earlier attempt is proven to have copied to `dest`.
 
@@ -184,7 +217,7 @@ def proven_copies(
     by_digest: dict[str, list[int]] = {}
     for uid, (_size, digest) in arrived.items():
         by_digest.setdefault(digest, []).append(uid)
-    found = _match(candidates, by_digest, since, claims)
+    found = _match(candidates, by_digest, since, claims, pairs)  # pairs: source -> its copy's UID
     log.info(
         "account %s: checked an earlier, unconfirmed copy to %s: %d of %d messages were already there",
         run.account, dest, len(found), len(since),
@@ -205,7 +238,8 @@ def cross_account(
     dest_session, dest = run.destination(ref)
     session = run.session
     todo = session.existing(uids) if (resuming and move) else uids
-    proven, checked = proven_copies(run, dest_session, dest, todo, intent, resuming)
+    mapping: dict[int, int] = {}  # source -> destination UID (proven earlier copies, then APPENDUIDs)
+    proven, checked = proven_copies(run, dest_session, dest, todo, intent, resuming, mapping)
     todo -= proven
     # From which destination UID an APPEND of this attempt that is not confirmed may land;
     # `claimed`: digests of confirmed APPENDs at or above it (the server gave no APPENDUID).
@@ -213,7 +247,6 @@ def cross_account(
     claimed: list[str] = []
     created: list[int] = []
     sent: list[int] = []  # source UIDs whose APPEND the destination confirmed
-    mapping: dict[int, int] = {}
     uidvalidity = None
     refused: list[str] = []  # one message refused (too big, over quota) does not hold up the others
     account = ref.account or run.account
@@ -277,7 +310,7 @@ def cross_account(
 
 def _match(
     candidates: dict[str, list[int]], arrivals: dict[str, list[int]], since: dict[int, int],
-    claims: list[tuple[str, int]],
+    claims: list[tuple[str, int]], pairs: dict[int, int] | None = None,
 ) -> set[int]:
     """Source UIDs proven copied: digest -> source UIDs, digest -> arrived destination UIDs.
 
@@ -297,8 +330,10 @@ def _match(
         left = pool.get(digest, [])
         for uid in sorted(sources, key=lambda u: since[u], reverse=True):
             if left and left[-1] >= since[uid]:
-                left.pop()
+                arrival = left.pop()
                 found.add(uid)
+                if pairs is not None:
+                    pairs[uid] = arrival  # the copy's UID: what an undo removes
     return found
 
 

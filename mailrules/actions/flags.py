@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import Action, ActionContext
+from ..criteria import SearchQuery
 from ..uidset import UidSet
 from .base import ActionResult, ActionRun
+from .reverse import Reversed, UndoRun, reverse_flags
 
 SYSTEM_FLAGS = {
     "\\seen": "\\Seen",
@@ -64,19 +66,78 @@ class FlagAction(Action):
     def describe(self, arg: Any) -> str:
         return "" if self.bare else super().describe(arg)
 
+    def read_intent(self, detail: Any) -> FlagIntent | None:
+        return FlagIntent.from_json(detail)
+
     def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
+        changing = changes_journaled(run, uids, tuple(arg), self.add, intent if resuming else None)
         run.session.store(uids, tuple(arg), add=self.add)
-        return ActionResult(uids, detail=reversal(arg, self.add))
+        return ActionResult(uids, detail=reversal(arg, self.add, changing))
+
+    def reverse(self, undo: UndoRun, record: dict) -> Reversed:
+        return reverse_flags(undo, record, keywords=False)
 
     def perform(self, context: ActionContext, uids: UidSet, arg: Any) -> None:
         (context.set_flags if self.add else context.clear_flags)(uids, arg)
 
 
-def reversal(arg: Any, add: bool) -> dict:
-    """What undoing a flag or keyword change needs, journaled with its done step: the flags and
-    which way they went (the flags before the change are not fetched: that would cost a round
-    trip per action; an undo restores the opposite change)."""
-    return {"undo": {"flags": list(arg), "added": add}}
+@dataclass(frozen=True)
+class FlagIntent:
+    """What a flag or keyword change journals before its STORE: per flag, the messages it is
+    about to change. A resume after a crash (the STORE may have happened) reuses it: asked
+    again, the server would say nothing needs changing, and an undo would miss them."""
+
+    changed: dict[str, UidSet]
+
+    @classmethod
+    def from_json(cls, detail: Any) -> FlagIntent | None:
+        if not isinstance(detail, dict) or not isinstance(detail.get("changing"), dict):
+            return None
+        return cls({flag: UidSet.parse(text) for flag, text in detail["changing"].items()})
+
+    def to_json(self) -> dict:
+        return {"changing": {flag: str(uids) for flag, uids in self.changed.items()}}
+
+    def retry_details(self, uids: Any) -> dict:
+        return {}  # a retried flag change verifies nothing first
+
+
+def changes_journaled(run: ActionRun, uids: UidSet, flags: tuple[str, ...], add: bool,
+                      resumed: FlagIntent | None) -> dict[str, UidSet]:
+    """`changes`, journaled before the STORE (or, resuming, what was journaled then)."""
+    if resumed is not None:
+        return {flag: resumed.changed.get(flag, UidSet()) & uids for flag in flags}
+    changing = changes(run, uids, flags, add)
+    if run.journal is not None:
+        run.journal(FlagIntent(changing).to_json())
+    return changing
+
+
+def changes(run: ActionRun, uids: UidSet, flags: tuple[str, ...], add: bool) -> dict[str, UidSet]:
+    """Per flag, the messages a STORE is about to change: those that lack it (add) or have it.
+
+    One UID SEARCH per flag just before the STORE, restricted to the batch (the answer is a
+    compact UID list, cheaper than fetching every message's FLAGS), so that the journal records
+    only what actually changed and an undo never touches a message that already had the flag.
+    """
+    return {flag: run.session.search(SearchQuery(_having(flag, not add)), within=uids) for flag in flags}
+
+
+def _having(flag: str, present: bool) -> tuple[bytes, ...]:
+    """The SEARCH keys of the messages that have (present) or lack a flag or keyword."""
+    if flag.startswith("\\"):
+        name = flag[1:].upper().encode()
+        return (name,) if present else (b"UN" + name,)
+    return (b"KEYWORD" if present else b"UNKEYWORD", flag.encode())
+
+
+def reversal(arg: Any, add: bool, changed: dict[str, UidSet] | None = None) -> dict:
+    """What undoing a flag or keyword change needs, journaled with its done step: the flags,
+    which way they went, and per flag the messages it actually changed."""
+    record: dict = {"flags": list(arg), "added": add}
+    if changed is not None:
+        record["changed"] = {flag: str(uids) for flag, uids in changed.items() if uids}
+    return {"undo": record}
 
 
 def actions() -> list[Action]:

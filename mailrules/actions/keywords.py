@@ -12,7 +12,8 @@ from typing import Any
 from ..api import Action, ActionContext
 from ..uidset import UidSet
 from .base import ActionFailed, ActionResult, ActionRun
-from .flags import reversal
+from .flags import FlagIntent, changes_journaled, reversal
+from .reverse import Reversed, UndoRun, reverse_flags
 
 _ATOM_SPECIALS = set('(){ %*"\\]') | {chr(c) for c in range(0, 32)} | {chr(127)}
 
@@ -45,6 +46,9 @@ class KeywordAction(Action):
     def requires(self, arg: Any) -> frozenset[str]:
         return frozenset({"keywords"})
 
+    def read_intent(self, detail: Any) -> FlagIntent | None:
+        return FlagIntent.from_json(detail)
+
     def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
         keywords = tuple(arg)
         cannot = [k for k in keywords if not run.selected.can_store_keyword(k)]
@@ -52,8 +56,12 @@ class KeywordAction(Action):
             raise ActionFailed(
                 f"mailbox {run.mailbox} cannot store keywords (PERMANENTFLAGS lacks \\* and {', '.join(cannot)})"
             )
+        changing = changes_journaled(run, uids, keywords, self.add, intent if resuming else None)
         run.session.store(uids, keywords, add=self.add)
-        return ActionResult(uids, detail=reversal(arg, self.add))
+        return ActionResult(uids, detail=reversal(arg, self.add, changing))
+
+    def reverse(self, undo: UndoRun, record: dict) -> Reversed:
+        return reverse_flags(undo, record, keywords=True)
 
     def perform(self, context: ActionContext, uids: UidSet, arg: Any) -> None:
         (context.set_keywords if self.add else context.clear_keywords)(uids, arg)

@@ -9,6 +9,7 @@ from ..api import Action, ActionContext
 from ..uidset import UidSet
 from .base import ActionFailed, ActionResult, ActionRun
 from .copy import move_to
+from .reverse import Reversed, UndoRun, reverse_move
 
 NO_TRASH = ("no Trash mailbox: the server has no \\Trash special-use mailbox and no folder named "
             "Trash, Deleted Items or Deleted Messages")
@@ -34,6 +35,9 @@ class TrashAction(Action):
         if trash == run.mailbox:
             return ActionResult(uids, removed=True)  # already in the Trash: nothing to do
         return move_to(run, trash, uids, None, resuming)
+
+    def reverse(self, undo: UndoRun, record: dict) -> Reversed:
+        return reverse_move(undo, record)
 
     def perform(self, context: ActionContext, uids: UidSet, arg: Any) -> None:
         trash = getattr(context, "trash", None)

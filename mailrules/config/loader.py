@@ -18,13 +18,13 @@ from ..rule_tests import parse_tests
 from .accounts import read_accounts
 from .context import LoadState
 from .errors import ConfigError, ConfigWarning, did_you_mean
-from .nodes import check_keys, is_null, list_of, string_of, strings_of, top_pairs
+from .nodes import check_keys, int_of, is_null, list_of, string_of, strings_of, top_pairs
 from .reading import Doc, Unreadable, expand_path, gc_paused, resolved_path
 from .rules import check_unique_names, read_rule, warn_unwatched
 
 __all__ = ["INCLUDED_KEYS", "TOP_KEYS", "load"]
 
-TOP_KEYS = ("version", "accounts", "include", "timezone", "rules", "tests")
+TOP_KEYS = ("version", "accounts", "include", "timezone", "history_days", "rules", "tests")
 INCLUDED_KEYS = ("include", "rules", "tests")
 
 
@@ -60,6 +60,7 @@ def _load(display: str, state: LoadState) -> Config:
     state.accounts = read_accounts(doc, top["accounts"][1], state)
     if "timezone" in top:
         state.timezone = _timezone(doc, top["timezone"][1])
+    history_days = _history_days(doc, top["history_days"][1]) if "history_days" in top else 30
 
     state.files.append(str(real))
     state.chain.append((real, display))
@@ -78,6 +79,7 @@ def _load(display: str, state: LoadState) -> Config:
         files=tuple(state.files),
         warnings=tuple(state.warnings),
         tests=tuple(state.tests),
+        history_days=history_days,
     )
 
 
@@ -88,6 +90,14 @@ def _version(doc: Doc, root: Node, top: dict[str, tuple[Node, Node]]) -> None:
     value = doc.value(node) if isinstance(node, ScalarNode) else None
     if type(value) is not int or value != 1:
         raise doc.error(node, f"version: expected 1 (the only format version), found {doc.describe(node)}")
+
+
+def _history_days(doc: Doc, node: Node) -> int:
+    """How long the journal keeps finished runs for `undo` and `history` (mailrules.journal)."""
+    days = int_of(doc, node, "history_days", "a number of days, 0 or more")
+    if days < 0:
+        raise doc.error(node, f"history_days: expected a number of days, 0 or more, found {days}")
+    return days
 
 
 def _timezone(doc: Doc, node: Node) -> str:

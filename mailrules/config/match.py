@@ -91,13 +91,13 @@ def _criterion(doc: Doc, key: str, node: Node) -> list[Criterion]:
     if key in ("larger", "smaller"):
         raw = doc.value(node) if isinstance(node, ScalarNode) else None
         try:
-            return [Size(key, parse_size(raw))]
+            return [Size(key, parse_size(raw), written=str(raw))]
         except ValueError as exc:
             raise doc.error(node, f"{key}: {exc}, found {doc.describe(node)}") from None
     if key in ("older_than", "younger_than"):
         raw = doc.value(node) if isinstance(node, ScalarNode) else None
         try:
-            return [Age(key.removesuffix("_than"), parse_duration(raw))]
+            return [Age(key.removesuffix("_than"), parse_duration(raw), written=str(raw))]
         except ValueError as exc:
             raise doc.error(node, f"{key}: {exc}, found {doc.describe(node)}") from None
     if key in DATE_KEYS:

@@ -144,11 +144,23 @@ class ImapSession:
             return "INBOX"
         parts = path.split("/")
         if sep != "/" and any(sep in p for p in parts):
+            if "/" not in path:  # the server's own form: say how rules write it
+                raise ValueError(f"folder {path!r} is written as the server names it (separator {sep!r}"
+                                 f"{f', prefix {prefix!r}' if prefix else ''}); rules write folders with '/': "
+                                 f"{self.rules_name(path)!r}")
             raise ValueError(f"folder {path!r}: a level contains the server's separator {sep!r}")
         name = sep.join(parts)
         if prefix and not name.upper().startswith(prefix.upper()) and not name.upper().startswith("INBOX" + sep):
             name = prefix + name
         return name
+
+    def rules_name(self, server_name: str) -> str:
+        """A folder as rules write it ('Lists/dev') from the server's name ('INBOX.Lists.dev')."""
+        prefix, sep = self._namespace()
+        name = server_name
+        if prefix and name.upper().startswith(prefix.upper()) and name.upper() != "INBOX":
+            name = name[len(prefix):]
+        return "/".join(name.split(sep)) if sep != "/" else name
 
     def folder_exists(self, server_name: str) -> bool:
         if server_name in self._known_folders:

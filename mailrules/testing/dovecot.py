@@ -852,12 +852,14 @@ _usec_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def temporary_dovecot(prefix: str = "mailrules-dovecot-", **kwargs) -> Iterator[DovecotServer]:
+def temporary_dovecot(dir_prefix: str = "mailrules-dovecot-", /, **kwargs) -> Iterator[DovecotServer]:
     """A started `DovecotServer` (``kwargs``) in a new temporary directory; stopped and removed after.
 
     Not pytest's ``tmp_path``: Dovecot's unprivileged processes must be able to reach it.
+    `dir_prefix` (positional only) names the directory, so that ``prefix=`` is the namespace
+    prefix of `DovecotServer` (it named the directory before, and the namespace had none).
     """
-    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root = Path(tempfile.mkdtemp(prefix=dir_prefix))
     try:
         with DovecotServer(root, **kwargs) as server:
             yield server

@@ -1,0 +1,184 @@
+"""`mailrules apply`: the chosen rules over every message already in the chosen mailboxes.
+
+The same pass as arrival processing and sweeps (`mailrules.engine.Engine.sweep`: the kernel's
+semantics, the journal, crash resume), as a run of kind ``apply`` per mailbox:
+
+1. the plan: a dry run over every message (per rule: how many messages, each action, a few
+   samples), the `mailrules.dryrun` table; ``--dry-run`` stops here;
+2. a confirmation question on a terminal (``--yes`` for scripts; without a terminal and
+   without ``--yes`` it refuses, exit 2);
+3. the run, journaled: its id is printed, for ``mailrules undo RUN`` and ``history --run``.
+
+It takes the state directory's lock, so it never runs beside a daemon on the same state
+(stop the daemon, apply, start it again). It never moves a checkpoint, and takes only the
+messages at or below the daemon's: a message the daemon has not seen yet is left to it (it
+would otherwise be processed twice). On a mailbox the daemon never processed it takes every
+message, and the plan says to start the daemon with --since-now afterwards. Killed midway, ``apply`` run
+again finishes the interrupted run of each mailbox (from its journal) instead of starting a
+new one. Plugin actions with outside effects are listed in the plan like any action and are
+never run by ``--dry-run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from .journal import Journal
+from .model import Config, Rule
+from .state import StateError, StateStore
+from .undo import NeedsYes, confirm
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+KIND = "apply"
+
+
+def targets(config: Config, args: argparse.Namespace) -> list[tuple[str, str, list[Rule]]]:
+    """(account, mailbox, rules) to apply: the named rules (default: every arrival rule) that
+    apply to each chosen mailbox (default: the account's watched ones)."""
+    out = []
+    for account in config.accounts.values():
+        if args.account and account.name != args.account:
+            continue
+        for mailbox in args.mailbox or account.watch:
+            scheduled = None if args.rule else False
+            rules = [r for r in config.rules_for(account.name, mailbox, scheduled=scheduled)
+                     if not args.rule or r.name in args.rule]
+            if args.mailbox and args.rule:  # named rules on a named mailbox: also where they do not watch
+                rules = [r for r in config.rules if r.name in args.rule and r.enabled
+                         and r.account in (None, account.name)]
+            if rules:
+                out.append((account.name, mailbox, rules))
+    return out
+
+
+def check(config: Config, args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line (None: nothing)."""
+    names = {r.name for r in config.rules}
+    unknown = [n for n in args.rule or () if n not in names]
+    if unknown:
+        return f"no rule named {', '.join(map(repr, unknown))} in {config.path}"
+    if args.account and args.account not in config.accounts:
+        return f"no account named {args.account!r} in {config.path}"
+    return None
+
+
+def apply_command(config: Config, registry, state_dir, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from .engine import Engine
+    from .imap.pool import SessionPool
+    from .lock import AlreadyRunning, StateLock
+
+    out = out or sys.stdout
+    problem = check(config, args)
+    if problem:
+        print(f"mailrules: apply: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    chosen = targets(config, args)
+    if not chosen:
+        print("mailrules: apply: no rule applies to the chosen mailboxes", file=sys.stderr)
+        return EXIT_USAGE
+    lock = None if args.dry_run else StateLock(state_dir)
+    try:
+        if lock is not None:
+            lock.acquire()
+        store = StateStore.open_readonly(state_dir) if args.dry_run else StateStore(state_dir)
+    except (AlreadyRunning, StateError, OSError) as exc:
+        print(f"mailrules: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    pool = SessionPool(config)
+    try:
+        if store is not None and not args.dry_run and _resume(Engine(config, registry, store, pool), store, chosen, out):
+            return EXIT_OK
+        planner = Engine(config, registry, store, pool, dry_run=True, out=out)
+        for account, mailbox, rules in chosen:
+            planner.sweep(account, mailbox, rules, KIND, kind=KIND, upto=_seen(store, pool, account, mailbox, out))
+        planner.close()
+        _outside(registry, chosen, out)
+        if args.dry_run:
+            return EXIT_OK
+        try:
+            if not confirm(args, "Apply these rules?", out):
+                out.write("nothing done\n")
+                return EXIT_OK
+        except NeedsYes as exc:
+            print(f"mailrules: apply: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        assert store is not None
+        return _run(Engine(config, registry, store, pool, out=out), store, config, chosen, out)
+    finally:
+        pool.close()
+        if store is not None:
+            store.close()
+        if lock is not None:
+            lock.release()
+
+
+def _run(engine, store: StateStore, config: Config, chosen: list[tuple[str, str, list[Rule]]], out: TextIO) -> int:
+    failed = False
+    journal = Journal(store, config.history_days)
+    try:
+        for account, mailbox, rules in chosen:
+            upto = _seen(store, engine.pool, account, mailbox, None)
+            outcome = engine.sweep(account, mailbox, rules, KIND, kind=KIND, upto=upto)
+            failed |= not outcome.ok
+            if not outcome.candidates:
+                out.write(f"account {account} mailbox {mailbox}: no messages, nothing to do\n")
+                continue
+            run = _latest(journal, account, outcome.mailbox)
+            out.write(f"applied to account {account} mailbox {mailbox}: {outcome.applied} message-actions, "
+                      f"{len(outcome.failed)} failed: run {run}\n")
+    finally:
+        engine.close()
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _resume(engine, store: StateStore, chosen: list[tuple[str, str, list[Rule]]], out: TextIO) -> bool:
+    """Finish the applies a crash interrupted (their journal); True if there were any."""
+    resumed = False
+    try:
+        for account, mailbox, rules in chosen:
+            server = engine.pool.get(account).server_name(mailbox)
+            run = store.open_run(account, server, kind=KIND)
+            if run is None:
+                continue
+            outcome = engine.sweep(account, mailbox, rules, KIND, kind=KIND, resume=run)
+            out.write(f"finished the interrupted apply to account {account} mailbox {mailbox}: "
+                      f"{outcome.applied} message-actions: run {run.id}\n")
+            resumed = True
+    finally:
+        engine.close()
+    return resumed
+
+
+def _outside(registry, chosen: list[tuple[str, str, list[Rule]]], out: TextIO) -> None:
+    """Name the actions whose effects reach outside the mailbox (a plugin's): they would run, and
+    no undo can take them back."""
+    seen: set[tuple[str, str]] = set()
+    for _account, _mailbox, rules in chosen:
+        for rule in rules:
+            for call in rule.actions:
+                action = registry.actions.get(call.name)
+                if action is not None and action.effects == "outside" and (rule.name, call.name) not in seen:
+                    seen.add((rule.name, call.name))
+                    out.write(f"would run: rule {rule.name!r}: {call.name} (effects outside the mailbox: "
+                              "not undoable)\n")
+
+
+def _seen(store: StateStore | None, pool, account: str, mailbox: str, out: TextIO | None) -> int | None:
+    """The daemon's checkpoint on the mailbox: apply takes the messages at or below it and leaves
+    the newer ones to the daemon (else they would be processed twice: copied twice). None (all):
+    the daemon never processed the mailbox, which `out` is told (the plan says it)."""
+    server = pool.get(account).server_name(mailbox)
+    state = store.mailbox(account, server) if store is not None else None
+    if state is not None:
+        return state.checkpoint
+    if out is not None:
+        out.write(f"note: account {account} mailbox {mailbox}: no `mailrules run` has processed it yet; a first "
+                  "run would process these messages again: start the daemon with --since-now after apply\n")
+    return None
+
+
+def _latest(journal: Journal, account: str, mailbox: str) -> int | None:
+    runs = [r.id for r in journal.runs() if r.kind == KIND and r.account == account and r.mailbox == mailbox]
+    return runs[-1] if runs else None
