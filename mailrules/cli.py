@@ -87,12 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="put .eml files, mbox files or Maildirs (repeatable) into its account 'me'; implies --keep")
     demo.add_argument("--port", type=int, default=0, help="the server's port on 127.0.0.1 (default: a free one)")
 
+    from .init import add_parser as add_init_parser
+
+    add_init_parser(sub, lambda p: _common(p, top=False))
     _journal_commands(sub)
 
     login = sub.add_parser("login", help="store an account's password in the system keyring")
     _common(login, top=False)
     login.add_argument("account")
     _learning_parsers(sub)
+    from .cli_help import describe_subcommands
+
+    describe_subcommands(sub)
     return parser
 
 
@@ -227,6 +233,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .demo import demo_command
 
         return demo_command(args)
+    if args.command == "init":
+        from .init import init_command
+
+        return init_command(args)
     if args.command == "import":  # offline, and needs no rules file
         from .importers.command import import_command
 
@@ -251,6 +261,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         protect_accounts(config.accounts.values())  # out of every child's environment (plugins, commands)
     except ConfigError as exc:
         print(f"mailrules: {exc}", file=sys.stderr)
+        from .init import no_rules_file_hint, rules_file_absent
+
+        if rules_file_absent(path):
+            print(no_rules_file_hint(path), file=sys.stderr)
         if args.command == "status":  # the progress is still worth showing; exit 2 all the same
             from .state import StateError
             from .status import print_status
@@ -417,7 +431,7 @@ def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:
                     outcome = _catch_up(engine, account.name, mailbox, args)
                 except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the others
                     failed = True
-                    _report_failure(account.name, mailbox, exc, store)
+                    _report_failure(account.name, mailbox, exc, store, config)
                     pool.discard(account.name)
                     continue
                 failed |= not outcome.ok
@@ -494,17 +508,18 @@ def _sweep_all(config: Config, engine, store, pool, served) -> bool:
                     outcome = engine.sweep(account.name, mailbox, these, key)
                 except Exception as exc:  # noqa: BLE001
                     ok = False
-                    _report_failure(account.name, mailbox, exc, store)
+                    _report_failure(account.name, mailbox, exc, store, config)
                     pool.discard(account.name)
                     continue
                 ok &= outcome.ok
     return ok
 
 
-def _report_failure(account: str, mailbox: str, exc: Exception, store) -> None:
+def _report_failure(account: str, mailbox: str, exc: Exception, store, config: Config) -> None:
     from .state import describe_state_error
+    from .wording import in_words, is_missing_mailbox, missing_mailbox
 
-    message = f"{type(exc).__name__}: {exc}"
+    message = missing_mailbox(config, account, mailbox) if is_missing_mailbox(exc) else in_words(exc)
     log.error("account %s mailbox %s: %s", account, mailbox, message)
     log.debug("details", exc_info=True)
     if store is not None and not store.readonly:

@@ -349,7 +349,7 @@ def _network_error(account: Account, exc: BaseException, stage: str, timeout: fl
     if isinstance(exc, OSError):
         return ConnectionFailedError(
             f"account {name!r}: network error talking to {where} ({stage}): "
-            f"{exc.strerror or type(exc).__name__}",
+            f"{exc.strerror or exc or 'no details'}",
             account=name,
         )
     return ConnectionFailedError(f"account {name!r}: {where}: {exc} ({stage})", account=name)

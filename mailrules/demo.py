@@ -35,12 +35,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import email
-import email.policy
-import email.utils
 import imaplib
 import logging
-import mailbox
 import os
 import secrets
 import shutil
@@ -50,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -69,8 +65,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 INSTALL_HINT = (
     "mailrules demo needs Dovecot, which it starts as a private throwaway server on 127.0.0.1.\n"
-    "Install it (Debian, Ubuntu):  sudo apt-get install dovecot-imapd\n"
-    "(Fedora: sudo dnf install dovecot; Arch: sudo pacman -S dovecot; macOS: brew install dovecot.)\n"
+    "Install it once, as root (Debian, Ubuntu):  apt-get install -y dovecot-imapd\n"
+    "(Fedora: dnf install dovecot; Arch: pacman -S dovecot; macOS: brew install dovecot.)\n"
     "The package's own system service is not used and may stay disabled."
 )
 
@@ -216,7 +212,11 @@ def sample_messages(accounts: Iterable[str], now: datetime | None = None) -> lis
 
 
 class _Printer:
-    """A plugin that prints each applied action (rule, account/mailbox, subject, action)."""
+    """A plugin that collects each applied action (rule, account/mailbox, subject, action) and
+    prints them as a table in a stable order: the daemon's accounts and mailboxes run in
+    parallel, so the order in which actions are applied changes from run to run. Rows are
+    sorted by phase (catch-up, sweep, live), then the order in which the demo delivered the
+    messages, then the order of the message's own actions; `flush` prints the rows so far."""
 
     mailrules_plugin_name = "demo"
 
@@ -229,6 +229,10 @@ class _Printer:
         self.messages: set[str] = set()
         self.seen_live: set[str] = set()
         self.last_event = time.monotonic()
+        self.scheduled: set[str] = set()  # names of the rules that run as sweeps (schedule:)
+        self.delivery_order: dict[str, int] = {}  # Message-ID -> when the demo delivered it
+        self.rows: list[tuple[tuple[int, int, int], str]] = []
+        self.sequence = 0
 
     @hookimpl
     def mailrules_action_applied(self, event: ActionEvent) -> None:
@@ -238,13 +242,23 @@ class _Printer:
             self.kinds[_kind(event.action)] += len(event.uids)
             for uid, mid in zip(event.uids, event.message_ids, strict=False):
                 self.messages.add(mid or f"{event.account}/{event.mailbox}/{uid}")
-                when = "live" if mid in self.live_ids else "catch-up"
+                phase = 2 if mid in self.live_ids else 1 if event.rule in self.scheduled else 0
                 if mid in self.live_ids:
                     self.seen_live.add(mid)
                 subject = self.subjects.get(mid, mid or f"UID {uid}")
                 place = f"{event.account}/{event.mailbox}"
-                print(f"  {when:<8}  {place:<18}  {_clip(event.rule, 31):<31}  {_clip(subject, 34):<34}  {action}",
-                      file=self.out, flush=True)
+                when = ("catch-up", "sweep", "live")[phase]
+                self.sequence += 1
+                key = (phase, self.delivery_order.get(mid, len(self.delivery_order) + uid), self.sequence)
+                self.rows.append((key, f"  {when:<8}  {place:<18}  {_clip(event.rule, 31):<31}  "
+                                       f"{_clip(subject, 34):<34}  {action}"))
+
+    def flush(self) -> None:
+        """Print the rows collected so far, in their stable order."""
+        with self.lock:
+            rows, self.rows = sorted(self.rows), []
+        for _key, row in rows:
+            print(row, file=self.out, flush=True)
 
 
 def _describe_action(name: str, argument: object) -> str:
@@ -301,9 +315,11 @@ class _ReadyWatch(logging.Handler):
 
 
 def default_rules_file() -> Path | None:
-    """``rules.example.yaml`` in the current directory, else next to the package (a source checkout)."""
+    """``rules.example.yaml`` in the current directory, else next to the package (a source checkout),
+    else the copy inside the package (an installed wheel)."""
     for candidate in (Path.cwd() / "rules.example.yaml",
-                      Path(__file__).resolve().parent.parent / "rules.example.yaml"):
+                      Path(__file__).resolve().parent.parent / "rules.example.yaml",
+                      Path(__file__).resolve().parent / "rules.example.yaml"):
         if candidate.is_file():
             return candidate
     return None
@@ -357,7 +373,7 @@ def demo_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     server = DovecotServer(root / "dovecot", port=args.port)
     try:
         try:
-            server.start()
+            server = _started(server, root, keep and not args.port)
         except DovecotError as exc:
             print(f"mailrules demo: could not start Dovecot: {exc}", file=sys.stderr)
             return EXIT_FAILURE
@@ -367,11 +383,31 @@ def demo_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
             print(f"mailrules demo: failed talking to the demo server: {exc}", file=sys.stderr)
             return EXIT_FAILURE
         if keep and code == EXIT_OK:
-            return _keep(server, root, load_paths, out)
+            from .demo_keep import keep as keep_serving
+
+            return keep_serving(server, load_paths, out)
         return code
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _started(server: DovecotServer, root: Path, reuse_port: bool) -> DovecotServer:
+    """Start the server; with --keep (and no --port), on the last --keep's port when it is free,
+    so that the rules file --keep kept still points at it."""
+    from .demo_keep import saved_port
+    from .testing.dovecot import DovecotError, DovecotServer
+
+    port = saved_port() if reuse_port else 0
+    if port:
+        candidate = DovecotServer(root / "dovecot-kept-port", port=port)
+        with contextlib.suppress(DovecotError, OSError):
+            candidate.start()
+            return candidate
+        with contextlib.suppress(Exception):
+            candidate.stop()
+    server.start()
+    return server
 
 
 def _run(server: DovecotServer, config: Config, registry, printer: _Printer, root: Path, out: TextIO) -> int:
@@ -383,6 +419,8 @@ def _run(server: DovecotServer, config: Config, registry, printer: _Printer, roo
     samples = sample_messages(config.accounts)
     printer.subjects.update({s.message_id: s.subject for s in samples})
     printer.live_ids.update(s.message_id for s in samples if s.live)
+    printer.delivery_order.update({s.message_id: n for n, s in enumerate(samples)})
+    printer.scheduled.update(rule.name for rule in config.rules if rule.schedule is not None)
     early = [s for s in samples if not s.live]
     live = [s for s in samples if s.live]
 
@@ -411,6 +449,7 @@ def _run(server: DovecotServer, config: Config, registry, printer: _Printer, roo
         finally:
             done.set()
             feeder.join(timeout=5)
+            printer.flush()
             store.close()
             logging.getLogger("mailrules").removeHandler(ready)
 
@@ -474,6 +513,8 @@ def _feed(server: DovecotServer, users: dict[str, User], live: list[Sample], pri
     try:
         if not ready.ready.wait(READY_TIMEOUT) or done.is_set():
             return  # the daemon did not get to IDLE (its log says why); stop it all the same
+        _settle(printer, done, QUIET_PERIOD)
+        printer.flush()  # the catch-up and the sweeps, before the live deliveries
         clients = {name: server.client(user) for name, user in users.items()}
         try:
             for sample in live:
@@ -498,6 +539,16 @@ def _feed(server: DovecotServer, users: dict[str, User], live: list[Sample], pri
     finally:
         if not done.is_set():
             os.kill(os.getpid(), signal.SIGTERM)  # the daemon's own stop: it finishes its pass and exits
+
+
+def _settle(printer: _Printer, done: threading.Event, quiet: float) -> None:
+    """Wait (a few seconds at most) until no action was applied for `quiet` seconds."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while time.monotonic() < deadline and not done.is_set():
+        with printer.lock:
+            if time.monotonic() - printer.last_event >= quiet:
+                return
+        time.sleep(0.1)
 
 
 def _folder_counts(clients: dict[str, imapclient.IMAPClient]) -> dict[tuple[str, str], int]:
@@ -533,116 +584,3 @@ def _marks(clients: dict[str, imapclient.IMAPClient]) -> dict[tuple[str, str], C
             if counts:
                 out[(account, name)] = counts
     return out
-
-
-# ---------------------------------------------------------------------------- --keep and --load
-
-
-def _keep(server: DovecotServer, root: Path, load_paths: list[Path], out: TextIO) -> int:
-    """Leave the server running for a mail client and one's own rules, until Ctrl-C or SIGTERM."""
-    me = server.add_user("me")
-    loaded = 0
-    if load_paths:
-        client = server.client(me)
-        try:
-            for raw in _messages_from(load_paths):
-                client.append("INBOX", raw, msg_time=_date_of(raw))
-                loaded += 1
-        finally:
-            with contextlib.suppress(Exception):
-                client.logout()
-    password_file = root / "me.password"
-    password_file.write_text(me.password + "\n")
-    os.chmod(password_file, 0o600)
-    rules_file = root / "rules.yaml"
-    rules_file.write_text(RULES_TEMPLATE.format(port=server.port, user=me.name, password_file=password_file))
-    logins = "\n".join(f"    {u.name:<10} {u.password}" for u in server.users)
-    print(KEEP_TEXT.format(host=server.host, port=server.port, logins=logins, loaded=loaded,
-                           rules=rules_file, root=root), file=out, flush=True)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(1.0):
-            if not server.running:
-                print("mailrules demo: Dovecot stopped by itself", file=sys.stderr)
-                return EXIT_FAILURE
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    print("\nmailrules demo: stopping the server and removing its files", file=out)
-    return EXIT_OK
-
-
-RULES_TEMPLATE = """\
-# A rules file for the demo server (written by `mailrules demo --keep`). Edit the rules, then:
-#   mailrules check -c {password_file.parent}/rules.yaml
-#   mailrules run --once --dry-run -c {password_file.parent}/rules.yaml
-version: 1
-accounts:
-  me:
-    host: 127.0.0.1
-    port: {port}
-    tls: none                   # plain IMAP: allowed because the host is loopback
-    username: {user}
-    password_command: [cat, {password_file}]
-    watch: [INBOX]
-rules:
-  - name: mailing lists
-    match:
-      header: {{List-Id: ""}}   # the header exists
-    actions:
-      - add_keyword: $List
-  - name: large mail
-    match:
-      larger: 1MB
-    actions:
-      - flag
-"""
-
-KEEP_TEXT = """
-The server keeps running until you press Ctrl-C (then it and its files are removed).
-  IMAP server: {host} port {port}, plain text (no TLS), loopback only
-  Logins (user, password):
-{logins}
-  The account 'me' holds {loaded} message(s) you loaded with --load; the demo's rules never touch it.
-Try your own rules on it:
-  mailrules check -c {rules}
-  mailrules run --once --dry-run -c {rules}
-  mailrules run --once -c {rules} --state {root}/state-me
-In a mail client: IMAP, server {host}, port {port}, no encryption, password login, a login above.
-"""
-
-
-def _messages_from(paths: Iterable[Path], *, named: bool = True) -> Iterator[bytes]:
-    """Messages of .eml files, mbox files and Maildirs; directories are walked.
-
-    A file named on the command line is a message unless it is an mbox; inside a walked
-    directory only ``*.eml`` files and mbox files count (other files are skipped).
-    """
-    for path in paths:
-        if path.is_dir():
-            if (path / "cur").is_dir() and (path / "new").is_dir():
-                for message in mailbox.Maildir(path, create=False):
-                    yield message.as_bytes()
-                continue
-            for child in sorted(path.rglob("*")):
-                if child.is_file():
-                    yield from _messages_from([child], named=False)
-        elif path.is_file():
-            with path.open("rb") as fh:
-                head = fh.read(5)
-            if head == b"From ":
-                for message in mailbox.mbox(path, create=False):
-                    yield message.as_bytes()
-            elif named or path.suffix.lower() == ".eml":
-                yield path.read_bytes()
-
-
-def _date_of(raw: bytes) -> datetime | None:
-    """The Date header as the arrival time, so that age rules see the message's real age."""
-    with contextlib.suppress(Exception):
-        header = email.message_from_bytes(raw[:65536], policy=email.policy.compat32).get("Date")
-        if header:
-            return email.utils.parsedate_to_datetime(header)
-    return None

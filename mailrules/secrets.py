@@ -30,6 +30,7 @@ import getpass
 import hmac
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -302,9 +303,13 @@ def run_secret_command(
     except FileNotFoundError:
         raise SecretError(f"{where}: program not found; check the command and PATH") from None
     except PermissionError:
+        # exec*p reports EACCES, not ENOENT, for a program found nowhere when a directory of
+        # PATH could not be searched (a non-root user with /root/... on PATH): say which
+        if "/" not in program and shutil.which(program) is None:
+            raise SecretError(f"{where}: program not found; check the command and PATH") from None
         raise SecretError(f"{where}: program is not executable") from None
     except OSError as exc:
-        raise SecretError(f"{where} could not be started: {exc.strerror or type(exc).__name__}") from None
+        raise SecretError(f"{where} could not be started: {exc.strerror or exc or 'no details'}") from None
     try:
         stdout, _stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -388,7 +393,7 @@ def _from_keyring(account: Account) -> Secret:
     except Exception as exc:  # keyring.errors.KeyringError and backend-specific errors
         raise SecretError(
             f"account {account.name!r}: the system keyring could not be read "
-            f"({type(exc).__name__}: {exc}); is a keyring backend installed and unlocked? "
+            f"({exc or 'no details from the keyring backend'}); is a keyring backend installed and unlocked? "
             "(see `keyring --list-backends`)"
         ) from None
     if value is None:
@@ -474,7 +479,7 @@ def store_password_in_keyring(account: Account, password: str | Secret) -> None:
     except Exception as exc:
         raise SecretError(
             f"account {account.name!r}: the password could not be stored in the system keyring "
-            f"({type(exc).__name__}: {exc}); is a keyring backend installed and unlocked? "
+            f"({exc or 'no details from the keyring backend'}); is a keyring backend installed and unlocked? "
             "(see `keyring --list-backends`)"
         ) from None
 
@@ -495,7 +500,7 @@ def _keyring_unusable(account: Account) -> str | None:
             raise RuntimeError("no keyring backend is installed")
         keyring.get_password(*keyring_entry(account))
     except Exception as exc:  # noqa: BLE001 - keyring.errors.NoKeyringError and backend errors
-        return (f"the system keyring cannot be used ({type(exc).__name__}: {exc}); install and unlock "
+        return (f"the system keyring cannot be used ({exc or 'no details from the keyring backend'}); install and unlock "
                 "a keyring backend (see `keyring --list-backends`), or use 'password_command:' or "
                 "'password_env:' for this account")
     return None

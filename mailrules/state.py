@@ -210,7 +210,7 @@ def describe_state_error(path: Path, exc: BaseException, doing: str) -> StateErr
         hint = "another process holds it locked; try again"
     else:
         hint = "check the file and its directory"
-    detail = getattr(exc, "strerror", None) or text or type(exc).__name__
+    detail = getattr(exc, "strerror", None) or text or "no details"
     return StateError(f"state file {path}: {doing} failed ({detail}): {hint}")
 
 

@@ -88,7 +88,7 @@ def test_without_dovecot_the_demo_names_the_install_command_and_exits_2(monkeypa
     monkeypatch.setattr(mailrules.testing.dovecot, "dovecot_available", lambda: False)
     result = run_cli("demo")
     assert result.code == 2
-    assert "apt-get install dovecot-imapd" in result.err
+    assert "as root (Debian, Ubuntu):  apt-get install -y dovecot-imapd" in result.err and "sudo" not in result.err
 
 
 def test_demo_load_of_a_missing_path_is_a_usage_error(tmp_path):
@@ -100,30 +100,104 @@ def test_demo_load_of_a_missing_path_is_a_usage_error(tmp_path):
     assert result.code == 2 and "nope.mbox" in result.err
 
 
-def test_demo_keep_serves_ones_own_messages_for_a_dry_run(tmp_path, demo_run):
-    """The try-it path: --load puts one's mail into account 'me'; the printed dry run works."""
-    mail = tmp_path / "mail"
+def test_the_demo_labels_scheduled_sweeps_as_sweeps(demo_run):
+    rows = _rows(demo_run.stdout)
+    assert any(r[0] == "sweep" and "archive last year" in r[1] for r in rows), rows
+    assert not any(r[0] == "catch-up" and ("archive last year" in r[1] or "old newsletters" in r[1]) for r in rows)
+
+
+def test_the_demo_prints_its_rows_in_a_stable_order_catch_up_then_sweeps_then_live(demo_run):
+    phases = [r[0] for r in _rows(demo_run.stdout)]
+    order = {"catch-up": 0, "sweep": 1, "live": 2}
+    assert phases == sorted(phases, key=order.__getitem__), phases
+    assert set(phases) == set(order)
+
+
+def _rows(out: str) -> list[tuple[str, str]]:
+    """(when, rest of the row) of each action row of the demo's table."""
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"^  (catch-up|sweep|live)\s+(.*)$", out, re.M)]
+
+
+@pytest.fixture(scope="module")
+def kept_demo(tmp_path_factory, demo_run):
+    """`mailrules demo --keep --load` of an .eml, an mbox and a Maildir, with marks on them."""
+    tmp = tmp_path_factory.mktemp("kept")
+    mail = tmp / "mail"
     mail.mkdir()
     (mail / "a.eml").write_bytes(make_message(subject="from my own mailbox", headers={"List-Id": "<x.example>"}))
     mbox = mail / "old.mbox"
-    mbox.write_bytes(b"From someone@example.org Mon Jan  1 00:00:00 2024\n"
-                     + make_message(subject="an mbox message").replace(b"\r\n", b"\n") + b"\n")
-    proc = subprocess.Popen([sys.executable, "-m", "mailrules", "demo", "--keep", "--load", str(mail)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    read_answered = make_message(subject="read and answered", headers={"Status": "RO", "X-Status": "AF"})
+    unread = make_message(subject="an mbox message")
+    mbox.write_bytes(b"".join(b"From someone@example.org Mon Jan  1 00:00:00 2024\n" + m.replace(b"\r\n", b"\n")
+                              + b"\n" for m in (read_answered, unread)))
+    maildir = tmp / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "cur" / "1700000000.1.host:2,DS").write_bytes(make_message(subject="a seen draft"))
+    env = {**os.environ, "MAILRULES_DEMO_DIR": str(tmp / "kept")}
+    proc = subprocess.Popen([sys.executable, "-m", "mailrules", "demo", "--keep", "--load", str(mail),
+                             "--load", str(maildir)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         out = _read_until(proc, "In a mail client:", HANG_LIMIT)
-        assert "holds 2 message(s)" in out, out
-        dry_run = re.search(r"^\s+(mailrules run --once --dry-run -c \S+)$", out, re.M)
-        assert dry_run, out
-        result = subprocess.run([sys.executable, "-m", *dry_run.group(1).split()], capture_output=True,
-                                text=True, timeout=HANG_LIMIT, cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
-        assert "mailing lists" in result.stderr + result.stdout
-        assert "add_keyword $List" in result.stderr + result.stdout
+        yield proc, out, tmp / "kept"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
-    assert code == 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def _printed(out: str, word: str) -> list[str]:
+    return [line.strip() for line in out.splitlines() if f" {word} " in line and "-c " in line]
+
+
+def test_demo_keep_prints_commands_that_work_as_printed(kept_demo, tmp_path):
+    """The try-it path: --load puts one's mail into account 'me'; the printed dry run works."""
+    import shlex
+
+    _proc, out, _kept = kept_demo
+    assert "holds 4 message(s)" in out, out
+    check, dry_run = _printed(out, "check")[0], next(c for c in _printed(out, "run") if "--dry-run" in c)
+    for command in (check, dry_run):
+        result = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=HANG_LIMIT,
+                                cwd=tmp_path)
+        assert result.returncode == 0, f"{command}\n{result.stderr}"
+    assert "add_keyword $List" in result.stderr + result.stdout
+
+
+def test_demo_keep_prints_every_command_with_the_same_state(kept_demo):
+    _proc, out, _kept = kept_demo
+    states = {re.search(r"--state (\S+)", c).group(1) for c in _printed(out, "run") + _printed(out, "status")}
+    assert len(states) == 1 and len(_printed(out, "run")) == 2, out
+    assert "apply" not in out  # `mailrules apply` does not exist (yet)
+
+
+def test_demo_load_keeps_the_read_answered_flagged_and_draft_marks(kept_demo):
+    from imapclient import IMAPClient
+
+    _proc, out, _kept = kept_demo
+    port = int(re.search(r"IMAP server: 127.0.0.1 port (\d+)", out).group(1))
+    password = re.search(r"^\s+me\s+(\S+)$", out, re.M).group(1)
+    with IMAPClient("127.0.0.1", port=port, ssl=False, timeout=30) as client:
+        client.login("me", password)
+        client.select_folder("INBOX", readonly=True)
+        fetched = client.fetch(client.search(["ALL"]), ["FLAGS", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
+    flags = {data[b"BODY[HEADER.FIELDS (SUBJECT)]"].decode().split(":", 1)[1].strip():
+             {f.decode() for f in data[b"FLAGS"]} - {"\\Recent"} for data in fetched.values()}
+    assert flags["read and answered"] == {"\\Seen", "\\Answered", "\\Flagged"}, flags
+    assert flags["an mbox message"] == set(), flags
+    assert flags["a seen draft"] == {"\\Seen", "\\Draft"}, flags
+
+
+def test_demo_keep_never_deletes_the_rules_file_the_user_edited(kept_demo):
+    proc, out, kept = kept_demo
+    rules = kept / "rules.yaml"
+    assert str(rules) in out
+    rules.write_text(rules.read_text() + "  # my own rule, and my tests:\n")
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert proc.wait(timeout=60) == 0
+    assert rules.read_text().endswith("# my own rule, and my tests:\n")
+    assert f"your rules file stays in {kept}" in proc.stdout.read()
 
 
 def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:

@@ -72,7 +72,7 @@ def criteria_bomb(levels: int = 9, width: int = 9) -> str:
 
 def _unreadable(daemon: DaemonHarness) -> None:
     if os.geteuid() == 0:
-        pytest.skip("root reads a file of mode 000")
+        pytest.skip("needs a user other than root (root reads a file of mode 000)")
     daemon.config.chmod(0)
 
 

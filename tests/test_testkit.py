@@ -241,8 +241,10 @@ def test_a_normal_user_runs_a_private_server_as_itself(tmp_path: Path) -> None:
     from mailrules.testing.dovecot import dovecot_available
 
     setpriv = shutil.which("setpriv")
-    if not dovecot_available() or os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs dovecot, root (to become 'nobody') and setpriv")
+    if os.geteuid() != 0:
+        pytest.skip("needs root (to become 'nobody')")
+    if not dovecot_available() or setpriv is None:
+        pytest.skip("needs dovecot (apt-get install dovecot-imapd) and setpriv (util-linux)")
     as_nobody = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
     repo = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": repo, "HOME": str(tmp_path)}

@@ -18,8 +18,10 @@ HEALTH_META = "health:"  # state meta keys "health:ACCOUNT" and "health:ACCOUNT:
 
 
 def describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """The failure in words, never a class name (see mailrules.wording)."""
+    from ..wording import in_words
+
+    return in_words(exc)
 
 
 class MailboxMissing(Exception):

@@ -247,7 +247,9 @@ class IdleWatch:
             session.select(server, readonly=True)
         except IMAPClientError:
             if not session.folder_exists(server):
-                raise MailboxMissing(f"mailbox {self.mailbox!r} does not exist") from None
+                account = self.host.account
+                raise MailboxMissing(f"mailbox {self.mailbox!r} does not exist; 'watch:' of account "
+                                     f"{account.name!r} names it ({account.location})") from None
             raise
 
     def _idle(self, link: IdleLink, backoff: Backoff) -> None:

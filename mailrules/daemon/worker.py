@@ -346,7 +346,7 @@ class AccountRunner:
     def _mailbox_failed(self, store: StateStore, session: ImapSession, mailbox: str | None,
                         exc: Exception) -> None:
         """A pass or check failed on a working connection: a problem of `mailbox` (retried later)."""
-        log.error("account %s mailbox %s: %s", self.name, mailbox or "-", describe(exc))
+        log.error("account %s mailbox %s: %s", self.name, mailbox or "-", self._in_words(exc, mailbox))
         log.debug("details", exc_info=True)
         missing = None
         if mailbox is not None and mailbox in self.account.watch:
@@ -356,7 +356,7 @@ class AccountRunner:
         self.observer.error("mailbox_missing" if missing else "mailbox")
         if mailbox is not None:
             with contextlib.suppress(Exception):
-                store.set_error(self.name, mailbox, describe(exc))
+                store.set_error(self.name, mailbox, self._in_words(exc, mailbox))
             self.broken.add(mailbox)
             self.queue.retry_later(mailbox, self.account.poll_interval)
 
@@ -367,6 +367,14 @@ class AccountRunner:
             return True
         except Exception:  # noqa: BLE001
             return False
+
+    def _in_words(self, exc: BaseException, mailbox: str | None) -> str:
+        """The failure in words; a missing mailbox with the rules (file:line) that read it."""
+        from ..wording import is_missing_mailbox, missing_mailbox
+
+        if mailbox is not None and is_missing_mailbox(exc):
+            return missing_mailbox(self.config, self.name, mailbox)
+        return describe(exc)
 
     def _missing_problem(self, session: ImapSession, mailbox: str) -> str | None:
         """'mailbox ... does not exist' when a watched mailbox's pass failed because it is missing."""
