@@ -33,6 +33,7 @@ from .model import AnyOf, Config, Criterion, Rule
 from .plugins import Registry
 from .server_verdict import server_verdict
 from .uidset import UidSet
+from .wording import in_words
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD = 0, 1, 2
 
@@ -58,7 +59,7 @@ def explain_command(config: Config, registry: Registry, account_name: str, mailb
     try:
         return _explain(config, registry, session, account_name, mailbox, uid, out, err)
     except Exception as exc:  # noqa: BLE001 - a server refusal or a lost connection: said, exit 1
-        print(f"mailrules: {account_name} {mailbox} UID {uid}: {type(exc).__name__}: {exc}", file=err)
+        print(f"mailrules: {account_name} {mailbox} UID {uid}: {in_words(exc)}", file=err)
         return EXIT_FAILED
     finally:
         session.logout()

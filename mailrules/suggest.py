@@ -20,6 +20,7 @@ import yaml
 from .learning import Proposal, Seen, propose
 from .local_search import matches
 from .model import Config, FolderRef
+from .wording import in_words
 
 log = logging.getLogger("mailrules.suggest")
 
@@ -52,7 +53,7 @@ def suggest_command(config: Config, args: argparse.Namespace, out: TextIO | None
     try:
         messages, folders = read_account(session, args.source, args.folders)
     except Exception as exc:  # noqa: BLE001 - a server refusal or a lost connection: said, exit 1
-        print(f"mailrules: {args.account}: {type(exc).__name__}: {exc}", file=err)
+        print(f"mailrules: {args.account}: {in_words(exc)}", file=err)
         return EXIT_FAILED
     finally:
         session.logout()

@@ -80,3 +80,21 @@ def test_an_unset_password_variable_at_run_time_is_reported_without_a_class_name
     result = run_cli("-c", path, "--state", tmp_path / "state", "run", "--once")
     assert result.code == 1 and "WORDS_TEST_PASSWORD is not set" in result.err, result.err
     assert "SecretUnavailableError" not in result.err
+
+
+def test_explain_of_a_mailbox_the_server_lacks_is_reported_without_a_class_name(tmp_path, dovecot, imap_user,
+                                                                                monkeypatch):
+    monkeypatch.setenv("WORDS_TEST_PASSWORD", imap_user.password)
+    path = rules_file(tmp_path, dovecot, imap_user, "[INBOX]")
+    result = run_cli("-c", path, "explain", "me", "Nowhere", "1")
+    assert result.code == 1, result.out + result.err
+    assert "Nowhere" in result.err and not CLASS_NAME.search(result.err), result.err
+
+
+def test_suggest_on_a_mailbox_the_server_lacks_is_reported_without_a_class_name(tmp_path, dovecot, imap_user,
+                                                                               monkeypatch):
+    monkeypatch.setenv("WORDS_TEST_PASSWORD", imap_user.password)
+    path = rules_file(tmp_path, dovecot, imap_user, "[INBOX]")
+    result = run_cli("-c", path, "suggest", "me", "--from", "Nowhere")
+    assert result.code == 1, result.out + result.err
+    assert not CLASS_NAME.search(result.err), result.err
