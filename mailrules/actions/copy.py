@@ -14,7 +14,8 @@ confirmed an APPEND). The engine keeps its intent with the retry, and the retry 
 for those messages at the destination, by content, as after a crash.
 
 Verification is exact per message: a digest of the whole message (APPEND and COPY store the
-bytes as given), matched as multisets, so that messages sharing a Message-ID or lacking one,
+bytes as given; Cyrus stores 8-bit header bytes as X, so into Cyrus the source is hashed in that
+form: imap/rewrite.py), matched as multisets, so that messages sharing a Message-ID or lacking one,
 and byte-identical duplicates, are each proven by their own copy. Before a cross-account
 action removes any source (or gives up), it journals what it knows (`Verified`: the sources
 proven copied, and the destination UID from which an unconfirmed APPEND may have landed,
@@ -36,6 +37,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from ..api import Action, ActionContext
 from ..criteria import SearchQuery, unsendable
+from ..imap.rewrite import stored_form
 from ..imap.session import ImapSession
 from ..model import FolderRef
 from ..uidset import UidSet
@@ -213,7 +215,8 @@ def proven_copies(
     for uid, data in source.fetch(near, ["BODY.PEEK[]"], batch=BODY_BATCH):
         body = data.get(b"BODY[]")
         if body:
-            candidates.setdefault(content_digest(body), []).append(uid)
+            # as the destination stores it (Cyrus: 8-bit header bytes as X): else never found
+            candidates.setdefault(content_digest(stored_form(dest_session, body)), []).append(uid)
     by_digest: dict[str, list[int]] = {}
     for uid, (_size, digest) in arrived.items():
         by_digest.setdefault(digest, []).append(uid)
@@ -292,7 +295,7 @@ def cross_account(
                 start = max(start, result[1] + 1)
                 claimed.clear()
             else:
-                claimed.append(content_digest(body))
+                claimed.append(content_digest(stored_form(dest_session, body)))
     except Exception as exc:  # noqa: BLE001 - destination dropped: retried later, source untouched
         run.record_placed(account, dest, uidvalidity, created)
         done = proven | sent
