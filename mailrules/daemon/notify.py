@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import threading
 import time
 
 import imapclient
@@ -37,7 +36,7 @@ from ..imap.wire import quote_mailbox
 from .backoff import HEALTHY_AFTER, Backoff, slow_backoff
 from .health import describe, permanent_problem
 from .observe import connect_error_kind
-from .sources import LOGOUT_TIMEOUT, SourceHost, close_client
+from .sources import LOGOUT_TIMEOUT, SourceHost, ThreadedSource, close_client
 
 log = logging.getLogger("mailrules.watcher")
 
@@ -65,31 +64,12 @@ def parse_status(line: bytes) -> tuple[str, int] | None:
     return imap_utf7.decode(raw), int(uidnext.group(1))
 
 
-class NotifyWatch:
+class NotifyWatch(ThreadedSource):
     """A thread holding one NOTIFY connection for several mailboxes of one account; wakes its worker."""
 
     def __init__(self, host: SourceHost, mailboxes: list[str]) -> None:
-        self.host = host
         self.mailboxes = list(mailboxes)
-        self.connected = False  # the NOTIFY connection is open (metrics)
-        self.thread = threading.Thread(target=self._main, name=f"mailrules-notify-{host.name}", daemon=True)
-
-    # ChangeSource
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def next_due(self) -> float | None:
-        return None
-
-    def check(self, session: ImapSession) -> None:
-        pass
-
-    def reconnected(self) -> None:
-        pass
-
-    def threads(self) -> list[threading.Thread]:
-        return [self.thread]
+        super().__init__(host, f"mailrules-notify-{host.name}")
 
     # the thread
 

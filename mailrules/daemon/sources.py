@@ -148,16 +148,15 @@ class StatusPoll:
 # ====================================================================== IDLE on a connection of its own
 
 
-class IdleWatch:
-    """A thread holding one IDLE connection on one mailbox; wakes the account's worker."""
+class ThreadedSource:
+    """A ChangeSource that watches on a connection and thread of its own (IDLE per mailbox,
+    NOTIFY): nothing is due on the worker's side, and the worker has nothing to check; the
+    thread wakes the worker through its host."""
 
-    def __init__(self, host: SourceHost, mailbox: str) -> None:
+    def __init__(self, host: SourceHost, thread_name: str) -> None:
         self.host = host
-        self.mailbox = mailbox
-        self.connected = False  # an IDLE connection is open (metrics)
-        self.thread = threading.Thread(
-            target=self._main, name=f"mailrules-idle-{host.name}-{mailbox}", daemon=True
-        )
+        self.connected = False  # its connection is open (metrics)
+        self.thread = threading.Thread(target=self._main, name=thread_name, daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -173,6 +172,17 @@ class IdleWatch:
 
     def threads(self) -> list[threading.Thread]:
         return [self.thread]
+
+    def _main(self) -> None:
+        raise NotImplementedError
+
+
+class IdleWatch(ThreadedSource):
+    """A thread holding one IDLE connection on one mailbox; wakes the account's worker."""
+
+    def __init__(self, host: SourceHost, mailbox: str) -> None:
+        self.mailbox = mailbox
+        super().__init__(host, f"mailrules-idle-{host.name}-{mailbox}")
 
     def _main(self) -> None:
         from ..connect import connect
