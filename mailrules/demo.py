@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -121,8 +121,21 @@ def sample_messages(accounts: Iterable[str], now: datetime | None = None) -> lis
         raw = make_message(subject=subject, message_id=message_id, date=when or now, **kwargs)
         out.append(Sample(account, mailbox, raw, subject, message_id, flags, when, live))
 
-    dev = {"List-Id": "Developers <dev.lists.example.org>",
-           "List-Unsubscribe": "<mailto:dev-leave@lists.example.org>"}
+    _list_mail(add, personal)
+    _inbox_mail(add, personal)
+    _work_mail(add, work)
+    _live_mail(add, personal, work)
+    return out
+
+
+# The List-Id of the example mailing list (rules.example.yaml files and flags its build failures).
+_DEV = {"List-Id": "Developers <dev.lists.example.org>",
+        "List-Unsubscribe": "<mailto:dev-leave@lists.example.org>"}
+
+
+def _list_mail(add: Callable[..., None], personal: str) -> None:
+    """The mailing list, its CI notifications and the standup bot (the first account)."""
+    dev = _DEV
     # Mailing list: build failures are flagged, tagged and filed; the discussion stays.
     for n, days in ((812, 0), (813, 1)):
         add(personal, "INBOX", subject=f"Build #{n} failed on main", from_="Jenkins <jenkins@example.org>",
@@ -139,6 +152,10 @@ def sample_messages(accounts: Iterable[str], now: datetime | None = None) -> lis
     for n in (1, 2):
         add(personal, "INBOX", subject=f"Standup notes, team {n}", from_="standup-bot@example.com",
             to="team@example.com", body="Yesterday / today / blockers\n", age=timedelta(hours=2))
+
+
+def _inbox_mail(add: Callable[..., None], personal: str) -> None:
+    """Newsletters, team mail, people, receipts, spam, attachments and old trash (the first account)."""
     # Newsletters: the old ones go to the trash in the daily sweep.
     news = {"List-Unsubscribe": "<https://news.example.net/unsubscribe>"}
     for months, title in ((5, "Spring deals"), (4, "Our summer catalogue"), (4, "Webinar recording"),
@@ -180,6 +197,10 @@ def sample_messages(accounts: Iterable[str], now: datetime | None = None) -> lis
     for days in (45, 60, 3):
         add(personal, "Trash", subject=f"Deleted {days} days ago", from_="old@example.org",
             body="Old.\n", age=timedelta(days=days), flags=("\\Seen",))
+
+
+def _work_mail(add: Callable[..., None], work: str) -> None:
+    """The second account's mail: old reports to archive, today's mail to flag."""
     # The work account: last year's read mail is archived; one day of mail is flagged.
     for month in (3, 7, 11):
         add(work, "INBOX", subject=f"Quarterly report 2023-{month:02d}", from_="cfo@corp.example",
@@ -192,6 +213,10 @@ def sample_messages(accounts: Iterable[str], now: datetime | None = None) -> lis
     add(work, "INBOX", subject="SEV2: disk full on db-3", from_="ops@corp.example", to="team@example.com",
         body="Investigating.\n", age=timedelta(minutes=10))
 
+
+def _live_mail(add: Callable[..., None], personal: str, work: str) -> None:
+    """Delivered while the daemon watches with IDLE, after it started."""
+    dev = _DEV
     # Delivered while the daemon watches with IDLE.
     add(personal, "INBOX", live=True, subject="Build #814 failed on main", from_="Jenkins <jenkins@example.org>",
         headers=dev, body="build #814 failed: 1 test\n")
@@ -205,7 +230,6 @@ def sample_messages(accounts: Iterable[str], now: datetime | None = None) -> lis
         to="team@example.com", body="Blockers: none\n")
     add(work, "INBOX", live=True, subject="Outage review notes", from_="ops@corp.example",
         to="team@example.com", body="Timeline attached.\n")
-    return out
 
 
 # ---------------------------------------------------------------------------- the event printer

@@ -228,6 +228,12 @@ def proven_copies(
     return proven | found, now
 
 
+def _appended_flags(data: dict) -> list[str]:
+    """The source's flags an APPEND carries over: all but \\Deleted and \\Recent (the server's own)."""
+    flags = (f.decode() if isinstance(f, bytes) else f for f in data.get(b"FLAGS", ()))
+    return [f for f in flags if f.lower() not in ("\\deleted", "\\recent")]
+
+
 def cross_account(
     run: ActionRun, ref: FolderRef, uids: UidSet, intent: CopyIntent | None, resuming: bool, *, move: bool
 ) -> ActionResult:
@@ -266,11 +272,7 @@ def cross_account(
 
     try:
         for uid, data in session.fetch(todo, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"], batch=BODY_BATCH):
-            flags = [
-                f.decode() if isinstance(f, bytes) else f
-                for f in data.get(b"FLAGS", ())
-                if (f.decode() if isinstance(f, bytes) else f).lower() not in ("\\deleted", "\\recent")
-            ]
+            flags = _appended_flags(data)
             body = data.get(b"BODY[]")
             if not body:
                 # Expunged by another client since our last command: the server may still
