@@ -46,11 +46,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from .api import Action
 from .model import Account, Auth, Config
 from .plugins import ActionEvent, hookimpl
 
@@ -75,10 +76,6 @@ READY_TIMEOUT = 15.0  # for the daemon to be watching every mailbox with IDLE
 SETTLE_TIMEOUT = 12.0  # for the live messages to be acted on
 QUIET_PERIOD = 1.0  # no new action for this long: the daemon is done
 
-_MOVES = {"move", "trash"}
-_FLAGS = {"flag", "unflag", "seen", "unseen", "add_flag", "remove_flag"}
-_KEYWORDS = {"add_keyword", "remove_keyword"}
-_SELF_DESCRIBED = {"flag", "unflag", "seen", "unseen", "delete", "trash"}
 _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft", "\\recent"}
 
 
@@ -257,13 +254,15 @@ class _Printer:
         self.delivery_order: dict[str, int] = {}  # Message-ID -> when the demo delivered it
         self.rows: list[tuple[tuple[int, int, int], str]] = []
         self.sequence = 0
+        self.actions: Mapping[str, Action] = {}  # the registry's, by name (set once it is loaded)
 
     @hookimpl
     def mailrules_action_applied(self, event: ActionEvent) -> None:
-        action = _describe_action(event.action, event.argument)
+        known = self.actions.get(event.action)
+        action = _describe_action(known, event.action, event.argument)
         with self.lock:
             self.last_event = time.monotonic()
-            self.kinds[_kind(event.action)] += len(event.uids)
+            self.kinds[known.outcome() if known is not None else event.action] += len(event.uids)
             for uid, mid in zip(event.uids, event.message_ids, strict=False):
                 self.messages.add(mid or f"{event.account}/{event.mailbox}/{uid}")
                 phase = 2 if mid in self.live_ids else 1 if event.rule in self.scheduled else 0
@@ -285,26 +284,13 @@ class _Printer:
             print(row, file=self.out, flush=True)
 
 
-def _describe_action(name: str, argument: object) -> str:
-    if argument is None or argument is True or name in _SELF_DESCRIBED:
+def _describe_action(action: Action | None, name: str, argument: object) -> str:
+    """The action as the demo's table shows it: its name, then its argument unless it says none."""
+    if argument is None or argument is True or (action is not None and not action.describe(argument)):
         return name
     if isinstance(argument, list | tuple):
         return f"{name} {', '.join(map(str, argument))}"
     return f"{name} {argument}"
-
-
-def _kind(action: str) -> str:
-    if action in _MOVES:
-        return "moved"
-    if action in _FLAGS:
-        return "flags"
-    if action in _KEYWORDS:
-        return "keywords"
-    if action == "copy":
-        return "copied"
-    if action == "delete":
-        return "deleted"
-    return action
 
 
 def _clip(text: str, width: int) -> str:
@@ -375,6 +361,7 @@ def demo_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     printer = _Printer({}, set(), out)
     try:
         registry = Registry.load(extra=[printer])
+        printer.actions = registry.actions
         config = load(rules_path, registry=registry)
     except (ConfigError, PluginError) as exc:
         print(f"mailrules: {exc}", file=sys.stderr)

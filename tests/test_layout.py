@@ -247,3 +247,37 @@ def test_attributes_count_fields_and_every_self_assignment_once():
     source = ("class C:\n    a: int\n    b = 2\n    def __init__(self):\n        self.c = 1\n"
               "        self.c = 2\n        self.d, self.e = 1, 2\n    def m(self):\n        self.f += 1\n")
     assert _class_attributes(ast.parse(source).body[0]) == {"a", "b", "c", "d", "e", "f"}
+
+
+def _builtin_action_names() -> set[str]:
+    from mailrules.actions import all_actions
+
+    return {action.name for action in all_actions()}
+
+
+def _literals(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return []
+
+
+def test_no_module_outside_the_actions_compares_action_names():
+    """What an action does is asked of the action object (`describe`, `outcome`, `terminal`...), so
+    that a built-in action is one class in mailrules/actions/ and nothing else switches on its name."""
+    names = _builtin_action_names()
+    found = []
+    for module, path in _modules().items():
+        if module.startswith("mailrules.actions"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):  # x == "move", x in ("move", "trash"); not "flag" in text
+                if isinstance(node.ops[0], (ast.In, ast.NotIn)):
+                    sides = [s for s in node.comparators if not isinstance(s, ast.Constant)]
+                else:
+                    sides = [node.left, *node.comparators]
+                compared = [w for side in sides for w in _literals(side) if w in names]
+                if compared:
+                    found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}: {', '.join(compared)}")
+    assert found == []

@@ -78,6 +78,9 @@ class CopyAction(Action):
     def destinations(self, arg: Any) -> tuple[Any, ...]:
         return (arg,) if isinstance(arg, FolderRef) else ()
 
+    def outcome(self) -> str:
+        return "moved" if self.move else "copied"
+
     def intent(self, run: ActionRun, arg: FolderRef, uids: UidSet) -> CopyIntent | None:
         if not self.move or arg.account:
             session, dest = run.destination(arg)
