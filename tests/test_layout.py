@@ -136,7 +136,6 @@ KNOWN_LONG_FUNCTIONS: dict[str, int] = {
 }
 KNOWN_LARGE_CLASSES: dict[str, int] = {
     "mailrules.model.Account": 17,
-    "mailrules.testing.cyrus.CyrusServer": 18,
     "mailrules.testing.dovecot.DovecotServer": 29,
 }
 
