@@ -376,6 +376,13 @@ class Action:
             return " ".join(str(a) for a in arg)
         return str(arg)
 
+    def outcome(self) -> str:
+        """What the action does to a message, as offline summaries (`mailrules test`, the demo)
+        tell it: "moved" (to another folder), "copied", "flags", "keywords" or "deleted"; any
+        other action: its name. So that no module outside the actions names one.
+        """
+        return self.name
+
     def destinations(self, arg: Any) -> tuple[Any, ...]:
         """The folders (`mailrules.model.FolderRef`) this action puts messages in.
 

@@ -8,6 +8,10 @@ semantics, the journal, crash resume), as a run of kind ``apply`` per mailbox:
 2. a confirmation question on a terminal (``--yes`` for scripts; without a terminal and
    without ``--yes`` it refuses, exit 2);
 3. the run, journaled: its id is printed, for ``mailrules undo RUN`` and ``history --run``.
+   A mailbox of `PROGRESS_FROM` messages or more shows its progress (`mailrules.progress`, as
+   ``run --once`` does for a backlog): a bar on a terminal, a log line every few seconds, in
+   rule steps (each rule's search, then each of its actions), the pass's own unit: the run is
+   one journaled pass, so it is not sliced into batches of messages.
 
 It takes the state directory's lock, so it never runs beside a daemon on the same state
 (stop the daemon, apply, start it again). It never moves a checkpoint, and takes only the
@@ -23,15 +27,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .journal import Journal
 from .model import Config, Rule
 from .state import StateError, StateStore
 from .undo import NeedsYes, confirm
 
+if TYPE_CHECKING:
+    from .progress import CatchUp
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 KIND = "apply"
+PROGRESS_FROM = 1000  # messages in a mailbox from which apply shows its progress
+APPLYING = ("applying rules", "applied rules", "rule steps")  # the progress lines' wording
 
 
 def targets(config: Config, args: argparse.Namespace) -> list[tuple[str, str, list[Rule]]]:
@@ -91,8 +100,11 @@ def apply_command(config: Config, registry, state_dir, args: argparse.Namespace,
         if store is not None and not args.dry_run and _resume(Engine(config, registry, store, pool), store, chosen, out):
             return EXIT_OK
         planner = Engine(config, registry, store, pool, dry_run=True, out=out)
+        sizes = {}  # (account, mailbox) -> how many messages the plan covers
         for account, mailbox, rules in chosen:
-            planner.sweep(account, mailbox, rules, KIND, kind=KIND, upto=_seen(store, pool, account, mailbox, out))
+            planned = planner.sweep(account, mailbox, rules, KIND, kind=KIND,
+                                    upto=_seen(store, pool, account, mailbox, out))
+            sizes[account, mailbox] = planned.candidates
         planner.close()
         _outside(registry, chosen, out)
         if args.dry_run:
@@ -105,7 +117,7 @@ def apply_command(config: Config, registry, state_dir, args: argparse.Namespace,
             print(f"mailrules: apply: {exc}", file=sys.stderr)
             return EXIT_USAGE
         assert store is not None
-        return _run(Engine(config, registry, store, pool, out=out), store, config, chosen, out)
+        return _run(Engine(config, registry, store, pool, out=out), store, config, chosen, out, sizes)
     finally:
         pool.close()
         if store is not None:
@@ -114,13 +126,21 @@ def apply_command(config: Config, registry, state_dir, args: argparse.Namespace,
             lock.release()
 
 
-def _run(engine, store: StateStore, config: Config, chosen: list[tuple[str, str, list[Rule]]], out: TextIO) -> int:
+def _run(engine, store: StateStore, config: Config, chosen: list[tuple[str, str, list[Rule]]], out: TextIO,
+         sizes: dict[tuple[str, str], int]) -> int:
     failed = False
     journal = Journal(store, config.history_days)
     try:
         for account, mailbox, rules in chosen:
             upto = _seen(store, engine.pool, account, mailbox, None)
-            outcome = engine.sweep(account, mailbox, rules, KIND, kind=KIND, upto=upto)
+            progress = _progress(account, mailbox, rules, sizes.get((account, mailbox), 0))
+            engine.interrupt = progress.step if progress is not None else None
+            try:
+                outcome = engine.sweep(account, mailbox, rules, KIND, kind=KIND, upto=upto)
+            finally:
+                engine.interrupt = None
+                if progress is not None:
+                    progress.finish()
             failed |= not outcome.ok
             if not outcome.candidates:
                 out.write(f"account {account} mailbox {mailbox}: no messages, nothing to do\n")
@@ -131,6 +151,38 @@ def _run(engine, store: StateStore, config: Config, chosen: list[tuple[str, str,
     finally:
         engine.close()
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+class _Steps:
+    """Counts the pass's steps for a `CatchUp`: the engine polls `step` between two steps."""
+
+    def __init__(self, progress: CatchUp) -> None:
+        self.progress = progress
+        self.started = False
+
+    def step(self) -> bool:
+        """Called before each rule and each action; the first call starts the first step."""
+        if self.started:
+            self.progress.advance(1)
+        self.started = True
+        return False  # never asks the pass to stop
+
+    def finish(self) -> None:
+        """The last step started is over (steps never reached, of rules that matched nothing, are
+        not counted: the final line says how many ran)."""
+        if self.started:
+            self.progress.advance(1)
+        self.progress.finish()
+
+
+def _progress(account: str, mailbox: str, rules: list[Rule], size: int) -> _Steps | None:
+    """The progress of applying `rules` to a mailbox of `size` messages (None below PROGRESS_FROM)."""
+    if size < PROGRESS_FROM:
+        return None
+    from .progress import CatchUp
+
+    total = sum(1 + len(rule.actions) for rule in rules)
+    return _Steps(CatchUp(account, mailbox, total, words=APPLYING))
 
 
 def _resume(engine, store: StateStore, chosen: list[tuple[str, str, list[Rule]]], out: TextIO) -> bool:

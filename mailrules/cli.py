@@ -10,9 +10,13 @@ import sqlite3
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .model import Config
+
+if TYPE_CHECKING:
+    from .plugins import Registry
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -225,29 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _load_config(args: argparse.Namespace, registry: Registry) -> Config | None:
+    """The rules file (-c, MAILRULES_CONFIG or the default), with the accounts' secrets protected;
+    None after saying on stderr why it cannot be used (the caller exits 2).
+    """
     from .config import ConfigError, ConfigWarning, default_config_path, load
-    from .plugins import PluginError, Registry
-
-    if args.command == "demo":
-        from .demo import demo_command
-
-        return demo_command(args)
-    if args.command == "init":
-        from .init import init_command
-
-        return init_command(args)
-    if args.command == "import":  # offline, and needs no rules file
-        from .importers.command import import_command
-
-        return import_command(args)
-    try:
-        registry = Registry.load()
-    except PluginError as exc:
-        print(f"mailrules: plugin error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    if args.command == "plugins":
-        return cmd_plugins(registry)
 
     path = Path(args.config) if args.config else default_config_path()
     try:
@@ -273,10 +259,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print_status(None, _state_dir(Path(args.state) if args.state else None), out=sys.stdout)
             except StateError as exc:
                 print(f"mailrules: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return None
     except FileNotFoundError:
         print(f"mailrules: no rules file at {path} (use -c FILE or set MAILRULES_CONFIG)", file=sys.stderr)
-        return EXIT_CONFIG
+        return None
     except Exception as exc:  # noqa: BLE001 - e.g. a plugin's validator failing on odd arguments
         # load() turns every problem of the file into a ConfigError; anything else is a bug
         # (here or in a plugin), still a configuration that cannot be used: exit 2, no traceback
@@ -284,6 +270,35 @@ def _dispatch(args: argparse.Namespace) -> int:
         log.debug("details", exc_info=True)
         print(f"mailrules: {path}: cannot load the rules file: {type(exc).__name__}: {exc} "
               "(a bug: please report it; -v shows the details)", file=sys.stderr)
+        return None
+    return config
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from .plugins import PluginError, Registry
+
+    if args.command == "demo":
+        from .demo import demo_command
+
+        return demo_command(args)
+    if args.command == "init":
+        from .init import init_command
+
+        return init_command(args)
+    if args.command == "import":  # offline, and needs no rules file
+        from .importers.command import import_command
+
+        return import_command(args)
+    try:
+        registry = Registry.load()
+    except PluginError as exc:
+        print(f"mailrules: plugin error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "plugins":
+        return cmd_plugins(registry)
+
+    config = _load_config(args, registry)
+    if config is None:
         return EXIT_CONFIG
 
     state_dir = Path(args.state) if args.state else None

@@ -46,11 +46,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from .api import Action
 from .model import Account, Auth, Config
 from .plugins import ActionEvent, hookimpl
 
@@ -75,10 +76,6 @@ READY_TIMEOUT = 15.0  # for the daemon to be watching every mailbox with IDLE
 SETTLE_TIMEOUT = 12.0  # for the live messages to be acted on
 QUIET_PERIOD = 1.0  # no new action for this long: the daemon is done
 
-_MOVES = {"move", "trash"}
-_FLAGS = {"flag", "unflag", "seen", "unseen", "add_flag", "remove_flag"}
-_KEYWORDS = {"add_keyword", "remove_keyword"}
-_SELF_DESCRIBED = {"flag", "unflag", "seen", "unseen", "delete", "trash"}
 _SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft", "\\recent"}
 
 
@@ -121,8 +118,21 @@ def sample_messages(accounts: Iterable[str], now: datetime | None = None) -> lis
         raw = make_message(subject=subject, message_id=message_id, date=when or now, **kwargs)
         out.append(Sample(account, mailbox, raw, subject, message_id, flags, when, live))
 
-    dev = {"List-Id": "Developers <dev.lists.example.org>",
-           "List-Unsubscribe": "<mailto:dev-leave@lists.example.org>"}
+    _list_mail(add, personal)
+    _inbox_mail(add, personal)
+    _work_mail(add, work)
+    _live_mail(add, personal, work)
+    return out
+
+
+# The List-Id of the example mailing list (rules.example.yaml files and flags its build failures).
+_DEV = {"List-Id": "Developers <dev.lists.example.org>",
+        "List-Unsubscribe": "<mailto:dev-leave@lists.example.org>"}
+
+
+def _list_mail(add: Callable[..., None], personal: str) -> None:
+    """The mailing list, its CI notifications and the standup bot (the first account)."""
+    dev = _DEV
     # Mailing list: build failures are flagged, tagged and filed; the discussion stays.
     for n, days in ((812, 0), (813, 1)):
         add(personal, "INBOX", subject=f"Build #{n} failed on main", from_="Jenkins <jenkins@example.org>",
@@ -139,6 +149,10 @@ def sample_messages(accounts: Iterable[str], now: datetime | None = None) -> lis
     for n in (1, 2):
         add(personal, "INBOX", subject=f"Standup notes, team {n}", from_="standup-bot@example.com",
             to="team@example.com", body="Yesterday / today / blockers\n", age=timedelta(hours=2))
+
+
+def _inbox_mail(add: Callable[..., None], personal: str) -> None:
+    """Newsletters, team mail, people, receipts, spam, attachments and old trash (the first account)."""
     # Newsletters: the old ones go to the trash in the daily sweep.
     news = {"List-Unsubscribe": "<https://news.example.net/unsubscribe>"}
     for months, title in ((5, "Spring deals"), (4, "Our summer catalogue"), (4, "Webinar recording"),
@@ -180,6 +194,10 @@ def sample_messages(accounts: Iterable[str], now: datetime | None = None) -> lis
     for days in (45, 60, 3):
         add(personal, "Trash", subject=f"Deleted {days} days ago", from_="old@example.org",
             body="Old.\n", age=timedelta(days=days), flags=("\\Seen",))
+
+
+def _work_mail(add: Callable[..., None], work: str) -> None:
+    """The second account's mail: old reports to archive, today's mail to flag."""
     # The work account: last year's read mail is archived; one day of mail is flagged.
     for month in (3, 7, 11):
         add(work, "INBOX", subject=f"Quarterly report 2023-{month:02d}", from_="cfo@corp.example",
@@ -192,6 +210,10 @@ def sample_messages(accounts: Iterable[str], now: datetime | None = None) -> lis
     add(work, "INBOX", subject="SEV2: disk full on db-3", from_="ops@corp.example", to="team@example.com",
         body="Investigating.\n", age=timedelta(minutes=10))
 
+
+def _live_mail(add: Callable[..., None], personal: str, work: str) -> None:
+    """Delivered while the daemon watches with IDLE, after it started."""
+    dev = _DEV
     # Delivered while the daemon watches with IDLE.
     add(personal, "INBOX", live=True, subject="Build #814 failed on main", from_="Jenkins <jenkins@example.org>",
         headers=dev, body="build #814 failed: 1 test\n")
@@ -205,7 +227,6 @@ def sample_messages(accounts: Iterable[str], now: datetime | None = None) -> lis
         to="team@example.com", body="Blockers: none\n")
     add(work, "INBOX", live=True, subject="Outage review notes", from_="ops@corp.example",
         to="team@example.com", body="Timeline attached.\n")
-    return out
 
 
 # ---------------------------------------------------------------------------- the event printer
@@ -233,13 +254,15 @@ class _Printer:
         self.delivery_order: dict[str, int] = {}  # Message-ID -> when the demo delivered it
         self.rows: list[tuple[tuple[int, int, int], str]] = []
         self.sequence = 0
+        self.actions: Mapping[str, Action] = {}  # the registry's, by name (set once it is loaded)
 
     @hookimpl
     def mailrules_action_applied(self, event: ActionEvent) -> None:
-        action = _describe_action(event.action, event.argument)
+        known = self.actions.get(event.action)
+        action = _describe_action(known, event.action, event.argument)
         with self.lock:
             self.last_event = time.monotonic()
-            self.kinds[_kind(event.action)] += len(event.uids)
+            self.kinds[known.outcome() if known is not None else event.action] += len(event.uids)
             for uid, mid in zip(event.uids, event.message_ids, strict=False):
                 self.messages.add(mid or f"{event.account}/{event.mailbox}/{uid}")
                 phase = 2 if mid in self.live_ids else 1 if event.rule in self.scheduled else 0
@@ -261,26 +284,13 @@ class _Printer:
             print(row, file=self.out, flush=True)
 
 
-def _describe_action(name: str, argument: object) -> str:
-    if argument is None or argument is True or name in _SELF_DESCRIBED:
+def _describe_action(action: Action | None, name: str, argument: object) -> str:
+    """The action as the demo's table shows it: its name, then its argument unless it says none."""
+    if argument is None or argument is True or (action is not None and not action.describe(argument)):
         return name
     if isinstance(argument, list | tuple):
         return f"{name} {', '.join(map(str, argument))}"
     return f"{name} {argument}"
-
-
-def _kind(action: str) -> str:
-    if action in _MOVES:
-        return "moved"
-    if action in _FLAGS:
-        return "flags"
-    if action in _KEYWORDS:
-        return "keywords"
-    if action == "copy":
-        return "copied"
-    if action == "delete":
-        return "deleted"
-    return action
 
 
 def _clip(text: str, width: int) -> str:
@@ -351,6 +361,7 @@ def demo_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     printer = _Printer({}, set(), out)
     try:
         registry = Registry.load(extra=[printer])
+        printer.actions = registry.actions
         config = load(rules_path, registry=registry)
     except (ConfigError, PluginError) as exc:
         print(f"mailrules: {exc}", file=sys.stderr)

@@ -92,8 +92,8 @@ def qp_body(data: bytes) -> bytes:
     return _qp_states(data)
 
 
-def _qp_states(data: bytes) -> bytes:  # noqa: C901 - one state machine, as in qp-decoder.c
-    """qp-decoder.c, state by state (see `qp_body`)."""
+def _qp_states(data: bytes) -> bytes:
+    """qp-decoder.c, state by state (see `qp_body`): one step function per state (`_QP_STEPS`)."""
     out = bytearray()
     white = bytearray()
     state, hexchar, i, n = "text", 0, 0, len(data)
@@ -109,84 +109,108 @@ def _qp_states(data: bytes) -> bytes:  # noqa: C901 - one state machine, as in q
                 out.append(int(data[i + 1 : i + 3], 16))
                 i += 3
                 continue
-        c = data[i]
-        if state == "text":
-            if c == 0x3D:
-                state = "eq"
-            elif c == 0x0D:
-                state = "cr"
-            elif c == 0x0A:
-                out += b"\r\n"
-            elif c in b" \t":
-                state = "white"
-                white.append(c)
-            else:
-                out.append(c)
-        elif state == "white":
-            if c in b" \t":
-                white.append(c)
-            elif c == 0x0D:
-                state = "cr"
-            elif c == 0x0A:
-                out += b"\r\n"
-                white.clear()
-            else:
-                out += white
-                white.clear()
-                state = "text"
-                continue
-        elif state == "eq":
-            if c in _HEX:
-                hexchar, state = c, "hex2"
-            elif c in b" \t":
-                white.append(c)
-                state = "eqwhite"
-            elif c == 0x0D:
-                state = "softcr"
-            elif c == 0x0A:
-                state = "text"
-            else:
-                out.append(0x3D)
-                state = "text"
-                continue
-        elif state == "hex2":
-            if c in _HEX:
-                out.append(int(bytes((hexchar, c)), 16))
-                state = "text"
-            else:
-                out += bytes((0x3D, hexchar))
-                state = "text"
-                continue
-        elif state == "eqwhite":
-            if c in b" \t":
-                white.append(c)
-            elif c == 0x0D:
-                state = "softcr"
-            elif c == 0x0A:
-                white.clear()
-                state = "text"
-            else:
-                out.append(0x3D)
-                out += white
-                white.clear()
-                state = "text"
-                continue
-        else:  # cr, softcr
-            if c == 0x0A:
-                white.clear()
-                if state == "cr":
-                    out += b"\r\n"
-                state = "text"
-            else:
-                if state == "softcr":
-                    out.append(0x3D)
-                out += white
-                white.clear()
-                out.append(0x0D)
-                state = "text"
-                continue
-        i += 1
+        state, hexchar, advance = _QP_STEPS[state](data[i], out, white, hexchar)
+        i += advance
     return bytes(out)
+
+
+# Each state's step, as in qp-decoder.c: given the byte, the output, the pending white space and the
+# first hex digit after "=", it returns the next state, the hex digit, and whether the byte was
+# consumed (False: the next state reads the same byte again).
+_Step = tuple[str, int, bool]
+
+
+def _qp_text(c: int, out: bytearray, white: bytearray, hexchar: int) -> _Step:
+    if c == 0x3D:
+        return "eq", hexchar, True
+    if c == 0x0D:
+        return "cr", hexchar, True
+    if c == 0x0A:
+        out += b"\r\n"
+    elif c in b" \t":
+        white.append(c)
+        return "white", hexchar, True
+    else:
+        out.append(c)
+    return "text", hexchar, True
+
+
+def _qp_white(c: int, out: bytearray, white: bytearray, hexchar: int) -> _Step:
+    if c in b" \t":
+        white.append(c)
+        return "white", hexchar, True
+    if c == 0x0D:
+        return "cr", hexchar, True
+    if c == 0x0A:
+        out += b"\r\n"
+        white.clear()
+        return "text", hexchar, True
+    out += white
+    white.clear()
+    return "text", hexchar, False
+
+
+def _qp_eq(c: int, out: bytearray, white: bytearray, hexchar: int) -> _Step:
+    if c in _HEX:
+        return "hex2", c, True
+    if c in b" \t":
+        white.append(c)
+        return "eqwhite", hexchar, True
+    if c == 0x0D:
+        return "softcr", hexchar, True
+    if c == 0x0A:
+        return "text", hexchar, True
+    out.append(0x3D)
+    return "text", hexchar, False
+
+
+def _qp_hex2(c: int, out: bytearray, white: bytearray, hexchar: int) -> _Step:
+    if c in _HEX:
+        out.append(int(bytes((hexchar, c)), 16))
+        return "text", hexchar, True
+    out += bytes((0x3D, hexchar))
+    return "text", hexchar, False
+
+
+def _qp_eqwhite(c: int, out: bytearray, white: bytearray, hexchar: int) -> _Step:
+    if c in b" \t":
+        white.append(c)
+        return "eqwhite", hexchar, True
+    if c == 0x0D:
+        return "softcr", hexchar, True
+    if c == 0x0A:
+        white.clear()
+        return "text", hexchar, True
+    out.append(0x3D)
+    out += white
+    white.clear()
+    return "text", hexchar, False
+
+
+def _qp_cr(c: int, out: bytearray, white: bytearray, hexchar: int) -> _Step:
+    if c == 0x0A:
+        white.clear()
+        out += b"\r\n"
+        return "text", hexchar, True
+    out += white
+    white.clear()
+    out.append(0x0D)
+    return "text", hexchar, False
+
+
+def _qp_softcr(c: int, out: bytearray, white: bytearray, hexchar: int) -> _Step:
+    if c == 0x0A:
+        white.clear()
+        return "text", hexchar, True
+    out.append(0x3D)
+    out += white
+    white.clear()
+    out.append(0x0D)
+    return "text", hexchar, False
+
+
+_QP_STEPS = {"text": _qp_text, "white": _qp_white, "eq": _qp_eq, "hex2": _qp_hex2, "eqwhite": _qp_eqwhite,
+             "cr": _qp_cr, "softcr": _qp_softcr}
 
 
 def q_word(data: bytes) -> bytes:

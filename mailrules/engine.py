@@ -27,14 +27,14 @@ from .claims import Claims, SharedUnsupported, instance_id, placed_marks, step_o
 from .criteria import SearchQuery, compile_search
 from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_report
 from .imap.pool import SessionPool
-from .imap.session import ImapSession
+from .imap.session import ImapSession, Selected
 from .imap_mailbox import SEARCH_REFUSED, ImapPass, PassSettings
 from .journal import Journal
 from .kernel import Position, run_pass
 from .model import ArrivalDate, Config, Rule
 from .plugins import Registry, TimeLimit
 from .secrets import protect_accounts
-from .state import RunRecord, StateStore
+from .state import MailboxState, RunRecord, StateStore
 from .uidset import UidSet
 
 log = logging.getLogger("mailrules.engine")
@@ -155,13 +155,7 @@ class Engine:
         self._refuse_partial(account)
         session = self.pool.get(account)
         server = session.server_name(mailbox)
-        sel = session.selected
-        known = self.reader.mailbox(account, server) if (self.reader and not reselect) else None
-        reuse = not (reselect or self.dry_run or sel is None or sel.name != server or sel.readonly
-                     or known is None or known.uidvalidity != sel.uidvalidity)
-        if not reuse:
-            sel = session.select(server, readonly=self.dry_run)
-        assert sel is not None
+        sel, reuse = self._select_for_pass(session, account, server, reselect)
         outcome = Outcome(account, server)
         store = self.store
         advance = self.rule_names is None  # --rule runs never move the checkpoint
@@ -199,8 +193,46 @@ class Engine:
             log.info("account %s mailbox %s: --since-now: starting after UID %d", account, server, high)
             return outcome
 
-        candidates: dict[int, Position] = {}
         rules = self.arrival_rules(account, mailbox)
+        candidates, fresh, high = self._candidates(session, account, server, sel, state, rules, high, above,
+                                                   limit=limit, retries=retries, outcome=outcome)
+        outcome.candidates = len(candidates)
+        report = self._dry_run_report(account, mailbox, sel, state, rules, candidates, fresh, outcome)
+        if not candidates or not rules:  # nothing to do: only the checkpoint may move
+            moved = state is None or high > state.checkpoint or state.uidvalidity != sel.uidvalidity
+            if store and advance and (moved or candidates):
+                store.set_mailbox(account, server, sel.uidvalidity, high, last_pass=time.time())
+            self._render(report, outcome)
+            self._catch_up_refused(session, account, mailbox, server, outcome, advance)
+            return outcome
+        if store:
+            run = store.begin_run(account, server, sel.uidvalidity, "arrival", candidates, _names(rules), high)
+        self._execute(session, account, server, rules, candidates, run, outcome, kind="arrival", high=high,
+                      advance=advance, report=report)
+        self._render(report, outcome)
+        self._catch_up_refused(session, account, mailbox, server, outcome, advance)
+        return outcome
+
+    def _select_for_pass(self, session: ImapSession, account: str, server: str,
+                         reselect: bool) -> tuple[Selected, bool]:
+        """Select `server` for a pass, or reuse the selection (see `process`'s reselect); and whether reused."""
+        sel = session.selected
+        known = self.reader.mailbox(account, server) if (self.reader and not reselect) else None
+        reuse = not (reselect or self.dry_run or sel is None or sel.name != server or sel.readonly
+                     or known is None or known.uidvalidity != sel.uidvalidity)
+        if not reuse:
+            sel = session.select(server, readonly=self.dry_run)
+        assert sel is not None
+        return sel, reuse
+
+    def _candidates(
+        self, session: ImapSession, account: str, server: str, sel: Selected, state: MailboxState | None,
+        rules: list[Rule], high: int, above: UidSet | None, *, limit: int | None, retries: bool, outcome: Outcome,
+    ) -> tuple[dict[int, Position], int, int]:
+        """The messages a pass takes: the new ones above the checkpoint (at most `limit`), the retries,
+        other daemons' unfinished claims; how many of them are new; and the UID the pass covers up to.
+        """
+        candidates: dict[int, Position] = {}
         fresh = 0  # of the candidates, the new messages (the others are retries)
         if state is not None and state.uidvalidity != sel.uidvalidity:
             candidates = self._after_uidvalidity_change(session, account, server, state.last_pass)
@@ -229,28 +261,20 @@ class Engine:
             visible = self.claims.visible(session, account, UidSet(candidates))
             fresh -= sum(1 for u in list(candidates)[:fresh] if u not in visible)
             candidates = {u: p for u, p in candidates.items() if u in visible}
-        outcome.candidates = len(candidates)
-        report = None
-        if self.dry_run:
-            report = arrival_report(account, mailbox, rules, self.registry.actions, fresh, len(candidates) - fresh)
-            if state is not None and state.uidvalidity == sel.uidvalidity and not outcome.more:
-                already = sel.exists - len(candidates)
-                if already > 0:
-                    report.notes.append(already_processed_note(already))
-        if not candidates or not rules:  # nothing to do: only the checkpoint may move
-            moved = state is None or high > state.checkpoint or state.uidvalidity != sel.uidvalidity
-            if store and advance and (moved or candidates):
-                store.set_mailbox(account, server, sel.uidvalidity, high, last_pass=time.time())
-            self._render(report, outcome)
-            self._catch_up_refused(session, account, mailbox, server, outcome, advance)
-            return outcome
-        if store:
-            run = store.begin_run(account, server, sel.uidvalidity, "arrival", candidates, _names(rules), high)
-        self._execute(session, account, server, rules, candidates, run, outcome, kind="arrival", high=high,
-                      advance=advance, report=report)
-        self._render(report, outcome)
-        self._catch_up_refused(session, account, mailbox, server, outcome, advance)
-        return outcome
+        return candidates, fresh, high
+
+    def _dry_run_report(self, account: str, mailbox: str, sel: Selected, state: MailboxState | None,
+                        rules: list[Rule], candidates: dict[int, Position], fresh: int,
+                        outcome: Outcome) -> DryRunReport | None:
+        """What a dry run prints for this pass (None on a real run)."""
+        if not self.dry_run:
+            return None
+        report = arrival_report(account, mailbox, rules, self.registry.actions, fresh, len(candidates) - fresh)
+        if state is not None and state.uidvalidity == sel.uidvalidity and not outcome.more:
+            already = sel.exists - len(candidates)
+            if already > 0:
+                report.notes.append(already_processed_note(already))
+        return report
 
     def _catch_up_refused(self, session: ImapSession, account: str, mailbox: str, server: str, outcome: Outcome,
                           advance: bool) -> None:
@@ -437,24 +461,24 @@ class Engine:
         box = ImapPass(self._settings, session, account, server, rules, candidates, run, kind=kind,
                        matched=outcome.matched, refused=outcome.refused, report=report)
         if kind == "sweep" and self._shared(account):
-            box.sweep_claim = lambda rule, a, uids: self.claims.claim_sweep(session, account, rule.name, a, uids)
+            box.hooks.sweep_claim = lambda rule, a, uids: self.claims.claim_sweep(session, account, rule.name, a, uids)
         if shared:
             counts = [len(r.actions) for r in rules]
             box.earlier.update(details)
             cache: dict[str, str | None] = {}
-            box.guard = lambda i, a, uids: self.claims.guard(
+            box.hooks.guard = lambda i, a, uids: self.claims.guard(
                 session, account, server, uids, step_of(counts, i, a),
                 placed_marks(session, account, rules[i].actions[a], self.registry.actions, self.watched, cache))
         run_pass(box, rules, candidates, entered)
-        outcome.applied += box.applied
-        failures, mids = box.failures, box.mids
+        outcome.applied += box.out.applied
+        failures, mids = box.out.failures, box.mids
         session.note_folders(None)  # the listing was for this pass only
         outcome.failed = {uid: f[4] for uid, f in failures.items()}
         if run is None or self.store is None:
             return
-        if box.owed:  # refused rules: their messages kept for them (mailrules.refused)
+        if box.out.owed:  # refused rules: their messages kept for them (mailrules.refused)
             refused.record(self.store, account, server, sel.uidvalidity,
-                           {name: (uids, outcome.refused.get(name, "")) for name, uids in box.owed.items()})
+                           {name: (uids, outcome.refused.get(name, "")) for name, uids in box.out.owed.items()})
         if self.journal is not None:
             self.journal.prune()  # bounded: a batch of the oldest runs past history_days
         if shared:  # before the journal closes the run: a crash in between resumes it
@@ -468,7 +492,7 @@ class Engine:
         outcome.given_up = self.store.finish_run(
             run.id, account, server, sel.uidvalidity, checkpoint=high,
             failures=failures if advance else {}, resolved=resolved if advance else (), started=run.started,
-            advance=advance, resume_details=box.retry_details if advance else None,
+            advance=advance, resume_details=box.out.retry_details if advance else None,
         )
         for uid in outcome.given_up:
             log.error("account %s mailbox %s: gave up on UID %d (Message-ID %s) after repeated failures: %s",

@@ -24,7 +24,7 @@ from .api import Action, ActionEvent
 from .criteria import compile_search, reads_of
 from .dryrun import DryRunReport
 from .fetching import fetch_items, view_of
-from .imap.session import FETCH_BATCH, ImapSession, ServerRefused
+from .imap.session import FETCH_BATCH, ImapSession, Selected, ServerRefused
 from .journal import Failure, done_detail
 from .kernel import Position
 from .message import MessageView
@@ -56,6 +56,30 @@ class PassSettings:
     warned: set[str] = field(default_factory=set)
 
 
+@dataclass
+class PassResults:
+    """What a pass reports back to the engine, which owns the Outcome and closes the journal's run."""
+
+    matched: dict[str, int]  # rule name -> how many it matched (Outcome.matched)
+    refused: dict[str, str]  # rule name -> why the server refused its search (Outcome.refused)
+    report: DryRunReport | None = None  # --dry-run: what each rule would do (`mailrules.dryrun`)
+    applied: int = 0  # message-actions applied
+    headers: dict[int, tuple[str, str]] = field(default_factory=dict)  # --dry-run: UID -> (From, Subject)
+    failures: dict[int, Failure] = field(default_factory=dict)
+    owed: dict[str, UidSet] = field(default_factory=dict)  # refused rule -> the messages it did not get
+    retry_details: dict[int, dict] = field(default_factory=dict)  # failed now: what their retry must verify
+
+
+@dataclass
+class ClaimHooks:
+    """Shared mailboxes (mailrules.claims): set by the engine before the pass, None when not shared."""
+
+    # before each action batch, (rule, action, UIDs) -> the UIDs still ours
+    guard: Callable[[int, int, UidSet], UidSet] | None = None
+    # shared sweeps: (rule, action index, UIDs) -> those no instance did it on yet
+    sweep_claim: Callable[[Rule, int, UidSet], UidSet] | None = None
+
+
 class ImapPass:
     """One pass of rules over candidates of the selected mailbox, for `mailrules.kernel.run_pass`."""
 
@@ -65,24 +89,15 @@ class ImapPass:
         matched: dict[str, int], refused: dict[str, str], report: DryRunReport | None = None,
     ) -> None:
         self.s = settings
-        self.session = session
-        self.account = account
-        self.server = server
         self.candidates = candidates
         self.run = run
         self.kind = kind
-        self.matched = matched  # rule name -> how many it matched (Outcome.matched)
-        self.refused = refused  # rule name -> why the server refused its search (Outcome.refused)
-        self.applied = 0  # message-actions applied
-        self.report = report  # --dry-run: what each rule would do (`mailrules.dryrun`)
-        self.headers: dict[int, tuple[str, str]] = {}  # --dry-run: UID -> (From, Subject) of the samples
+        self.out = PassResults(matched, refused, report)
         sel = session.selected
         assert sel is not None
-        self.sel = sel
         self.steps: dict[tuple[int, int], Step] = {(s.rule_index, s.action_index): s
                                                    for s in (run.steps if run else ())}
         self.seq = max((s.seq for s in run.steps), default=-1) + 1 if run else 0
-        self.failures: dict[int, Failure] = {}
         self.mids: dict[int, str] = {}
         self.searched: dict[int, UidSet] = {}
         self.ctx = ActionRun(
@@ -94,12 +109,25 @@ class ImapPass:
         # the action first looks for them there (see mailrules.actions.copy).
         pending = settings.reader.pending(account, server, sel.uidvalidity) if settings.reader else []
         self.earlier = {p.uid: p.resume_detail for p in pending if p.resume_detail and p.uid in candidates}
-        self.retry_details: dict[int, dict] = {}  # failed now: what their retry must verify
-        # shared (mailrules.claims): before each action batch, (rule, action, UIDs) -> the UIDs still ours
-        self.guard: Callable[[int, int, UidSet], UidSet] | None = None
-        self.owed: dict[str, UidSet] = {}  # refused rule -> the messages it did not get
-        # shared sweeps (mailrules.claims): (rule, action index, UIDs) -> those no instance did it on yet
-        self.sweep_claim: Callable[[Rule, int, UidSet], UidSet] | None = None
+        self.hooks = ClaimHooks()
+
+    # The connection, account, mailbox and its selection: the action context's, held once.
+
+    @property
+    def session(self) -> ImapSession:
+        return self.ctx.session
+
+    @property
+    def account(self) -> str:
+        return self.ctx.account
+
+    @property
+    def server(self) -> str:
+        return self.ctx.mailbox
+
+    @property
+    def sel(self) -> Selected:
+        return self.ctx.selected
 
     # ------------------------------------------------------------------ the kernel's protocol
 
@@ -166,7 +194,7 @@ class ImapPass:
             if self.run is not None:
                 self.s.store.add_step(self.run.id, self.seq, index, -1, matched, "done")  # type: ignore[union-attr]
                 self.seq += 1
-        self.matched[rule.name] = len(matched)
+        self.out.matched[rule.name] = len(matched)
         log.debug("rule %r account %s mailbox %s: %d of %d messages match", rule.name, self.account, self.server,
                   len(matched), len(searchable), extra={"event": "search", "rule": rule.name,
                                                         "account": self.account, "mailbox": self.server,
@@ -175,11 +203,11 @@ class ImapPass:
 
     def present(self, index: int, rule: Rule, targets: UidSet) -> bool:
         if self.s.dry_run:  # described (a few samples fetched), never carried out
-            if self.report is not None:
-                shown = UidSet(u for u in self.report.sample_uids(targets) if u not in self.headers)
+            if self.out.report is not None:
+                shown = UidSet(u for u in self.out.report.sample_uids(targets) if u not in self.out.headers)
                 if shown:
                     self._sample_headers(shown)
-                self.report.add(rule, targets, self.headers)
+                self.out.report.add(rule, targets, self.out.headers)
             return False
         need_ids = UidSet(u for u in targets if u not in self.mids)
         if need_ids:
@@ -199,15 +227,15 @@ class ImapPass:
             return set()
         if step is not None and step.state == "failed":
             for uid in step.uids:
-                self.failures[uid] = Failure(i, rule.name, a, self.mids.get(uid), "failed before the pass was interrupted")
+                self.out.failures[uid] = Failure(i, rule.name, a, self.mids.get(uid), "failed before the pass was interrupted")
             intent = action.read_intent(step.detail)
             if intent is not None:
-                self.retry_details.update(intent.retry_details(step.uids))
+                self.out.retry_details.update(intent.retry_details(step.uids))
             return set(step.uids)
         lost: set[int] = set()
         resuming = step is not None and step.state == "intent"
-        if sweep_once and self.sweep_claim is not None and not resuming:
-            targets = self.sweep_claim(rule, a, targets)  # shared: once across instances
+        if sweep_once and self.hooks.sweep_claim is not None and not resuming:
+            targets = self.hooks.sweep_claim(rule, a, targets)  # shared: once across instances
             if not targets:
                 return lost
         intent: Any = None
@@ -222,8 +250,8 @@ class ImapPass:
             if run is not None:
                 store.add_step(run.id, self.seq, i, a, targets, "intent", _json(intent))  # type: ignore[union-attr]
             self.ctx.journal = _journal(store, run, self.seq, i, a, targets)
-            if self.guard is not None:  # shared: only the messages still ours, just before the action
-                kept = self.guard(i, a, targets)
+            if self.hooks.guard is not None:  # shared: only the messages still ours, just before the action
+                kept = self.hooks.guard(i, a, targets)
                 lost = set(targets - kept)
                 targets = kept
                 if not targets:  # every one taken over: nothing to do, nothing to resume
@@ -238,9 +266,9 @@ class ImapPass:
                 intent = intent.with_verified(exc.verified)  # what the retry must check
             still = self.session.existing(targets - done)
             for uid in still:
-                self.failures[uid] = Failure(i, rule.name, a, self.mids.get(uid), str(exc))
+                self.out.failures[uid] = Failure(i, rule.name, a, self.mids.get(uid), str(exc))
             if intent is not None:
-                self.retry_details.update(intent.retry_details(still))
+                self.out.retry_details.update(intent.retry_details(still))
             if run is not None:
                 store.add_step(run.id, self.seq, i, a, targets, "failed", _json(intent) or None)  # type: ignore[union-attr]
                 self.seq += 1
@@ -259,7 +287,7 @@ class ImapPass:
             self.seq += 1
             if sweep_once:
                 store.add_swept(self.account, self.server, rule.name, sel.uidvalidity, a, targets)  # type: ignore[union-attr]
-        self.applied += len(targets)
+        self.out.applied += len(targets)
         self._log_action(rule, call, action, targets)
         self.s.registry.notify("mailrules_action_applied", event=ActionEvent(
             rule.name, self.account, self.server, call.name, call.arg, tuple(targets),
@@ -289,8 +317,8 @@ class ImapPass:
                 log.error("rule %r account %s mailbox %s: %s (%s): %s; the rule is skipped, "
                           "the other rules go on", rule.name, self.account, self.server, SEARCH_REFUSED, query,
                           exc.message)
-                self.refused[rule.name] = exc.message
-                self.owed[rule.name] = searchable  # kept for the rule until it works (`mailrules.refused`)
+                self.out.refused[rule.name] = exc.message
+                self.out.owed[rule.name] = searchable  # kept for the rule until it works (`mailrules.refused`)
                 return UidSet()
         found = searched & searchable
         if not rule.where or not found:
@@ -345,7 +373,7 @@ class ImapPass:
                 why = error_text(exc)
                 log.error("rule %r: predicate %s (plugin %s) failed on UID %d: %s",
                           rule.name, spec.name, spec.plugin or "builtin", uid, why)
-                self.failures[uid] = Failure(index, rule.name, 0, message_id(view), f"predicate {spec.name}: {why}")
+                self.out.failures[uid] = Failure(index, rule.name, 0, message_id(view), f"predicate {spec.name}: {why}")
                 undecided.add(uid)
                 continue
             if accepted:
@@ -368,7 +396,7 @@ class ImapPass:
             raw = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
             view = MessageView(uid, raw_header=raw)
             self.mids[uid] = view.message_id or ""
-            self.headers[uid] = (", ".join(view.header("From")), view.subject)
+            self.out.headers[uid] = (", ".join(view.header("From")), view.subject)
 
     def _log_action(self, rule: Rule, call: ActionCall, action: Action, uids: UidSet) -> None:
         """One line per action batch, naming every message (UID and Message-ID) it acted on."""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # rich is imported only when there is a terminal to draw on (
 log = logging.getLogger("mailrules.progress")
 
 LOG_INTERVAL = 5.0  # seconds between progress lines in the log
+CATCHING_UP = ("catching up", "caught up", "messages")  # CatchUp's wording: doing, done, unit
 
 _lock = threading.Lock()
 _console: Console | None = None  # the terminal's console, shared by the bars and the log handler
@@ -114,7 +115,8 @@ class CatchUp:
     """
 
     def __init__(self, account: str, mailbox: str, total: int, *, stream: TextIO | None = None,
-                 interval: float = LOG_INTERVAL) -> None:
+                 interval: float = LOG_INTERVAL, words: tuple[str, str, str] = CATCHING_UP) -> None:
+        self.words = words  # (doing, done, unit): the log lines' wording
         self.account = account
         self.mailbox = mailbox
         self.total = max(total, 0)
@@ -124,7 +126,7 @@ class CatchUp:
         self._last_log = self.started
         fields = {"event": "progress", "account": account, "mailbox": mailbox}
         self._extra = fields
-        log.info("account %s mailbox %s: catching up on %d messages", account, mailbox, self.total,
+        log.info("account %s mailbox %s: %s on %d %s", account, mailbox, words[0], self.total, words[2],
                  extra={**fields, "count": self.total})
         wanted = stream is None or _is_terminal(stream)
         self._bar = _start_bar(f"{account} {mailbox}", self.total) if wanted else None
@@ -145,8 +147,8 @@ class CatchUp:
         if now - self._last_log >= self.interval:
             self._last_log = now
             rate = self.done / max(now - self.started, 1e-6)
-            log.info("account %s mailbox %s: catching up: %d of %d messages (%.0f/s)",
-                     self.account, self.mailbox, self.done, self.total, rate,
+            log.info("account %s mailbox %s: %s: %d of %d %s (%.0f/s)",
+                     self.account, self.mailbox, self.words[0], self.done, self.total, self.words[2], rate,
                      extra={**self._extra, "count": self.done})
 
     def finish(self) -> None:
@@ -154,8 +156,8 @@ class CatchUp:
         if self._bar is not None:
             _end_bar(*self._bar)
             self._bar = None
-        log.info("account %s mailbox %s: caught up on %d messages in %.1fs",
-                 self.account, self.mailbox, self.done, elapsed, extra={**self._extra, "count": self.done})
+        log.info("account %s mailbox %s: %s on %d %s in %.1fs",
+                 self.account, self.mailbox, self.words[1], self.done, self.words[2], elapsed, extra={**self._extra, "count": self.done})
 
 
 def _is_terminal(stream: TextIO) -> bool:

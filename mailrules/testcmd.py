@@ -128,14 +128,15 @@ def simulate(config: Config, registry: Registry, message: LocalMessage, *, accou
     final: LocalMessage | None = server.folder(account, mailbox).messages.get(uid)
     outcome.mailbox = mailbox if final is not None else None
     for call in box.calls:
-        if call.name == "copy":
+        did = registry.actions[call.name].outcome() if call.name in registry.actions else call.name
+        if did == "copied":
             outcome.copies.append(str(call.arg))
-        elif final is None and call.name in ("move", "trash") and outcome.mailbox is None:
+        elif final is None and did == "moved" and outcome.mailbox is None:
             ref = call.arg if isinstance(call.arg, FolderRef) else FolderRef(server.trash)
             where = server.folder(ref.account or account, ref.path).messages
             final = where[max(where)] if where else None
             outcome.mailbox = str(ref)
-        elif call.name == "delete" and final is None:
+        elif did == "deleted" and final is None:
             outcome.deleted = True
     if final is None and outcome.deleted:
         final = box.last  # its flags and keywords when it was deleted

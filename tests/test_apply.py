@@ -180,3 +180,22 @@ def test_apply_dry_run_says_which_outside_actions_would_run_and_runs_none(doveco
     assert "would run: rule 'tell': ping (effects outside the mailbox: not undoable)" in out.getvalue()
     assert PingPlugin.calls == []
     assert lab.flags() == {"a": set()}
+
+
+def test_apply_to_a_large_mailbox_logs_its_progress_in_rule_steps(lab, monkeypatch):
+    import mailrules.apply
+
+    monkeypatch.setattr(mailrules.apply, "PROGRESS_FROM", 5)  # 8 messages in INBOX: "large" here
+    existing_mail(lab)
+    result = lab.cli("apply", "--yes")
+    assert result.code == 0, result.err
+    # lists: its search and 5 actions; notes: its search and 2 actions
+    assert "account me mailbox INBOX: applying rules on 9 rule steps" in result.err
+    assert re.search(r"account me mailbox INBOX: applied rules on 9 rule steps in [\d.]+s", result.err)
+
+
+def test_apply_to_a_small_mailbox_shows_no_progress(lab):
+    existing_mail(lab)
+    result = lab.cli("apply", "--yes")
+    assert result.code == 0, result.err
+    assert "applying rules" not in result.err

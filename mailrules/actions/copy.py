@@ -78,6 +78,9 @@ class CopyAction(Action):
     def destinations(self, arg: Any) -> tuple[Any, ...]:
         return (arg,) if isinstance(arg, FolderRef) else ()
 
+    def outcome(self) -> str:
+        return "moved" if self.move else "copied"
+
     def intent(self, run: ActionRun, arg: FolderRef, uids: UidSet) -> CopyIntent | None:
         if not self.move or arg.account:
             session, dest = run.destination(arg)
@@ -228,6 +231,12 @@ def proven_copies(
     return proven | found, now
 
 
+def _appended_flags(data: dict) -> list[str]:
+    """The source's flags an APPEND carries over: all but \\Deleted and \\Recent (the server's own)."""
+    flags = (f.decode() if isinstance(f, bytes) else f for f in data.get(b"FLAGS", ()))
+    return [f for f in flags if f.lower() not in ("\\deleted", "\\recent")]
+
+
 def cross_account(
     run: ActionRun, ref: FolderRef, uids: UidSet, intent: CopyIntent | None, resuming: bool, *, move: bool
 ) -> ActionResult:
@@ -266,11 +275,7 @@ def cross_account(
 
     try:
         for uid, data in session.fetch(todo, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"], batch=BODY_BATCH):
-            flags = [
-                f.decode() if isinstance(f, bytes) else f
-                for f in data.get(b"FLAGS", ())
-                if (f.decode() if isinstance(f, bytes) else f).lower() not in ("\\deleted", "\\recent")
-            ]
+            flags = _appended_flags(data)
             body = data.get(b"BODY[]")
             if not body:
                 # Expunged by another client since our last command: the server may still

@@ -20,6 +20,9 @@ class DeleteAction(Action):
     def describe(self, arg: Any) -> str:
         return ""
 
+    def outcome(self) -> str:
+        return "deleted"
+
     def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
         run.mark_deleted_and_expunge(uids)
         return ActionResult(uids, removed=True)

@@ -66,6 +66,9 @@ class FlagAction(Action):
     def describe(self, arg: Any) -> str:
         return "" if self.bare else super().describe(arg)
 
+    def outcome(self) -> str:
+        return "flags"
+
     def read_intent(self, detail: Any) -> FlagIntent | None:
         return FlagIntent.from_json(detail)
 

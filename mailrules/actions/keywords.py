@@ -46,6 +46,9 @@ class KeywordAction(Action):
     def requires(self, arg: Any) -> frozenset[str]:
         return frozenset({"keywords"})
 
+    def outcome(self) -> str:
+        return "keywords"
+
     def read_intent(self, detail: Any) -> FlagIntent | None:
         return FlagIntent.from_json(detail)
 

@@ -28,6 +28,9 @@ class TrashAction(Action):
     def requires(self, arg: Any) -> frozenset[str]:
         return frozenset({"trash"})
 
+    def outcome(self) -> str:
+        return "moved"
+
     def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
         trash = run.session.find_trash()
         if trash is None:

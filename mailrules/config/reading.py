@@ -281,18 +281,7 @@ class Doc:
             kind = type(event)
             height = 1
             if kind is ScalarEvent:
-                tag = event.tag
-                if tag is None or tag == "!":
-                    tag = resolve(ScalarNode, event.value, event.implicit)
-                style = event.style or None  # libyaml writes '' for a plain scalar, PyYAML None
-                # No end marks: nothing reads them, and a 28,000-rule file has 400,000 scalars.
-                node: Node = ScalarNode(tag, event.value, event.start_mark, None, style=style)
-                budget.nodes += 1
-                budget.text += len(event.value)
-                self._check_budget(budget, event)
-                if event.anchor is not None:
-                    self._anchor(anchors, event, node)
-                    anchors[event.anchor] = [node, True, 1, len(event.value), 1]
+                node: Node = self._scalar(event, budget, anchors)
             elif kind is MappingStartEvent or kind is SequenceStartEvent:
                 if len(stack) >= MAX_DEPTH:
                     raise ConfigError(
@@ -318,27 +307,7 @@ class Doc:
                 if anchor is not None:
                     anchors[anchor] = [node, True, budget.nodes - nodes0, budget.text - text0, height]
             elif kind is AliasEvent:
-                target = anchors.get(event.anchor)
-                name = _anchor_name(event.anchor)
-                if target is None:
-                    raise ConfigError(f"invalid YAML: undefined alias {name}", self._at(event.start_mark))
-                node, closed, nodes, text, height = target
-                if not closed:
-                    raise ConfigError(
-                        f"invalid YAML: the alias {name} is inside the node it refers to "
-                        f"(line {node.start_mark.line + 1}): a recursive structure",
-                        self._at(event.start_mark),
-                    )
-                if len(stack) + height > MAX_DEPTH:
-                    raise ConfigError(
-                        f"invalid YAML: the alias {name} nests more than {MAX_DEPTH} levels deep "
-                        "(mappings and lists)",
-                        self._at(event.start_mark),
-                    )
-                budget.aliases += 1
-                budget.nodes += nodes
-                budget.text += text
-                self._check_budget(budget, event)
+                node, height = self._alias(event, len(stack), anchors, budget)
             elif kind is DocumentEndEvent:
                 break
             else:  # pragma: no cover - the parser emits nothing else inside a document
@@ -346,23 +315,7 @@ class Doc:
             if not stack:
                 root = node
                 continue
-            top = stack[-1]
-            top[4] = max(top[4], height)
-            parent = top[0]
-            if isinstance(parent, SequenceNode):
-                parent.value.append(node)
-            elif top[1] is None:
-                top[1] = node
-                if isinstance(node, ScalarNode) and node.tag != MERGE_TAG and self.duplicate is None:
-                    first = top[6].setdefault((node.tag, node.value), node)
-                    if first is not node:
-                        self.duplicate = self.error(
-                            node,
-                            f"duplicate key {node.value!r} (first written at line {first.start_mark.line + 1})",
-                        )
-            else:
-                parent.value.append((top[1], node))
-                top[1] = None
+            self._attach(stack[-1], node, height)
         event = get_event()
         if not isinstance(event, StreamEndEvent):
             raise ConfigError(
@@ -370,6 +323,72 @@ class Doc:
                 self._at(event.start_mark),
             )
         return root
+
+    def _scalar(self, event: Any, budget: Budget, anchors: dict[str, list[Any]]) -> Node:
+        """A scalar's node, counted against the budget (and remembered under its anchor)."""
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.loader.resolve(ScalarNode, event.value, event.implicit)
+        style = event.style or None  # libyaml writes '' for a plain scalar, PyYAML None
+        # No end marks: nothing reads them, and a 28,000-rule file has 400,000 scalars.
+        node = ScalarNode(tag, event.value, event.start_mark, None, style=style)
+        budget.nodes += 1
+        budget.text += len(event.value)
+        self._check_budget(budget, event)
+        if event.anchor is not None:
+            self._anchor(anchors, event, node)
+            anchors[event.anchor] = [node, True, 1, len(event.value), 1]
+        return node
+
+    def _alias(self, event: Any, depth: int, anchors: dict[str, list[Any]], budget: Budget) -> tuple[Node, int]:
+        """The node an alias names and its height; its expanded size counted against the budget.
+
+        Refused: an undefined alias, one inside the node it names, one nesting beyond MAX_DEPTH.
+        """
+        target = anchors.get(event.anchor)
+        name = _anchor_name(event.anchor)
+        if target is None:
+            raise ConfigError(f"invalid YAML: undefined alias {name}", self._at(event.start_mark))
+        node, closed, nodes, text, height = target
+        if not closed:
+            raise ConfigError(
+                f"invalid YAML: the alias {name} is inside the node it refers to "
+                f"(line {node.start_mark.line + 1}): a recursive structure",
+                self._at(event.start_mark),
+            )
+        if depth + height > MAX_DEPTH:
+            raise ConfigError(
+                f"invalid YAML: the alias {name} nests more than {MAX_DEPTH} levels deep "
+                "(mappings and lists)",
+                self._at(event.start_mark),
+            )
+        budget.aliases += 1
+        budget.nodes += nodes
+        budget.text += text
+        self._check_budget(budget, event)
+        return node, height
+
+    def _attach(self, top: list[Any], node: Node, height: int) -> None:
+        """Add a finished node to the open mapping or list `top` (a stack entry of `_compose`).
+
+        A mapping's first duplicate key is remembered (`self.duplicate`), not raised here.
+        """
+        top[4] = max(top[4], height)
+        parent = top[0]
+        if isinstance(parent, SequenceNode):
+            parent.value.append(node)
+        elif top[1] is None:
+            top[1] = node
+            if isinstance(node, ScalarNode) and node.tag != MERGE_TAG and self.duplicate is None:
+                first = top[6].setdefault((node.tag, node.value), node)
+                if first is not node:
+                    self.duplicate = self.error(
+                        node,
+                        f"duplicate key {node.value!r} (first written at line {first.start_mark.line + 1})",
+                    )
+        else:
+            parent.value.append((top[1], node))
+            top[1] = None
 
     def _anchor(self, anchors: dict[str, list[Any]], event: Any, node: Node) -> None:
         first = anchors.get(event.anchor)

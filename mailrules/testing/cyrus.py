@@ -159,16 +159,30 @@ class CyrusServer:
         self.idle_poll = idle_poll
         self.extra_conf = extra_conf
         self.start_timeout = start_timeout
-        self.conf_path = self.root / "imapd.conf"
-        self.master_conf_path = self.root / "cyrus.conf"
-        self.sasldb_path = self.root / "sasldb2"
-        self.log_path = self.root / "master.log"
         self.admin = User(CYRUS_USER, secrets.token_hex(12))
         self._users: dict[str, User] = {}
         self._user_seq = itertools.count(1)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._instance = f"{os.getpid()}-{next(_counter)}"
+
+    # -- its files, under ``root`` (derived, so held nowhere else) ---------------------------
+
+    @property
+    def conf_path(self) -> Path:
+        return self.root / "imapd.conf"
+
+    @property
+    def master_conf_path(self) -> Path:
+        return self.root / "cyrus.conf"
+
+    @property
+    def sasldb_path(self) -> Path:
+        return self.root / "sasldb2"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "master.log"
 
     # -- namespace ---------------------------------------------------------------------
 

@@ -83,6 +83,24 @@ def make_message(
     msg["Message-ID"] = message_id
     msg["MIME-Version"] = "1.0"
 
+    _extra_headers(msg, headers)
+
+    text = body
+    if size_padding > 0:
+        lines = -(-size_padding // (len(_PAD_LINE) + 2))  # CRLF per line
+        text = text.rstrip("\n") + "\n" + "\n".join([_PAD_LINE] * lines) + "\n"
+    msg.set_content(text, charset=charset)
+    if html is not None:
+        msg.add_alternative(html, subtype="html", charset=charset)
+    _add_attachments(msg, attachments)
+    if utf8 or _non_ascii_address(msg):  # RFC 2047 cannot encode an address: RFC 6532 writes it as it is
+        return msg.as_bytes(policy=email.policy.SMTPUTF8)
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def _extra_headers(msg: EmailMessage, headers: Mapping[str, str | None] | Iterable[tuple[str, str | None]] | None
+                   ) -> None:
+    """`make_message`'s ``headers``: the first of a parameter's name replaces it (None removes it)."""
     replaced: set[str] = set()
     pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
     for name, value in pairs:
@@ -98,13 +116,9 @@ def make_message(
         elif value is not None:
             msg[name] = value
 
-    text = body
-    if size_padding > 0:
-        lines = -(-size_padding // (len(_PAD_LINE) + 2))  # CRLF per line
-        text = text.rstrip("\n") + "\n" + "\n".join([_PAD_LINE] * lines) + "\n"
-    msg.set_content(text, charset=charset)
-    if html is not None:
-        msg.add_alternative(html, subtype="html", charset=charset)
+
+def _add_attachments(msg: EmailMessage, attachments: Iterable[Attachment]) -> None:
+    """`make_message`'s ``attachments``: text as UTF-8 text, anything else as bytes of its type."""
     for attachment in attachments:
         filename, content = attachment[0], attachment[1]
         mime_type = attachment[2] if len(attachment) > 2 else None  # type: ignore[misc]
@@ -117,9 +131,6 @@ def make_message(
                 continue
             content = content.encode("utf-8")
         msg.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
-    if utf8 or _non_ascii_address(msg):  # RFC 2047 cannot encode an address: RFC 6532 writes it as it is
-        return msg.as_bytes(policy=email.policy.SMTPUTF8)
-    return msg.as_bytes(policy=email.policy.SMTP)
 
 
 def _non_ascii_address(msg: EmailMessage) -> bool:
