@@ -24,6 +24,7 @@ from .api import Action, ActionEvent
 from .criteria import compile_search, reads_of
 from .dryrun import DryRunReport
 from .fetching import fetch_items, view_of
+from .imap.fetchpipe import pipelined_fetch
 from .imap.session import FETCH_BATCH, ImapSession, ServerRefused
 from .journal import Failure, done_detail
 from .kernel import Position
@@ -329,7 +330,7 @@ class ImapPass:
             needs.update(spec.needs_for(call.args))
         items, batch = fetch_items(needs)
         passed: list[int] = []
-        for uid, data in self.session.fetch(found, items, batch=batch):
+        for uid, data in pipelined_fetch(self.session, found, items, batch):
             view: MessageView | None = None
             spec = preds[0][0]
             try:
