@@ -31,6 +31,7 @@ from .kernel import Position
 from .message import MessageView
 from .model import ActionCall, All, Rule
 from .plugins import Registry, TimeLimit
+from .prefilter_choice import search_prefiltered
 from .state import RunRecord, StateStore, Step
 from .uidset import UidSet
 
@@ -285,7 +286,8 @@ class ImapPass:
         if searched is None:  # not answered in the pass's opening: search now
             query = compile_search(self._with_prefilters(rule), session.capabilities)
             try:
-                searched = session.search(query, within=searchable)
+                searched = search_prefiltered(session, compile_search(rule.match, session.capabilities), query,
+                                              searchable)
             except ServerRefused as exc:
                 log.error("rule %r account %s mailbox %s: %s (%s): %s; the rule is skipped, "
                           "the other rules go on", rule.name, self.account, self.server, SEARCH_REFUSED, query,
