@@ -17,7 +17,12 @@ Guarantees, as for `IdleWatch`:
 * a watched mailbox the server does not know gets no initial STATUS: it is reported
   (``mailbox 'X' does not exist``), the others stay watched, and the connection is
   renewed once it appears (checked on the slow schedule of permanent problems);
-* a server that refuses NOTIFY SET hands its mailboxes to the STATUS poll.
+* a server that refuses NOTIFY SET hands its mailboxes to the STATUS poll;
+* **re-armed after activity**: Dovecot 2.3 watches its mailbox-list index log by path, set
+  up once at NOTIFY SET; after the log rotates (every ~64 KB of list changes) changes go
+  unannounced until its `mailbox_idle_check_interval` timer (30 s). So `REARM_AFTER`
+  seconds after a change was announced, NOTIFY SET is sent again: it re-arms the watch,
+  and its STATUS answers announce whatever moved meanwhile (bench/README.md, "many").
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ log = logging.getLogger("mailrules.watcher")
 
 _STATUS = re.compile(rb'^\* STATUS (?:"((?:[^"\\]|\\.)*)"|\{\d+\+?\}\r\n(.*)|([^ ]+)) \((.*)\)\s*$', re.I | re.S)
 _UIDNEXT = re.compile(rb"\bUIDNEXT (\d+)", re.I)
+
+REARM_AFTER = 1.0  # seconds after an announced change before NOTIFY SET is sent again (0: never)
 
 
 class Renew(Exception):
@@ -154,10 +161,7 @@ class NotifyWatch:
                 names[session.server_name(mailbox)] = mailbox
             except ValueError as exc:
                 host.health.problem(account.name, mailbox, f"mailbox {mailbox!r} cannot exist on this server ({exc})")
-        listed = b" ".join(quote_mailbox(name) for name in names)
-        link = IdleLink(client, host.wake_r, account.timeout)
-        answer = link.command(b"NOTIFY SET STATUS (mailboxes (" + listed + b") (MessageNew MessageExpunge))",
-                              "NOTIFY SET")
+        answer = self._notify_set(client, names)
         known = {name: uidnext for name, uidnext in filter(None, map(parse_status, answer)) if name in names}
         missing = [name for name in names if name not in known]
         for name, mailbox in names.items():
@@ -174,27 +178,43 @@ class NotifyWatch:
             host.notify(mailbox)  # catch up on what arrived while not watching
         self._listen(client, names, known, missing, backoff, slow)
 
+    def _notify_set(self, client: imapclient.IMAPClient, names: dict[str, str]) -> list[bytes]:
+        """NOTIFY SET for these mailboxes (server names); the answer's lines (a STATUS for each that exists)."""
+        listed = b" ".join(quote_mailbox(name) for name in names)
+        link = IdleLink(client, self.host.wake_r, self.host.account.timeout)
+        return link.command(b"NOTIFY SET STATUS (mailboxes (" + listed + b") (MessageNew MessageExpunge))",
+                            "NOTIFY SET")
+
     def _listen(self, client: imapclient.IMAPClient, names: dict[str, str], known: dict[str, int],
                 missing: list[str], backoff: Backoff, slow: Backoff) -> None:
         host, account = self.host, self.host.account
         recheck = time.monotonic() + slow.next() if missing else None
+        rearm: float | None = None  # when to send NOTIFY SET again (after an announced change)
         while True:
             link = IdleLink(client, host.wake_r, account.timeout)
-            self._seen(link.start(), names, known)
+            if self._seen(link.start(), names, known):
+                rearm = rearm or time.monotonic() + REARM_AFTER
             deadline = time.monotonic() + account.idle_interval
             if recheck is not None:
                 deadline = min(deadline, recheck)
             while True:
-                got = link.wait(deadline)
+                got = link.wait(min(deadline, rearm) if rearm and REARM_AFTER > 0 else deadline)
                 if got is None:  # woken: the daemon is stopping
                     with contextlib.suppress(Exception):  # closing anyway
                         link.done(LOGOUT_TIMEOUT)
                     return
-                self._seen(got, names, known)
-                if time.monotonic() >= deadline:
+                if self._seen(got, names, known):
+                    rearm = rearm or time.monotonic() + REARM_AFTER
+                now = time.monotonic()
+                if now >= deadline or (rearm is not None and REARM_AFTER > 0 and now >= rearm):
                     break
             self._seen(link.done(), names, known)  # answered in time: the connection is alive
             backoff.reset()
+            if rearm is not None and REARM_AFTER > 0 and time.monotonic() >= rearm:
+                # answers what moved while the watch was lost; a change found re-arms once more
+                log.debug("account %s: NOTIFY set again after activity (re-arms Dovecot's watch)", host.name)
+                rearm = time.monotonic() + REARM_AFTER if self._seen(self._notify_set(client, names), names,
+                                                                       known) else None
             if recheck is not None and time.monotonic() >= recheck:
                 if self._any_exists(client, missing):
                     raise Renew()
@@ -207,7 +227,9 @@ class NotifyWatch:
                                                                                "LIST")
                    for name in missing)
 
-    def _seen(self, lines: list[bytes], names: dict[str, str], known: dict[str, int]) -> None:
+    def _seen(self, lines: list[bytes], names: dict[str, str], known: dict[str, int]) -> bool:
+        """Wake the worker for each mailbox whose UIDNEXT moved; whether any did."""
+        moved = False
         for line in lines:
             status = parse_status(line)
             if status is None or status[0] not in names:
@@ -217,3 +239,5 @@ class NotifyWatch:
                 known[name] = uidnext
                 log.debug("account %s mailbox %s: new mail announced (NOTIFY)", self.host.name, names[name])
                 self.host.notify(names[name], announced=True)
+                moved = True
+        return moved
