@@ -190,7 +190,7 @@ def _arrival(rng: random.Random, now: float) -> tuple[float, float]:
         return arrival, float(int(now - (slot + 0.5) * SLOT))
 
 
-def _one(i: int, rng: random.Random, now: float) -> GeneratedMessage:
+def _one(i: int, rng: random.Random, now: float, common_literal: bool = False) -> GeneratedMessage:
     category = rng.choices([c for c, _ in CATEGORIES], weights=[w for _, w in CATEGORIES])[0]
     arrival, delivered = _arrival(rng, now)
     sent = arrival - rng.randint(2, 900)
@@ -285,6 +285,9 @@ def _one(i: int, rng: random.Random, now: float) -> GeneratedMessage:
             body_text += "\nbuild #abc failed? build # failed? (no digits: no match)\n"
         elif roll < 0.034:
             subject = f"build #{rng.randint(100, 9999)} failed (subject only)"
+    if common_literal and i % 10:
+        # the worst case for the server prefilter (BODY "build #"): the literal in 90% of bodies
+        body_text += f"\nPrevious: build #{1000 + i} passed.\n"
     body_text += f"\n-- \n{rng.choice(FIRST)}\n"
 
     # Encoding: non-ASCII bodies are quoted-printable, never those with the pattern.
@@ -372,12 +375,17 @@ def _one(i: int, rng: random.Random, now: float) -> GeneratedMessage:
     )
 
 
-def generate(n: int = DEFAULT_MESSAGES, seed: int = DEFAULT_SEED, now: float | None = None) -> list[GeneratedMessage]:
-    """`n` messages, deterministic for a given seed; arrival times relative to `now`."""
+def generate(n: int = DEFAULT_MESSAGES, seed: int = DEFAULT_SEED, now: float | None = None,
+             common_literal: bool = False) -> list[GeneratedMessage]:
+    """`n` messages, deterministic for a given seed; arrival times relative to `now`.
+
+    `common_literal`: 90% of bodies also say `build #N passed` (no match, but the body-regex
+    prefilter's literal `build #` is in them: the server's BODY search cannot narrow).
+    """
     if now is None:
         now = time.time()
     rng = random.Random(seed)
-    return [_one(i, rng, now) for i in range(n)]
+    return [_one(i, rng, now, common_literal) for i in range(n)]
 
 
 def summary(messages: list[GeneratedMessage]) -> str:

@@ -17,6 +17,8 @@ Scenarios:
   b  the same through TcpProxy(delay=0.010): 10 ms each way, a 20 ms round trip
   c  body regex over every message (bench/rules_body.*), loopback
   d  the same through the proxy, with --body-proxy-messages (default 1,000)
+  e  c's worst case: the regex's literal (`build #`) in 90% of bodies, so the server's
+     BODY prefilter cannot narrow (bench/generate.py common_literal), loopback
 
 Prints a markdown table and writes bench/results/latest.json.
 """
@@ -60,6 +62,7 @@ class Scenario:
     proxy: bool
     target_ratio: float  # mailrules' median time / imapfilter's must be <= this
     target_memory: bool = False  # and its peak RSS lower than imapfilter's
+    common_literal: bool = False  # the mailbox of scenario e (bench/generate.py)
 
 
 @dataclass
@@ -251,7 +254,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=3, help="repetitions per tool and scenario (default 3)")
     ap.add_argument("--quick", action="store_true", help="1,000 / 200 messages, 1 repetition")
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
-    ap.add_argument("--scenarios", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    ap.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
     ap.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
     ap.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (Dovecot, logs)")
@@ -269,7 +272,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if t not in TOOLS:
             ap.error(f"unknown tool {t!r}")
     for s in args.scenarios:
-        if s not in "abcd" or len(s) != 1:
+        if s not in "abcde" or len(s) != 1:
             ap.error(f"unknown scenario {s!r}")
     return args
 
@@ -280,6 +283,7 @@ def scenarios_for(args: argparse.Namespace) -> list[Scenario]:
         "b": Scenario("b", "backlog, 12 rules, 20 ms RTT", "rules", args.messages, True, 0.85),
         "c": Scenario("c", "body regex, loopback", "body", args.messages, False, 0.5, True),
         "d": Scenario("d", "body regex, 20 ms RTT", "body", args.body_proxy_messages, True, 0.1),
+        "e": Scenario("e", "body regex, literal in 90%, loopback", "body", args.messages, False, 0.5, True, True),
     }
     return [all_[k] for k in args.scenarios]
 
@@ -318,10 +322,10 @@ def main(argv: list[str] | None = None) -> int:
 
     now = time.time()
     t0 = time.perf_counter()
-    sizes = sorted({s.messages for s in scenarios})
-    mail = {n: generate.generate(n, args.seed, now) for n in sizes}
-    for n in sizes:
-        print(f"generated: {generate.summary(mail[n])}", flush=True)
+    sizes = sorted({(s.messages, s.common_literal) for s in scenarios})
+    mail = {key: generate.generate(key[0], args.seed, now, key[1]) for key in sizes}
+    for key in sizes:
+        print(f"generated: {generate.summary(mail[key])}", flush=True)
     print(f"(generation took {time.perf_counter() - t0:.1f} s)", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="mailrules-bench-"))
@@ -337,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.repeat):
                 order = args.tools[rep % len(args.tools) :] + args.tools[: rep % len(args.tools)]
                 for tool in order:
-                    run, state = one_run(server, TcpProxy, sc, tool, rep, mail[sc.messages], tmp)
+                    run, state = one_run(server, TcpProxy, sc, tool, rep, mail[(sc.messages, sc.common_literal)], tmp)
                     outcome.runs.append(run)
                     outcome.states[id(run)] = state
             compare(outcome, failures)
@@ -422,7 +426,7 @@ def run_traces(DovecotServer, TcpProxy, scenarios, outcomes, tools, mail, tmp: P
                     sessions.append(imaptrace.analyse_user(rawroot / label))
 
                 run, state = one_run(
-                    server, TcpProxy, sc, tool, 0, mail[sc.messages], tmp, label=label, on_exit=collect
+                    server, TcpProxy, sc, tool, 0, mail[(sc.messages, sc.common_literal)], tmp, label=label, on_exit=collect
                 )
                 session = sessions[0]
                 rows.append((sc.key, tool, run.seconds, session))

@@ -24,12 +24,14 @@ from .api import Action, ActionEvent
 from .criteria import compile_search, reads_of
 from .dryrun import DryRunReport
 from .fetching import fetch_items, view_of
+from .imap.fetchpipe import pipelined_fetch
 from .imap.session import FETCH_BATCH, ImapSession, Selected, ServerRefused
 from .journal import Failure, done_detail
 from .kernel import Position
 from .message import MessageView
 from .model import ActionCall, All, Rule
 from .plugins import Registry, TimeLimit
+from .prefilter_choice import search_prefiltered
 from .state import RunRecord, StateStore, Step
 from .uidset import UidSet
 
@@ -312,7 +314,8 @@ class ImapPass:
         if searched is None:  # not answered in the pass's opening: search now
             query = compile_search(self._with_prefilters(rule), session.capabilities)
             try:
-                searched = session.search(query, within=searchable)
+                searched = search_prefiltered(session, compile_search(rule.match, session.capabilities), query,
+                                              searchable)
             except ServerRefused as exc:
                 log.error("rule %r account %s mailbox %s: %s (%s): %s; the rule is skipped, "
                           "the other rules go on", rule.name, self.account, self.server, SEARCH_REFUSED, query,
@@ -357,7 +360,7 @@ class ImapPass:
             needs.update(spec.needs_for(call.args))
         items, batch = fetch_items(needs)
         passed: list[int] = []
-        for uid, data in self.session.fetch(found, items, batch=batch):
+        for uid, data in pipelined_fetch(self.session, found, items, batch):
             view: MessageView | None = None
             spec = preds[0][0]
             try:

@@ -140,3 +140,21 @@ def test_a_silent_notify_connection_is_noticed_and_replaced_without_a_gap(daemon
         wait_until(lambda: _filed(imap, sent), 30, message="mail sent while the link was silent filed")
         assert h.stop() == 0
     assert message_contents(imap, "Done") == {content_digest(r): 1 for r in sent}
+
+
+def test_mail_that_arrives_across_the_noop_after_activity_is_filed_once(daemon, imap, make_message):
+    import time
+
+    for f in FOLDERS[:3]:
+        imap.create_folder(f)
+    h = daemon(watch=["INBOX", *FOLDERS[:3]])
+    h.start("-v")
+    h.wait_for_log("watching A, B, C with NOTIFY")
+    sent = []
+    for wave in range(8):  # waves 0.4 s apart: some land while the NOOP is sent (1 s after a change)
+        sent += _deliver(imap, make_message, FOLDERS[:3], f"wave{wave}")
+        time.sleep(0.4)
+    wait_until(lambda: _filed(imap, sent), 30, message="every wave filed")
+    assert "NOOP on the NOTIFY connection after activity" in h.log()
+    assert h.stop() == 0
+    assert message_contents(imap, "Done") == {content_digest(r): 1 for r in sent}

@@ -17,7 +17,14 @@ Guarantees, as for `IdleWatch`:
 * a watched mailbox the server does not know gets no initial STATUS: it is reported
   (``mailbox 'X' does not exist``), the others stay watched, and the connection is
   renewed once it appears (checked on the slow schedule of permanent problems);
-* a server that refuses NOTIFY SET hands its mailboxes to the STATUS poll.
+* a server that refuses NOTIFY SET hands its mailboxes to the STATUS poll;
+* **a NOOP after activity**: Dovecot 2.3 watches its mailbox-list index log by path, set
+  up once at NOTIFY SET; after the log rotates (every ~64 KB of list changes) changes go
+  unannounced until its `mailbox_idle_check_interval` timer (30 s). So `REARM_AFTER`
+  seconds after a change was announced, IDLE is left for a NOOP, which makes Dovecot read
+  the list index log now and announce what moved meanwhile (its STATUS lines are taken as
+  in IDLE). Measured (bench/README.md, "many"): NOTIFY p99 13.7 s -> 8.3-10.7 s; sending NOTIFY
+  SET again instead made it far worse (p50 13 s): Dovecot then announced almost nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ log = logging.getLogger("mailrules.watcher")
 
 _STATUS = re.compile(rb'^\* STATUS (?:"((?:[^"\\]|\\.)*)"|\{\d+\+?\}\r\n(.*)|([^ ]+)) \((.*)\)\s*$', re.I | re.S)
 _UIDNEXT = re.compile(rb"\bUIDNEXT (\d+)", re.I)
+
+REARM_AFTER = 1.0  # seconds after an announced change before a NOOP (0: never)
 
 
 class Renew(Exception):
@@ -134,10 +143,7 @@ class NotifyWatch(ThreadedSource):
                 names[session.server_name(mailbox)] = mailbox
             except ValueError as exc:
                 host.health.problem(account.name, mailbox, f"mailbox {mailbox!r} cannot exist on this server ({exc})")
-        listed = b" ".join(quote_mailbox(name) for name in names)
-        link = IdleLink(client, host.wake_r, account.timeout)
-        answer = link.command(b"NOTIFY SET STATUS (mailboxes (" + listed + b") (MessageNew MessageExpunge))",
-                              "NOTIFY SET")
+        answer = self._notify_set(client, names)
         known = {name: uidnext for name, uidnext in filter(None, map(parse_status, answer)) if name in names}
         missing = [name for name in names if name not in known]
         for name, mailbox in names.items():
@@ -154,27 +160,43 @@ class NotifyWatch(ThreadedSource):
             host.notify(mailbox)  # catch up on what arrived while not watching
         self._listen(client, names, known, missing, backoff, slow)
 
+    def _notify_set(self, client: imapclient.IMAPClient, names: dict[str, str]) -> list[bytes]:
+        """NOTIFY SET for these mailboxes (server names); the answer's lines (a STATUS for each that exists)."""
+        listed = b" ".join(quote_mailbox(name) for name in names)
+        link = IdleLink(client, self.host.wake_r, self.host.account.timeout)
+        return link.command(b"NOTIFY SET STATUS (mailboxes (" + listed + b") (MessageNew MessageExpunge))",
+                            "NOTIFY SET")
+
     def _listen(self, client: imapclient.IMAPClient, names: dict[str, str], known: dict[str, int],
                 missing: list[str], backoff: Backoff, slow: Backoff) -> None:
         host, account = self.host, self.host.account
         recheck = time.monotonic() + slow.next() if missing else None
+        rearm: float | None = None  # when to send a NOOP (after an announced change)
         while True:
             link = IdleLink(client, host.wake_r, account.timeout)
-            self._seen(link.start(), names, known)
+            if self._seen(link.start(), names, known):
+                rearm = rearm or time.monotonic() + REARM_AFTER
             deadline = time.monotonic() + account.idle_interval
             if recheck is not None:
                 deadline = min(deadline, recheck)
             while True:
-                got = link.wait(deadline)
+                got = link.wait(min(deadline, rearm) if rearm and REARM_AFTER > 0 else deadline)
                 if got is None:  # woken: the daemon is stopping
                     with contextlib.suppress(Exception):  # closing anyway
                         link.done(LOGOUT_TIMEOUT)
                     return
-                self._seen(got, names, known)
-                if time.monotonic() >= deadline:
+                if self._seen(got, names, known):
+                    rearm = rearm or time.monotonic() + REARM_AFTER
+                now = time.monotonic()
+                if now >= deadline or (rearm is not None and REARM_AFTER > 0 and now >= rearm):
                     break
             self._seen(link.done(), names, known)  # answered in time: the connection is alive
             backoff.reset()
+            if rearm is not None and REARM_AFTER > 0 and time.monotonic() >= rearm:
+                # answers what moved while Dovecot's watch was lost; a change found means one more
+                log.debug("account %s: NOOP on the NOTIFY connection after activity", host.name)
+                noop = IdleLink(client, host.wake_r, account.timeout).command(b"NOOP", "NOOP")
+                rearm = time.monotonic() + REARM_AFTER if self._seen(noop, names, known) else None
             if recheck is not None and time.monotonic() >= recheck:
                 if self._any_exists(client, missing):
                     raise Renew()
@@ -187,7 +209,9 @@ class NotifyWatch(ThreadedSource):
                                                                                "LIST")
                    for name in missing)
 
-    def _seen(self, lines: list[bytes], names: dict[str, str], known: dict[str, int]) -> None:
+    def _seen(self, lines: list[bytes], names: dict[str, str], known: dict[str, int]) -> bool:
+        """Wake the worker for each mailbox whose UIDNEXT moved; whether any did."""
+        moved = False
         for line in lines:
             status = parse_status(line)
             if status is None or status[0] not in names:
@@ -197,3 +221,5 @@ class NotifyWatch(ThreadedSource):
                 known[name] = uidnext
                 log.debug("account %s mailbox %s: new mail announced (NOTIFY)", self.host.name, names[name])
                 self.host.notify(names[name], announced=True)
+                moved = True
+        return moved
