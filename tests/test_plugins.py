@@ -501,6 +501,27 @@ def test_a_predicate_whose_prefilter_raises_is_still_tested_and_the_mailbox_goes
     assert any("prefilter" in line and "prefilter bug" in line for line in result.errors)
 
 
+def record_fetches(monkeypatch) -> list[list[str]]:
+    """The items of every FETCH the pass sends: one-off fetches (ImapSession.fetch) and the
+    predicates' pipelined batches (mailrules.imap.fetchpipe, one entry per call)."""
+    import mailrules.imap_mailbox
+
+    fetches: list[list[str]] = []
+    original, pipelined = ImapSession.fetch, mailrules.imap_mailbox.pipelined_fetch
+
+    def one_off(self, uids, items, *args, **kwargs):
+        fetches.append(list(items))
+        return original(self, uids, items, *args, **kwargs)
+
+    def batches(session, uids, items, *args, **kwargs):
+        fetches.append(list(items))
+        return pipelined(session, uids, items, *args, **kwargs)
+
+    monkeypatch.setattr(ImapSession, "fetch", one_off)
+    monkeypatch.setattr(mailrules.imap_mailbox, "pipelined_fetch", batches)
+    return fetches
+
+
 def test_predicates_needing_the_body_share_one_fetch_per_batch(rules_runner, make_message, monkeypatch):
     bodies: dict[str, list[str]] = {"a": [], "b": []}
 
@@ -522,14 +543,7 @@ def test_predicates_needing_the_body_share_one_fetch_per_batch(rules_runner, mak
                           entry_points=False)
     runner.deliver([msg(make_message, f"s{i}", body=f"body {i}") for i in range(3)])
 
-    fetches: list[list[str]] = []
-    original = ImapSession.fetch
-
-    def counting_fetch(self, uids, items, *args, **kwargs):
-        fetches.append(list(items))
-        return original(self, uids, items, *args, **kwargs)
-
-    monkeypatch.setattr(ImapSession, "fetch", counting_fetch)
+    fetches = record_fetches(monkeypatch)
     result = runner.run()
     assert [m.flags for m in result.messages("INBOX")] == [("\\Flagged",)] * 3
     assert bodies == {"a": ["body 0", "body 1", "body 2"], "b": ["body 0", "body 1", "body 2"]}
@@ -541,10 +555,7 @@ def test_predicates_needing_header_fields_never_fetch_the_body(rules_runner, mak
     runner = rules_runner("- name: r\n  where: [flagged_spam]\n  actions: [{move: Junk}]\n",
                           plugins=[Plugin("hdr", [spam])], entry_points=False)
     runner.deliver([msg(make_message, "s", headers={"X-Spam": "yes"}), msg(make_message, "h")])
-    fetches: list[list[str]] = []
-    original = ImapSession.fetch
-    monkeypatch.setattr(ImapSession, "fetch",
-                        lambda self, uids, items, *a, **k: fetches.append(list(items)) or original(self, uids, items, *a, **k))
+    fetches = record_fetches(monkeypatch)
     result = runner.run()
     assert result.subjects("Junk") == ["s"] and result.subjects("INBOX") == ["h"]
     assert not any("BODY.PEEK[]" in items for items in fetches)
