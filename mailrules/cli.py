@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "default $MAILRULES_SHARD, which also takes a pod name: mailrules-2/3")
     run.add_argument("--metrics", metavar="HOST:PORT",
                      help="serve Prometheus metrics (/metrics), liveness (/healthz) and readiness (/readyz) "
-                          "there, e.g. 127.0.0.1:9464 (needs the extra mailrules[metrics])")
+                          "there, e.g. 127.0.0.1:9464 (needs prometheus-client, the extra 'metrics')")
 
     check = sub.add_parser("check", help="validate the rules file")
     _common(check, top=False)

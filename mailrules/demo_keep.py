@@ -93,7 +93,7 @@ def keep(server: DovecotServer, load_paths: list[Path], out: TextIO) -> int:
     print(KEEP_TEXT.format(host=server.host, port=server.port, logins=logins, loaded=loaded, notes=notes,
                            rules=shlex.quote(str(rules_file)), state=shlex.quote(str(state)), mr=mr),
           file=out, flush=True)
-    return _wait(server, directory, out)
+    return wait_until_stopped(server, directory, out)
 
 
 def _rules_file_notes(rules_file: Path, port: int, user: str, password_file: Path) -> str:
@@ -109,18 +109,24 @@ def _rules_file_notes(rules_file: Path, port: int, user: str, password_file: Pat
     return note
 
 
-def _wait(server: DovecotServer, directory: Path, out: TextIO) -> int:
+def wait_until_stopped(server: DovecotServer, directory: Path, out: TextIO) -> int:
+    """Wait for Ctrl-C (SIGINT) or SIGTERM, then say where the user's rules file stays.
+
+    Why handlers for both, not Python's KeyboardInterrupt: a process started in the background
+    by a non-interactive shell (``cmd &``, a CI step, a test runner run that way) inherits
+    SIGINT *ignored*, and Python then keeps it ignored, so the promised Ctrl-C did nothing and
+    the server ran on until killed. The daemon (`mailrules run`) installs its own handlers too.
+    """
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not stop.wait(1.0):
             if not server.running:
                 print("mailrules demo: Dovecot stopped by itself", file=sys.stderr)
                 return EXIT_FAILURE
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"\nmailrules demo: stopping the server and removing its mail; your rules file stays in {directory}",
           file=out)
     return EXIT_OK

@@ -135,9 +135,15 @@ def kept_demo(tmp_path_factory, demo_run):
         (maildir / sub).mkdir(parents=True)
     (maildir / "cur" / "1700000000.1.host:2,DS").write_bytes(make_message(subject="a seen draft"))
     env = {**os.environ, "MAILRULES_DEMO_DIR": str(tmp / "kept")}
-    proc = subprocess.Popen([sys.executable, "-m", "mailrules", "demo", "--keep", "--load", str(mail),
-                             "--load", str(maildir)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # Started with SIGINT ignored, as a job started with `&` by a script (or a test run started
+    # that way) inherits it: Ctrl-C must stop the demo all the same, however pytest was started.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "mailrules", "demo", "--keep", "--load", str(mail),
+                                 "--load", str(maildir)],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         out = _read_until(proc, "In a mail client:", HANG_LIMIT)
         yield proc, out, tmp / "kept"
@@ -198,6 +204,31 @@ def test_demo_keep_never_deletes_the_rules_file_the_user_edited(kept_demo):
     assert proc.wait(timeout=60) == 0
     assert rules.read_text().endswith("# my own rule, and my tests:\n")
     assert f"your rules file stays in {kept}" in proc.stdout.read()
+
+
+def test_ctrl_c_stops_the_kept_demo_even_when_sigint_was_inherited_ignored(tmp_path):
+    """A background job of a script starts with SIGINT ignored; the kept demo must still stop on it."""
+    import io
+    import threading
+    from types import SimpleNamespace
+
+    from mailrules.demo_keep import wait_until_stopped
+
+    started = time.monotonic()
+    server = SimpleNamespace(running=True)
+    give_up = threading.Timer(10, lambda: setattr(server, "running", False))  # no hang if SIGINT is lost
+    give_up.start()
+    out = io.StringIO()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        code = wait_until_stopped(server, tmp_path, out)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # the disposition found is put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        give_up.cancel()
+    assert code == 0 and time.monotonic() - started < 5
+    assert f"your rules file stays in {tmp_path}" in out.getvalue()
 
 
 def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:

@@ -32,7 +32,7 @@ from .observe import ERROR_KINDS
 
 log = logging.getLogger("mailrules.watcher")
 
-EXTRA = "metrics"  # pip install 'mailrules[metrics]'
+EXTRA = "metrics"  # in the checkout: pip install '.[metrics]'
 _ADDRESS = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})")
 
 # Latency buckets (seconds): from a few milliseconds (a pass on a selected connection) to
@@ -66,7 +66,8 @@ def require_client() -> None:
     except ImportError:
         raise MetricsUnavailable(
             f"--metrics needs prometheus-client, the optional extra {EXTRA!r}: "
-            f"pip install 'mailrules[{EXTRA}]'") from None
+            f"pip install 'prometheus-client>=0.20,<1' (in a mailrules checkout: pip install '.[{EXTRA}]')"
+        ) from None
 
 
 class MetricsObserver:
