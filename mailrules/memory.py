@@ -6,17 +6,22 @@ raw bytes, flags, keywords, arrival date) and numbers them with UIDs as a server
 `mailrules.local_search.matches` (what Dovecot's UID SEARCH answers), `where:` predicates on
 a `MessageView` of the message, and actions through the same `Action` objects as on IMAP,
 by their `perform(context, uids, arg)` on a `MemoryContext` (the `mailrules.api.ActionContext`
-protocol). So `run_rules` gives, without a server, the outcome a pass gives on Dovecot (the
-property test tests/test_memory_equivalence.py compares the two); it is where offline rule
-tests and `explain` build on.
+protocol). A built-in action's `perform` is its one body, `execute`, run on a `MemoryStore`
+(the `mailrules.mailstore.MailStore` over one account of the server; other accounts are
+reached as on IMAP, so cross-account copies and moves run their APPEND-verify-expunge body
+here too); a plugin's is its `run`. So `run_rules` gives, without a server, the outcome a
+pass gives on Dovecot (tests/test_memory_equivalence.py and tests/test_one_body.py compare
+the two); it is where offline rule tests and `explain` build on.
 
 Everything here is offline: an action is carried out only if it changes the mailbox alone
 (`Action.effects == "mailbox"`, every built-in); any other action (a command, a web request,
 anything outside) is never called, and `PassResult.would_run` lists it instead. Actions can
 tell from `context.offline`.
 
-What it does not model: the journal and crash resume (nothing to crash), raw search keys
-(`NotEvaluableOffline`), plugin predicates' time limits.
+What it does not model: the journal and crash resume (nothing to crash: the actions' resume
+paths never run here), raw search keys (`NotEvaluableOffline`), plugin predicates' time
+limits, a mailbox's keyword spelling (Dovecot keeps the first spelling a mailbox saw; here
+each message keeps its own), servers without MOVE or UIDPLUS.
 """
 
 from __future__ import annotations
