@@ -153,3 +153,18 @@ def test_memory_search_answers_the_keys_the_actions_send():
     assert store.search(SearchQuery((b"UNSEEN",)), within=UidSet([1, 2, 3])) == UidSet([2])
     assert store.search(SearchQuery((b"KEYWORD", b"$work"))) == UidSet([2])
     assert store.search(SearchQuery((b"UID", b"2:*"))) == UidSet([2, 3])
+
+
+def test_the_imap_session_and_the_memory_store_both_offer_every_mail_store_operation():
+    import inspect
+
+    from mailrules.imap.session import ImapSession
+    from mailrules.mailstore import MailStore
+
+    operations = [name for name, member in vars(MailStore).items()
+                  if callable(member) and not name.startswith("_")]
+    assert {"store", "search", "copy", "move", "uid_expunge", "append", "create_folder"} <= set(operations)
+    for implementation in (ImapSession, MemoryStore):
+        for name in operations:
+            wanted = list(inspect.signature(getattr(MailStore, name)).parameters)
+            assert list(inspect.signature(getattr(implementation, name)).parameters) == wanted, (implementation, name)
