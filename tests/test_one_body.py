@@ -168,3 +168,28 @@ def test_the_imap_session_and_the_memory_store_both_offer_every_mail_store_opera
         for name in operations:
             wanted = list(inspect.signature(getattr(MailStore, name)).parameters)
             assert list(inspect.signature(getattr(implementation, name)).parameters) == wanted, (implementation, name)
+
+
+# --------------------------------------------------------------------------- what is left
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a dry run (memory or IMAP: the same kernel) carries no action out, so a message an earlier rule "
+    "moves stays in play, and flags an earlier rule sets are not seen by later criteria: the plan can "
+    "count more or fewer messages than the real run acts on"))
+def test_a_dry_run_counts_per_rule_what_the_real_run_acts_on():
+    from mailrules.memory import run_rules
+    from mailrules.model import Rule
+
+    rules = [Rule("away", All((Text("subject", "x"),)), actions=(action("move", "F"),)),
+             Rule("again", All((Text("subject", "x"),)), actions=(action("seen"),)),
+             Rule("mark", All((Text("subject", "y"),)), actions=(action("flag"),)),
+             Rule("marked", All((Flag("\\Flagged"),)), actions=(action("seen"),))]
+    counts = []
+    for dry_run in (True, False):
+        server = MemoryServer()
+        for subject in (b"x", b"y"):
+            server.deliver("a", "INBOX", LocalMessage(b"Subject: " + subject + b"\r\n\r\nhi\r\n",
+                                                      internaldate=dt.datetime.now(dt.UTC)))
+        counts.append(run_rules(server, "a", "INBOX", rules, registry(), dry_run=dry_run).matched)
+    assert counts[0] == counts[1]
