@@ -6,33 +6,40 @@ raw bytes, flags, keywords, arrival date) and numbers them with UIDs as a server
 `mailrules.local_search.matches` (what Dovecot's UID SEARCH answers), `where:` predicates on
 a `MessageView` of the message, and actions through the same `Action` objects as on IMAP,
 by their `perform(context, uids, arg)` on a `MemoryContext` (the `mailrules.api.ActionContext`
-protocol). So `run_rules` gives, without a server, the outcome a pass gives on Dovecot (the
-property test tests/test_memory_equivalence.py compares the two); it is where offline rule
-tests and `explain` build on.
+protocol). A built-in action's `perform` is its one body, `execute`, run on a `MemoryStore`
+(the `mailrules.mailstore.MailStore` over one account of the server; other accounts are
+reached as on IMAP, so cross-account copies and moves run their APPEND-verify-expunge body
+here too); a plugin's is its `run`. So `run_rules` gives, without a server, the outcome a
+pass gives on Dovecot (tests/test_memory_equivalence.py and tests/test_one_body.py compare
+the two); it is where offline rule tests and `explain` build on.
 
 Everything here is offline: an action is carried out only if it changes the mailbox alone
 (`Action.effects == "mailbox"`, every built-in); any other action (a command, a web request,
 anything outside) is never called, and `PassResult.would_run` lists it instead. Actions can
 tell from `context.offline`.
 
-What it does not model: the journal and crash resume (nothing to crash), raw search keys
-(`NotEvaluableOffline`), plugin predicates' time limits.
+What it does not model: the journal and crash resume (nothing to crash: the actions' resume
+paths never run here), raw search keys (`NotEvaluableOffline`), plugin predicates' time
+limits, a mailbox's keyword spelling (Dovecot keeps the first spelling a mailbox saw; here
+each message keeps its own), servers without MOVE or UIDPLUS.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .actions.base import resolve_account
+from .actions.base import ActionRun, StoreContext
 from .api import Action
+from .criteria import FLAG_KEYS, SearchQuery
+from .imap.session import Selected, ServerRefused, Transfer
 from .kernel import Position, run_pass
-from .local_search import LocalMessage, matches
+from .local_search import LocalMessage, NotEvaluableOffline, matches
 from .message import MessageView
-from .model import ActionCall, Rule
+from .model import ActionCall, Flag, Keyword, Location, Raw, Rule
 from .plugins import Registry
 from .uidset import UidSet
 
@@ -67,6 +74,191 @@ class MemoryServer:
     def deliver(self, account: str, path: str, message: LocalMessage) -> int:
         """Put `message` in the folder; returns its UID."""
         return self.folder(account, path).add(message)
+
+
+class MemoryStore:
+    """One account of a `MemoryServer` as a `mailrules.mailstore.MailStore`: what the built-in
+    actions run on in memory, with the semantics of Dovecot's answers (MOVE and UIDPLUS, COPYUID
+    and APPENDUID, TRYCREATE for a missing folder, UID EXPUNGE of messages marked \\Deleted only).
+
+    SEARCH evaluates the keys the actions send (ALL, UID n:*, system flags, KEYWORD) with
+    `mailrules.local_search`; any other key is not evaluable offline.
+    """
+
+    capabilities = frozenset({"MOVE", "UIDPLUS", "IMAP4REV1"})
+
+    def __init__(self, server: MemoryServer, account: str) -> None:
+        self.server = server
+        self.account = account
+        self.selected: Selected | None = None
+
+    def has(self, capability: str) -> bool:
+        return capability.upper() in self.capabilities
+
+    # ------------------------------------------------------------------ folders
+
+    def _folders(self) -> dict[str, Folder]:
+        return self.server.accounts.setdefault(self.account, {})
+
+    def _folder(self, server_name: str, command: str) -> Folder:
+        folder = self._folders().get(server_name)
+        if folder is None:
+            raise ServerRefused(command, f"[TRYCREATE] Mailbox doesn't exist: {server_name}")
+        return folder
+
+    def server_name(self, path: str) -> str:
+        return "INBOX" if path.upper() == "INBOX" else path
+
+    def folder_exists(self, server_name: str) -> bool:
+        return server_name in self._folders()
+
+    def create_folder(self, server_name: str) -> None:
+        self.server.folder(self.account, server_name)
+
+    def known_missing(self, server_name: str) -> bool:
+        return not self.folder_exists(server_name)
+
+    def uidnext_floor(self, server_name: str) -> int | None:
+        folder = self._folders().get(server_name)
+        return folder.uidnext if folder is not None else None
+
+    def status_uidnext(self, server_name: str) -> int:
+        return self._folder(server_name, "STATUS").uidnext
+
+    def find_trash(self) -> str | None:
+        return self.server.trash
+
+    def select(self, server_name: str, *, readonly: bool = False) -> Selected:
+        folder = self._folder(server_name, "SELECT")
+        self.selected = Selected(server_name, folder.uidvalidity, folder.uidnext, len(folder.messages),
+                                 (*FLAG_KEYS, "\\*"), readonly)
+        return self.selected
+
+    # ------------------------------------------------------------------ the selected mailbox
+
+    @property
+    def _box(self) -> Folder:
+        if self.selected is None:
+            raise ServerRefused("UID", "no mailbox selected")
+        return self._folder(self.selected.name, "SELECT")
+
+    def search(self, query: SearchQuery, within: UidSet | None = None) -> UidSet:
+        keys = _search_keys(query)
+        messages = self._box.messages
+        uids = sorted(messages) if within is None else [u for u in within if u in messages]
+        return UidSet(u for u in uids if all(key(u, messages[u]) for key in keys))
+
+    def existing(self, uids: UidSet) -> UidSet:
+        messages = self._box.messages
+        return UidSet(u for u in uids if u in messages)
+
+    def fetch(self, uids: UidSet, items: list[str], batch: int = 0) -> Iterator[tuple[int, dict]]:
+        wanted = {_FETCHED.get(item.upper()) for item in items}
+        if None in wanted:
+            raise ServerRefused("FETCH", f"not offered in memory: {', '.join(items)}")
+        messages = self._box.messages
+        for uid in uids:
+            message = messages.get(uid)
+            if message is not None:
+                yield uid, {key: _fetched(key, message) for key in wanted}
+
+    def store(self, uids: UidSet, flags: Iterable[str], *, add: bool) -> None:
+        names = list(flags)
+        messages = self._box.messages
+        for uid in uids:
+            if uid in messages:
+                messages[uid] = _with_flags(messages[uid], names, add)
+
+    def copy(self, uids: UidSet, server_name: str, *, create: bool = False) -> Transfer:
+        return self._transfer("COPY", uids, server_name, create)
+
+    def move(self, uids: UidSet, server_name: str, *, create: bool = False) -> Transfer:
+        return self._transfer("MOVE", uids, server_name, create)
+
+    def _transfer(self, command: str, uids: UidSet, server_name: str, create: bool) -> Transfer:
+        if create:
+            self.create_folder(server_name)
+        dest = self._folder(server_name, command)
+        messages = self._box.messages
+        moving = [u for u in uids if u in messages]
+        mapping = {uid: dest.add(messages[uid]) for uid in moving}
+        if command == "MOVE":
+            for uid in moving:
+                del messages[uid]
+        return Transfer(dest.uidvalidity, mapping)
+
+    def uid_expunge(self, uids: UidSet) -> None:
+        messages = self._box.messages
+        for uid in uids:
+            if uid in messages and "\\Deleted" in messages[uid].flags:
+                del messages[uid]
+
+    def append(self, server_name: str, message: bytes, flags: Iterable[str],
+               internaldate: dt.datetime | None) -> tuple[int, int] | None:
+        dest = self._folder(server_name, "APPEND")
+        stored = _with_flags(LocalMessage(message, internaldate=internaldate or dt.datetime.now(dt.UTC)),
+                             [f for f in flags if f.lower() != "\\recent"], True)
+        return dest.uidvalidity, dest.add(stored)
+
+
+def _with_flags(message: LocalMessage, names: Iterable[str], add: bool) -> LocalMessage:
+    """The message with system flags and keywords added or removed (keywords, as IMAP compares
+    them, without regard to case: one already there keeps its spelling)."""
+    flags, keywords = set(message.flags), set(message.keywords)
+    for name in names:
+        if name.startswith("\\"):
+            flag = next((f for f in FLAG_KEYS if f.lower() == name.lower()), name)
+            (flags.add if add else flags.discard)(flag)
+            continue
+        same = {k for k in keywords if k.lower() == name.lower()}
+        if add and not same:
+            keywords.add(name)
+        elif not add:
+            keywords -= same
+    return dataclasses.replace(message, flags=frozenset(flags), keywords=frozenset(keywords))
+
+
+_FETCHED = {"BODY.PEEK[]": b"BODY[]", "BODY[]": b"BODY[]", "FLAGS": b"FLAGS", "INTERNALDATE": b"INTERNALDATE",
+            "RFC822.SIZE": b"RFC822.SIZE"}
+
+
+def _fetched(key: bytes, message: LocalMessage) -> Any:
+    if key == b"BODY[]":
+        return message.raw
+    if key == b"FLAGS":
+        return tuple(sorted(message.flags | message.keywords))
+    if key == b"INTERNALDATE":
+        return message.internaldate
+    return message.rfc822_size
+
+
+def _search_keys(query: SearchQuery) -> list[Callable[[int, LocalMessage], bool]]:
+    """The keys of a UID SEARCH the actions send, as tests of (uid, message)."""
+    tokens = list(query.tokens)
+    keys: list[Callable[[int, LocalMessage], bool]] = []
+    flag_keys = {key: Flag(flag, present) for flag, pair in FLAG_KEYS.items()
+                 for key, present in zip(pair, (True, False), strict=True)}
+    while tokens:
+        token = bytes(tokens.pop(0)).upper()
+        if token == b"ALL":
+            continue
+        if token in flag_keys or token in (b"KEYWORD", b"UNKEYWORD"):
+            node = flag_keys.get(token) or Keyword(bytes(tokens.pop(0)).decode(), token == b"KEYWORD")
+            keys.append(lambda _uid, message, node=node: matches(node, message))
+        elif token == b"UID":
+            keys.append(_uid_test(bytes(tokens.pop(0)).decode()))
+        else:
+            raise NotEvaluableOffline(Raw(str(query)), Location("<mail store>"))
+    return keys
+
+
+def _uid_test(text: str) -> Callable[[int, LocalMessage], bool]:
+    """A UID set as SEARCH takes it ('5:*', '1:3,7')."""
+    ranges = []
+    for part in text.split(","):
+        low, _, high = part.partition(":")
+        ranges.append((int(low), (1 << 32) if high == "*" else int(high or low)))
+    return lambda uid, _message: any(min(a, b) <= uid <= max(a, b) for a, b in ranges)
 
 
 @dataclass
@@ -140,7 +332,9 @@ class MemoryMailbox:
         if not action.runs_offline:
             return self._would_run(action, rule, call, present, targets)
         try:
-            action.perform(MemoryContext(self, rule), present, call.arg)
+            # a built-in action runs its one body (`execute`) on the `MemoryStore` behind the
+            # context; a plugin's action, its `run(context, uids, arg)`
+            action.perform(MemoryContext(self.action_run(rule), self.folder), present, call.arg)
         except Exception as exc:  # noqa: BLE001 - as on IMAP: the batch fails, retried later
             for uid in present:
                 self.result.failed[uid] = str(exc) or type(exc).__name__
@@ -148,6 +342,18 @@ class MemoryMailbox:
         self.result.applied += len(present)
         return set(targets) if action.terminal else set()
 
+    def action_run(self, rule: Rule) -> ActionRun:
+        """What an action runs with, as on IMAP: the folder selected in a `MemoryStore` of the
+        account, and a store of any other account of the server (cross-account copies)."""
+        self.folder  # noqa: B018 - the folder springs into being, as MemoryServer's do
+        stores = {self.account: MemoryStore(self.server, self.account)}
+        selected = stores[self.account].select(self.path)
+
+        def connect(account: str) -> MemoryStore:
+            return stores.setdefault(account, MemoryStore(self.server, account))
+
+        return ActionRun(stores[self.account], self.account, self.path, selected, rule, {}, self.registry,
+                         connect=connect, dry_run=self.dry_run, accounts=tuple(self.server.accounts))
 
     def _would_run(self, action: Action, rule: Rule, call: ActionCall, present: UidSet, targets: UidSet) -> set[int]:
         """An action with an outside effect, offline: recorded, never called. A terminal one
@@ -156,7 +362,8 @@ class MemoryMailbox:
             self.result.would_run.setdefault(uid, []).append((rule.name, call))
         if not action.terminal:
             return set()
-        MemoryContext(self, rule).expunge(present)
+        for uid in present:
+            self.folder.messages.pop(uid, None)
         return set(targets)
 
 
@@ -171,23 +378,18 @@ def run_rules(server: MemoryServer, account: str, path: str, rules: Sequence[Rul
     return box.result
 
 
-class MemoryContext:
-    """The `mailrules.api.ActionContext` of a `MemoryMailbox` (plus `trash` and `expunge`, which
-    the built-in trash and delete actions use)."""
+class MemoryContext(StoreContext):
+    """The `mailrules.api.ActionContext` of a `MemoryMailbox`: the same context as on IMAP
+    (setting flags, copying, moving run the built-in actions' one body, on a `MemoryStore`),
+    reading the messages directly from memory, and offline."""
 
-    def __init__(self, box: MemoryMailbox, rule: Rule) -> None:
-        self._box = box
-        self.account = box.account
-        self.mailbox = box.path
-        self.rule = rule
-        self.dry_run = box.dry_run
+    def __init__(self, run: ActionRun, folder: Folder) -> None:
+        super().__init__(run)
         self.offline = True  # always, in memory: only effects="mailbox" actions are ever called here
-        self.uidvalidity = box.folder.uidvalidity
-        self.trash = box.server.trash
-        self.message_ids: dict[int, str] = {}
+        self._folder = folder
 
     def _messages(self, uids: Iterable[int]) -> Iterator[tuple[int, LocalMessage]]:
-        messages = self._box.folder.messages
+        messages = self._folder.messages
         for uid in sorted(set(uids)):
             if uid in messages:
                 yield uid, messages[uid]
@@ -205,55 +407,6 @@ class MemoryContext:
 
     def keywords(self, uids: Iterable[int]) -> dict[int, frozenset[str]]:
         return {uid: m.keywords for uid, m in self._messages(uids)}
-
-    def _change(self, uids: Iterable[int], **how: Any) -> None:
-        folder = self._box.folder
-        for uid, message in list(self._messages(uids)):
-            folder.messages[uid] = dataclasses.replace(message, **{k: f(getattr(message, k)) for k, f in how.items()})
-
-    def _checked(self, action: str, names: Iterable[str]) -> frozenset[str]:
-        """The flags or keywords checked as a rules file's (as on IMAP): a bad one raises ValueError."""
-        return frozenset(self._box.registry.actions[action].validate(list(names)))
-
-    def set_flags(self, uids: Iterable[int], flags: Iterable[str]) -> None:
-        add = self._checked("add_flag", flags)
-        self._change(uids, flags=lambda old: old | add)
-
-    def clear_flags(self, uids: Iterable[int], flags: Iterable[str]) -> None:
-        drop = self._checked("remove_flag", flags)
-        self._change(uids, flags=lambda old: old - drop)
-
-    def set_keywords(self, uids: Iterable[int], keywords: Iterable[str]) -> None:
-        add = self._checked("add_keyword", keywords)
-        # keywords are compared without regard to case: one already there keeps its spelling
-        self._change(uids, keywords=lambda old: old | {k for k in add if k.lower() not in {o.lower() for o in old}})
-
-    def clear_keywords(self, uids: Iterable[int], keywords: Iterable[str]) -> None:
-        drop = {k.lower() for k in self._checked("remove_keyword", keywords)}
-        self._change(uids, keywords=lambda old: frozenset(k for k in old if k.lower() not in drop))
-
-    def copy(self, uids: Iterable[int], folder: str) -> None:
-        account, path = self._where(folder)
-        for _uid, message in list(self._messages(uids)):
-            if account != self.account:  # APPEND to another account: \Deleted is not carried over
-                message = dataclasses.replace(message, flags=message.flags - {"\\Deleted"})
-            self._box.server.deliver(account, path, message)
-
-    def move(self, uids: Iterable[int], folder: str) -> None:
-        account, path = self._where(folder)
-        if (account, path) == (self.account, self.mailbox):
-            return  # moving into itself: nothing to do
-        self.copy(uids, folder)
-        self.expunge(uids)
-
-    def expunge(self, uids: Iterable[int]) -> None:
-        for uid in list(uids):
-            self._box.folder.messages.pop(uid, None)
-
-    def _where(self, folder: str) -> tuple[str, str]:
-        ref = resolve_account(self._box.registry.actions["copy"].validate(folder),
-                              self._box.server.accounts.keys())
-        return ref.account or self.account, ref.path
 
 
 def _view(uid: int, message: LocalMessage) -> MessageView:

@@ -5,9 +5,10 @@
 - `copy`: copy and move (same account and cross-account, verified by content);
 - `trash`, `delete`;
 - `intent`: the typed intent a copy journals before it runs;
-- `base`: what every action runs with on IMAP (`ActionRun`, the public `ImapContext`).
+- `base`: what every action runs with (`ActionRun`, `BuiltinAction`, the public `StoreContext`).
 
-Each object owns its execution on a UID set (`execute`), its crash-resume verification
+Each object owns its execution on a UID set (`execute`: one body, on a
+`mailrules.mailstore.MailStore`, the IMAP session or the in-memory store), its crash-resume verification
 (`intent`/`read_intent`), its dry-run text (`describe`), whether it ends the message's
 journey (`terminal`), its destinations and what reversing it needs (journaled with its
 done step). They are registered by `mailrules.builtins` through the same hook as a

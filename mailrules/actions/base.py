@@ -1,11 +1,17 @@
-"""What every action runs with on IMAP: the engine's side (`ActionRun`), the public context
-(`ImapContext`, the `mailrules.api.ActionContext` protocol), results and failures.
+"""What every action runs with: the engine's side (`ActionRun`), the public context
+(`StoreContext`, the `mailrules.api.ActionContext` protocol), results and failures.
 
 The built-in actions (one module per family in this package) and plugin actions are the
 same kind of object, `mailrules.api.Action`; the engine calls ``action.execute(run, arg,
 uids, intent, resuming)`` for each, and a plugin's action runs its ``run(context, uids,
 arg)`` with `ActionRun.context()`. `ActionFailed` and `ActionResult` live in
 `mailrules.api` (re-exported here).
+
+A built-in action (`BuiltinAction`) has one body, `execute`, written against
+``run.session``, a `mailrules.mailstore.MailStore`: an `ImapSession` on the server, a
+`mailrules.memory.MemoryStore` offline. Its `perform(context, ...)` (how the in-memory
+mailbox and a plugin's ``context.copy(...)`` reach it) is no second body: it runs `execute`
+on the run behind the context.
 """
 
 from __future__ import annotations
@@ -14,37 +20,38 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..api import ActionFailed, ActionResult, check_needs
+from ..api import Action, ActionFailed, ActionResult, check_needs
 from ..fetching import fetch_items, view_of
-from ..imap.session import ImapSession, Selected, ServerRefused
+from ..imap.session import Selected, ServerRefused
+from ..mailstore import MailStore
 from ..message import MessageView
 from ..model import FolderRef, Rule
 from ..state import StateStore
 from ..uidset import UidSet
-
-if TYPE_CHECKING:
-    from ..api import Action
 
 log = logging.getLogger("mailrules.actions")
 
 
 @dataclass
 class ActionRun:
-    """What an action needs to run on IMAP, on the engine's side (journal, state, connections).
+    """What an action needs to run, on the engine's side (journal, state, connections).
 
-    Plugin actions never see it: they receive `context()`, the narrow public protocol.
+    `session` is the `MailStore` of the account, the mailbox selected: an `ImapSession` on
+    the server, a `mailrules.memory.MemoryStore` offline (then `connect` gives the stores of
+    the other accounts, and there is no journal). Plugin actions never see it: they receive
+    `context()`, the narrow public protocol.
     """
 
-    session: ImapSession
+    session: MailStore
     account: str
     mailbox: str  # server name of the mailbox being processed
     selected: Selected
     rule: Rule
     message_ids: dict[int, str]
     registry: Any  # the `mailrules.plugins.Registry` (its actions by name)
-    connect: Callable[[str], ImapSession] | None = None  # session of another account
+    connect: Callable[[str], MailStore] | None = None  # session of another account
     watched: Callable[[str, str], bool] = lambda account, server_name: False
     store: StateStore | None = None
     dry_run: bool = False
@@ -53,10 +60,10 @@ class ActionRun:
     journal: Callable[[dict], None] | None = None
     accounts: Collection[str] = ()  # the configured accounts (for 'account:Folder' in `ImapContext`)
 
-    def context(self) -> ImapContext:
-        return ImapContext(self)
+    def context(self) -> StoreContext:
+        return StoreContext(self)
 
-    def destination(self, ref: FolderRef) -> tuple[ImapSession, str]:
+    def destination(self, ref: FolderRef) -> tuple[MailStore, str]:
         """The session and the server's name of a copy/move destination."""
         session = self.session
         if ref.account and ref.account != self.account:
@@ -68,7 +75,7 @@ class ActionRun:
                 raise ActionFailed(f"destination account {ref.account} unreachable: {exc}") from exc
         return session, session.server_name(ref.path)
 
-    def uidnext_creating(self, session: ImapSession, dest: str) -> int:
+    def uidnext_creating(self, session: MailStore, dest: str) -> int:
         """The destination's UIDNEXT (a lower bound will do), creating the folder if it is missing."""
         floor = session.uidnext_floor(dest)
         if floor is not None:
@@ -81,7 +88,7 @@ class ActionRun:
             session.create_folder(dest)
             return session.status_uidnext(dest)
 
-    def with_trycreate(self, session: ImapSession, dest: str, command: Callable[[bool], Any]) -> Any:
+    def with_trycreate(self, session: MailStore, dest: str, command: Callable[[bool], Any]) -> Any:
         """Run command(create); create=True when the folder is known to be missing (the command
         then creates it in the same round trip). A TRYCREATE refusal creates it and retries once."""
         try:
@@ -117,8 +124,28 @@ class ActionRun:
         self.store.add_placed(account, dest, uidvalidity, list(dest_uids))
 
 
-class ImapContext:
-    """The `mailrules.api.ActionContext` of the IMAP engine: what a plugin action receives."""
+@dataclass(frozen=True)
+class BuiltinAction(Action):
+    """A built-in action: one body, `execute(run, ...)`, on whichever `MailStore` the run has."""
+
+    builtin: bool = True
+    effects: str = "mailbox"  # it changes the mailbox only: carried out offline, in memory
+
+    def has_executor(self) -> bool:
+        return True
+
+    def perform(self, context: Any, uids: UidSet, arg: Any) -> None:
+        """The generic adapter (not a second body): `execute` on the run behind `context`."""
+        if not isinstance(context, StoreContext):
+            raise ActionFailed(f"action {self.name!r} runs on a mail store's context only")
+        run = context._run
+        self.execute(run, arg, uids, self.intent(run, arg, uids), False)
+
+
+class StoreContext:
+    """The `mailrules.api.ActionContext` over an `ActionRun`: what a plugin action receives on
+    IMAP (`mailrules.memory.MemoryContext` is the in-memory one). Setting flags, copying and
+    moving run the built-in actions, so a plugin's `context.move(...)` does what `move` does."""
 
     def __init__(self, run: ActionRun) -> None:
         self._run = run
@@ -131,7 +158,7 @@ class ImapContext:
         self.message_ids = run.message_ids
 
     @property
-    def session(self) -> ImapSession:
+    def session(self) -> MailStore:
         """The connection, mailbox selected (not part of the documented protocol: IMAP only)."""
         return self._run.session
 
@@ -193,4 +220,7 @@ def resolve_account(ref: FolderRef, accounts: Collection[str]) -> FolderRef:
     return ref
 
 
-__all__ = ["ActionFailed", "ActionResult", "ActionRun", "ImapContext", "resolve_account"]
+ImapContext = StoreContext  # its name in earlier versions
+
+__all__ = ["ActionFailed", "ActionResult", "ActionRun", "BuiltinAction", "ImapContext", "StoreContext",
+           "resolve_account"]

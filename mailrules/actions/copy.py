@@ -35,13 +35,13 @@ from typing import Any
 
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from ..api import Action, ActionContext
+from ..api import Action
 from ..criteria import SearchQuery, unsendable
 from ..imap.rewrite import stored_form
-from ..imap.session import ImapSession
+from ..mailstore import MailStore
 from ..model import FolderRef
 from ..uidset import UidSet
-from .base import ActionFailed, ActionResult, ActionRun
+from .base import ActionFailed, ActionResult, ActionRun, BuiltinAction
 from .intent import CopyIntent, Verified
 from .reverse import Reversed, UndoRun, reverse_copy, reverse_move
 
@@ -68,12 +68,10 @@ def content_digest(raw: bytes) -> str:
 
 
 @dataclass(frozen=True)
-class CopyAction(Action):
+class CopyAction(BuiltinAction):
     """Copy to a folder (move=False) or move there (move=True, terminal)."""
 
     move: bool = False
-    builtin: bool = True
-    effects: str = "mailbox"  # it changes the mailbox only: carried out offline, in memory
 
     def destinations(self, arg: Any) -> tuple[Any, ...]:
         return (arg,) if isinstance(arg, FolderRef) else ()
@@ -114,8 +112,6 @@ class CopyAction(Action):
             mapping.update(transfer.mapping)
         return ActionResult(uids, detail=_reversal(run, run.account, dest, mapping))
 
-    def perform(self, context: ActionContext, uids: UidSet, arg: FolderRef) -> None:
-        (context.move if self.move else context.copy)(uids, str(arg))
 
     def reverse(self, undo: UndoRun, record: dict) -> Reversed:
         return (reverse_move if self.move else reverse_copy)(undo, record)
@@ -178,7 +174,7 @@ def moved_before(run: ActionRun, dest: str, gone: UidSet, intent: CopyIntent | N
 
 
 def proven_copies(
-    run: ActionRun, dest_session: ImapSession, dest: str, uids: UidSet, intent: CopyIntent | None, resuming: bool,
+    run: ActionRun, dest_session: MailStore, dest: str, uids: UidSet, intent: CopyIntent | None, resuming: bool,
     pairs: dict[int, int] | None = None,
 ) -> tuple[UidSet, int | None]:
     """Of `uids` (selected mailbox), those an earlier attempt is proven to have copied to `dest`.
@@ -345,7 +341,7 @@ def _match(
     return found
 
 
-def _arrivals_since(session: ImapSession, dest: str, uidnext: int, sizes: set[int]) -> dict[int, tuple[int, str]]:
+def _arrivals_since(session: MailStore, dest: str, uidnext: int, sizes: set[int]) -> dict[int, tuple[int, str]]:
     """UID -> (size, content digest) of the messages that arrived in `dest` at or after UID `uidnext`.
 
     Only messages of one of these `sizes` are read whole (the others cannot be a copy).

@@ -5,15 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import Action, ActionContext
+from ..api import Action
 from ..uidset import UidSet
-from .base import ActionResult, ActionRun
+from .base import ActionResult, ActionRun, BuiltinAction
 
 
 @dataclass(frozen=True)
-class DeleteAction(Action):
-    builtin: bool = True
-    effects: str = "mailbox"  # it changes the mailbox only: carried out offline, in memory
+class DeleteAction(BuiltinAction):
     terminal: bool = True
     once_per_rule: bool = False
 
@@ -27,11 +25,6 @@ class DeleteAction(Action):
         run.mark_deleted_and_expunge(uids)
         return ActionResult(uids, removed=True)
 
-    def perform(self, context: ActionContext, uids: UidSet, arg: Any) -> None:
-        expunge = getattr(context, "expunge", None)
-        if expunge is None:
-            raise NotImplementedError("delete needs a context that can expunge")
-        expunge(uids)
 
 
 def actions() -> list[Action]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import Action, ActionContext
+from ..api import Action
 from ..criteria import SearchQuery
 from ..uidset import UidSet
-from .base import ActionResult, ActionRun
+from .base import ActionResult, ActionRun, BuiltinAction
 from .reverse import Reversed, UndoRun, reverse_flags
 
 SYSTEM_FLAGS = {
@@ -54,13 +54,11 @@ def fixed(flag: str):
 
 
 @dataclass(frozen=True)
-class FlagAction(Action):
+class FlagAction(BuiltinAction):
     """Set (add=True) or clear system flags; `bare`: a bare word standing for its flag."""
 
     add: bool = True
     bare: bool = False
-    builtin: bool = True
-    effects: str = "mailbox"  # it changes the mailbox only: carried out offline, in memory
     once_per_rule: bool = False
 
     def describe(self, arg: Any) -> str:
@@ -80,8 +78,6 @@ class FlagAction(Action):
     def reverse(self, undo: UndoRun, record: dict) -> Reversed:
         return reverse_flags(undo, record, keywords=False)
 
-    def perform(self, context: ActionContext, uids: UidSet, arg: Any) -> None:
-        (context.set_flags if self.add else context.clear_flags)(uids, arg)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import Action, ActionContext
+from ..api import Action
 from ..uidset import UidSet
-from .base import ActionFailed, ActionResult, ActionRun
+from .base import ActionFailed, ActionResult, ActionRun, BuiltinAction
 from .flags import FlagIntent, changes_journaled, reversal
 from .reverse import Reversed, UndoRun, reverse_flags
 
@@ -35,12 +35,10 @@ def parse_keywords(value: Any) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class KeywordAction(Action):
+class KeywordAction(BuiltinAction):
     """Set (add=True) or clear keywords."""
 
     add: bool = True
-    builtin: bool = True
-    effects: str = "mailbox"  # it changes the mailbox only: carried out offline, in memory
     once_per_rule: bool = False
 
     def requires(self, arg: Any) -> frozenset[str]:
@@ -66,8 +64,6 @@ class KeywordAction(Action):
     def reverse(self, undo: UndoRun, record: dict) -> Reversed:
         return reverse_flags(undo, record, keywords=True)
 
-    def perform(self, context: ActionContext, uids: UidSet, arg: Any) -> None:
-        (context.set_keywords if self.add else context.clear_keywords)(uids, arg)
 
 
 def actions() -> list[Action]:

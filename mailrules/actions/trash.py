@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..api import Action, ActionContext
+from ..api import Action
 from ..uidset import UidSet
-from .base import ActionFailed, ActionResult, ActionRun
+from .base import ActionFailed, ActionResult, ActionRun, BuiltinAction
 from .copy import move_to
 from .reverse import Reversed, UndoRun, reverse_move
 
@@ -16,9 +16,7 @@ NO_TRASH = ("no Trash mailbox: the server has no \\Trash special-use mailbox and
 
 
 @dataclass(frozen=True)
-class TrashAction(Action):
-    builtin: bool = True
-    effects: str = "mailbox"  # it changes the mailbox only: carried out offline, in memory
+class TrashAction(BuiltinAction):
     terminal: bool = True
     once_per_rule: bool = False
 
@@ -42,11 +40,6 @@ class TrashAction(Action):
     def reverse(self, undo: UndoRun, record: dict) -> Reversed:
         return reverse_move(undo, record)
 
-    def perform(self, context: ActionContext, uids: UidSet, arg: Any) -> None:
-        trash = getattr(context, "trash", None)
-        if trash is None:
-            raise ActionFailed(NO_TRASH)
-        context.move(uids, trash)
 
 
 def actions() -> list[Action]:
