@@ -30,6 +30,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+from imapclient.exceptions import IMAPClientError
+
+from .imap.session import ServerRefused
 from .journal import Journal, part_kind
 from .model import Config, Rule
 from .state import RunRecord, StateError, StateStore
@@ -121,7 +124,7 @@ def apply_command(config: Config, registry, state_dir, args: argparse.Namespace,
             return EXIT_USAGE
         assert store is not None
         return _run(Engine(config, registry, store, pool, out=out), store, config, chosen, out, sizes)
-    except StateError as exc:
+    except (StateError, ServerRefused, IMAPClientError, OSError) as exc:
         print(f"mailrules: apply: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
