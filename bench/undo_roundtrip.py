@@ -10,8 +10,9 @@ SHA-256 of the whole message, flags and keywords) over every mailbox of both acc
 content (SHA-256 rather than SHA-1: the same multiset, a stronger digest).
 
 Three rounds, each on fresh accounts: plain; the apply killed when its journal holds
-`--kill-at` steps (then `apply --yes` again finishes it), then a plain undo; a plain apply, then
-the undo killed when its journal holds `--kill-at` steps (then `undo RUN --yes` again). Each
+`--kill-at` rows (default: half as many as the plain round's apply wrote), then `apply --yes`
+again finishes it, then a plain undo; a plain apply, then the undo killed likewise halfway,
+then `undo --last --yes` again. Each
 round prints its times and whether the mailboxes came back exactly; exit 1 if one did not.
 
     python3 bench/undo_roundtrip.py                   # 5,000 messages (~5 min on 2 cores)
@@ -42,8 +43,6 @@ import generate  # noqa: E402
 
 from mailrules.testing.daemon import DaemonHarness, flags_by_content, wait_until  # noqa: E402
 
-KILL_AT = 12  # journal steps (intent and done rows) after which a round kills the command
-
 
 def rules_text() -> str:
     """The 12 benchmark rules, plus a copy of one list to the other account."""
@@ -65,6 +64,7 @@ class Round:
     exact: bool = False
     left_alone: int = 0
     changed: int = 0  # (folder, message, flags) entries the apply changed: what the undo had to restore
+    rows: dict[str, int] = field(default_factory=dict)  # journal rows the apply and the undo wrote
 
     def line(self) -> str:
         times = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
@@ -171,21 +171,27 @@ def roundtrip(server, messages, workdir: Path, name: str, *, kill_apply: int | N
         timed(out, "undo", lambda: result.append(lab.run(*undo)))
     out.left_alone = sum(r.stdout.count("left alone") for r in result)
     out.exact = lab.both() == before
+    out.rows = {"apply": lab.journal_steps("apply%"), "undo": lab.journal_steps("undo:%")}
     return out
 
 
-def rounds(server, messages, workdir: Path, kill_at: int = KILL_AT) -> list[Round]:
+def rounds(server, messages, workdir: Path, kill_at: int | None = None) -> list[Round]:
+    """The three rounds; the kills at journal row `kill_at`, by default halfway through (counted
+    in the plain round)."""
+    plain = roundtrip(server, messages, workdir / "plain", "plain")
+    at = {what: kill_at or max(1, n // 2) for what, n in plain.rows.items()}
     return [
-        roundtrip(server, messages, workdir / "plain", "plain"),
-        roundtrip(server, messages, workdir / "apply-killed", "apply killed", kill_apply=kill_at),
-        roundtrip(server, messages, workdir / "undo-killed", "undo killed", kill_undo=kill_at),
+        plain,
+        roundtrip(server, messages, workdir / "apply-killed", "apply killed", kill_apply=at["apply"]),
+        roundtrip(server, messages, workdir / "undo-killed", "undo killed", kill_undo=at["undo"]),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--kill-at", type=int, default=KILL_AT, help="journal steps before the SIGKILL")
+    parser.add_argument("--kill-at", type=int, help="journal rows before the SIGKILL (default: half of the "
+                        "plain round's)")
     args = parser.parse_args(argv)
     from mailrules.testing.dovecot import temporary_dovecot
 
@@ -194,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         done = rounds(server, messages, Path(tmp), args.kill_at)
     for r in done:
         print(f"{len(messages)} messages, {r.line()}")
-    return 0 if all(r.exact for r in done) else 1
+    print(f"journal rows of the plain round: apply {done[0].rows['apply']}, undo {done[0].rows['undo']}")
+    missed = [r.name for r in done[1:] if not r.killed]
+    if missed:
+        print(f"not killed (it ended first): {', '.join(missed)}: give a smaller --kill-at")
+    return 0 if all(r.exact for r in done) and not missed else 1
 
 
 if __name__ == "__main__":

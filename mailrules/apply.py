@@ -213,9 +213,10 @@ def _resume(make_engine, store: StateStore, config: Config, out: TextIO) -> int 
     if head is None:
         return None
     recorded = journal.targets(head.id)
-    if recorded is None:  # an apply journaled before runs had heads: its messages were swept once
+    if recorded is None:  # by a mailrules before heads, or killed as it began: nothing to resume
         journal.finish(head.id)
-        out.write(f"note: closed run {head.id}, an apply interrupted before this version; apply again to finish it\n")
+        out.write(f"note: closed run {head.id}, an interrupted apply that recorded no list of mailboxes (made by "
+                  "an older mailrules, or killed as it began); this apply takes its mailboxes again\n")
         return None
     rules = {r.name: r for r in config.rules}
     chosen = [(a, m, [rules[n] for n in names if n in rules]) for a, m, names in recorded]
