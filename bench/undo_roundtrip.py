@@ -70,7 +70,7 @@ class Round:
         times = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
         kills = f" (SIGKILL: {', '.join(self.killed)})" if self.killed else ""
         return (f"{self.name}: {times}{kills}: the apply changed {self.changed} (folder, message, flags) entries; "
-                f"after the undo: {'exactly as before' if self.exact else 'DIFFERENT'}")
+                f"after the undo ({self.left_alone} left alone): {'exactly as before' if self.exact else 'DIFFERENT'}")
 
 
 def contents(client) -> collections.Counter:
