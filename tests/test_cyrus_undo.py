@@ -50,25 +50,11 @@ def server(request, cyrus):
     return cyrus if request.param == "debian" else request.getfixturevalue("cyrus3")
 
 
-class Account:
-    """A fresh Cyrus account with mail, some of it already carrying what the rules set."""
+class Box:
+    """A Cyrus user's folders, as another client sees them."""
 
-    def __init__(self, server, tmp_path, monkeypatch) -> None:
-        self.server, self.user = server, server.add_user()
-        server.deliver_files(self.user, "INBOX", [
-            make_message(subject="build 1", headers=DEV),
-            make_message(subject="build 2", headers=DEV),
-            make_message(subject="your receipt 1"),
-            make_message(subject="your receipt 2"),
-            make_message(subject="hello"),
-        ])  # fmt: skip
-        server.deliver_files(self.user, "INBOX", [make_message(subject="build 3", headers=DEV)], flags="F")
-        server.deliver_files(self.user, "INBOX", [make_message(subject="receipt seen")], flags="S")
-        self.config = write_config(tmp_path, monkeypatch, server, self.user, RULES)
-        self.state = tmp_path / "state"
-
-    def cli(self, *args: str):
-        return run_cli("-c", self.config, "--state", self.state, *args)
+    def __init__(self, server, user) -> None:
+        self.server, self.user = server, user
 
     def contents(self) -> collections.Counter:
         client = self.server.client(self.user)
@@ -88,6 +74,28 @@ class Account:
             return client.search(["SUBJECT", subject])
         finally:
             client.logout()
+
+
+class Account(Box):
+    """A fresh Cyrus account with mail, some of it already carrying what the rules set, and a
+    rules file and state directory for it."""
+
+    def __init__(self, server, tmp_path, monkeypatch) -> None:
+        super().__init__(server, server.add_user())
+        server.deliver_files(self.user, "INBOX", [
+            make_message(subject="build 1", headers=DEV),
+            make_message(subject="build 2", headers=DEV),
+            make_message(subject="your receipt 1"),
+            make_message(subject="your receipt 2"),
+            make_message(subject="hello"),
+        ])  # fmt: skip
+        server.deliver_files(self.user, "INBOX", [make_message(subject="build 3", headers=DEV)], flags="F")
+        server.deliver_files(self.user, "INBOX", [make_message(subject="receipt seen")], flags="S")
+        self.config = write_config(tmp_path, monkeypatch, server, self.user, RULES)
+        self.state = tmp_path / "state"
+
+    def cli(self, *args: str):
+        return run_cli("-c", self.config, "--state", self.state, *args)
 
 
 def test_apply_then_undo_restores_every_folder_exactly_in_either_namespace(server, tmp_path, monkeypatch):
@@ -137,3 +145,42 @@ def test_undo_of_the_undo_redoes_the_apply_on_cyrus(cyrus, tmp_path, monkeypatch
     redone = account.cli("undo", "--last", "--yes")
     assert redone.code == 0, redone.err
     assert account.contents() == applied
+
+
+def test_a_keyword_past_the_cap_fails_and_undo_reverses_exactly_what_was_done(cyrus, tmp_path, monkeypatch):
+    account = Account(cyrus, tmp_path, monkeypatch)
+    client = cyrus.client(account.user, "INBOX")
+    try:  # 99 keywords in use: the rules' $Dev is the 100th, $Paid would be the 101st
+        client.append("INBOX", make_message(subject="keywords"))
+        [uid] = client.search(["SUBJECT", "keywords"])
+        client.add_flags([uid], [f"$k{n}" for n in range(99)])
+    finally:
+        client.logout()
+    before = account.contents()
+    applied = account.cli("apply", "--yes")
+    assert applied.code == 1  # the $Paid action failed (Cyrus: too many user flags), the rest was done
+    assert account.contents() != before
+    undone = account.cli("undo", "--last", "--yes")
+    assert undone.code == 0, undone.err
+    assert account.contents() == before
+
+
+def test_a_copy_to_another_cyrus_account_is_undone(cyrus, tmp_path, monkeypatch):
+    from tests.helpers import Acct
+
+    account = Account(cyrus, tmp_path, monkeypatch)
+    other = cyrus.add_user()
+    cyrus.deliver_files(other, cyrus.folder("Backup"), [make_message(subject="already there")])
+    account.config = write_config(tmp_path, monkeypatch, cyrus, account.user, RULES + """\
+- name: backup
+  match: {subject: receipt}
+  actions: [{copy: "other:Backup"}]
+""", others={"other": Acct(other, cyrus.port, watch=("Nothing",))})
+    theirs = Box(cyrus, other)
+    before = (account.contents(), theirs.contents())
+    applied = account.cli("apply", "--account", "me", "--yes")
+    assert applied.code == 0, applied.err
+    assert len(theirs.uids("Backup", "receipt")) == 3
+    undone = account.cli("undo", "--last", "--yes")
+    assert undone.code == 0, undone.err
+    assert (account.contents(), theirs.contents()) == before
