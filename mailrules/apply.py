@@ -148,30 +148,44 @@ def _run(engine, store: StateStore, config: Config, chosen: list[tuple[str, str,
     try:
         for account, mailbox, rules in chosen:
             server = engine.pool.get(account).server_name(mailbox)
-            if (account, server) in done:
-                continue
-            part = store.open_run(account, server, kind=part_kind(head.id))
-            upto = None if part is not None else _seen(store, engine.pool, account, mailbox, None)
-            progress = _progress(account, mailbox, rules, sizes.get((account, mailbox), 0))
-            engine.interrupt = progress.step if progress is not None else None
-            try:
-                outcome = engine.sweep(account, mailbox, rules, KIND, kind=part_kind(head.id), upto=upto, resume=part)
-            finally:
-                engine.interrupt = None
-                if progress is not None:
-                    progress.finish()
-            failed |= not outcome.ok
-            if not outcome.candidates:
-                out.write(f"account {account} mailbox {mailbox}: no messages, nothing to do\n")
-                continue
-            out.write(f"{'finished the interrupted apply' if part else 'applied'} to account {account} mailbox "
-                      f"{mailbox}: {outcome.applied} message-actions, {len(outcome.failed)} failed: run {head.id}\n")
+            if (account, server) not in done:
+                failed |= not _part(engine, store, head.id, account, mailbox, server, rules, out, sizes)
     finally:
         engine.close()
     journal.finish(head.id)
     if len(chosen) > 1:
         out.write(f"applied to {len(chosen)} mailboxes as run {head.id} (`mailrules undo {head.id}` reverses it)\n")
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _part(engine, store: StateStore, head: int, account: str, mailbox: str, server: str, rules: list[Rule],
+          out: TextIO, sizes: dict[tuple[str, str], int]) -> bool:
+    """One mailbox's pass of the apply `head` (begun, or resumed from its journal); False if
+    something failed. A mailbox that cannot be opened before its pass began (gone since the
+    plan) is reported and skipped, so that the run can finish; a failure midway leaves the run
+    unfinished, for `apply` run again to resume."""
+    part = store.open_run(account, server, kind=part_kind(head))
+    try:
+        upto = None if part is not None else _seen(store, engine.pool, account, mailbox, None)
+        progress = _progress(account, mailbox, rules, sizes.get((account, mailbox), 0))
+        engine.interrupt = progress.step if progress is not None else None
+        try:
+            outcome = engine.sweep(account, mailbox, rules, KIND, kind=part_kind(head), upto=upto, resume=part)
+        finally:
+            engine.interrupt = None
+            if progress is not None:
+                progress.finish()
+    except (ServerRefused, IMAPClientError) as exc:
+        if part is not None or store.open_run(account, server, kind=part_kind(head)) is not None:
+            raise
+        out.write(f"account {account} mailbox {mailbox}: skipped: {exc}\n")
+        return False
+    if not outcome.candidates:
+        out.write(f"account {account} mailbox {mailbox}: no messages, nothing to do\n")
+    else:
+        out.write(f"{'finished the interrupted apply' if part else 'applied'} to account {account} mailbox "
+                  f"{mailbox}: {outcome.applied} message-actions, {len(outcome.failed)} failed: run {head}\n")
+    return outcome.ok
 
 
 class _Steps:

@@ -190,3 +190,22 @@ def test_an_apply_over_several_mailboxes_killed_midway_and_run_again_finishes_as
         undone = harness.run("undo", "--last", "--yes")
         assert undone.returncode == 0, undone.stderr
     assert [contents(c) for c in clients] == before
+
+
+def test_an_interrupted_apply_whose_mailbox_is_gone_finishes_the_others_and_says_so(lab):
+    from mailrules.journal import Journal
+    from mailrules.state import StateStore
+
+    before = both(lab)
+    store = StateStore(lab.state)
+    try:  # what an apply killed before its first pass left: its head, the mailboxes it recorded
+        head = Journal(store).begin_apply([("me", "INBOX", ["lists", "notes"]), ("me", "Gone", ["lists"])])
+    finally:
+        store.close()
+    result = lab.cli("apply", "--yes")
+    assert result.code == 1
+    assert f"finishing the interrupted apply run {head.id}" in result.out
+    assert "account me mailbox Gone: skipped:" in result.out
+    assert runs(lab) == [(head.id, "apply")]
+    assert lab.cli("undo", "--last", "--yes").code == 0
+    assert both(lab) == before
