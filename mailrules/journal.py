@@ -157,7 +157,7 @@ class Journal:
         rows = self.db.execute(
             "SELECT r.id, r.account, r.mailbox, r.uidvalidity, r.kind, r.rules, r.started, r.finished, "
             "(SELECT count(*) FROM step s WHERE s.run_id=r.id AND s.state='done' AND s.action_index>=0) "
-            "FROM run r ORDER BY r.id").fetchall()
+            "FROM run r WHERE r.started>=? ORDER BY r.id", (since or 0,)).fetchall()  # parts start after heads
         counts: dict[int, list[int]] = {}
         for rid, *_, kind, _rules, _started, _finished, steps in rows:
             messages = sum(len(UidSet.parse(u)) for (u,) in self.db.execute(
@@ -168,7 +168,7 @@ class Journal:
         return [RunSummary(rid, account, mailbox, uidvalidity, kind, tuple(json.loads(rules)), started, finished,
                            *counts[rid])
                 for rid, account, mailbox, uidvalidity, kind, rules, started, finished, _ in rows
-                if _group(rid, kind) == rid and started >= (since or 0)]
+                if _group(rid, kind) == rid]
 
     def run(self, run_id: int) -> RunSummary | None:
         return next((r for r in self.runs() if r.id == run_id), None)
