@@ -41,7 +41,7 @@ sys.path.insert(0, str(BENCH))
 
 import generate  # noqa: E402
 
-from mailrules.testing.daemon import DaemonHarness, flags_by_content, wait_until  # noqa: E402
+from mailrules.testing.daemon import DaemonHarness, account_by_content, wait_until  # noqa: E402
 
 
 def rules_text() -> str:
@@ -73,16 +73,6 @@ class Round:
                 f"after the undo ({self.left_alone} left alone): {'exactly as before' if self.exact else 'DIFFERENT'}")
 
 
-def contents(client) -> collections.Counter:
-    """(folder, content digest, flags and keywords) of every selectable folder, as a multiset."""
-    out: collections.Counter = collections.Counter()
-    for flags, _sep, folder in client.list_folders():
-        if b"\\Noselect" not in flags:
-            for key, n in flags_by_content(client, folder).items():
-                out[(folder, *key)] += n
-    return out
-
-
 class Lab:
     """Two fresh accounts on `server`, the mailbox delivered, and a harness for the mailrules CLI."""
 
@@ -108,7 +98,7 @@ class Lab:
         self.harness.env = lambda: env  # type: ignore[method-assign]
 
     def both(self) -> tuple[collections.Counter, collections.Counter]:
-        return contents(self.client), contents(self.other_client)
+        return account_by_content(self.client), account_by_content(self.other_client)
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         result = self.harness.run(*args, timeout=1200)

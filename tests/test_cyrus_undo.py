@@ -10,11 +10,10 @@ MAILRULES_REQUIRE_CYRUS=1 (CI).
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
 
 import pytest
 
-from mailrules.testing.daemon import flags_by_content
+from mailrules.testing.daemon import account_by_content
 from mailrules.testing.messages import make_message
 from tests.helpers import run_cli, write_config
 
@@ -35,15 +34,6 @@ RULES = """
 DEV = {"List-Id": "Dev <dev.lists.example.org>"}
 
 
-@pytest.fixture(scope="module")
-def cyrus3(cyrus) -> Iterator:
-    """A second Cyrus with Cyrus 3's own namespace settings (``Lists/dev``, no prefix)."""
-    from mailrules.testing.cyrus import temporary_cyrus
-
-    with temporary_cyrus(altnamespace=True, unixhierarchysep=True) as server:
-        yield server
-
-
 @pytest.fixture(params=["debian", "cyrus3"])
 def server(request, cyrus):
     """Each namespace in turn: Debian's (``INBOX.``/``.``), then Cyrus 3's (``""``/``/``)."""
@@ -59,12 +49,7 @@ class Box:
     def contents(self) -> collections.Counter:
         client = self.server.client(self.user)
         try:
-            out: collections.Counter = collections.Counter()
-            for flags, _sep, folder in client.list_folders():
-                if b"\\Noselect" not in flags:
-                    for key, n in flags_by_content(client, folder).items():
-                        out[(folder, *key)] += n
-            return out
+            return account_by_content(client)
         finally:
             client.logout()
 
