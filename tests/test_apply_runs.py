@@ -13,24 +13,11 @@ import subprocess
 
 import pytest
 from helpers import Acct, Lab, account_contents, write_config
+from test_apply import RULES  # lists: flag, $List, copies (also to other:Backup), move; notes
 from test_undo_crash import contents
 
 from mailrules.testing.daemon import DaemonHarness, wait_until
 from mailrules.testing.proxy import TcpProxy
-
-RULES = """
-    - name: lists
-      match: {subject: list}
-      actions:
-        - flag
-        - add_keyword: $List
-        - copy: Archive
-        - copy: other:Backup
-        - move: Lists
-    - name: notes
-      match: {subject: note}
-      actions: [seen, {add_keyword: $Note}]
-"""
 
 
 @pytest.fixture
