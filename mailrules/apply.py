@@ -1,7 +1,8 @@
 """`mailrules apply`: the chosen rules over every message already in the chosen mailboxes.
 
 The same pass as arrival processing and sweeps (`mailrules.engine.Engine.sweep`: the kernel's
-semantics, the journal, crash resume), as a run of kind ``apply`` per mailbox:
+semantics, the journal, crash resume), as one run of kind ``apply`` however many mailboxes it
+covers (the engine journals a pass per mailbox, as a part of that run: `mailrules.journal`):
 
 1. the plan: a dry run over every message (per rule: how many messages, each action, a few
    samples), the `mailrules.dryrun` table; ``--dry-run`` stops here;
@@ -18,8 +19,8 @@ It takes the state directory's lock, so it never runs beside a daemon on the sam
 messages at or below the daemon's: a message the daemon has not seen yet is left to it (it
 would otherwise be processed twice). On a mailbox the daemon never processed it takes every
 message, and the plan says to start the daemon with --since-now afterwards. Killed midway, ``apply`` run
-again finishes the interrupted run of each mailbox (from its journal) instead of starting a
-new one. Plugin actions with outside effects are listed in the plan like any action and are
+again finishes the interrupted run (the mailboxes it recorded: those done are skipped, a
+half-done one resumes from its journal, the rest are begun) instead of starting a new one. Plugin actions with outside effects are listed in the plan like any action and are
 never run by ``--dry-run``.
 """
 
@@ -29,9 +30,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from .journal import Journal
+from imapclient.exceptions import IMAPClientError
+
+from .imap.session import ServerRefused
+from .journal import Journal, part_kind
 from .model import Config, Rule
-from .state import StateError, StateStore
+from .state import RunRecord, StateError, StateStore
 from .undo import NeedsYes, confirm
 
 if TYPE_CHECKING:
@@ -97,8 +101,10 @@ def apply_command(config: Config, registry, state_dir, args: argparse.Namespace,
         return EXIT_FAILURE
     pool = SessionPool(config)
     try:
-        if store is not None and not args.dry_run and _resume(Engine(config, registry, store, pool), store, chosen, out):
-            return EXIT_OK
+        if store is not None and not args.dry_run:
+            resumed = _resume(lambda: Engine(config, registry, store, pool), store, config, out)
+            if resumed is not None:
+                return resumed
         planner = Engine(config, registry, store, pool, dry_run=True, out=out)
         sizes = {}  # (account, mailbox) -> how many messages the plan covers
         for account, mailbox, rules in chosen:
@@ -118,6 +124,9 @@ def apply_command(config: Config, registry, state_dir, args: argparse.Namespace,
             return EXIT_USAGE
         assert store is not None
         return _run(Engine(config, registry, store, pool, out=out), store, config, chosen, out, sizes)
+    except (StateError, ServerRefused, IMAPClientError, OSError) as exc:
+        print(f"mailrules: apply: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         pool.close()
         if store is not None:
@@ -127,30 +136,56 @@ def apply_command(config: Config, registry, state_dir, args: argparse.Namespace,
 
 
 def _run(engine, store: StateStore, config: Config, chosen: list[tuple[str, str, list[Rule]]], out: TextIO,
-         sizes: dict[tuple[str, str], int]) -> int:
+         sizes: dict[tuple[str, str], int], head: RunRecord | None = None) -> int:
+    """Apply over every chosen mailbox as one run (a head, a part per mailbox); with `head`,
+    finish that interrupted run: the mailboxes done are skipped, a half-done one is resumed
+    from its journal, the others are begun."""
     failed = False
     journal = Journal(store, config.history_days)
+    if head is None:
+        head = journal.begin_apply([(a, m, [r.name for r in rules]) for a, m, rules in chosen])
+    done = journal.parts_done(head.id)
     try:
         for account, mailbox, rules in chosen:
-            upto = _seen(store, engine.pool, account, mailbox, None)
-            progress = _progress(account, mailbox, rules, sizes.get((account, mailbox), 0))
-            engine.interrupt = progress.step if progress is not None else None
-            try:
-                outcome = engine.sweep(account, mailbox, rules, KIND, kind=KIND, upto=upto)
-            finally:
-                engine.interrupt = None
-                if progress is not None:
-                    progress.finish()
-            failed |= not outcome.ok
-            if not outcome.candidates:
-                out.write(f"account {account} mailbox {mailbox}: no messages, nothing to do\n")
-                continue
-            run = _latest(journal, account, outcome.mailbox)
-            out.write(f"applied to account {account} mailbox {mailbox}: {outcome.applied} message-actions, "
-                      f"{len(outcome.failed)} failed: run {run}\n")
+            server = engine.pool.get(account).server_name(mailbox)
+            if (account, server) not in done:
+                failed |= not _part(engine, store, head.id, account, mailbox, server, rules, out, sizes)
     finally:
         engine.close()
+    journal.finish(head.id)
+    if len(chosen) > 1:
+        out.write(f"applied to {len(chosen)} mailboxes as run {head.id} (`mailrules undo {head.id}` reverses it)\n")
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _part(engine, store: StateStore, head: int, account: str, mailbox: str, server: str, rules: list[Rule],
+          out: TextIO, sizes: dict[tuple[str, str], int]) -> bool:
+    """One mailbox's pass of the apply `head` (begun, or resumed from its journal); False if
+    something failed. A mailbox that cannot be opened before its pass began (gone since the
+    plan) is reported and skipped, so that the run can finish; a failure midway leaves the run
+    unfinished, for `apply` run again to resume."""
+    part = store.open_run(account, server, kind=part_kind(head))
+    try:
+        upto = None if part is not None else _seen(store, engine.pool, account, mailbox, None)
+        progress = _progress(account, mailbox, rules, sizes.get((account, mailbox), 0))
+        engine.interrupt = progress.step if progress is not None else None
+        try:
+            outcome = engine.sweep(account, mailbox, rules, KIND, kind=part_kind(head), upto=upto, resume=part)
+        finally:
+            engine.interrupt = None
+            if progress is not None:
+                progress.finish()
+    except (ServerRefused, IMAPClientError) as exc:
+        if part is not None or store.open_run(account, server, kind=part_kind(head)) is not None:
+            raise
+        out.write(f"account {account} mailbox {mailbox}: skipped: {exc}\n")
+        return False
+    if not outcome.candidates:
+        out.write(f"account {account} mailbox {mailbox}: no messages, nothing to do\n")
+    else:
+        out.write(f"{'finished the interrupted apply' if part else 'applied'} to account {account} mailbox "
+                  f"{mailbox}: {outcome.applied} message-actions, {len(outcome.failed)} failed: run {head}\n")
+    return outcome.ok
 
 
 class _Steps:
@@ -185,22 +220,26 @@ def _progress(account: str, mailbox: str, rules: list[Rule], size: int) -> _Step
     return _Steps(CatchUp(account, mailbox, total, words=APPLYING))
 
 
-def _resume(engine, store: StateStore, chosen: list[tuple[str, str, list[Rule]]], out: TextIO) -> bool:
-    """Finish the applies a crash interrupted (their journal); True if there were any."""
-    resumed = False
-    try:
-        for account, mailbox, rules in chosen:
-            server = engine.pool.get(account).server_name(mailbox)
-            run = store.open_run(account, server, kind=KIND)
-            if run is None:
-                continue
-            outcome = engine.sweep(account, mailbox, rules, KIND, kind=KIND, resume=run)
-            out.write(f"finished the interrupted apply to account {account} mailbox {mailbox}: "
-                      f"{outcome.applied} message-actions: run {run.id}\n")
-            resumed = True
-    finally:
-        engine.close()
-    return resumed
+def _resume(make_engine, store: StateStore, config: Config, out: TextIO) -> int | None:
+    """Finish the apply a crash interrupted, from its journal (its exit code; None: there was none)."""
+    journal = Journal(store, config.history_days)
+    head = journal.unfinished(KIND)
+    if head is None:
+        return None
+    recorded = journal.targets(head.id)
+    if recorded is None:  # by a mailrules before heads, or killed as it began: nothing to resume
+        journal.finish(head.id)
+        out.write(f"note: closed run {head.id}, an interrupted apply that recorded no list of mailboxes (made by "
+                  "an older mailrules, or killed as it began); this apply takes its mailboxes again\n")
+        return None
+    rules = {r.name: r for r in config.rules}
+    chosen = [(a, m, [rules[n] for n in names if n in rules]) for a, m, names in recorded]
+    missing = [(a, m) for a, m, _n in recorded if a not in config.accounts]
+    if missing:
+        raise StateError(f"the interrupted apply run {head.id} was over account {missing[0][0]!r}, no longer in "
+                         f"{config.path}: put it back to finish the run")
+    out.write(f"finishing the interrupted apply run {head.id}\n")
+    return _run(make_engine(), store, config, chosen, out, {}, head)
 
 
 def _outside(registry, chosen: list[tuple[str, str, list[Rule]]], out: TextIO) -> None:
@@ -229,8 +268,3 @@ def _seen(store: StateStore | None, pool, account: str, mailbox: str, out: TextI
         out.write(f"note: account {account} mailbox {mailbox}: no `mailrules run` has processed it yet; a first "
                   "run would process these messages again: start the daemon with --since-now after apply\n")
     return None
-
-
-def _latest(journal: Journal, account: str, mailbox: str) -> int | None:
-    runs = [r.id for r in journal.runs() if r.kind == KIND and r.account == account and r.mailbox == mailbox]
-    return runs[-1] if runs else None

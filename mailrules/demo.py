@@ -505,7 +505,7 @@ def _pointed_at(config: Config, server: DovecotServer, users: dict[str, User]) -
         accounts[name] = dataclasses.replace(
             account, host=server.host, port=server.port, tls="none", ca_file=None, insecure=False,
             username=user.name, auth=Auth("password", user.password), timeout=10.0,
-            poll_interval=1.0, idle_interval=60.0, reconnect_max=2.0,
+            watching=dataclasses.replace(account.watching, poll_interval=1.0, idle_interval=60.0, reconnect_max=2.0),
         )
     return dataclasses.replace(config, accounts=accounts)
 

@@ -227,7 +227,30 @@ class Auth:
 
 
 @dataclass(frozen=True)
+class Watching:
+    """How the daemon (mailrules.daemon) keeps an account: connections (1 for actions and sweeps,
+    the rest IDLE one watched mailbox each; further mailboxes are polled), the polling interval
+    (servers without IDLE, mailboxes beyond the IDLE connections), how often IDLE is re-issued
+    (which also proves the connection alive), the reconnection backoff cap, and whether its
+    mailboxes are shared by several daemons (mailrules.claims), each message acted on once.
+
+    Apart from `Account` because it is the daemon's job, not the connection's: `run --once`,
+    `apply` and `undo` never read it.
+    """
+
+    max_connections: int = 5
+    poll_interval: float = 60.0
+    idle_interval: float = 300.0
+    reconnect_max: float = 300.0
+    shared: bool = False
+    claim_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
 class Account:
+    """An account of the rules file: where and how to connect, what to watch (`watching`: how the
+    daemon keeps it; its settings are also readable here, as `account.poll_interval`)."""
+
     name: str
     host: str
     username: str
@@ -238,18 +261,32 @@ class Account:
     insecure: bool = False
     watch: tuple[str, ...] = ("INBOX",)
     timeout: float = 60.0  # seconds for connect, login and each command
-    # The daemon (mailrules.daemon): connections per account (1 for actions and sweeps, the
-    # rest IDLE one watched mailbox each; further mailboxes are polled), the polling interval
-    # (servers without IDLE, mailboxes beyond the IDLE connections), how often IDLE is
-    # re-issued (which also proves the connection alive), and the reconnection backoff cap.
-    max_connections: int = 5
-    poll_interval: float = 60.0
-    idle_interval: float = 300.0
-    reconnect_max: float = 300.0
-    # Shared mailboxes (mailrules.claims): several daemons, each message acted on once.
-    shared: bool = False
-    claim_timeout: float = 600.0
+    watching: Watching = Watching()
     location: Location = Location("<memory>")
+
+    @property
+    def max_connections(self) -> int:
+        return self.watching.max_connections
+
+    @property
+    def poll_interval(self) -> float:
+        return self.watching.poll_interval
+
+    @property
+    def idle_interval(self) -> float:
+        return self.watching.idle_interval
+
+    @property
+    def reconnect_max(self) -> float:
+        return self.watching.reconnect_max
+
+    @property
+    def shared(self) -> bool:
+        return self.watching.shared
+
+    @property
+    def claim_timeout(self) -> float:
+        return self.watching.claim_timeout
 
 
 # --------------------------------------------------------------------------- rule tests

@@ -7,7 +7,8 @@ us, then UID EXPUNGE of exactly those UIDs), flags and keywords change back only
 messages the run changed and nobody changed since. What cannot be reversed (delete, plugin
 actions, messages changed since) is left alone and listed.
 
-Undo is a run of its own (kind ``undo:<run id>``), planned first, confirmed on a terminal
+Undo is one run of its own (kind ``undo:<run id>``, also for an apply over several mailboxes
+and accounts: each step says where it acted, in its detail's "where"), planned first, confirmed on a terminal
 (``--yes`` for scripts), journaled step by step (intent, then done with the record of its
 own reversal: an undo is undoable), and crash-safe: run again, it resumes the unfinished undo
 and skips the steps already done. It takes the state directory's lock, so it never runs
@@ -105,29 +106,55 @@ def confirm(args: argparse.Namespace, question: str, out: TextIO) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-def execute(store: StateStore, journal: Journal, registry, pool, the_plan: UndoPlan) -> tuple[int, UndoRun, int]:
-    """Reverse the plan's steps as a journaled run; returns (undo run id, what was left alone, failures)."""
+class Reversals:
+    """The `UndoRun` of each mailbox a run acted on (an apply's may be several, of several
+    accounts): UIDs renumbered by the messages brought back are per mailbox."""
+
+    def __init__(self, pool) -> None:
+        self.pool = pool
+        self.by_mailbox: dict[tuple[str, str], UndoRun] = {}
+
+    def of(self, entry: Entry) -> UndoRun:
+        key = (entry.account, entry.mailbox)
+        if key not in self.by_mailbox:
+            self.by_mailbox[key] = UndoRun(connect=self.pool.get, account=entry.account, mailbox=entry.mailbox)
+        return self.by_mailbox[key]
+
+    @property
+    def left(self) -> list[str]:
+        return [line for undo in self.by_mailbox.values() for line in undo.left]
+
+
+def check_uidvalidity(pool, the_plan: UndoPlan) -> None:
+    """Refuse when a mailbox the run acted on was renumbered since (its UIDs no longer say which)."""
     r = the_plan.run
-    session = pool.get(r.account)
-    sel = session.select(r.mailbox)
-    if sel.uidvalidity != r.uidvalidity:
-        raise Refused(f"account {r.account} mailbox {r.mailbox}: UIDVALIDITY changed since run {r.id} "
-                      "(the server renumbered the mailbox): its messages can no longer be found by UID")
+    for account, mailbox, uidvalidity in dict.fromkeys((e.account, e.mailbox, e.uidvalidity) for e in the_plan.steps):
+        if uidvalidity and pool.get(account).select(mailbox).uidvalidity != uidvalidity:
+            raise Refused(f"account {account} mailbox {mailbox}: UIDVALIDITY changed since run {r.id} "
+                          "(the server renumbered the mailbox): its messages can no longer be found by UID")
+
+
+def execute(store: StateStore, journal: Journal, registry, pool, the_plan: UndoPlan) -> tuple[int, Reversals, int]:
+    """Reverse the plan's steps as one journaled run (whatever the number of mailboxes); returns
+    (undo run id, the reversals with what they left alone, failures)."""
+    r = the_plan.run
+    check_uidvalidity(pool, the_plan)
     kind = f"undo:{r.id}"
     run = journal.unfinished(kind)
-    undo = UndoRun(connect=pool.get, account=r.account, mailbox=r.mailbox)
+    undos = Reversals(pool)
     done_before: set[int] = set()
     intents: dict[int, dict] = {}
     if run is not None:
-        done_before = _resumed(run, the_plan, undo)
-        intents = {s.rule_index: s.detail for s in run.steps if s.state == "intent"}
+        done_before = _resumed(run, the_plan, undos)
+        intents = {s.seq: s.detail for s in run.steps if s.state == "intent"}
     else:
         run = journal.begin(r.account, r.mailbox, r.uidvalidity, kind, list(r.rules))
     failed = 0
     for pos, entry in enumerate(the_plan.steps):
-        if entry.seq in done_before:
+        if pos in done_before:
             continue
-        undo.resumed = intents.get(entry.seq)
+        undo = undos.of(entry)
+        undo.resumed = intents.get(pos)
         undo.uids = entry.uids
         store.add_step(run.id, pos, entry.seq, 0, entry.uids, "intent", undo.resumed or {"undoing": entry.seq})
         undo.note = _noter(store, run.id, pos, entry)
@@ -140,10 +167,11 @@ def execute(store: StateStore, journal: Journal, registry, pool, the_plan: UndoP
             continue
         mids = {undo.renumber.get(u, u): m for u, m in entry.message_ids.items()}
         detail = done_detail(result.name, result.text, result.undo, result.uids, mids)
-        detail.update(rule=entry.rule, undoing=entry.seq, count=result.count)
+        detail.update(rule=entry.rule, undoing=entry.seq, count=result.count,
+                      where=[entry.account, entry.mailbox, entry.uidvalidity])
         store.add_step(run.id, pos, entry.seq, 0, result.uids, "done", detail)
     journal.finish(run.id)
-    return run.id, undo, failed
+    return run.id, undos, failed
 
 
 def _noter(store: StateStore, run_id: int, pos: int, entry: Entry):
@@ -152,17 +180,18 @@ def _noter(store: StateStore, run_id: int, pos: int, entry: Entry):
                                          {"undoing": entry.seq, **detail})
 
 
-def _resumed(run: RunRecord, the_plan: UndoPlan, undo: UndoRun) -> set[int]:
-    """An undo interrupted by a crash: the steps it finished, and the UIDs its moves gave back."""
-    by_seq = {e.seq: e for e in the_plan.steps}
+def _resumed(run: RunRecord, the_plan: UndoPlan, undos: Reversals) -> set[int]:
+    """An undo interrupted by a crash: the steps it finished (their places in the plan), and the
+    UIDs its moves gave back."""
     done: set[int] = set()
     for step in run.steps:
-        if step.state != "done":
+        if step.state != "done" or not 0 <= step.seq < len(the_plan.steps):
             continue
-        done.add(step.rule_index)
+        done.add(step.seq)
         back = (step.detail.get("undo") or {})
-        original = by_seq.get(step.rule_index)
-        if original is None or back.get("dest") != undo.mailbox or not original.undo:
+        original = the_plan.steps[step.seq]
+        undo = undos.of(original)
+        if back.get("dest") != undo.mailbox or not original.undo:
             continue
         forward = {int(d): int(s) for s, d in (original.undo.get("mapping") or {}).items()}
         for old_dest, new in (back.get("mapping") or {}).items():
@@ -190,16 +219,17 @@ def undo_command(config: Config, registry, state_dir, args: argparse.Namespace, 
     pool = SessionPool(config)
     try:
         target = choose(journal, args.run, args.last)
-        if target.account not in config.accounts:
-            raise Refused(f"run {target.id} is of account {target.account!r}, no longer in {config.path}")
         the_plan = plan(journal, registry, target)
+        gone = [e.account for e in the_plan.steps if e.account not in config.accounts]
+        if gone:
+            raise Refused(f"run {target.id} is of account {gone[0]!r}, no longer in {config.path}")
         the_plan.render(out)
         if args.dry_run:
             return EXIT_OK
         if not confirm(args, f"Undo run {target.id}?", out):
             out.write("nothing done\n")
             return EXIT_OK
-        run_id, undo, failed = execute(store, journal, registry, pool, the_plan)
+        run_id, undos, failed = execute(store, journal, registry, pool, the_plan)
     except Refused as exc:
         print(f"mailrules: undo: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, NeedsYes) else EXIT_FAILURE
@@ -207,7 +237,7 @@ def undo_command(config: Config, registry, state_dir, args: argparse.Namespace, 
         pool.close()
         store.close()
         lock.release()
-    for line in undo.left:
+    for line in undos.left:
         out.write(f"left alone: {line}\n")
     for entry in the_plan.cannot:
         out.write(f"not undoable: rule {entry.rule!r} {entry.text} ({len(entry.uids)} messages)\n")

@@ -28,7 +28,7 @@ def apply_rows(state) -> tuple[int, bool]:
         db = sqlite3.connect(f"file:{state / 'state.sqlite3'}?mode=ro", uri=True, timeout=5)
         try:
             steps = db.execute("SELECT count(*) FROM step s JOIN run r ON r.id=s.run_id "
-                               "WHERE r.kind='apply'").fetchone()[0]
+                               "WHERE r.kind LIKE 'apply%' AND s.state!='plan'").fetchone()[0]
             done = db.execute("SELECT count(*) FROM run WHERE kind='apply' AND finished IS NOT NULL").fetchone()[0]
         finally:
             db.close()

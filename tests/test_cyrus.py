@@ -8,7 +8,6 @@ Skipped without Cyrus, unless MAILRULES_REQUIRE_CYRUS=1 (CI).
 from __future__ import annotations
 
 import imaplib
-from collections.abc import Iterator
 
 import pytest
 
@@ -28,15 +27,6 @@ RULES = """
     - copy: Archive/receipts
     - seen
 """
-
-
-@pytest.fixture(scope="module")
-def cyrus3(cyrus) -> Iterator:
-    """A second Cyrus with Cyrus 3's own namespace settings (``Lists/dev``, no prefix)."""
-    from mailrules.testing.cyrus import temporary_cyrus
-
-    with temporary_cyrus(altnamespace=True, unixhierarchysep=True) as server:
-        yield server
 
 
 @pytest.fixture(params=["debian", "cyrus3"])

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mailrules.config import ConfigError, load
-from mailrules.journal import DAY, Journal, done_detail
+from mailrules.journal import DAY, Journal, done_detail, part_kind
 from mailrules.plugins import Registry
 from mailrules.state import StateStore
 from mailrules.uidset import UidSet
@@ -81,3 +81,54 @@ def test_a_negative_history_days_is_refused_with_its_line(tmp_path):
         load(tmp_path / "r.yaml", registry=Registry.load(entry_points=False))
     assert "history_days: expected a number of days, 0 or more" in str(info.value)
     assert "r.yaml:5" in str(info.value)
+
+
+# ------------------------------------------------------------------ an apply over several mailboxes
+
+
+def applied(store: StateStore, *, days_ago: float = 0) -> int:
+    """An apply over INBOX of 'me' and INBOX of 'other': a head and two finished parts, one done action each."""
+    journal = Journal(store)
+    head = journal.begin_apply([("me", "INBOX", ["r"]), ("other", "INBOX", ["r"])])
+    for account, uid in (("me", 1), ("other", 5)):
+        part = store.begin_run(account, "INBOX", 7, part_kind(head.id), {uid: (0, 0)}, ["r"], 0)
+        store.add_step(part.id, 0, 0, 0, UidSet([uid]), "done", done_detail("flag", "flag", {}, [uid], {}))
+        store.db.execute("UPDATE run SET finished=? WHERE id=?", (time.time(), part.id))
+    journal.finish(head.id)
+    when = time.time() - days_ago * DAY
+    store.db.execute("UPDATE run SET started=?, finished=?", (when, when))
+    return head.id
+
+
+def test_an_apply_over_two_mailboxes_is_listed_as_one_run_with_both_counts(tmp_path):
+    store = StateStore(tmp_path)
+    head = applied(store)
+    [run] = Journal(store).runs()
+    assert (run.id, run.kind, run.account, run.steps, run.messages) == (head, "apply", "me,other", 2, 2)
+
+
+def test_the_entries_of_an_apply_are_those_of_every_mailbox_under_its_id(tmp_path):
+    store = StateStore(tmp_path)
+    head = applied(store)
+    entries = Journal(store).entries(head)
+    assert [(e.run, e.account, list(e.uids), e.uidvalidity) for e in entries] == [
+        (head, "me", [1], 7), (head, "other", [5], 7)]
+
+
+def test_an_apply_is_pruned_with_its_parts(tmp_path):
+    store = StateStore(tmp_path)
+    applied(store, days_ago=40)
+    assert Journal(store, 30).prune() == 1
+    assert store.db.execute("SELECT count(*) FROM run").fetchone()[0] == 0
+    assert store.db.execute("SELECT count(*) FROM step").fetchone()[0] == 0
+
+
+def test_an_apply_records_its_mailboxes_and_which_are_done(tmp_path):
+    store = StateStore(tmp_path)
+    journal = Journal(store)
+    head = journal.begin_apply([("me", "INBOX", ["a", "b"]), ("me", "Work", ["b"])])
+    part = store.begin_run("me", "INBOX", 7, part_kind(head.id), {}, ["a", "b"], 0)
+    store.db.execute("UPDATE run SET finished=? WHERE id=?", (time.time(), part.id))
+    assert journal.targets(head.id) == [("me", "INBOX", ["a", "b"]), ("me", "Work", ["b"])]
+    assert journal.parts_done(head.id) == {("me", "INBOX")}
+    assert journal.unfinished("apply").id == head.id

@@ -9,7 +9,6 @@ of (folder, SHA-256 of the whole message, flags and keywords).
 
 from __future__ import annotations
 
-import collections
 import random
 import sqlite3
 import subprocess
@@ -17,7 +16,7 @@ import time
 
 import pytest
 
-from mailrules.testing.daemon import DaemonHarness, flags_by_content, wait_until
+from mailrules.testing.daemon import DaemonHarness, account_by_content, wait_until
 from mailrules.testing.proxy import TcpProxy
 
 N = 60
@@ -46,13 +45,7 @@ def undo_rows(state) -> int:
     return int(row[0])
 
 
-def contents(client) -> collections.Counter:
-    out: collections.Counter = collections.Counter()
-    for flags, _sep, folder in client.list_folders():
-        if b"\\Noselect" not in flags:
-            for key, n in flags_by_content(client, folder).items():
-                out[(folder, *key)] += n
-    return out
+contents = account_by_content  # the multiset by content that "exactly as before" compares
 
 
 @pytest.mark.slow

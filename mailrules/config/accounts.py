@@ -14,7 +14,7 @@ from typing import Any
 
 from yaml.nodes import Node, ScalarNode
 
-from ..model import Account, Auth
+from ..model import Account, Auth, Watching
 from ..netutil import is_loopback
 from ..secrets import SECRET_SOURCES
 from .context import LoadState
@@ -138,7 +138,7 @@ def _account(doc: Doc, name: str, node: Node, state: LoadState) -> Account:
         insecure=insecure,
         watch=watch,
         timeout=timeout,
-        **daemon,
+        watching=Watching(**daemon),
         location=doc.loc(node),
     )
 

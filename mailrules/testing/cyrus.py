@@ -55,10 +55,10 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from mailrules.testing.dovecot import User, find_binary
+from mailrules.testing.server import LocalServer
 
 if TYPE_CHECKING:
     import imapclient
@@ -126,10 +126,9 @@ def _logout(client: imapclient.IMAPClient) -> None:
             client.shutdown()
 
 
-class CyrusServer:
-    """A private Cyrus IMAP instance listening on 127.0.0.1 (see module docstring)."""
-
-    host = "127.0.0.1"
+class CyrusServer(LocalServer):
+    """A private Cyrus IMAP instance listening on 127.0.0.1 (see module docstring); the life
+    cycle and the user book are `LocalServer`'s."""
 
     def __init__(
         self,
@@ -152,18 +151,13 @@ class CyrusServer:
         Cyrus's ``idled`` would push nothing, so it is not run. ``extra_conf``: appended verbatim to imapd.conf.
         ``start_timeout``: how long ``start()`` waits for a working admin LOGIN.
         """
-        self.root = Path(tmpdir).resolve()
+        super().__init__(Path(tmpdir), port)
         self.altnamespace = altnamespace
         self.unixhierarchysep = unixhierarchysep
-        self.port: int = port
         self.idle_poll = idle_poll
         self.extra_conf = extra_conf
         self.start_timeout = start_timeout
         self.admin = User(CYRUS_USER, secrets.token_hex(12))
-        self._users: dict[str, User] = {}
-        self._user_seq = itertools.count(1)
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
         self._instance = f"{os.getpid()}-{next(_counter)}"
 
     # -- its files, under ``root`` (derived, so held nowhere else) ---------------------------
@@ -204,12 +198,7 @@ class CyrusServer:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        """True while Cyrus's master process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> CyrusServer:
+    def start(self) -> Self:
         """Write the configuration, start Cyrus's master and wait until the admin can log in."""
         if self.running:
             return self
@@ -240,23 +229,6 @@ class CyrusServer:
             _running.discard(self)
         self._terminate()
 
-    def restart(self) -> None:
-        """Stop and start again on the same port, with the same users and mail."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> CyrusServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"<CyrusServer {self.host}:{self.port} {state} root={self.root}>"
-
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the master's stderr (Cyrus's own log goes to syslog)."""
         with contextlib.suppress(OSError):
@@ -270,27 +242,13 @@ class CyrusServer:
 
         ``name`` defaults to a unique ``userN-xxxx``, ``password`` to a random token.
         """
-        with self._lock:
-            if name is None:
-                name = f"user{next(self._user_seq)}-{secrets.token_hex(2)}"
-            if not _USER_RE.match(name):
-                raise ValueError(f"invalid test user name {name!r} (lower case, digits, '-', '_')")
-            if name in self._users:
-                raise ValueError(f"user {name!r} already exists")
-            user = User(name, password if password is not None else secrets.token_hex(8))
-            self._set_password(user)
-            self._users[name] = user
+        user = self.book.add(name, password, _USER_RE, self._set_password, " (lower case, digits, '-', '_')")
         admin = self.client(self.admin)
         try:
-            admin.create_folder(f"user{self.separator}{name}")
+            admin.create_folder(f"user{self.separator}{user.name}")
         finally:
             _logout(admin)
         return user
-
-    @property
-    def users(self) -> list[User]:
-        """Users created with ``add_user`` (not the admin)."""
-        return list(self._users.values())
 
     def deliver_files(
         self,

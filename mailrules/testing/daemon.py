@@ -115,6 +115,17 @@ def flags_by_content(client: imapclient.IMAPClient, folder: str) -> collections.
     return out
 
 
+def account_by_content(client: imapclient.IMAPClient) -> collections.Counter[tuple[str, str, frozenset[str]]]:
+    """The multiset of (folder, content digest, flags and keywords) over every selectable folder
+    of the account: "exactly as before" counted by content (`undo`, crash tests)."""
+    out: collections.Counter[tuple[str, str, frozenset[str]]] = collections.Counter()
+    for flags, _sep, folder in client.list_folders():
+        if b"\\Noselect" not in flags:
+            for (digest, kept), n in flags_by_content(client, folder).items():
+                out[(folder, digest, kept)] += n
+    return out
+
+
 def keywords(client: imapclient.IMAPClient, folder: str) -> dict[str, set[str]]:
     """Message-ID -> flags and keywords of every message in `folder`.
 

@@ -67,8 +67,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Self
+
+from .server import LocalServer, User
 
 if TYPE_CHECKING:
     import imapclient
@@ -105,14 +106,6 @@ _running_lock = threading.Lock()
 
 class DovecotError(RuntimeError):
     """Dovecot failed to start, stop, or a doveadm command failed."""
-
-
-@dataclass(frozen=True)
-class User:
-    """An IMAP account of a ``DovecotServer``."""
-
-    name: str
-    password: str
 
 
 @dataclass(frozen=True)
@@ -317,10 +310,26 @@ def _wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.005
 # The server
 
 
-class DovecotServer:
-    """A private Dovecot instance listening on 127.0.0.1 (see module docstring)."""
+@dataclass(frozen=True)
+class DovecotOptions:
+    """How a `DovecotServer` is configured (its constructor's arguments of the same names)."""
 
-    host = "127.0.0.1"
+    capabilities: str | None = None
+    special_use: bool = True
+    extra_conf: str = ""
+    layout: Literal["fs", "maildir++"] = "fs"
+    max_userip_connections: int = 100
+    separator: str = "/"
+    prefix: str = ""
+
+
+class DovecotServer(LocalServer):
+    """A private Dovecot instance listening on 127.0.0.1 (see module docstring).
+
+    Its configuration is `options` (``server.options.layout``; the namespace's ``separator`` and
+    ``prefix`` also as attributes, as `CyrusServer` has them), its files are under `root` (the
+    path properties), the life cycle and the user book are `LocalServer`'s.
+    """
 
     def __init__(
         self,
@@ -354,36 +363,58 @@ class DovecotServer:
         e.g. ``separator=".", prefix="INBOX."`` as Cyrus and Courier name folders. Folder names
         given to this class's helpers (``deliver_files``, ``client``) are then the server's.
         """
-        self.root = Path(tmpdir).resolve()
+        super().__init__(Path(tmpdir), port)
         self.tls = tls or cert is not None
-        self.capabilities = capabilities
-        self.special_use = special_use
-        self.extra_conf = extra_conf
-        self.layout = layout
-        self.max_userip_connections = max_userip_connections
-        self.separator = separator
-        self.prefix = prefix
+        self.options = DovecotOptions(capabilities, special_use, extra_conf, layout, max_userip_connections,
+                                      separator, prefix)
         self.instance_name = f"mailrules-{os.getpid()}-{next(_counter)}-{secrets.token_hex(3)}"
-        self.conf_path = self.root / "dovecot.conf"
-        self.log_path = self.root / "dovecot.log"
-        self.base_dir = self.root / "run"
-        self.state_dir = self.root / "state"
-        self.users_dir = self.root / "users"
-        self.mail_dir = self.root / "mail"
-        self.home_dir = self.root / "home"
-        self.tls_dir = self.root / "tls"
-        self.port: int = port
         self.tls_port: int | None = tls_port
         self._cert = cert
-        self._users: dict[str, User] = {}
-        self._user_seq = itertools.count(1)
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
         self._path_cache: dict[tuple[str, str], Path] = {}
         self._probe = User(f"mailrules-probe-{secrets.token_hex(3)}", secrets.token_hex(12))
         self._mail_pw: pwd.struct_passwd | None = None
 
-    # -- paths -------------------------------------------------------------------------
+    # -- its files, under ``root`` (derived, so held nowhere else) ---------------------------
+
+    @property
+    def conf_path(self) -> Path:
+        return self.root / "dovecot.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "dovecot.log"
+
+    @property
+    def base_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def users_dir(self) -> Path:
+        return self.root / "users"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.root / "mail"
+
+    @property
+    def home_dir(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def separator(self) -> str:
+        return self.options.separator
+
+    @property
+    def prefix(self) -> str:
+        return self.options.prefix
 
     @property
     def ca_file(self) -> Path | None:
@@ -400,11 +431,6 @@ class DovecotServer:
         """True when started by root (privilege separation), False for a single-user instance."""
         return os.geteuid() == 0
 
-    @property
-    def running(self) -> bool:
-        """True while the Dovecot master process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
     def ssl_context(self) -> ssl.SSLContext:
         """A client SSLContext that trusts exactly this server's CA."""
         if self.ca_file is None:
@@ -413,7 +439,7 @@ class DovecotServer:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> DovecotServer:
+    def start(self) -> Self:
         """Write the config, start Dovecot and wait until a LOGIN works."""
         if self.running:
             return self
@@ -522,23 +548,6 @@ class DovecotServer:
         self._proc = None
         self._kill_leftovers()
 
-    def restart(self) -> None:
-        """Stop and start again on the same ports, with the same users and mail."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> DovecotServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"<DovecotServer {self.host}:{self.port} {state} root={self.root}>"
-
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the Dovecot log (and of its stderr)."""
         out = []
@@ -554,22 +563,7 @@ class DovecotServer:
 
         ``name`` defaults to a unique ``userN-xxxx``, ``password`` to a random token.
         """
-        with self._lock:
-            if name is None:
-                name = f"user{next(self._user_seq)}-{secrets.token_hex(2)}"
-            if not _USER_RE.match(name):
-                raise ValueError(f"invalid test user name {name!r}")
-            if name in self._users:
-                raise ValueError(f"user {name!r} already exists")
-            user = User(name, password if password is not None else secrets.token_hex(8))
-            self._write_user(user)
-            self._users[name] = user
-            return user
-
-    @property
-    def users(self) -> list[User]:
-        """Users created with ``add_user`` (not the internal probe user)."""
-        return list(self._users.values())
+        return self.book.add(name, password, _USER_RE, self._write_user)
 
     def _write_user(self, user: User) -> None:
         if any(c in user.password for c in ":\n\r"):
@@ -721,9 +715,9 @@ class DovecotServer:
         pw = self._mail_pw
         assert pw is not None
         root = self.root
-        layout = ":LAYOUT=fs" if self.layout == "fs" else ""
+        layout = ":LAYOUT=fs" if self.options.layout == "fs" else ""
         mailboxes = ""
-        if self.special_use:
+        if self.options.special_use:
             mailboxes = "".join(
                 f"  mailbox {box} {{\n    special_use = {flag}\n    auto = create\n  }}\n"
                 for box, flag in SPECIAL_USE_MAILBOXES.items()
@@ -735,7 +729,7 @@ class DovecotServer:
         else:
             ssl_conf = "ssl = no\n"
             imaps = "  inet_listener imaps {\n    port = 0\n  }\n"
-        capability = f"  imap_capability = {self.capabilities}\n" if self.capabilities else ""
+        capability = f"  imap_capability = {self.options.capabilities}\n" if self.options.capabilities else ""
         users = ""
         if not self.as_root:  # everything as the invoking user: no privilege separation, no chroot
             group = grp.getgrgid(pw.pw_gid).gr_name
@@ -766,8 +760,8 @@ userdb {{
 }}
 namespace inbox {{
   inbox = yes
-  separator = {self.separator}
-  prefix = {self.prefix}
+  separator = {self.options.separator}
+  prefix = {self.options.prefix}
 {mailboxes}}}
 service imap-login {{
   inet_listener imap {{
@@ -781,9 +775,9 @@ service anvil {{
   }}
 }}
 protocol imap {{
-  mail_max_userip_connections = {self.max_userip_connections}
+  mail_max_userip_connections = {self.options.max_userip_connections}
 {capability}}}
-{users}{self.extra_conf}
+{users}{self.options.extra_conf}
 """
         self.conf_path.write_text(conf)
 

@@ -15,6 +15,7 @@ Fixtures:
 - ``cyrus``: session-scoped ``CyrusServer`` (mailrules.testing.cyrus): Debian's namespace,
   prefix ``INBOX.`` and separator ``.``; ``cyrus.folder("Lists/dev")`` is the server's name.
 - ``cyrus_user``: a fresh account on it (a new one for every test; ~0.1 s).
+- ``cyrus3``: session-scoped ``CyrusServer`` with Cyrus 3's own namespace (no prefix, ``/``).
 
 When the ``dovecot`` binary is missing, tests using these fixtures are skipped, unless the
 environment sets ``MAILRULES_REQUIRE_DOVECOT`` (CI does), in which case they fail.
@@ -156,6 +157,16 @@ def cyrus() -> Iterator[CyrusServer]:
     if reason is not None:
         missing(reason, REQUIRE_CYRUS)
     with temporary_cyrus() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cyrus3(cyrus: CyrusServer) -> Iterator[CyrusServer]:
+    """A second Cyrus with Cyrus 3's own namespace settings (``Lists/dev``, no prefix, ``/``),
+    started the first time a test asks for it (beside ``cyrus``, whose skip it shares)."""
+    from mailrules.testing.cyrus import temporary_cyrus
+
+    with temporary_cyrus(altnamespace=True, unixhierarchysep=True) as server:
         yield server
 
 
