@@ -170,7 +170,7 @@ def test_the_imap_session_and_the_memory_store_both_offer_every_mail_store_opera
             assert list(inspect.signature(getattr(implementation, name)).parameters) == wanted, (implementation, name)
 
 
-# --------------------------------------------------------------------------- what is left
+# --------------------------------------------------------------------------- a dry run counts what the real run does
 
 
 def test_a_dry_run_counts_per_rule_what_the_real_run_acts_on():
