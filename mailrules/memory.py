@@ -351,7 +351,7 @@ class MemoryMailbox:
         action: Action = self.registry.actions[call.name]
         present = UidSet(u for u in targets if u in self.folder.messages)
         try:
-            if action.builtin:
+            if action.builtin and action.runs_offline:
                 action.perform(MemoryContext(self.action_run(rule), self.folder), present, call.arg)
             else:
                 added, removed = action.flag_changes(call.arg)
