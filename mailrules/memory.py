@@ -13,6 +13,10 @@ here too); a plugin's is its `run`. So `run_rules` gives, without a server, the 
 pass gives on Dovecot (tests/test_memory_equivalence.py and tests/test_one_body.py compare
 the two); it is where offline rule tests and `explain` build on.
 
+A dry run (`dry_run=True`) works on a scratch copy of the server: each built-in action is
+carried out there (`MemoryMailbox.simulate`), so later rules see what the real run leaves, and
+the server itself is left as it was.
+
 Everything here is offline: an action is carried out only if it changes the mailbox alone
 (`Action.effects == "mailbox"`, every built-in); any other action (a command, a web request,
 anything outside) is never called, and `PassResult.would_run` lists it instead. Actions can
