@@ -383,6 +383,13 @@ class Action:
         """
         return self.name
 
+    def flag_changes(self, arg: Any) -> tuple[frozenset[str], frozenset[str]]:
+        """The system flags and keywords this action sets and clears on a message: (added,
+        removed). A dry run (`mailrules.kernel.run_pass`) carries nothing out, so it asks this
+        to let later rules' criteria on flags see what the real run would have set. The
+        default: none (a plugin action is taken to change no flag)."""
+        return frozenset(), frozenset()
+
     def destinations(self, arg: Any) -> tuple[Any, ...]:
         """The folders (`mailrules.model.FolderRef`) this action puts messages in.
 

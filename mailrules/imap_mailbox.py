@@ -21,15 +21,16 @@ from typing import Any
 
 from .actions.base import ActionFailed, ActionRun
 from .api import Action, ActionEvent
-from .criteria import compile_search, reads_of
+from .criteria import SearchQuery, compile_search, reads_of
 from .dryrun import DryRunReport
+from .dryrun_overlay import FlagOverlay, search_overlaid
 from .fetching import fetch_items, view_of
 from .imap.fetchpipe import pipelined_fetch
 from .imap.session import FETCH_BATCH, ImapSession, Selected, ServerRefused
 from .journal import Failure, done_detail
 from .kernel import Position
 from .message import MessageView
-from .model import ActionCall, All, Rule
+from .model import ActionCall, All, Criterion, Rule
 from .plugins import Registry, TimeLimit
 from .prefilter_choice import search_prefiltered
 from .state import RunRecord, StateStore, Step
@@ -112,6 +113,7 @@ class ImapPass:
         pending = settings.reader.pending(account, server, sel.uidvalidity) if settings.reader else []
         self.earlier = {p.uid: p.resume_detail for p in pending if p.resume_detail and p.uid in candidates}
         self.hooks = ClaimHooks()
+        self.overlay = FlagOverlay()  # a dry run: the flags its simulated actions set (`simulate`)
 
     # The connection, account, mailbox and its selection: the action context's, held once.
 
@@ -216,6 +218,13 @@ class ImapPass:
             self.mids.update(self.session.message_ids(need_ids))
         return True
 
+    def simulate(self, i: int, a: int, rule: Rule, call: ActionCall, targets: UidSet) -> set[int]:
+        """A dry run: the flags the action would set, kept for the later rules' searches
+        (`mailrules.dryrun_overlay`); a terminal action's messages leave play."""
+        action: Action = self.s.registry.actions[call.name]
+        self.overlay.record(targets, *action.flag_changes(call.arg))
+        return set(targets) if action.terminal else set()
+
     def apply(self, i: int, a: int, rule: Rule, call: ActionCall, targets: UidSet) -> set[int]:
         store, run, sel = self.s.store, self.run, self.sel
         action: Action = self.s.registry.actions[call.name]
@@ -314,8 +323,7 @@ class ImapPass:
         if searched is None:  # not answered in the pass's opening: search now
             query = compile_search(self._with_prefilters(rule), session.capabilities)
             try:
-                searched = search_prefiltered(session, compile_search(rule.match, session.capabilities), query,
-                                              searchable)
+                searched = self._search(rule, query, searchable)
             except ServerRefused as exc:
                 log.error("rule %r account %s mailbox %s: %s (%s): %s; the rule is skipped, "
                           "the other rules go on", rule.name, self.account, self.server, SEARCH_REFUSED, query,
@@ -327,6 +335,23 @@ class ImapPass:
         if not rule.where or not found:
             return found
         return self._predicates(rule, found, index, undecided)
+
+    def _search(self, rule: Rule, query: SearchQuery, searchable: UidSet) -> UidSet:
+        """The server's answer to the rule's search (`query`: its criteria and prefilters) over
+        `searchable`; in a dry run, as the earlier rules' flag changes would leave the messages
+        (`mailrules.dryrun_overlay`: the messages they changed are searched apart)."""
+        session = self.session
+        plain = compile_search(rule.match, session.capabilities)
+        if not self.overlay:
+            return search_prefiltered(session, plain, query, searchable)
+        filtered = self._with_prefilters(rule)
+
+        def search(criteria: Criterion, within: UidSet) -> UidSet:
+            if criteria is filtered:  # untouched by the overlay
+                return search_prefiltered(session, plain, query, within)
+            return session.search(compile_search(criteria, session.capabilities), within=within)
+
+        return search_overlaid(self.overlay, filtered, searchable, search)
 
     def _with_prefilters(self, rule: Rule):
         """The rule's criteria, plus what its predicates let the server check first.

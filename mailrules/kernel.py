@@ -10,7 +10,9 @@ A pass runs a rule list over candidate messages of one mailbox:
   play too: it resumes on a later pass at that rule and action (`Position`), and later
   rules wait for it;
 * a candidate resuming at (rule i, action a > 0) is not matched again by rule i: it takes
-  rule i's actions from action a on, then goes on with the rules after.
+  rule i's actions from action a on, then goes on with the rules after;
+* a dry run carries no action out but keeps these semantics (`Mailbox.simulate`): a message
+  an earlier rule would move leaves play, flags it would set are seen by later criteria.
 
 The outcome equals evaluating the rules one message at a time, in order; a mailbox is
 free to do each step for many messages at once. Two implementations:
@@ -51,6 +53,13 @@ class Mailbox(Protocol):
         """Carry one action out on `targets`; returns the UIDs that leave play (their journey
         ended, or the action failed for them)."""
 
+    def simulate(self, index: int, action_index: int, rule: Rule, call: ActionCall, targets: UidSet) -> set[int]:
+        """A dry run (`present` said False): what `apply` would do to `targets`, without doing
+        it, as far as the later rules can tell: the UIDs that leave play (a terminal action's:
+        move, trash, delete, a terminal plugin action), and the flags and keywords it sets or
+        clears (`mailrules.api.Action.flag_changes`), which the mailbox then lets the later
+        rules' criteria see. So a dry run matches, rule by rule, what the real run acts on."""
+
 
 def run_pass(box: Mailbox, rules: Sequence[Rule], candidates: Mapping[int, Position],
              entered: Collection[int] = ()) -> set[int]:
@@ -74,12 +83,16 @@ def run_pass(box: Mailbox, rules: Sequence[Rule], candidates: Mapping[int, Posit
         everyone = set(matched) | resumed.keys()
         if not everyone:
             continue
-        if box.present(i, rule, UidSet(everyone)):
-            for a, call in enumerate(rule.actions):
+        carried_out = box.present(i, rule, UidSet(everyone))
+        for a, call in enumerate(rule.actions):
+            targets = UidSet(u for u in everyone if u in active and (u in matched or resumed.get(u, 99) <= a))
+            if not targets:
+                continue
+            if carried_out:
                 box.between()
-                targets = UidSet(u for u in everyone if u in active and (u in matched or resumed.get(u, 99) <= a))
-                if targets:
-                    active -= box.apply(i, a, rule, call, targets)
+                active -= box.apply(i, a, rule, call, targets)
+            else:  # a dry run: later rules see the messages as the real run would leave them
+                active -= box.simulate(i, a, rule, call, targets)
         if rule.stop:
             active -= everyone
     return active

@@ -13,6 +13,10 @@ here too); a plugin's is its `run`. So `run_rules` gives, without a server, the 
 pass gives on Dovecot (tests/test_memory_equivalence.py and tests/test_one_body.py compare
 the two); it is where offline rule tests and `explain` build on.
 
+A dry run (`dry_run=True`) works on a scratch copy of the server: each built-in action is
+carried out there (`MemoryMailbox.simulate`), so later rules see what the real run leaves, and
+the server itself is left as it was.
+
 Everything here is offline: an action is carried out only if it changes the mailbox alone
 (`Action.effects == "mailbox"`, every built-in); any other action (a command, a web request,
 anything outside) is never called, and `PassResult.would_run` lists it instead. Actions can
@@ -278,7 +282,9 @@ class MemoryMailbox:
 
     def __init__(self, server: MemoryServer, account: str, path: str, registry: Registry, *,
                  dry_run: bool = False, now: dt.datetime | None = None) -> None:
-        self.server = server
+        # a dry run acts on a scratch copy (`simulate`): the later rules see the messages as the
+        # real run would leave them, the server is left as it is
+        self.server = _scratch(server) if dry_run else server
         self.account = account
         self.path = path
         self.registry = registry
@@ -342,6 +348,30 @@ class MemoryMailbox:
         self.result.applied += len(present)
         return set(targets) if action.terminal else set()
 
+    def simulate(self, index: int, action_index: int, rule: Rule, call: ActionCall, targets: UidSet) -> set[int]:
+        """A dry run: a built-in action is carried out on the scratch copy of the server (its one
+        body, as `apply`); a plugin's is never called in a dry run: the flags it says it sets
+        (`Action.flag_changes`) are set, and a terminal one takes the messages away."""
+        action: Action = self.registry.actions[call.name]
+        present = UidSet(u for u in targets if u in self.folder.messages)
+        try:
+            if action.builtin and action.runs_offline:
+                action.perform(MemoryContext(self.action_run(rule), self.folder), present, call.arg)
+            else:
+                added, removed = action.flag_changes(call.arg)
+                store = MemoryStore(self.server, self.account)
+                store.select(self.path)
+                for names, add in ((added, True), (removed, False)):
+                    if names:
+                        store.store(present, names, add=add)
+        except Exception:  # noqa: BLE001 - as `apply`: the real run would fail the batch, retried later
+            return set(targets)
+        if action.terminal:
+            for uid in present:
+                self.folder.messages.pop(uid, None)
+            return set(targets)
+        return set()
+
     def action_run(self, rule: Rule) -> ActionRun:
         """What an action runs with, as on IMAP: the folder selected in a `MemoryStore` of the
         account, and a store of any other account of the server (cross-account copies)."""
@@ -365,6 +395,14 @@ class MemoryMailbox:
         for uid in present:
             self.folder.messages.pop(uid, None)
         return set(targets)
+
+
+def _scratch(server: MemoryServer) -> MemoryServer:
+    """A copy of the server that a dry run may change (messages are immutable: shared)."""
+    accounts = {name: {path: dataclasses.replace(folder, messages=dict(folder.messages))
+                       for path, folder in folders.items()}
+                for name, folders in server.accounts.items()}
+    return MemoryServer(accounts, server.trash)
 
 
 def run_rules(server: MemoryServer, account: str, path: str, rules: Sequence[Rule], registry: Registry, *,

@@ -70,6 +70,10 @@ class FlagAction(BuiltinAction):
     def read_intent(self, detail: Any) -> FlagIntent | None:
         return FlagIntent.from_json(detail)
 
+    def flag_changes(self, arg: Any) -> tuple[frozenset[str], frozenset[str]]:
+        changed = frozenset(arg)
+        return (changed, frozenset()) if self.add else (frozenset(), changed)
+
     def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
         changing = changes_journaled(run, uids, tuple(arg), self.add, intent if resuming else None)
         run.session.store(uids, tuple(arg), add=self.add)

@@ -50,6 +50,10 @@ class KeywordAction(BuiltinAction):
     def read_intent(self, detail: Any) -> FlagIntent | None:
         return FlagIntent.from_json(detail)
 
+    def flag_changes(self, arg: Any) -> tuple[frozenset[str], frozenset[str]]:
+        changed = frozenset(arg)
+        return (changed, frozenset()) if self.add else (frozenset(), changed)
+
     def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
         keywords = tuple(arg)
         cannot = [k for k in keywords if not run.selected.can_store_keyword(k)]
