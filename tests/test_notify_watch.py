@@ -225,3 +225,17 @@ def test_notify_set_up_again_without_a_rotation_still_announces(daemon, imap, ma
     assert time.monotonic() - started < 3
     assert h.stop() == 0
     assert message_contents(imap, "Done") == {content_digest(r): 1 for r in first + second}
+
+
+def test_mail_in_home_counts_as_activity_on_the_notify_connection_and_is_filed_once(daemon, imap, make_message):
+    """Moving mail out of home writes Dovecot's list index log, which may rotate: NOTIFY hears home too."""
+    imap.create_folder("A")
+    h = daemon(watch=["INBOX", "A"])
+    h.start("-v")
+    h.wait_for_log("watching A with NOTIFY")
+    sent = _deliver(imap, make_message, ["INBOX", "INBOX"], "home")
+    wait_until(lambda: _filed(imap, sent), 30, message="home's mail filed")
+    h.wait_for_log(r"NOTIFY set up again \(after activity\)")
+    assert "mailbox INBOX: new mail announced (NOTIFY)" not in h.log()  # the worker's IDLE serves home
+    assert h.stop() == 0
+    assert message_contents(imap, "Done") == {content_digest(r): 1 for r in sent}

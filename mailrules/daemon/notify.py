@@ -24,8 +24,11 @@ Guarantees, as for `IdleWatch`:
   once it passes 64 KB (8 KB after 5 minutes); the watch stays on the old file, so from
   then on, for the rest of the connection, changes are announced only by its
   ``mailbox_idle_check_interval`` timer (30 s) or when a NOOP makes it look (its flush).
-  Every rotation comes from a write to that log, and most writes follow a change we see
-  (an arrival announced here; our own move out of a watched mailbox). So `REARM_AFTER`
+  Dovecot rotates right after writing a change to the old file, so the change that rotates
+  is still announced if NOTIFY covers its mailbox; most writes follow a change we see (an
+  arrival announced here; our own moves after it). Home is in the NOTIFY SET too, for its
+  activity only (the worker's IDLE serves it): the worker's moves out of home write the
+  list index log (the target's counts) and may rotate it. So `REARM_AFTER`
   seconds after an announced change (UIDNEXT or MESSAGES moved), the connection sends
   ``NOTIFY NONE`` then ``NOTIFY SET`` again: the new watch is on the current file, and the
   STATUS answer of the new SET reports any mailbox that moved meanwhile (no gap). A SET
@@ -33,8 +36,8 @@ Guarantees, as for `IdleWatch`:
   makes Dovecot add the new watch (the same inotify descriptor for the same file) before
   it removes the old one, which removes both, and the connection goes deaf (measured:
   p50 13 s).
-* **a probe while quiet**: a rotation caused by a write we do not see (a move into an
-  unwatched mailbox after mail in home, another client's flag change) leaves the watch on
+* **a probe while quiet**: a rotation caused by a write we do not see (another client's
+  changes in other mailboxes or to flags; our moves finishing after the new SET) leaves the watch on
   the old file with nothing to re-arm it; every `PROBE_EVERY` seconds without activity a
   NOOP makes Dovecot compare the log with what it last saw and announce at once; a change
   found that way means the watch was lost: NOTIFY is set up again at once.
@@ -99,8 +102,10 @@ def parse_status_counts(line: bytes) -> tuple[str, tuple[int, int | None]] | Non
 class NotifyWatch(ThreadedSource):
     """A thread holding one NOTIFY connection for several mailboxes of one account; wakes its worker."""
 
-    def __init__(self, host: SourceHost, mailboxes: list[str]) -> None:
+    def __init__(self, host: SourceHost, mailboxes: list[str], home: str | None = None) -> None:
         self.mailboxes = list(mailboxes)
+        self.home = home  # watched by the worker's IDLE; NOTIFY hears it for its activity only (see the module)
+        self.heard: set[str] = set()  # home's server name, once connected
         super().__init__(host, f"mailrules-notify-{host.name}")
 
     # the thread
@@ -166,8 +171,13 @@ class NotifyWatch(ThreadedSource):
                 names[session.server_name(mailbox)] = mailbox
             except ValueError as exc:
                 host.health.problem(account.name, mailbox, f"mailbox {mailbox!r} cannot exist on this server ({exc})")
+        self.heard = set()
+        if self.home is not None:
+            with contextlib.suppress(ValueError):  # the worker reports a home that cannot exist
+                self.heard = {session.server_name(self.home)} - set(names)
         answer = self._notify_set(client, names)
-        known = {name: counts for name, counts in filter(None, map(parse_status_counts, answer)) if name in names}
+        known = {name: counts for name, counts in filter(None, map(parse_status_counts, answer))
+                 if name in names or name in self.heard}
         missing = [name for name in names if name not in known]
         for name, mailbox in names.items():
             host.health.problem(account.name, mailbox,
@@ -185,7 +195,7 @@ class NotifyWatch(ThreadedSource):
 
     def _notify_set(self, client: imapclient.IMAPClient, names: dict[str, str]) -> list[bytes]:
         """NOTIFY SET for these mailboxes (server names); the answer's lines (a STATUS for each that exists)."""
-        listed = b" ".join(quote_mailbox(name) for name in names)
+        listed = b" ".join(quote_mailbox(name) for name in [*names, *sorted(self.heard)])
         link = IdleLink(client, self.host.wake_r, self.host.account.timeout)
         return link.command(b"NOTIFY SET STATUS (mailboxes (" + listed + b") " + EVENTS + b")", "NOTIFY SET")
 
@@ -243,11 +253,11 @@ class NotifyWatch(ThreadedSource):
                    for name in missing)
 
     def _seen(self, lines: list[bytes], names: dict[str, str], known: dict[str, tuple[int, int | None]]) -> bool:
-        """Wake the worker for each mailbox whose UIDNEXT moved; whether any mailbox's UIDNEXT or MESSAGES did."""
+        """Wake the worker for each watched mailbox whose UIDNEXT moved; whether any UIDNEXT or MESSAGES did (home too)."""
         moved = False
         for line in lines:
             status = parse_status_counts(line)
-            if status is None or status[0] not in names:
+            if status is None or (status[0] not in names and status[0] not in self.heard):
                 continue
             name, counts = status
             before = known.get(name)
@@ -255,7 +265,7 @@ class NotifyWatch(ThreadedSource):
                 continue
             known[name] = counts
             moved = True
-            if before is None or before[0] != counts[0]:
+            if name in names and (before is None or before[0] != counts[0]):
                 log.debug("account %s mailbox %s: new mail announced (NOTIFY)", self.host.name, names[name])
                 self.host.notify(names[name], announced=True)
         return moved
