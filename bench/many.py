@@ -21,7 +21,8 @@ account's Done Maildir (inotify on Done/new and Done/cur, no polling), per folde
 (INBOX, the worker's own IDLE) and the others (NOTIFY). The push floor is measured in the
 same run by bare clients on a separate account (not the daemon's): IDLE on its INBOX and
 NOTIFY STATUS for its F1, a probe every few seconds; "over the floor" subtracts that floor's
-median. Connections per account: `doveadm who -1` every `--sample-every` seconds (the
+median; the same again for the messages of accounts not kicked from 3 s before their APPEND to
+their action (`steady_not_kicked`), which shows what the kicks cost. Connections per account: `doveadm who -1` every `--sample-every` seconds (the
 daemon's address only), the maximum per account. RSS from /proc. Exactly once: at the end,
 per account, Done holds every message sent to that account once (SHA-256 of the content)
 and the watched mailboxes are empty. Prints JSON; exit status 1 on a lost or doubled
@@ -299,9 +300,9 @@ def wait_drained(watch: Inotify, expected: int, timeout: float) -> float:
     return time.monotonic()
 
 
-def steady(feeder: Feeder, server: DovecotServer, users: list[User], args: argparse.Namespace) -> int:
-    """Phase 1: the steady load with kicks; returns the number of kicks."""
-    kicks = 0
+def steady(feeder: Feeder, server: DovecotServer, users: list[User], args: argparse.Namespace) -> list[tuple[float, str]]:
+    """Phase 1: the steady load with kicks; returns the kicks (monotonic time, account)."""
+    kicks: list[tuple[float, str]] = []
     started = time.monotonic()
     next_kick = started + args.kick_every
     k = 0
@@ -314,8 +315,8 @@ def steady(feeder: Feeder, server: DovecotServer, users: list[User], args: argpa
         k += 1
         if args.kick and time.monotonic() >= next_kick:
             for u in random.sample(users, min(args.kick, len(users))):
+                kicks.append((time.monotonic(), u.name))
                 server.doveadm("kick", u.name, DAEMON_ADDRESS, check=False)
-                kicks += 1
             next_kick += args.kick_every
     return kicks
 
@@ -355,6 +356,21 @@ def latencies(feeder: Feeder, watch: Inotify, tokens: set[int], floor: dict[str,
                      "max_ms": round(max(raw, default=0) * 1000, 1),
                      "over_floor_p50_ms": round(pct(over, 0.5) * 1000, 1),
                      "over_floor_p99_ms": round(pct(over, 0.99) * 1000, 1)}
+    return out
+
+
+def unkicked(feeder: Feeder, watch: Inotify, tokens: set[int], kicks: list[tuple[float, str]],
+             before: float = 3.0) -> set[int]:
+    """The messages whose account was not kicked from `before` s before their APPEND until their action."""
+    by_account: dict[str, list[float]] = collections.defaultdict(list)
+    for at, name in kicks:
+        by_account[name].append(at)
+    out = set()
+    for t in tokens:
+        name, _box, _digest, at = feeder.sent[t]
+        end = watch.seen.get(t, float("inf"))
+        if not any(at - before <= k <= end for k in by_account.get(name, [])):
+            out.add(t)
     return out
 
 
@@ -469,7 +485,8 @@ def main() -> int:  # noqa: PLR0915 - a script's sequence of phases, read top to
         probe = threading.Thread(target=floor_probe, args=(server, floor_user, stop, floor), daemon=True)
         probe.start()
 
-        kicks = steady(feeder, server, users, args)
+        kick_log = steady(feeder, server, users, args)
+        kicks = len(kick_log)
         steady_tokens = set(feeder.sent)
         wait_drained(watch, len(steady_tokens), 300)
         stop.set()
@@ -477,6 +494,9 @@ def main() -> int:  # noqa: PLR0915 - a script's sequence of phases, read top to
         floor_p50 = {k: statistics.median(v) if v else 0.5 for k, v in floor.items()}
         steady_lat = latencies(feeder, watch, steady_tokens, floor_p50)
         print("steady:", json.dumps(steady_lat), flush=True)
+        calm = unkicked(feeder, watch, steady_tokens, kick_log)
+        calm_lat = latencies(feeder, watch, calm, floor_p50)
+        print(f"steady, the {len(calm)} messages of accounts not kicked meanwhile:", json.dumps(calm_lat), flush=True)
         slow = slow_messages(feeder, watch, steady_tokens)
         print(f"steady: {len(slow)} messages acted on more than 2 s after their APPEND", flush=True)
 
@@ -506,7 +526,7 @@ def main() -> int:  # noqa: PLR0915 - a script's sequence of phases, read top to
             "accounts": args.accounts, "mailboxes": args.accounts * len(FOLDERS), "duration_s": args.duration,
             "rate": args.rate, "server_check_interval_s": args.server_check_interval or 30, "steady_messages": len(steady_tokens), "kicks": kicks, "ready_s": round(ready_s, 1),
             "floor_ms": {k: {"p50": round(v * 1000, 1), "n": len(floor[k])} for k, v in floor_p50.items()},
-            "steady": steady_lat, "steady_slow": slow, "idle_cpu_s": round(cpu1 - cpu0, 2), "idle_s": args.idle,
+            "steady": steady_lat, "steady_not_kicked": calm_lat, "steady_slow": slow, "idle_cpu_s": round(cpu1 - cpu0, 2), "idle_s": args.idle,
             "rss_mb": {"max": round(max(sampler.rss, default=rss_end), 1), "idle": round(rss_idle, 1),
                        "end": round(rss_end, 1)},
             "daemon_cpu_total_s": round(cpu_end, 1),

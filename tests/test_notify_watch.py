@@ -142,7 +142,7 @@ def test_a_silent_notify_connection_is_noticed_and_replaced_without_a_gap(daemon
     assert message_contents(imap, "Done") == {content_digest(r): 1 for r in sent}
 
 
-def test_mail_that_arrives_across_the_noop_after_activity_is_filed_once(daemon, imap, make_message):
+def test_mail_that_arrives_across_the_notify_set_after_activity_is_filed_once(daemon, imap, make_message):
     import time
 
     for f in FOLDERS[:3]:
@@ -151,10 +151,91 @@ def test_mail_that_arrives_across_the_noop_after_activity_is_filed_once(daemon, 
     h.start("-v")
     h.wait_for_log("watching A, B, C with NOTIFY")
     sent = []
-    for wave in range(8):  # waves 0.4 s apart: some land while the NOOP is sent (1 s after a change)
+    for wave in range(8):  # waves 0.4 s apart: some land while NOTIFY is set up again (1 s after a change)
         sent += _deliver(imap, make_message, FOLDERS[:3], f"wave{wave}")
         time.sleep(0.4)
     wait_until(lambda: _filed(imap, sent), 30, message="every wave filed")
-    assert "NOOP on the NOTIFY connection after activity" in h.log()
+    assert "NOTIFY set up again (after activity)" in h.log()
+    assert h.stop() == 0
+    assert message_contents(imap, "Done") == {content_digest(r): 1 for r in sent}
+
+
+def _rotate_list_index_log(dovecot, user, imap) -> None:
+    """Make Dovecot rotate the account's dovecot.list.index.log (64 KB of \\Seen toggles in Other)."""
+    import os
+
+    log = dovecot.mailbox_path(user) / "dovecot.list.index.log"
+    inode = os.stat(log).st_ino
+    imap.select_folder("Other")
+    for _ in range(2000):
+        if os.stat(log).st_ino != inode:
+            break
+        imap.add_flags([1], [b"\\Seen"])
+        imap.remove_flags([1], [b"\\Seen"])
+        imap.noop()
+    imap.unselect_folder()
+    assert os.stat(log).st_ino != inode, "the list index log did not rotate"
+
+
+def test_mail_after_dovecots_list_index_log_rotated_is_filed_without_waiting_for_its_timer(
+        daemon, dovecot, imap_user, imap, make_message):
+    """Dovecot 2.3's NOTIFY watch stays on the rotated-away log; its own timer would take 30 s."""
+    import time
+
+    from mailrules.daemon.notify import PROBE_EVERY
+
+    for f in ["A", "B", "Other"]:
+        imap.create_folder(f)
+    imap.append("Other", make_message(subject="not for the rules"))
+    h = daemon(watch=["INBOX", "A", "B"], idle_interval=300)  # the worker's IDLE renewals on INBOX wake NOTIFY too
+    h.start("-v")
+    h.wait_for_log("watching A, B with NOTIFY")
+    _rotate_list_index_log(dovecot, imap_user, imap)  # a change the daemon does not see
+    time.sleep(1)  # Dovecot's notification already pending (0.5 s) from before the rotation has fired
+    started = time.monotonic()
+    sent = _deliver(imap, make_message, ["A"], "unannounced")
+    wait_until(lambda: _filed(imap, sent), 30, message="the mail after the rotation filed")
+    assert time.monotonic() - started < PROBE_EVERY + 3  # the quiet probe found it, not Dovecot's timer
+    time.sleep(2)
+    started = time.monotonic()
+    later = _deliver(imap, make_message, ["B"], "announced")
+    wait_until(lambda: _filed(imap, later), 30, message="the next mail filed")
+    assert time.monotonic() - started < 3  # pushed again: NOTIFY watches the new log
+    assert "NOTIFY set up again (a NOOP found news)" in h.log()
+    assert h.stop() == 0
+    assert message_contents(imap, "Done") == {content_digest(r): 1 for r in sent + later}
+
+
+def test_notify_set_up_again_without_a_rotation_still_announces(daemon, imap, make_message):
+    """NOTIFY NONE before the second SET: a SET alone leaves Dovecot 2.3 deaf to the same log file."""
+    import time
+
+    for f in ["A", "B"]:
+        imap.create_folder(f)
+    h = daemon(watch=["INBOX", "A", "B"])
+    h.start("-v")
+    h.wait_for_log("watching A, B with NOTIFY")
+    first = _deliver(imap, make_message, ["A"], "first")
+    wait_until(lambda: _filed(imap, first), 30, message="the first mail filed")
+    h.wait_for_log(r"NOTIFY set up again \(after activity\)")
+    time.sleep(1.5)
+    started = time.monotonic()
+    second = _deliver(imap, make_message, ["B"], "second")
+    wait_until(lambda: _filed(imap, second), 30, message="the second mail filed")
+    assert time.monotonic() - started < 3
+    assert h.stop() == 0
+    assert message_contents(imap, "Done") == {content_digest(r): 1 for r in first + second}
+
+
+def test_mail_in_home_counts_as_activity_on_the_notify_connection_and_is_filed_once(daemon, imap, make_message):
+    """Moving mail out of home writes Dovecot's list index log, which may rotate: NOTIFY hears home too."""
+    imap.create_folder("A")
+    h = daemon(watch=["INBOX", "A"])
+    h.start("-v")
+    h.wait_for_log("watching A with NOTIFY")
+    sent = _deliver(imap, make_message, ["INBOX", "INBOX"], "home")
+    wait_until(lambda: _filed(imap, sent), 30, message="home's mail filed")
+    h.wait_for_log(r"NOTIFY set up again \(after activity\)")
+    assert "mailbox INBOX: new mail announced (NOTIFY)" not in h.log()  # the worker's IDLE serves home
     assert h.stop() == 0
     assert message_contents(imap, "Done") == {content_digest(r): 1 for r in sent}

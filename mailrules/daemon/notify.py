@@ -18,13 +18,29 @@ Guarantees, as for `IdleWatch`:
   (``mailbox 'X' does not exist``), the others stay watched, and the connection is
   renewed once it appears (checked on the slow schedule of permanent problems);
 * a server that refuses NOTIFY SET hands its mailboxes to the STATUS poll;
-* **a NOOP after activity**: Dovecot 2.3 watches its mailbox-list index log by path, set
-  up once at NOTIFY SET; after the log rotates (every ~64 KB of list changes) changes go
-  unannounced until its `mailbox_idle_check_interval` timer (30 s). So `REARM_AFTER`
-  seconds after a change was announced, IDLE is left for a NOOP, which makes Dovecot read
-  the list index log now and announce what moved meanwhile (its STATUS lines are taken as
-  in IDLE). Measured (bench/README.md, "many"): NOTIFY p99 13.7 s -> 8.3-10.7 s; sending NOTIFY
-  SET again instead made it far worse (p50 13 s): Dovecot then announced almost nothing.
+* **NOTIFY set up again after activity**: Dovecot 2.3 (src/lib-storage/list/
+  mailbox-list-index-notify.c) adds its inotify watch on ``dovecot.list.index.log`` once,
+  at NOTIFY SET, by path. The log rotates (link to ``.log.2``, a new file renamed over it)
+  once it passes 64 KB (8 KB after 5 minutes); the watch stays on the old file, so from
+  then on, for the rest of the connection, changes are announced only by its
+  ``mailbox_idle_check_interval`` timer (30 s) or when a NOOP makes it look (its flush).
+  Dovecot rotates right after writing a change to the old file, so the change that rotates
+  is still announced if NOTIFY covers its mailbox; most writes follow a change we see (an
+  arrival announced here; our own moves after it). Home is in the NOTIFY SET too, for its
+  activity only (the worker's IDLE serves it): the worker's moves out of home write the
+  list index log (the target's counts) and may rotate it. So `REARM_AFTER`
+  seconds after an announced change (UIDNEXT or MESSAGES moved), the connection sends
+  ``NOTIFY NONE`` then ``NOTIFY SET`` again: the new watch is on the current file, and the
+  STATUS answer of the new SET reports any mailbox that moved meanwhile (no gap). A SET
+  that finds a change schedules one more. NOTIFY NONE first matters: a second SET alone
+  makes Dovecot add the new watch (the same inotify descriptor for the same file) before
+  it removes the old one, which removes both, and the connection goes deaf (measured:
+  p50 13 s).
+* **a probe while quiet**: a rotation caused by a write we do not see (another client's
+  changes in other mailboxes or to flags; our moves finishing after the new SET) leaves the watch on
+  the old file with nothing to re-arm it; every `PROBE_EVERY` seconds without activity a
+  NOOP makes Dovecot compare the log with what it last saw and announce at once; a change
+  found that way means the watch was lost: NOTIFY is set up again at once.
 """
 
 from __future__ import annotations
@@ -49,8 +65,11 @@ log = logging.getLogger("mailrules.watcher")
 
 _STATUS = re.compile(rb'^\* STATUS (?:"((?:[^"\\]|\\.)*)"|\{\d+\+?\}\r\n(.*)|([^ ]+)) \((.*)\)\s*$', re.I | re.S)
 _UIDNEXT = re.compile(rb"\bUIDNEXT (\d+)", re.I)
+_MESSAGES = re.compile(rb"\bMESSAGES (\d+)", re.I)
 
-REARM_AFTER = 1.0  # seconds after an announced change before a NOOP (0: never)
+REARM_AFTER = 1.0  # seconds after an announced change before NOTIFY is set up again (0: never)
+PROBE_EVERY = 10.0  # seconds without activity between NOOPs that look for a lost watch (0: never)
+EVENTS = b"(MessageNew MessageExpunge)"
 
 
 class Renew(Exception):
@@ -59,25 +78,34 @@ class Renew(Exception):
 
 def parse_status(line: bytes) -> tuple[str, int] | None:
     """``* STATUS name (... UIDNEXT n ...)`` -> (the server's mailbox name, n); None for any other line."""
+    status = parse_status_counts(line)
+    return None if status is None else (status[0], status[1][0])
+
+
+def parse_status_counts(line: bytes) -> tuple[str, tuple[int, int | None]] | None:
+    """``* STATUS name (MESSAGES m UIDNEXT n ...)`` -> (name, (n, m)); m None when not given."""
     match = _STATUS.match(line)
     if match is None:
         return None
     uidnext = _UIDNEXT.search(match.group(4))
     if uidnext is None:
         return None
+    messages = _MESSAGES.search(match.group(4))
     quoted, literal, atom = match.group(1), match.group(2), match.group(3)
     if quoted is not None:
         raw = re.sub(rb"\\(.)", rb"\1", quoted)
     else:
         raw = literal if literal is not None else atom
-    return imap_utf7.decode(raw), int(uidnext.group(1))
+    return imap_utf7.decode(raw), (int(uidnext.group(1)), None if messages is None else int(messages.group(1)))
 
 
 class NotifyWatch(ThreadedSource):
     """A thread holding one NOTIFY connection for several mailboxes of one account; wakes its worker."""
 
-    def __init__(self, host: SourceHost, mailboxes: list[str]) -> None:
+    def __init__(self, host: SourceHost, mailboxes: list[str], home: str | None = None) -> None:
         self.mailboxes = list(mailboxes)
+        self.home = home  # watched by the worker's IDLE; NOTIFY hears it for its activity only (see the module)
+        self.heard: set[str] = set()  # home's server name, once connected
         super().__init__(host, f"mailrules-notify-{host.name}")
 
     # the thread
@@ -143,8 +171,13 @@ class NotifyWatch(ThreadedSource):
                 names[session.server_name(mailbox)] = mailbox
             except ValueError as exc:
                 host.health.problem(account.name, mailbox, f"mailbox {mailbox!r} cannot exist on this server ({exc})")
+        self.heard = set()
+        if self.home is not None:
+            with contextlib.suppress(ValueError):  # the worker reports a home that cannot exist
+                self.heard = {session.server_name(self.home)} - set(names)
         answer = self._notify_set(client, names)
-        known = {name: uidnext for name, uidnext in filter(None, map(parse_status, answer)) if name in names}
+        known = {name: counts for name, counts in filter(None, map(parse_status_counts, answer))
+                 if name in names or name in self.heard}
         missing = [name for name in names if name not in known]
         for name, mailbox in names.items():
             host.health.problem(account.name, mailbox,
@@ -162,41 +195,51 @@ class NotifyWatch(ThreadedSource):
 
     def _notify_set(self, client: imapclient.IMAPClient, names: dict[str, str]) -> list[bytes]:
         """NOTIFY SET for these mailboxes (server names); the answer's lines (a STATUS for each that exists)."""
-        listed = b" ".join(quote_mailbox(name) for name in names)
+        listed = b" ".join(quote_mailbox(name) for name in [*names, *sorted(self.heard)])
         link = IdleLink(client, self.host.wake_r, self.host.account.timeout)
-        return link.command(b"NOTIFY SET STATUS (mailboxes (" + listed + b") (MessageNew MessageExpunge))",
-                            "NOTIFY SET")
+        return link.command(b"NOTIFY SET STATUS (mailboxes (" + listed + b") " + EVENTS + b")", "NOTIFY SET")
 
-    def _listen(self, client: imapclient.IMAPClient, names: dict[str, str], known: dict[str, int],
+    def _rearm(self, client: imapclient.IMAPClient, names: dict[str, str],
+               known: dict[str, tuple[int, int | None]], why: str) -> bool:
+        """NOTIFY NONE, then NOTIFY SET again (a fresh watch, see the module); whether its STATUS showed a change."""
+        log.debug("account %s: NOTIFY set up again (%s)", self.host.name, why)
+        link = IdleLink(client, self.host.wake_r, self.host.account.timeout)
+        moved = self._seen(link.command(b"NOTIFY NONE", "NOTIFY NONE"), names, known)
+        return self._seen(self._notify_set(client, names), names, known) or moved
+
+    def _listen(self, client: imapclient.IMAPClient, names: dict[str, str], known: dict[str, tuple[int, int | None]],
                 missing: list[str], backoff: Backoff, slow: Backoff) -> None:
         host, account = self.host, self.host.account
         recheck = time.monotonic() + slow.next() if missing else None
-        rearm: float | None = None  # when to send a NOOP (after an announced change)
+        rearm: float | None = None  # when to set NOTIFY up again (after activity)
+        probe = time.monotonic() + PROBE_EVERY if PROBE_EVERY > 0 else None
         while True:
             link = IdleLink(client, host.wake_r, account.timeout)
-            if self._seen(link.start(), names, known):
+            if self._seen(link.start(), names, known) and REARM_AFTER > 0:
                 rearm = rearm or time.monotonic() + REARM_AFTER
-            deadline = time.monotonic() + account.idle_interval
-            if recheck is not None:
-                deadline = min(deadline, recheck)
+            deadline = min(t for t in (time.monotonic() + account.idle_interval, recheck, probe) if t is not None)
             while True:
-                got = link.wait(min(deadline, rearm) if rearm and REARM_AFTER > 0 else deadline)
+                until = min(deadline, rearm) if rearm is not None else deadline
+                got = link.wait(until)
                 if got is None:  # woken: the daemon is stopping
                     with contextlib.suppress(Exception):  # closing anyway
                         link.done(LOGOUT_TIMEOUT)
                     return
-                if self._seen(got, names, known):
+                if self._seen(got, names, known) and REARM_AFTER > 0:
                     rearm = rearm or time.monotonic() + REARM_AFTER
-                now = time.monotonic()
-                if now >= deadline or (rearm is not None and REARM_AFTER > 0 and now >= rearm):
+                if time.monotonic() >= until:
                     break
             self._seen(link.done(), names, known)  # answered in time: the connection is alive
             backoff.reset()
-            if rearm is not None and REARM_AFTER > 0 and time.monotonic() >= rearm:
-                # answers what moved while Dovecot's watch was lost; a change found means one more
-                log.debug("account %s: NOOP on the NOTIFY connection after activity", host.name)
+            now = time.monotonic()
+            if rearm is not None and now >= rearm:
+                rearm = now + REARM_AFTER if self._rearm(client, names, known, "after activity") else None
+            elif probe is not None and now >= probe:
                 noop = IdleLink(client, host.wake_r, account.timeout).command(b"NOOP", "NOOP")
-                rearm = time.monotonic() + REARM_AFTER if self._seen(noop, names, known) else None
+                if self._seen(noop, names, known):  # a change Dovecot had not announced: its watch is lost
+                    rearm = now + REARM_AFTER if self._rearm(client, names, known, "a NOOP found news") else None
+            if probe is not None and (rearm is not None or now >= probe):
+                probe = time.monotonic() + PROBE_EVERY
             if recheck is not None and time.monotonic() >= recheck:
                 if self._any_exists(client, missing):
                     raise Renew()
@@ -209,17 +252,20 @@ class NotifyWatch(ThreadedSource):
                                                                                "LIST")
                    for name in missing)
 
-    def _seen(self, lines: list[bytes], names: dict[str, str], known: dict[str, int]) -> bool:
-        """Wake the worker for each mailbox whose UIDNEXT moved; whether any did."""
+    def _seen(self, lines: list[bytes], names: dict[str, str], known: dict[str, tuple[int, int | None]]) -> bool:
+        """Wake the worker for each watched mailbox whose UIDNEXT moved; whether any UIDNEXT or MESSAGES did (home too)."""
         moved = False
         for line in lines:
-            status = parse_status(line)
-            if status is None or status[0] not in names:
+            status = parse_status_counts(line)
+            if status is None or (status[0] not in names and status[0] not in self.heard):
                 continue
-            name, uidnext = status
-            if known.get(name) != uidnext:
-                known[name] = uidnext
+            name, counts = status
+            before = known.get(name)
+            if before == counts:
+                continue
+            known[name] = counts
+            moved = True
+            if name in names and (before is None or before[0] != counts[0]):
                 log.debug("account %s mailbox %s: new mail announced (NOTIFY)", self.host.name, names[name])
                 self.host.notify(names[name], announced=True)
-                moved = True
         return moved

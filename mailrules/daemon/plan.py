@@ -41,7 +41,7 @@ def plan_sources(host: SourceHost, session: ImapSession) -> SourcePlan:
     if others and session.has("NOTIFY") and account.max_connections >= 2:
         log.info("account %s: IDLE on %s, NOTIFY for %s (2 connections)", account.name, watch[0],
                  ", ".join(others))
-        return SourcePlan(True, [NotifyWatch(host, others)], [])
+        return SourcePlan(True, [NotifyWatch(host, others, home=watch[0])], [])
     slots = max(0, account.max_connections - 1)
     idle, polled = others[:slots], others[slots:]
     if polled:
