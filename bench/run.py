@@ -49,7 +49,10 @@ import imaptrace  # noqa: E402
 import yaml  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
 
-TOOLS = ("imapfilter", "mailrules", "bare")
+TOOLS = ("imapfilter", "mailrules", "bare", "mailrules-server")
+DEFAULT_TOOLS = ("imapfilter", "mailrules", "bare")
+# mailrules-server: mailrules with every rule searched by the server (MAILRULES_LOCAL_HEADERS=0,
+# mailrules/local_headers.py), run in the same rotation to measure local header evaluation
 PROXY_DELAY = 0.010  # seconds, each way
 
 
@@ -163,7 +166,9 @@ def tool_command(tool: str, scenario: Scenario, host: str, port: int, user, work
         env["BENCH_IMAP_PASSWORD"] = user.password
         cmd = [sys.executable, str(BENCH / "bare_imapclient.py"), "--host", host, "--port", str(port)]
         return cmd + ["--user", user.name, "--scenario", scenario.rules], env
-    if tool == "mailrules":
+    if tool in ("mailrules", "mailrules-server"):
+        if tool == "mailrules-server":
+            env["MAILRULES_LOCAL_HEADERS"] = "0"
         src = BENCH / ("rules.yaml" if scenario.rules == "rules" else "rules_body.yaml")
         cfg = yaml.safe_load(src.read_text())
         acct = cfg["accounts"]["bench"]
@@ -253,7 +258,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--body-proxy-messages", type=int, default=1_000, help="mailbox size for d (default 1000)")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions per tool and scenario (default 3)")
     ap.add_argument("--quick", action="store_true", help="1,000 / 200 messages, 1 repetition")
-    ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
+    ap.add_argument("--tools", default=",".join(DEFAULT_TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     ap.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
     ap.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
     ap.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json")
@@ -377,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def one_run(server, TcpProxy, sc: Scenario, tool: str, rep: int, messages, tmp: Path, label: str = "", on_exit=None):  # noqa: N803
-    label = label or f"{sc.key}{rep}{tool[:4]}"
+    label = label or f"{sc.key}{rep}{tool[:4]}{'s' if tool == 'mailrules-server' else ''}"
     user = server.add_user(label)
     deliver(server, user, "INBOX", messages)
     workdir = tmp / "runs" / label
@@ -414,7 +419,7 @@ def run_traces(DovecotServer, TcpProxy, scenarios, outcomes, tools, mail, tmp: P
             print(f"\n== trace of scenario {sc.key}: {sc.title}, {sc.messages} messages", flush=True)
             ref = outcomes[sc.key].ref_state
             for tool in tools:
-                label = f"t{sc.key}{tool[:4]}"
+                label = f"t{sc.key}{tool[:4]}{'s' if tool == 'mailrules-server' else ''}"
                 (rawroot / label).mkdir()
                 os.chmod(rawroot / label, 0o777)
                 sessions = []
