@@ -181,8 +181,10 @@ class ImapPass:
     def _local_headers(self) -> bool:
         """Whether header-only rules are decided on the fetched fields: on Dovecot, whose SEARCH
         `mailrules.local_search` reproduces (identified by ID, as the body prefilter's server)."""
-        software = getattr(self.session, "server_software", "")
-        return isinstance(software, str) and software.startswith("dovecot") and local_headers.enabled()
+        if not local_headers.enabled():
+            return False
+        software = getattr(self.session, "server_software", "")  # ID, asked once per connection
+        return isinstance(software, str) and software.startswith("dovecot")
 
     def _settle_local(self, rules: Sequence[Rule], local: local_headers.PendingLocal, within: UidSet) -> None:
         """The local answers, with the server's SEARCH over the messages they could not decide
