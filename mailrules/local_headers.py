@@ -39,6 +39,7 @@ log = logging.getLogger("mailrules.engine")
 
 ENV_SWITCH = "MAILRULES_LOCAL_HEADERS"  # "0": every rule searched by the server
 MAX_BLOCK = 64 * 1024  # a fetched header block larger than this is left to the server
+_PENDING = object()  # a cached verdict that needs the message's own subject, address or date
 CACHE_LIMIT = 20000  # cached field verdicts, per kind, before the caches start over (memory stays flat)
 SAFE_CHARSETS = frozenset({"utf-8", "us-ascii", "iso-8859-1", "iso-8859-15", "windows-1252"})
 
@@ -228,41 +229,44 @@ class PendingLocal:
         self.matched: dict[int, set[int]] = {i: set() for i in rules}
         self.unknown: dict[int, set[int]] = {i: set() for i in rules}
         self.seen: set[int] = set()
-        self._trees = {i: _compile(c) for i, c in rules.items()}
-        # Rules of `header:` criteria alone, grouped by the fields they read: a group's verdicts are
-        # cached by those fields' bytes. The others (names ()) are evaluated in order, leaf by leaf.
-        groups: dict[tuple[bytes, ...], list[int]] = {}
-        for i, c in rules.items():
-            groups.setdefault(tuple(sorted(_fields_of(c))) if _headers_only(c) else (), []).append(i)
-        self._groups = list(groups.items())
-        self._cache: dict[tuple, tuple[bool | None, ...]] = {}
+        self._trees = [(i, _compile(c)) for i, c in rules.items()]
+        # Every rule's verdict from its `header:` leaves alone, cached by the bytes of the fields
+        # those leaves read (few distinct values: a list's List-Id, a spam flag); PENDING where the
+        # rule also needs a subject, address or date (then read for that message alone).
+        names = sorted(set().union(*(_fields_of(c, Header) for c in rules.values())))
+        self._kept = re.compile(rb"(?im)^(?:" + b"|".join(re.escape(n) for n in names) + rb"):[^\r\n]*"
+                                rb"(?:\r\n[ \t][^\r\n]*)*") if names else None
+        self._cache: dict[bytes, tuple[bool | None | object, ...]] = {}
         self._exact: dict[tuple[bytes, bool], bytes | None] = {}  # (raw field, address) -> field_exact
         self._leaf: dict[tuple[int, tuple[bytes, ...]], bool] = {}  # (leaf, raw fields) -> verdict
 
     def take(self, uid: int, block: bytes) -> None:
         """One message's fetched header block: every local rule's verdict on it."""
         self.seen.add(uid)
-        fields = split_block(block)
-        if fields is None:
+        if len(block) > MAX_BLOCK or not _BLOCK.fullmatch(block):
             for uids in self.unknown.values():
                 uids.add(uid)
             return
-        for names, members in self._groups:
-            if names:  # header-only rules: their verdicts looked up by the fields' bytes
-                key = (names, *(tuple(fields.get(n, ())) for n in names))
-                verdicts = self._cache.get(key)
-                if verdicts is None:
-                    verdicts = tuple(self._eval(self._trees[i], fields) for i in members)
-                    if len(self._cache) >= CACHE_LIMIT:
-                        self._cache.clear()
-                    self._cache[key] = verdicts
-            else:
-                verdicts = tuple(self._eval(self._trees[i], fields) for i in members)
-            for i, verdict in zip(members, verdicts, strict=True):
-                if verdict is None:
-                    self.unknown[i].add(uid)
-                elif verdict:
-                    self.matched[i].add(uid)
+        key = b"\n".join(self._kept.findall(block)) if self._kept is not None else b""
+        verdicts = self._cache.get(key)
+        fields = None
+        if verdicts is None:
+            fields = split_block(block)
+            assert fields is not None  # the block was checked above
+            verdicts = tuple(_PENDING if (v := self._eval(tree, fields, partial=True)) is None else v
+                             for _i, tree in self._trees)
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = verdicts
+        for (i, tree), verdict in zip(self._trees, verdicts, strict=True):
+            if verdict is _PENDING:
+                if fields is None:
+                    fields = split_block(block)
+                verdict = self._eval(tree, fields)  # type: ignore[arg-type]
+            if verdict is None:
+                self.unknown[i].add(uid)
+            elif verdict:
+                self.matched[i].add(uid)
 
     def finish(self, within: UidSet) -> None:
         missing = set(within) - self.seen
@@ -273,18 +277,21 @@ class PendingLocal:
         """Rule index -> the UIDs the server must decide (rules with none left out)."""
         return {i: UidSet(u) for i, u in self.unknown.items() if u}
 
-    def _eval(self, node, fields: dict[bytes, list[bytes]]) -> bool | None:
-        """Kleene's three values over a compiled tree: None where a field read is not exact."""
+    def _eval(self, node, fields: dict[bytes, list[bytes]], partial: bool = False) -> bool | None:
+        """Kleene's three values over a compiled tree: None where a field read is not exact (or,
+        `partial`, where a leaf is not a `header:` one)."""
         if isinstance(node, _Leaf):
+            if partial and not isinstance(node.node, Header):
+                return None
             return self._leaf_value(node, fields)
         kind, children = node
         if kind == "not":
-            v = self._eval(children, fields)
+            v = self._eval(children, fields, partial)
             return None if v is None else not v
         decisive = kind == "any"  # the value that decides an any: (True) or an all: (False)
         out: bool | None = not decisive
         for child in children:
-            v = self._eval(child, fields)
+            v = self._eval(child, fields, partial)
             if v is decisive:
                 return decisive
             if v is None:
@@ -319,22 +326,15 @@ class PendingLocal:
         return value
 
 
-def _headers_only(node: Criterion) -> bool:
+def _fields_of(node: Criterion, kind: type = object) -> set[bytes]:
+    """The fields (lower-case bytes) the leaves of `node` of type `kind` read."""
     if isinstance(node, (All, AnyOf)):
-        return all(_headers_only(c) for c in node.children)
+        return set().union(*(_fields_of(c, kind) for c in node.children))
     if isinstance(node, Not):
-        return _headers_only(node.child)
-    return isinstance(node, Header)
-
-
-def _fields_of(node: Criterion) -> set[bytes]:
-    if isinstance(node, (All, AnyOf)):
-        return set().union(*(_fields_of(c) for c in node.children))
-    if isinstance(node, Not):
-        return _fields_of(node.child)
+        return _fields_of(node.child, kind)
     name = _leaf_field(node)
     assert name is not None
-    return {name.lower().encode("ascii")}
+    return {name.lower().encode("ascii")} if isinstance(node, kind) else set()
 
 
 def _compile(node: Criterion):
