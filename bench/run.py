@@ -125,7 +125,8 @@ def deliver(server, user, mailbox: str, messages: list[generate.GeneratedMessage
 
 
 def run_measured(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> tuple[float, float, int]:
-    """Run `cmd`; return (wall seconds, peak RSS MB of the command, exit code).
+    """Run `cmd`; return (wall seconds, peak RSS MB of the command, exit code). The command's CPU
+    seconds (user + system, also from /usr/bin/time) are left in `log` + ".cpu".
 
     The peak RSS comes from /usr/bin/time (%M), not from our own wait4(): on Linux a child
     inherits its parent's RSS high-water mark through fork and exec, so wait4() here would
@@ -133,14 +134,16 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> t
     /usr/bin/time is small; what it reports is the tool's own peak.
     """
     rss_file = log.with_suffix(".rss")
-    full = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd]
+    full = ["/usr/bin/time", "-f", "%U %S %M", "-o", str(rss_file), *cmd]
     with open(log, "wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.run(full, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False)
         elapsed = time.perf_counter() - t0
     try:
         # The last line; earlier ones may say "Command exited with non-zero status N".
-        kib = int(rss_file.read_text().split()[-1])
+        words = rss_file.read_text().split()
+        kib = int(words[-1])
+        log.with_suffix(".cpu").write_text(f"{float(words[-3]) + float(words[-2]):.2f}\n")
     except (OSError, ValueError, IndexError):
         kib = 0
     return elapsed, kib / 1024.0, proc.returncode
@@ -397,7 +400,9 @@ def one_run(server, TcpProxy, sc: Scenario, tool: str, rep: int, messages, tmp: 
         seconds, rss, rc = run_measured(cmd, env, log, workdir)
     tail = log.read_text(errors="replace")[-2000:]
     run = Run(sc.key, tool, rep, seconds, rss, rc, user.name, str(log), output_tail=tail)
-    print(f"  rep {rep + 1} {tool:<10} {seconds:8.2f} s  {rss:7.1f} MB  exit {rc}", flush=True)
+    cpu_file = log.with_suffix(".cpu")
+    cpu = cpu_file.read_text().strip() if cpu_file.exists() else "?"
+    print(f"  rep {rep + 1} {tool:<10} {seconds:8.2f} s  {rss:7.1f} MB  cpu {cpu} s  exit {rc}", flush=True)
     if on_exit is not None:
         on_exit()
     state = snapshot(server.host, server.port, user)
