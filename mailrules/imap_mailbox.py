@@ -176,7 +176,7 @@ class ImapPass:
             self.mids.update(headers.message_ids)
         self.searched = {i: p.result for i, p in pending.items() if p is not None and p.result is not None}
         if local is not None:
-            self._settle_local(rules, local, within)
+            self._settle_local(rules, local, within, headers.message_ids if headers is not None else {})
 
     def _local_headers(self) -> bool:
         """Whether header-only rules are decided on the fetched fields: on Dovecot, whose SEARCH
@@ -186,11 +186,12 @@ class ImapPass:
         software = getattr(self.session, "server_software", "")  # ID, asked once per connection
         return isinstance(software, str) and software.startswith("dovecot")
 
-    def _settle_local(self, rules: Sequence[Rule], local: local_headers.PendingLocal, within: UidSet) -> None:
+    def _settle_local(self, rules: Sequence[Rule], local: local_headers.PendingLocal, within: UidSet,
+                      answered: Collection[int]) -> None:
         """The local answers, with the server's SEARCH over the messages they could not decide
         (all such searches pipelined in one round trip). A refused one leaves its rule to be
         searched whole at its turn."""
-        local.finish(within)
+        local.finish(within, answered)
         asked = local.questions()
         pending = {}
         if asked:

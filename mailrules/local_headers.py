@@ -27,7 +27,7 @@ import binascii
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from .criteria import TEXT_HEADERS, fetchable_header_name, reads_of
@@ -220,7 +220,7 @@ class PendingLocal:
     """The local answers of one pass's opening, filled as the header FETCH's answers arrive.
 
     matched: rule index -> the UIDs its criteria match; unknown: rule index -> the UIDs left to
-    the server. After the fetch, `finish(within)` adds what the fetch did not return to every
+    the server. After the fetch, `finish(within, answered)` adds what the fetch did not return to every
     rule's unknown; `questions()` then says which searches the server still has to answer.
     """
 
@@ -228,7 +228,6 @@ class PendingLocal:
         self.rules = rules
         self.matched: dict[int, set[int]] = {i: set() for i in rules}
         self.unknown: dict[int, set[int]] = {i: set() for i in rules}
-        self.seen: set[int] = set()
         self._trees = [(i, _compile(c)) for i, c in rules.items()]
         # Every rule's verdict from its `header:` leaves alone, cached by the bytes of the fields
         # those leaves read (few distinct values: a list's List-Id, a spam flag); PENDING where the
@@ -242,7 +241,6 @@ class PendingLocal:
 
     def take(self, uid: int, block: bytes) -> None:
         """One message's fetched header block: every local rule's verdict on it."""
-        self.seen.add(uid)
         if len(block) > MAX_BLOCK or not _BLOCK.fullmatch(block):
             for uids in self.unknown.values():
                 uids.add(uid)
@@ -268,8 +266,10 @@ class PendingLocal:
             elif verdict:
                 self.matched[i].add(uid)
 
-    def finish(self, within: UidSet) -> None:
-        missing = set(within) - self.seen
+    def finish(self, within: UidSet, answered: Collection[int]) -> None:
+        """After the fetch: the messages of `within` it did not return (`answered`: those it did)
+        are unknown to every rule."""
+        missing = set(within).difference(answered)
         for uids in self.unknown.values():
             uids |= missing
 
