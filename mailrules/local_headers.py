@@ -4,14 +4,16 @@ The pass's opening (`mailrules.imap_mailbox.ImapPass.open`) fetches, for every c
 `BODY.PEEK[HEADER.FIELDS (...)]` of the fields the rules search. On Dovecot, whose SEARCH the
 local evaluator (`mailrules.local_search`) reproduces, a rule that reads only those fields
 (`header:`, `subject:`, `from:`/`to:`/`cc:`/`bcc:`, `sent_*`) needs no SEARCH at all: its
-answer is in the fetched bytes. The server then reads each message once per pass (the fetch)
-instead of once per search, and answers ten fewer commands.
+answer is in the fetched bytes. The server then answers one SEARCH fewer per such rule.
+Only where that is cheaper for the client than for the server (`cheap`: `header:` criteria,
+whose few distinct values are decided once each; a subject, address or date only behind one,
+since rendering them costs ~10x the server's cached SEARCH per message: bench/README.md).
 
 The evaluator agrees with Dovecot on the differential test, but crafted broken mail still finds
 header disagreements. So a field is read locally only when it is plain enough that there is
-nothing to disagree about (`field_exact`): one field of that name, printable ASCII, folded
-only by CRLF and one space, encoded words only in full, in a few charsets, and decoding
-cleanly. Anything else makes the criteria that read that field *unknown* for that message;
+nothing to disagree about (`field_exact`): one field of that name, printable ASCII or valid
+UTF-8 in common scripts, folded only by CRLF and one space, encoded words only in full, in a
+few charsets, and decoding cleanly (for addresses: no comments, groups, routes or escapes). Anything else makes the criteria that read that field *unknown* for that message;
 the tree is evaluated in three values (a known false child decides an `all:` alone), and the
 messages a rule cannot decide go to the server's SEARCH (one pipelined round trip for every
 such rule: `PendingLocal.questions`). Messages the fetch did not return (a refused batch)
