@@ -49,7 +49,10 @@ import imaptrace  # noqa: E402
 import yaml  # noqa: E402
 from imapclient import IMAPClient  # noqa: E402
 
-TOOLS = ("imapfilter", "mailrules", "bare")
+TOOLS = ("imapfilter", "mailrules", "bare", "mailrules-server")
+DEFAULT_TOOLS = ("imapfilter", "mailrules", "bare")
+# mailrules-server: mailrules with every rule searched by the server (MAILRULES_LOCAL_HEADERS=0,
+# mailrules/local_headers.py), run in the same rotation to measure local header evaluation
 PROXY_DELAY = 0.010  # seconds, each way
 
 
@@ -122,7 +125,8 @@ def deliver(server, user, mailbox: str, messages: list[generate.GeneratedMessage
 
 
 def run_measured(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> tuple[float, float, int]:
-    """Run `cmd`; return (wall seconds, peak RSS MB of the command, exit code).
+    """Run `cmd`; return (wall seconds, peak RSS MB of the command, exit code). The command's CPU
+    seconds (user + system, also from /usr/bin/time) are left in `log` + ".cpu".
 
     The peak RSS comes from /usr/bin/time (%M), not from our own wait4(): on Linux a child
     inherits its parent's RSS high-water mark through fork and exec, so wait4() here would
@@ -130,14 +134,16 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> t
     /usr/bin/time is small; what it reports is the tool's own peak.
     """
     rss_file = log.with_suffix(".rss")
-    full = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd]
+    full = ["/usr/bin/time", "-f", "%U %S %M", "-o", str(rss_file), *cmd]
     with open(log, "wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.run(full, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False)
         elapsed = time.perf_counter() - t0
     try:
         # The last line; earlier ones may say "Command exited with non-zero status N".
-        kib = int(rss_file.read_text().split()[-1])
+        words = rss_file.read_text().split()
+        kib = int(words[-1])
+        log.with_suffix(".cpu").write_text(f"{float(words[-3]) + float(words[-2]):.2f}\n")
     except (OSError, ValueError, IndexError):
         kib = 0
     return elapsed, kib / 1024.0, proc.returncode
@@ -163,7 +169,9 @@ def tool_command(tool: str, scenario: Scenario, host: str, port: int, user, work
         env["BENCH_IMAP_PASSWORD"] = user.password
         cmd = [sys.executable, str(BENCH / "bare_imapclient.py"), "--host", host, "--port", str(port)]
         return cmd + ["--user", user.name, "--scenario", scenario.rules], env
-    if tool == "mailrules":
+    if tool in ("mailrules", "mailrules-server"):
+        if tool == "mailrules-server":
+            env["MAILRULES_LOCAL_HEADERS"] = "0"
         src = BENCH / ("rules.yaml" if scenario.rules == "rules" else "rules_body.yaml")
         cfg = yaml.safe_load(src.read_text())
         acct = cfg["accounts"]["bench"]
@@ -253,7 +261,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--body-proxy-messages", type=int, default=1_000, help="mailbox size for d (default 1000)")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions per tool and scenario (default 3)")
     ap.add_argument("--quick", action="store_true", help="1,000 / 200 messages, 1 repetition")
-    ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
+    ap.add_argument("--tools", default=",".join(DEFAULT_TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     ap.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
     ap.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
     ap.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json")
@@ -377,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def one_run(server, TcpProxy, sc: Scenario, tool: str, rep: int, messages, tmp: Path, label: str = "", on_exit=None):  # noqa: N803
-    label = label or f"{sc.key}{rep}{tool[:4]}"
+    label = label or f"{sc.key}{rep}{tool[:4]}{'s' if tool == 'mailrules-server' else ''}"
     user = server.add_user(label)
     deliver(server, user, "INBOX", messages)
     workdir = tmp / "runs" / label
@@ -392,7 +400,9 @@ def one_run(server, TcpProxy, sc: Scenario, tool: str, rep: int, messages, tmp: 
         seconds, rss, rc = run_measured(cmd, env, log, workdir)
     tail = log.read_text(errors="replace")[-2000:]
     run = Run(sc.key, tool, rep, seconds, rss, rc, user.name, str(log), output_tail=tail)
-    print(f"  rep {rep + 1} {tool:<10} {seconds:8.2f} s  {rss:7.1f} MB  exit {rc}", flush=True)
+    cpu_file = log.with_suffix(".cpu")
+    cpu = cpu_file.read_text().strip() if cpu_file.exists() else "?"
+    print(f"  rep {rep + 1} {tool:<10} {seconds:8.2f} s  {rss:7.1f} MB  cpu {cpu} s  exit {rc}", flush=True)
     if on_exit is not None:
         on_exit()
     state = snapshot(server.host, server.port, user)
@@ -414,7 +424,7 @@ def run_traces(DovecotServer, TcpProxy, scenarios, outcomes, tools, mail, tmp: P
             print(f"\n== trace of scenario {sc.key}: {sc.title}, {sc.messages} messages", flush=True)
             ref = outcomes[sc.key].ref_state
             for tool in tools:
-                label = f"t{sc.key}{tool[:4]}"
+                label = f"t{sc.key}{tool[:4]}{'s' if tool == 'mailrules-server' else ''}"
                 (rawroot / label).mkdir()
                 os.chmod(rawroot / label, 0o777)
                 sessions = []

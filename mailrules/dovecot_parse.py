@@ -296,10 +296,7 @@ def decode_words(value: bytes, normalize: Callable[[str], str] = str) -> str:
     out: list[str] = []
     start = pos = 0
     size = len(value)
-    while pos + 1 < size:
-        if value[pos] != 0x3D or value[pos + 1] != 0x3F:
-            pos += 1
-            continue
+    while (pos := value.find(b"=?", pos)) >= 0:  # byte by byte in message-header-decode.c: the same stops
         if pos != start and value[start:pos].strip(b" \t\r\n"):
             out.append(normalize(value[start:pos].decode("utf-8", "replace")))
         word = _encoded_word(value, pos + 2)

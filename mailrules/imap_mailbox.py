@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import local_headers
 from .actions.base import ActionFailed, ActionRun
 from .api import Action, ActionEvent
 from .criteria import SearchQuery, compile_search, reads_of
@@ -151,21 +152,24 @@ class ImapPass:
         """
         session = self.session
         pipe = session.pipeline()
+        # Not worth it when the rules' predicates fetch the Message-IDs anyway (`where:`), or for
+        # one rule over a large mailbox (a sweep): the Message-IDs of the messages it acts on
+        # are fetched then.
+        plain = any(not rule.where for rule in rules)
+        fetch = not self.s.dry_run and plain and (len(rules) > 1 or len(within) <= FETCH_BATCH)
+        skip = {i for i in range(len(rules)) if (i, -1) in self.steps}
+        local = local_headers.plan(rules, skip) if fetch and self._local_headers() else None
         fields: set[str] = set()
         queries = []
         for i, rule in enumerate(rules):
             reads = reads_of(rule.match)
             fields |= reads.headers
-            if (i, -1) not in self.steps and not reads.mutable and not reads.costly and not rule.where:
+            if local is not None and i in local.rules:
+                continue  # decided on the fetched header fields (mailrules.local_headers)
+            if i not in skip and not reads.mutable and not reads.costly and not rule.where:
                 queries.append((i, compile_search(rule.match, session.capabilities)))
-        # Not worth it when the rules' predicates fetch the Message-IDs anyway (`where:`), or for
-        # one rule over a large mailbox (a sweep): the Message-IDs of the messages it acts on
-        # are fetched then.
-        plain = any(not rule.where for rule in rules)
-        if not self.s.dry_run and plain and (len(rules) > 1 or len(within) <= FETCH_BATCH):
-            headers = pipe.headers(within, fields, FETCH_BATCH)
-        else:
-            headers = None
+        sink = local.take if local is not None else None
+        headers = pipe.headers(within, fields, FETCH_BATCH, sink) if fetch else None
         pending = {i: pipe.search(query, within) for i, query in queries}
         folders = None if self.s.dry_run else pipe.folders(self._destinations(rules))
         pipe.run()
@@ -173,6 +177,40 @@ class ImapPass:
         if headers is not None:
             self.mids.update(headers.message_ids)
         self.searched = {i: p.result for i, p in pending.items() if p is not None and p.result is not None}
+        if local is not None:
+            self._settle_local(rules, local, within, headers.message_ids if headers is not None else {})
+
+    def _local_headers(self) -> bool:
+        """Whether header-only rules are decided on the fetched fields: on Dovecot, whose SEARCH
+        `mailrules.local_search` reproduces (identified by ID, as the body prefilter's server)."""
+        if not local_headers.enabled():
+            return False
+        software = getattr(self.session, "server_software", "")  # ID, asked once per connection
+        return isinstance(software, str) and software.startswith("dovecot")
+
+    def _settle_local(self, rules: Sequence[Rule], local: local_headers.PendingLocal, within: UidSet,
+                      answered: Collection[int]) -> None:
+        """The local answers, with the server's SEARCH over the messages they could not decide
+        (all such searches pipelined in one round trip). A refused one leaves its rule to be
+        searched whole at its turn."""
+        local.finish(within, answered)
+        asked = local.questions()
+        pending = {}
+        if asked:
+            pipe = self.session.pipeline()
+            pending = {i: pipe.search(compile_search(rules[i].match, self.session.capabilities), uids)
+                       for i, uids in asked.items()}
+            pipe.run()
+        for i in local.rules:
+            extra = UidSet()
+            if i in pending:
+                p = pending[i]
+                if p is None or p.result is None:
+                    continue
+                extra = p.result
+            self.searched[i] = UidSet(local.matched[i]) | extra
+        log.debug("account %s mailbox %s: %d rules decided on the fetched headers, %d messages asked of the server",
+                  self.account, self.server, len(local.rules), sum(len(u) for u in asked.values()))
 
     def _destinations(self, rules: Sequence[Rule]) -> list[str]:
         """Server names of the folders in this account that the rules' actions put messages in."""

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailrules import dovecot_parse
 from mailrules.dovecot_parse import _base64_prefix_slow, _qp_states, base64_prefix, qp_body, sent_date
 
 
@@ -43,3 +44,42 @@ def test_the_fast_quoted_printable_decoder_equals_the_ported_state_machine(data)
 ])
 def test_date_forms_read_as_dovecot_reads_them(value, day):
     assert sent_date(value) == day
+
+
+def _decode_words_by_byte(value: bytes, normalize=str) -> str:
+    """decode_words as it was written before (a byte-by-byte scan for `=?`): its specification."""
+    out: list[str] = []
+    start = pos = 0
+    size = len(value)
+    while pos + 1 < size:
+        if value[pos] != 0x3D or value[pos + 1] != 0x3F:
+            pos += 1
+            continue
+        if pos != start and value[start:pos].strip(b" \t\r\n"):
+            out.append(normalize(value[start:pos].decode("utf-8", "replace")))
+        word = dovecot_parse._encoded_word(value, pos + 2)
+        if word is None:
+            start = pos
+            pos += 2
+            continue
+        pos, charset, decoded = word
+        if decoded:
+            if charset.lower() in dovecot_parse._UTF8_NAMES or dovecot_parse.known_charset(charset):
+                out.append(normalize(dovecot_parse.to_text(decoded, charset)))
+            else:
+                out.append(decoded.decode("utf-8", "replace"))
+        start = pos
+    if start != size:
+        out.append(normalize(value[start:].decode("utf-8", "replace")))
+    return "".join(out)
+
+
+_WORD_PIECES = [b"=?", b"?=", b"=", b"?", b"utf-8", b"iso-8859-1", b"x-unknown", b"?q?", b"?B?", b"aGk=", b"a_b=C3=A9",
+                b" ", b"\t", b"\r\n ", b"text", b"\xc3\xa9", b"\xff", b"=?utf-8?q?hi?=", b"=?utf-8?b?aGk=?="]
+
+
+@given(st.lists(st.sampled_from(_WORD_PIECES), max_size=10))
+@settings(max_examples=3000, derandomize=True, deadline=None)
+def test_decode_words_stops_where_the_byte_by_byte_scan_stops(pieces):
+    value = b"".join(pieces)
+    assert dovecot_parse.decode_words(value) == _decode_words_by_byte(value)

@@ -10,10 +10,19 @@ import dataclasses
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailrules import model
 from mailrules.criteria import compile_search, reads_of
-from mailrules.local_search import LocalMessage, NotEvaluableOffline, explain, matches
+from mailrules.local_search import (
+    LocalMessage,
+    NotEvaluableOffline,
+    _simple_address,
+    explain,
+    matches,
+    parse_addresses,
+)
 from mailrules.model import (
     Age,
     All,
@@ -246,3 +255,26 @@ def test_the_shared_header_decoder_reads_raw_utf8_and_encoded_words_as_dovecot()
     from mailrules.mime import decode_header
 
     assert decode_header(b"J\xc3\xbcrgen =?utf-8?q?caf=C3=A9?= =?utf-8?b?eA==?= caf\xe9") == "Jürgen caféx caf\ufffd"
+
+
+# --------------------------------------------------------------------------- the plain-address fast path
+
+_ADDRESS_PIECES = ["a", "b.c", "x+y", "Alice", "J.", "R.", "Smith", "=?utf-8?q?Zo=C3=AB?=", '"Doe, John"', '""',
+                   '"S\u00f8ren"', "<", ">", "@", " ", "  ", ",", "(c)", ".", ":", ";", "\\", "[1.2.3.4]", "\u00e9"]
+
+
+@given(st.lists(st.sampled_from(_ADDRESS_PIECES), max_size=8))
+@settings(max_examples=3000, derandomize=True, deadline=None)
+def test_the_plain_address_fast_path_parses_as_the_full_parser(pieces):
+    """`_simple_address` (one plain address, no general parser) gives what `parse_addresses` gives,
+    whenever it takes a value at all."""
+    value = "".join(pieces).encode("utf-8")
+    fast = _simple_address(value)
+    if fast is not None:
+        assert fast == parse_addresses(value)
+
+
+@pytest.mark.parametrize("value", [b"a@b", b"<a@b>", b"Alice Example <alice@example.com>", b'"Doe, John" <j@d.e>',
+                                   b"=?utf-8?q?Zo=C3=AB?= <zoe@example.de>", b"  Name   <a.b@c>  "])
+def test_plain_addresses_take_the_fast_path(value):
+    assert _simple_address(value) == parse_addresses(value)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from imapclient import imap_utf7
@@ -60,6 +60,8 @@ class PendingHeaders:
     """A pipelined FETCH of header fields: the Message-ID of each message that exists."""
 
     message_ids: dict[int, str] = field(default_factory=dict)  # a refused part: missing here
+    # given every message's fetched header block as it arrives (mailrules.local_headers)
+    sink: Callable[[int, bytes], None] | None = None
 
 
 @dataclass
@@ -108,11 +110,14 @@ class Pipeline:
         self._add(words + list(query.tokens), pending)
         return pending
 
-    def headers(self, uids: UidSet, fields: Iterable[str], batch: int) -> PendingHeaders:
-        """Queue UID FETCHes of the Message-ID (and `fields`, to warm the server's cache) of `uids`."""
+    def headers(self, uids: UidSet, fields: Iterable[str], batch: int,
+                sink: Callable[[int, bytes], None] | None = None) -> PendingHeaders:
+        """Queue UID FETCHes of the Message-ID (and `fields`, to warm the server's cache) of `uids`;
+        `sink(uid, header block)` is called for every message as its answer is read."""
         names = sorted({f.upper() for f in fields} | {"MESSAGE-ID"})
         item = f"(BODY.PEEK[HEADER.FIELDS ({' '.join(names)})])".encode("ascii")
         pending = self._headers = self._headers or PendingHeaders()
+        pending.sink = sink or pending.sink
         for chunk in uids.chunks(self.session.max_set_chars, batch):
             self._add([b"UID", b"FETCH", str(chunk).encode("ascii"), item], pending)
         return pending
@@ -194,7 +199,10 @@ class Pipeline:
             found = next((m for m in map(_UID.search, parts[0::2]) if m), None)
             if found is not None:
                 header = parts[1] if len(parts) > 1 else b""
-                self._headers.message_ids[int(found.group(1))] = parse_message_id(header)
+                uid = int(found.group(1))
+                self._headers.message_ids[uid] = parse_message_id(header)
+                if self._headers.sink is not None:
+                    self._headers.sink(uid, header)
             return
         upper = head[:9].upper()
         if self._folders is not None and upper.startswith((b"* LIST ", b"* STATUS ")):

@@ -86,7 +86,7 @@ class ImapSession:
         self._known_folders: set[str] = set()
         self._missing_folders: set[str] = set()  # from the last folder listing (LIST-STATUS)
         self._uidnext_floor: dict[str, int] = {}  # a UIDNEXT each folder had at least, this pass
-        self._substring_search: bool | None = None
+        self._server_software: str | None = None
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
@@ -98,7 +98,12 @@ class ImapSession:
         Dovecot and Cyrus search substrings of the decoded text; others (Gmail, Exchange)
         search words, which would make a prefilter miss messages. Asked once with ID.
         """
-        if self._substring_search is None:
+        return self.server_software.startswith(("dovecot", "cyrus"))
+
+    @property
+    def server_software(self) -> str:
+        """The server's name from ID, lower case ("" without ID): asked once per session."""
+        if self._server_software is None:
             name = ""
             if self.has("ID"):
                 try:
@@ -107,8 +112,8 @@ class ImapSession:
                     name = value.decode() if isinstance(value, bytes) else str(value)
                 except Exception:  # noqa: BLE001 - ID is optional; without it, no prefilter
                     name = ""
-            self._substring_search = name.lower().startswith(("dovecot", "cyrus"))
-        return self._substring_search
+            self._server_software = name.lower()
+        return self._server_software
 
     # ------------------------------------------------------------------ folders
 
