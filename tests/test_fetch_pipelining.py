@@ -147,7 +147,7 @@ def test_the_fetch_answers_taken_apart_without_imapclient_read_as_imapclient_rea
     from mailrules.imap.fetchpipe import fast_fetch_items
 
     lines = [b"3 " + parts[0], *parts[2::2]]  # as imaplib stores it: (line, literal) pairs, then the last line
-    imaplib_form = [*zip(lines, parts[1::2]), lines[-1]]
+    imaplib_form = [*zip(lines[:-1], parts[1::2], strict=True), lines[-1]]
     expected = dict(parse_fetch_response(imaplib_form, True, True))
     got = fast_fetch_items(3, list(parts))
     if got is not None:  # None: left to IMAPClient's parser
