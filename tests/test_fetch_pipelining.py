@@ -153,3 +153,18 @@ def test_the_fetch_answers_taken_apart_without_imapclient_read_as_imapclient_rea
     if got is not None:  # None: left to IMAPClient's parser
         assert {got[0]: got[1]} == expected
     assert (got is not None) == (FETCH_SHAPES.index(parts) < 7)  # the first seven are the fast path's
+
+
+def test_on_cyrus_the_pipelined_fetch_returns_exactly_what_the_sequential_fetch_returns(cyrus, cyrus_user):
+    from mailrules.testing.messages import make_message
+
+    cyrus.deliver_files(cyrus_user, "INBOX", [make_message(subject=f"m{i}", body="x" * i * 100) for i in range(9)])
+    session = ImapSession(cyrus.client(cyrus_user))
+    try:
+        session.select("INBOX")
+        for items in ITEM_SETS:  # Cyrus answers FETCH in its own shapes: the fast path must read them alike
+            expected = list(session.fetch(UidSet(range(1, 12)), items, batch=3))
+            assert len(expected) == 9
+            assert list(pipelined_fetch(session, UidSet(range(1, 12)), items, 3)) == expected
+    finally:
+        session.client.logout()
