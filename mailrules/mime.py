@@ -23,7 +23,10 @@ from .dovecot_parse import decode_words
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(rb"\r?\n[ \t]")
-_FIELD = re.compile(rb"^(content-type|content-transfer-encoding|content-disposition)[ \t]*:(.*)$", re.I | re.M)
+# the MIME fields with their continuation lines (unfolded with _FOLD afterwards: only these
+# values, never the whole header, are unfolded)
+_FIELD = re.compile(rb"^(content-type|content-transfer-encoding|content-disposition)[ \t]*:(.*(?:\r?\n[ \t].*)*)",
+                    re.I | re.M)
 _PARAM = re.compile(r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 # The bounds of every MIME walk in mailrules (this one, `mailrules.message`'s email-package
 # fallback and the offline SEARCH evaluator `mailrules.local_search`), so that offline and live
@@ -82,7 +85,7 @@ def text_parts(raw: bytes) -> list[str] | None:
     try:
         out: list[str] = []
         bounds = Bounds()
-        _walk(raw, out, "text/plain", 0, bounds)
+        _walk(raw, 0, len(raw), out, "text/plain", 0, bounds)
         return None if bounds.unusual else out
     except _Unusual:
         return None
@@ -90,17 +93,22 @@ def text_parts(raw: bytes) -> list[str] | None:
         raise MessageTooComplex("message nested too deeply to parse") from None
 
 
-def _walk(raw: bytes, out: list[str], default_type: str, depth: int, bounds: Bounds) -> None:
+def _walk(raw: bytes, start: int, end: int, out: list[str], default_type: str, depth: int, bounds: Bounds) -> None:
+    """The text parts of the entity raw[start:end], appended to `out`.
+
+    Offsets, not slices: a message is walked without copying its parts (an attachment's
+    bytes are never copied or decoded); only a text part's body is taken out to decode.
+    """
     bounds.step(depth)
-    m = _HEADER_END.search(raw)
-    if m is None:
-        header, body = raw, b""
+    if raw[start : min(start + 1, end)] in (b"\r", b"\n"):  # an empty header: the body starts after the first line break
+        header, body = b"", start + (2 if raw[start : min(start + 2, end)] == b"\r\n" else 1)
     else:
-        header, body = raw[: m.start()], raw[m.end() :]
-    if raw[:1] in (b"\r", b"\n"):  # an empty header: the body starts after the first line break
-        header, body = b"", raw[2:] if raw[:2] == b"\r\n" else raw[1:]
+        stop, body = _header_end(raw, start, end)
+        header = raw[start:stop]
     fields: dict[str, str] = {}
-    for name, value in _FIELD.findall(_FOLD.sub(b" ", header)):
+    for name, value in _FIELD.findall(header):
+        if b"\n" in value:
+            value = _FOLD.sub(b" ", value)
         fields.setdefault(name.lower().decode("ascii"), value.decode("latin-1").strip())
     ctype, params = _content_type(fields.get("content-type"), default_type, bounds)
     if ctype.startswith("multipart/"):
@@ -108,24 +116,47 @@ def _walk(raw: bytes, out: list[str], default_type: str, depth: int, bounds: Bou
         if not boundary:
             raise _Unusual
         child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
-        for part in _split_parts(body, boundary.encode("latin-1")):
-            _walk(part, out, child_default, depth + 1, bounds)
+        for s, e in _split_parts(raw, body, end, boundary.encode("latin-1")):
+            _walk(raw, s, e, out, child_default, depth + 1, bounds)
         return
+    encoding = fields.get("content-transfer-encoding", "")
     if ctype == "message/rfc822":
-        _walk(_decode_transfer(body, fields.get("content-transfer-encoding", "")), out, "text/plain", depth + 1,
-              bounds)
+        inner = _decode_transfer(raw, body, end, encoding)
+        if inner is None:
+            _walk(raw, body, end, out, "text/plain", depth + 1, bounds)
+        else:
+            _walk(inner, 0, len(inner), out, "text/plain", depth + 1, bounds)
         return
     if not ctype.startswith("text/"):
         return
     disposition = fields.get("content-disposition", "").split(";", 1)[0].strip().lower()
     if disposition == "attachment":
         return
-    data = _decode_transfer(body, fields.get("content-transfer-encoding", ""))
+    data = _decode_transfer(raw, body, end, encoding)
+    if data is None:
+        data = raw[body:end]
     charset = params.get("charset", "us-ascii") or "us-ascii"
     try:
         out.append(data.decode(charset, errors="replace"))
     except LookupError:
         out.append(data.decode("utf-8", errors="replace"))
+
+
+def _header_end(raw: bytes, start: int, end: int) -> tuple[int, int]:
+    """Where the header of raw[start:end] ends and its body starts: what `_HEADER_END`
+    (CR LF or LF, twice) finds, by bytes.find (a regular expression's scan cost as much as
+    the rest of the walk); (end, end) without an empty line."""
+    crlf = raw.find(b"\n\r\n", start, end)
+    lf = raw.find(b"\n\n", start, end if crlf < 0 else crlf + 1)
+    if lf >= 0:
+        first, stop = lf, lf + 2
+    elif crlf >= 0:
+        first, stop = crlf, crlf + 3
+    else:
+        return end, end
+    if first > start and raw[first - 1] == 13:  # the CR before the first LF belongs to the empty line
+        first -= 1
+    return first, stop
 
 
 def _content_type(value: str | None, default_type: str, bounds: Bounds) -> tuple[str, dict[str, str]]:
@@ -147,44 +178,46 @@ def _content_type(value: str | None, default_type: str, bounds: Bounds) -> tuple
     return ctype, params
 
 
-def _split_parts(body: bytes, boundary: bytes) -> list[bytes]:
-    """The parts between the delimiter lines '--boundary' (up to '--boundary--')."""
+def _split_parts(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+    """The parts of the body raw[start:end] between the delimiter lines '--boundary' (up to
+    '--boundary--'), as (start, end) offsets."""
     marker = b"--" + boundary
-    parts: list[bytes] = []
-    start: int | None = None
-    pos = 0
-    while (i := body.find(marker, pos)) >= 0:
+    parts: list[tuple[int, int]] = []
+    first: int | None = None
+    pos = start
+    while (i := raw.find(marker, pos, end)) >= 0:
         pos = i + 1
-        if i and body[i - 1 : i] != b"\n":
+        if i > start and raw[i - 1 : i] != b"\n":
             continue  # not at the start of a line
         j = i + len(marker)
-        close = body[j : j + 2] == b"--"
+        close = raw.startswith(b"--", j, end)
         if close:
             j += 2
-        eol = body.find(b"\n", j)
-        if body[j : eol if eol >= 0 else len(body)].strip(b" \t\r"):
+        eol = raw.find(b"\n", j, end)
+        if raw[j : eol if eol >= 0 else end].strip(b" \t\r"):
             continue  # '--boundary' followed by other text: not a delimiter
-        end = i - 1 if i else 0  # the line break before a delimiter belongs to it
-        if end and body[end - 1 : end] == b"\r":
-            end -= 1
-        if start is not None:
-            parts.append(body[start:end])
+        stop = i - 1 if i > start else start  # the line break before a delimiter belongs to it
+        if stop > start and raw[stop - 1 : stop] == b"\r":
+            stop -= 1
+        if first is not None:
+            parts.append((first, stop))
         if close:
             return parts
-        start = pos = eol + 1 if eol >= 0 else len(body)
-    if start is None:
+        first = pos = eol + 1 if eol >= 0 else end
+    if first is None:
         raise _Unusual  # no delimiter at all: let the email package decide
-    parts.append(body[start:])  # no close delimiter: the last part runs to the end
+    parts.append((first, end))  # no close delimiter: the last part runs to the end
     return parts
 
 
-def _decode_transfer(body: bytes, encoding: str) -> bytes:
+def _decode_transfer(raw: bytes, start: int, end: int, encoding: str) -> bytes | None:
+    """raw[start:end] decoded from its transfer encoding; None where it needs no decoding."""
     encoding = encoding.split(";", 1)[0].strip().lower()
     if encoding == "base64":
         try:
-            return binascii.a2b_base64(body)
+            return binascii.a2b_base64(raw[start:end])
         except binascii.Error:
             raise _Unusual from None
     if encoding == "quoted-printable":
-        return binascii.a2b_qp(body)
-    return body
+        return binascii.a2b_qp(raw[start:end])
+    return None

@@ -22,6 +22,8 @@ ITEM_SETS = (
     ["BODY.PEEK[]"],
     ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)]", "RFC822.SIZE", "FLAGS", "INTERNALDATE"],
     ["BODY.PEEK[HEADER]", "FLAGS"],
+    ["BODY.PEEK[]", "RFC822.SIZE"],  # the shapes the fetch takes apart itself (fetchpipe._fast_items)
+    ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)]", "RFC822.SIZE"],
 )
 
 
@@ -117,3 +119,52 @@ def test_a_connection_dropped_in_the_middle_of_a_batch_loses_and_doubles_nothing
     assert len(direct.flags("Failed")) == 84
     assert all("$Failed" in f for f in direct.flags("Failed").values())
 
+
+
+FETCH_SHAPES = [
+    (b"(UID 7 BODY[] {5}", b"hello", b")"),
+    (b"(UID 7 RFC822.SIZE 5 BODY[] {5}", b"hello", b")"),
+    (b"(RFC822.SIZE 5 BODY[] {5}", b"hello", b" UID 7)"),
+    (b"(UID 7 BODY[HEADER.FIELDS (MESSAGE-ID SUBJECT)] {3}", b"a\r\n", b")"),
+    (b"(UID 7 BODY[1] {2}", b"ab", b" BODY[2] {0}", b"", b")"),
+    (b"(UID 7 body[] NIL)",),
+    (b"(UID 7 XNUMBER 0123 RFC822.SIZE 0)",),
+    # shapes left to IMAPClient's parser: the same answer either way
+    (b"(UID 7 FLAGS (\\Seen $Kw) BODY[] {2}", b"ab", b")"),
+    (b'(UID 7 INTERNALDATE "06-Dec-2026 17:00:00 +0000")',),
+    (b'(UID 7 BODY[] "quoted")',),
+    (b"(UID 7 BODY[]<0> {2}", b"ab", b")"),
+    (b"(UID 7 BODY[] nil)",),
+    (b"(BODY[] {2}", b"ab", b")"),  # no UID: keyed by sequence number
+    (b"(UID 007 BODY[] {2}", b"ab", b")"),
+]
+
+
+@pytest.mark.parametrize("parts", FETCH_SHAPES)
+def test_the_fetch_answers_taken_apart_without_imapclient_read_as_imapclient_reads_them(parts):
+    from imapclient.response_parser import parse_fetch_response
+
+    from mailrules.imap.fetchpipe import fast_fetch_items
+
+    lines = [b"3 " + parts[0], *parts[2::2]]  # as imaplib stores it: (line, literal) pairs, then the last line
+    imaplib_form = [*zip(lines[:-1], parts[1::2], strict=True), lines[-1]]
+    expected = dict(parse_fetch_response(imaplib_form, True, True))
+    got = fast_fetch_items(3, list(parts))
+    if got is not None:  # None: left to IMAPClient's parser
+        assert {got[0]: got[1]} == expected
+    assert (got is not None) == (FETCH_SHAPES.index(parts) < 7)  # the first seven are the fast path's
+
+
+def test_on_cyrus_the_pipelined_fetch_returns_exactly_what_the_sequential_fetch_returns(cyrus, cyrus_user):
+    from mailrules.testing.messages import make_message
+
+    cyrus.deliver_files(cyrus_user, "INBOX", [make_message(subject=f"m{i}", body="x" * i * 100) for i in range(9)])
+    session = ImapSession(cyrus.client(cyrus_user))
+    try:
+        session.select("INBOX")
+        for items in ITEM_SETS:  # Cyrus answers FETCH in its own shapes: the fast path must read them alike
+            expected = list(session.fetch(UidSet(range(1, 12)), items, batch=3))
+            assert len(expected) == 9
+            assert list(pipelined_fetch(session, UidSet(range(1, 12)), items, 3)) == expected
+    finally:
+        session.client.logout()

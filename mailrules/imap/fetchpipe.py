@@ -10,8 +10,11 @@ The server may answer batch k+1's messages before batch k's tagged OK (Dovecot d
 each message is handed over with the batch whose UIDs hold it, whenever it comes.
 
 The answers are read by the wire layer (`mailrules.imap.wire.ResponseReader`: a message's
-literal read in one piece), not by imaplib's per-line untagged bookkeeping, then parsed by
-IMAPClient's FETCH parser: what is yielded is exactly what `ImapSession.fetch` yields.
+literal read in one piece), not by imaplib's per-line untagged bookkeeping. The usual answer
+to a body fetch (`(UID n RFC822.SIZE n BODY[...] {n}...)`: numbers, NIL and literals) is
+taken apart here (`fast_fetch_items`, a regular expression over its few short lines: IMAPClient's
+parser cost about as much per message as matching it); any other shape goes to IMAPClient's
+FETCH parser. What is yielded is exactly what `ImapSession.fetch` yields.
 
 A refused batch raises `ServerRefused`, once the batches still in flight are answered (the
 connection stays usable); a broken connection raises imaplib's abort as the sequential
@@ -34,6 +37,10 @@ from .wire import TAGS, ResponseReader
 DEPTH = 2  # batches in flight: one being answered while the caller matches the one before
 
 _FETCH = re.compile(rb"^\* (\d+) FETCH (.*)$", re.I | re.S)
+# One FETCH item the fast path takes: a name (an atom, or a section without quotes or
+# literals, e.g. BODY[HEADER.FIELDS (FROM)]) and a number, NIL or a literal. Anything else
+# (flag lists, quoted strings, dates, partial ranges) goes to IMAPClient's parser.
+_ITEM = re.compile(rb"([A-Za-z0-9.]+(?:\[[A-Za-z0-9. ()-]*\])?) (\d+|NIL|\{\d+\})")
 
 
 def pipelined_fetch(session, uids: UidSet, items: list[str], batch: int,
@@ -61,11 +68,13 @@ def pipelined_fetch(session, uids: UidSet, items: list[str], batch: int,
             send_next()
         while inflight:
             tag, chunk = inflight[0]
-            status, text, data = _read_batch(reader, tag, imap)
+            status, text, fast, data = _read_batch(reader, tag, imap)
             inflight.popleft()
             send_next()  # asked for now: answered while this batch is matched
             if status != "OK":
                 raise ServerRefused("FETCH", text)
+            for uid, item in fast:
+                early.setdefault(uid, {}).update(item)
             for uid, item in internals.parse_fetch_response(data, session.client.normalise_times).items():
                 early.setdefault(uid, {}).update(item)
             for uid in sorted(u for u in early if u in chunk):
@@ -82,8 +91,10 @@ def pipelined_fetch(session, uids: UidSet, items: list[str], batch: int,
             _drain(reader, inflight, imap)
 
 
-def _read_batch(reader: ResponseReader, tag: bytes, imap) -> tuple[str, str, list]:
-    """Responses up to `tag`'s: (status, text, the FETCH data in imaplib's form)."""
+def _read_batch(reader: ResponseReader, tag: bytes, imap) -> tuple[str, str, list, list]:
+    """Responses up to `tag`'s: (status, text, the FETCH answers taken apart here as (uid, data),
+    the other FETCH answers in imaplib's form for IMAPClient's parser)."""
+    fast: list[tuple[int, dict]] = []
     data: list = []
     while True:
         parts = reader.response()
@@ -91,7 +102,11 @@ def _read_batch(reader: ResponseReader, tag: bytes, imap) -> tuple[str, str, lis
         if head.startswith(b"* "):
             m = _FETCH.match(head)
             if m is not None:
-                data.extend(_as_imaplib(m.group(1) + b" " + m.group(2), parts))
+                got = fast_fetch_items(int(m.group(1)), [m.group(2), *parts[1:]])
+                if got is not None:
+                    fast.append(got)
+                else:
+                    data.extend(_as_imaplib(m.group(1) + b" " + m.group(2), parts))
             continue  # EXISTS, EXPUNGE, OK [...]: not this command's
         if head.startswith(b"+"):
             raise imap.abort(f"unexpected continuation request: {head[:200]!r}")
@@ -99,7 +114,43 @@ def _read_batch(reader: ResponseReader, tag: bytes, imap) -> tuple[str, str, lis
         if got != tag:
             raise imap.abort(f"unexpected tagged response: {head[:200]!r}")
         status, _, text = rest.partition(b" ")
-        return status.upper().decode("ascii", "replace"), text.decode("utf-8", "replace"), data
+        return status.upper().decode("ascii", "replace"), text.decode("utf-8", "replace"), fast, data
+
+
+def fast_fetch_items(seq: int, parts: list[bytes]) -> tuple[int, dict] | None:
+    """(uid, data) of one FETCH answer as IMAPClient's parser gives it, or None for a shape
+    only that parser reads. `parts`: the text after "FETCH ", then literal, line, literal, ..."""
+    lines = parts[0::2]
+    literals = parts[1::2]
+    text = b"\0".join(lines)  # a literal's place: after its {n}
+    if not (text.startswith(b"(") and text.endswith(b")")):
+        return None
+    out: dict = {b"SEQ": seq}
+    pos, end, n = 1, len(text) - 1, 0
+    while pos < end:
+        m = _ITEM.match(text, pos)
+        if m is None:
+            return None
+        name, value = m.group(1).upper(), m.group(2)
+        pos = m.end()
+        if value[:1] == b"{":
+            if text[pos : pos + 1] != b"\0" or n >= len(literals) or len(literals[n]) != int(value[1:-1]):
+                return None
+            out[name] = literals[n]
+            n += 1
+            pos += 1
+        elif value == b"NIL":
+            out[name] = None
+        else:
+            out[name] = int(value) if value[:1] != b"0" or len(value) == 1 else value
+        if pos < end:
+            if text[pos : pos + 1] != b" ":
+                return None
+            pos += 1
+    uid = out.pop(b"UID", None)
+    if n != len(literals) or not isinstance(uid, int):
+        return None
+    return uid, out
 
 
 def _as_imaplib(first: bytes, parts: list[bytes]) -> list:
