@@ -99,3 +99,34 @@ def test_a_copy_journaled_without_its_flags_is_removed_as_before(lab):
     assert result.code == 0, result.stderr
     assert lab.subjects("Archive") == ["old"]
     assert account_contents(lab) == before
+
+
+# --------------------------------------------------------------------------- the reversal itself, on the memory store
+
+
+def archive_with(*flag_sets: frozenset[str]):
+    """A memory store whose Archive holds one copy per flag set (UIDs 1, 2, ...), selected."""
+    from mailrules.local_search import LocalMessage
+    from mailrules.memory import MemoryServer, MemoryStore
+
+    server = MemoryServer()
+    for n, flags in enumerate(flag_sets):
+        system = frozenset(f for f in flags if f.startswith("\\"))
+        server.deliver("a", "Archive", LocalMessage(f"Subject: {n}\r\n\r\nx\r\n".encode(), system, flags - system))
+    store = MemoryStore(server, "a")
+    store.select("Archive")
+    return server, store
+
+
+def test_a_resumed_undo_removes_the_copies_it_had_marked_deleted_before_the_crash():
+    from mailrules.actions.reverse import UndoRun, reverse_copy
+
+    # copy 1: marked \Deleted by the interrupted undo; 2: untouched; 3: given a keyword by another client
+    server, store = archive_with(frozenset({"\\Deleted"}), frozenset(), frozenset({"$Later"}))
+    undo = UndoRun(connect=lambda _account: store, account="a", mailbox="INBOX", resumed={"marking": "1:2"})
+    record = {"source": "INBOX", "account": "a", "dest": "Archive", "mapping": {"7": 1, "8": 2, "9": 3},
+              "flags": {"": "1:3"}}
+    done = reverse_copy(undo, record)
+    assert sorted(server.folder("a", "Archive").messages) == [3]
+    assert list(done.uids) == [7, 8] and done.count == 2
+    assert undo.left == ["a:Archive UID 3: the copy was changed since by someone else"]
