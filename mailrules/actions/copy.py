@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ from ..model import FolderRef
 from ..uidset import UidSet
 from .base import ActionFailed, ActionResult, ActionRun, BuiltinAction
 from .intent import CopyIntent, Verified
-from .reverse import Reversed, UndoRun, copy_flags, fetch_flags, reverse_copy, reverse_move
+from .reverse import Reversed, UndoRun, copy_flags, reverse_copy, reverse_move
 
 log = logging.getLogger("mailrules.actions")
 
@@ -106,11 +107,13 @@ class CopyAction(BuiltinAction):
             return move_to(run, dest, uids, intent, resuming)
         mapping: dict[int, int] = {}  # proven copies of an earlier attempt too: an undo removes them
         todo = uids - proven_copies(run, run.session, dest, uids, intent, resuming, mapping)[0]
+        flags: dict[int, frozenset[str]] = {}  # as copied (proven earlier copies: unknown)
         if todo:
             transfer = run.with_trycreate(run.session, dest, lambda create: run.session.copy(todo, dest, create=create))
             run.record_placed(run.account, dest, transfer.uidvalidity, transfer.mapping.values())
             mapping.update(transfer.mapping)
-        return ActionResult(uids, detail=_copies(run, run.account, dest, mapping))
+            flags = transfer.flags
+        return ActionResult(uids, detail=_copies(run, run.account, dest, mapping, flags))
 
     def reverse(self, undo: UndoRun, record: dict) -> Reversed:
         return (reverse_move if self.move else reverse_copy)(undo, record)
@@ -124,17 +127,16 @@ def _reversal(run: ActionRun, account: str, dest: str, mapping: dict[int, int]) 
 
 
 def _copies(run: ActionRun, account: str, dest: str, mapping: dict[int, int],
-            flags: dict[int, list[str]] | None = None) -> dict:
+            flags: Mapping[int, Iterable[str]]) -> dict:
     """`_reversal` of a copy, plus the flags and keywords each copy was made with (`copy_flags`):
     what undo compares them with, to leave alone the copies another client changed since.
 
-    A same-account COPY gives each copy its source's flags: one UID FETCH FLAGS of the batch's
-    sources after it (`flags` None). Across accounts they are those the APPEND carried.
+    A same-account COPY gives each copy its source's flags, read by a UID FETCH (FLAGS) sent
+    with the COPY, in its round trip (`Transfer.flags`). Across accounts they are those the
+    APPEND carried.
     """
     detail = _reversal(run, account, dest, mapping)
     if mapping:
-        if flags is None:
-            flags = {uid: sorted(f) for uid, f in fetch_flags(run.session, UidSet(mapping)).items()}
         detail["undo"]["flags"] = copy_flags(mapping, flags)
     return detail
 

@@ -215,10 +215,11 @@ def _recopy(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
     wanted = UidSet(undo.now(mailbox, UidSet.parse(record["recopy"])).values())
     there = session.existing(wanted)
     undo.left.extend(f"{mailbox} UID {u}: moved or deleted since" for u in wanted if u not in there)
-    mapping = dict(session.copy(there, dest).mapping) if there else {}
+    transfer = session.copy(there, dest) if there else None
+    mapping = dict(transfer.mapping) if transfer else {}
     back = {"source": mailbox, "account": undo.account, "dest": dest,
             "mapping": {str(k): v for k, v in sorted(mapping.items())},
-            "flags": copy_flags(mapping, fetch_flags(session, UidSet(mapping)))}  # as a copy journals them
+            "flags": copy_flags(mapping, transfer.flags if transfer else {})}  # as a copy journals them
     return Reversed("copy", f"copy {dest}", there, {"undo": back} if there else None, len(there))
 
 
