@@ -17,8 +17,8 @@ from . import internals
 
 
 def copy_reading_flags(client: imapclient.IMAPClient, uid_set: str, folder: str) -> dict[int, frozenset[str]]:
-    """UID COPY `uid_set` to `folder`; returns source UID -> its flags and keywords (none when the
-    server refused the FETCH). A refused COPY raises IMAPClientError, as IMAPClient's `copy`
+    """UID COPY `uid_set` to `folder`; returns source UID -> its flags and keywords but \\Recent
+    (none when the server refused the FETCH). A refused COPY raises IMAPClientError, as IMAPClient's `copy`
     does (the caller reads TRYCREATE and EXPUNGEISSUED from its text); its COPYUID is left
     with imaplib's response codes, as after `copy`."""
     imap = internals.imaplib_of(client)
@@ -43,8 +43,9 @@ def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes) -> dict[int, 
     if typ != "OK":
         return {}
     parsed = internals.parse_fetch_response(data, client.normalise_times)
-    return {uid: frozenset(f.decode() if isinstance(f, bytes) else str(f) for f in item.get(b"FLAGS", ()))
-            for uid, item in parsed.items()}
+    names = {uid: (f.decode() if isinstance(f, bytes) else str(f) for f in item.get(b"FLAGS", ()))
+             for uid, item in parsed.items()}
+    return {uid: frozenset(f for f in flags if f.lower() != "\\recent") for uid, flags in names.items()}  # not copied
 
 
 __all__ = ["copy_reading_flags"]
