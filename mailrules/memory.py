@@ -186,10 +186,11 @@ class MemoryStore:
         messages = self._box.messages
         moving = [u for u in uids if u in messages]
         mapping = {uid: dest.add(messages[uid]) for uid in moving}
+        flags = {uid: messages[uid].flags | messages[uid].keywords for uid in moving} if command == "COPY" else {}
         if command == "MOVE":
             for uid in moving:
                 del messages[uid]
-        return Transfer(dest.uidvalidity, mapping)
+        return Transfer(dest.uidvalidity, mapping, flags)
 
     def uid_expunge(self, uids: UidSet) -> None:
         messages = self._box.messages

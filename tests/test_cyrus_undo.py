@@ -169,3 +169,27 @@ def test_a_copy_to_another_cyrus_account_is_undone(cyrus, tmp_path, monkeypatch)
     undone = account.cli("undo", "--last", "--yes")
     assert undone.code == 0, undone.err
     assert (account.contents(), theirs.contents()) == before
+
+
+def test_undo_leaves_alone_and_lists_the_copies_another_client_changed_since(cyrus, tmp_path, monkeypatch):
+    account = Account(cyrus, tmp_path, monkeypatch)
+    before = account.contents()
+    assert account.cli("apply", "--yes").code == 0
+    archive = cyrus.folder("Archive/receipts")
+    other = cyrus.client(account.user, archive)
+    try:  # another client flags the copy of one receipt and gives another copy a keyword
+        [one] = other.search(["SUBJECT", "receipt 1"])
+        [seen] = other.search(["SUBJECT", "receipt seen"])
+        other.add_flags([one], ["\\Flagged"])
+        other.add_flags([seen], ["$Later"])
+    finally:
+        other.logout()
+    undone = account.cli("undo", "--last", "--yes")
+    assert undone.code == 0, undone.err
+    for uid in (one, seen):
+        assert f"left alone: me:{archive} UID {uid}: the copy was changed since by someone else" in undone.out
+    assert sorted(account.uids("Archive/receipts", "receipt")) == sorted([one, seen])
+    kept = account.contents() - before  # by content: only those two copies, as the other client left them
+    assert collections.Counter(flags for (_folder, _sha, flags) in kept.elements()) == collections.Counter(
+        [frozenset({"$Later", "\\Seen"}), frozenset({"\\Flagged"})])
+    assert all(folder == archive for (folder, _sha, _flags) in kept) and not before - account.contents()

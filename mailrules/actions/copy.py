@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ from ..model import FolderRef
 from ..uidset import UidSet
 from .base import ActionFailed, ActionResult, ActionRun, BuiltinAction
 from .intent import CopyIntent, Verified
-from .reverse import Reversed, UndoRun, reverse_copy, reverse_move
+from .reverse import Reversed, UndoRun, copy_flags, reverse_copy, reverse_move
 
 log = logging.getLogger("mailrules.actions")
 
@@ -106,12 +107,13 @@ class CopyAction(BuiltinAction):
             return move_to(run, dest, uids, intent, resuming)
         mapping: dict[int, int] = {}  # proven copies of an earlier attempt too: an undo removes them
         todo = uids - proven_copies(run, run.session, dest, uids, intent, resuming, mapping)[0]
+        flags: dict[int, frozenset[str]] = {}  # as copied (proven earlier copies: unknown)
         if todo:
             transfer = run.with_trycreate(run.session, dest, lambda create: run.session.copy(todo, dest, create=create))
             run.record_placed(run.account, dest, transfer.uidvalidity, transfer.mapping.values())
             mapping.update(transfer.mapping)
-        return ActionResult(uids, detail=_reversal(run, run.account, dest, mapping))
-
+            flags = transfer.flags
+        return ActionResult(uids, detail=_copies(run, run.account, dest, mapping, flags))
 
     def reverse(self, undo: UndoRun, record: dict) -> Reversed:
         return (reverse_move if self.move else reverse_copy)(undo, record)
@@ -122,6 +124,21 @@ def _reversal(run: ActionRun, account: str, dest: str, mapping: dict[int, int]) 
     came from and the source -> destination UIDs (COPYUID/APPENDUID, where the server gave them)."""
     return {"undo": {"source": run.mailbox, "account": account, "dest": dest,
                      "mapping": {str(k): v for k, v in sorted(mapping.items())}}}
+
+
+def _copies(run: ActionRun, account: str, dest: str, mapping: dict[int, int],
+            flags: Mapping[int, Iterable[str]]) -> dict:
+    """`_reversal` of a copy, plus the flags and keywords each copy was made with (`copy_flags`):
+    what undo compares them with, to leave alone the copies another client changed since.
+
+    A same-account COPY gives each copy its source's flags, read by a UID FETCH (FLAGS) sent
+    with the COPY, in its round trip (`Transfer.flags`). Across accounts they are those the
+    APPEND carried.
+    """
+    detail = _reversal(run, account, dest, mapping)
+    if mapping:
+        detail["undo"]["flags"] = copy_flags(mapping, flags)
+    return detail
 
 
 def move_to(run: ActionRun, dest: str, uids: UidSet, intent: CopyIntent | None, resuming: bool) -> ActionResult:
@@ -254,7 +271,7 @@ def cross_account(
     start = max((intent.uidnext if intent is not None else 1) or 1, checked or 1)
     claimed: list[str] = []
     created: list[int] = []
-    sent: list[int] = []  # source UIDs whose APPEND the destination confirmed
+    sent: dict[int, list[str]] = {}  # source UIDs whose APPEND the destination confirmed -> flags carried
     uidvalidity = None
     refused: list[str] = []  # one message refused (too big, over quota) does not hold up the others
     account = ref.account or run.account
@@ -287,7 +304,7 @@ def cross_account(
             except ActionFailed as exc:
                 refused.append(f"UID {uid}: {exc}")
                 continue
-            sent.append(uid)
+            sent[uid] = flags
             if result:
                 uidvalidity = result[0]
                 created.append(result[1])
@@ -309,7 +326,8 @@ def cross_account(
     if refused:
         raise ActionFailed(f"copy to {ref} refused for {len(refused)} messages: {'; '.join(refused)}",
                            done=done, verified=verified())
-    return ActionResult(uids, removed=move, detail=_reversal(run, account, dest, mapping))
+    made = _reversal(run, account, dest, mapping) if move else _copies(run, account, dest, mapping, sent)
+    return ActionResult(uids, removed=move, detail=made)
 
 
 def _match(

@@ -8,8 +8,10 @@ reverse it (`Action.reverse`); the bodies live here, one per family:
   (with CONDSTORE, ``UID STORE (UNCHANGEDSINCE m)`` where m is the highest MODSEQ read just
   before, so that a change by another client in between is never overwritten); the others
   are left alone and listed;
-* copies (`reverse_copy`): the copies the run made are removed: marked \\Deleted by us, then
-  UID EXPUNGE of exactly those UIDs (with UIDPLUS only; never a bare EXPUNGE);
+* copies (`reverse_copy`): the copies the run made that are still as it made them (the flags
+  and keywords journaled with the copy) are removed: marked \\Deleted by us (with CONDSTORE
+  ``UNCHANGEDSINCE``), then UID EXPUNGE of exactly those UIDs (with UIDPLUS only; never a bare
+  EXPUNGE); the others are left alone and listed;
 * moves and trash (`reverse_move`): the messages still where the run put them go back to the
   mailbox they came from (MOVE, or COPY then delete, same account; APPEND, verified by its
   APPENDUID, then delete, across accounts).
@@ -136,8 +138,21 @@ def reverse_flags(undo: UndoRun, record: Mapping[str, Any], *, keywords: bool) -
     return Reversed(name, text, uids, {"undo": back} if uids else None, len(uids))
 
 
+def copy_flags(mapping: Mapping[int, int], flags: Mapping[int, Iterable[str]]) -> dict[str, str]:
+    """What a copy journals of the flags and keywords its copies were made with: flags (joined by
+    spaces, \\Recent left out) -> the destination UIDs made with exactly those. Compact: a
+    backlog's copies mostly share a handful of flag sets. Copies of unknown flags are left out."""
+    out: dict[str, list[int]] = {}
+    for source, copy in mapping.items():
+        if source in flags:
+            text = " ".join(sorted(f for f in flags[source] if f.lower() != "\\recent"))
+            out.setdefault(text, []).append(copy)
+    return {text: str(UidSet(uids)) for text, uids in sorted(out.items())}
+
+
 def reverse_copy(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
-    """Remove the copies a copy made (those still there): \\Deleted, then UID EXPUNGE of exactly them."""
+    """Remove the copies a copy made that are still there as it made them: \\Deleted, then UID
+    EXPUNGE of exactly them (`_remove_unchanged`)."""
     account, dest = record.get("account") or undo.account, record["dest"]
     if "recopy" in record:
         return _recopy(undo, record)
@@ -147,14 +162,50 @@ def reverse_copy(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
         return Reversed("copy", f"delete copies in {dest}", UidSet(), None, 0)
     _unmapped(undo, mapping, f"{account}:{dest}", record["source"])
     session = undo.select(dest, account)
-    there = session.existing(UidSet(mapping.values()))
-    undo.left.extend(f"{account}:{dest} UID {d}: the copy is gone already" for d in mapping.values()
-                     if d not in there)
-    _expunge(session, there)
-    sources = UidSet(undo.now(record["source"], [s for s, d in mapping.items() if d in there]).values())
+    removed = _remove_unchanged(undo, session, UidSet(mapping.values()), record.get("flags"), f"{account}:{dest}")
+    sources = UidSet(undo.now(record["source"], [s for s, d in mapping.items() if d in removed]).values())
     again = {"source": record["source"], "account": account, "dest": dest, "recopy": str(sources)}
     return Reversed("copy", f"delete copies in {dest}", sources,
-                    {"undo": again} if sources and account == undo.account else None, len(there))
+                    {"undo": again} if sources and account == undo.account else None, len(removed))
+
+
+def _remove_unchanged(undo: UndoRun, session: ImapSession, copies: UidSet, made: Mapping[str, str] | None,
+                      where: str) -> UidSet:
+    """Of `copies` (the selected mailbox), remove those nobody changed since; returns them.
+
+    `made`: the flags each copy was made with (`copy_flags`). A copy whose flags and keywords
+    are no longer those was changed by another client: left alone and listed, as a copy moved
+    or deleted since. The others are marked \\Deleted (with CONDSTORE `UNCHANGEDSINCE` the
+    highest MODSEQ read with their flags, so that a change in between is not lost either) and
+    UID EXPUNGE removes exactly those marked. A record without `made` (journaled before it was
+    kept) removes every copy still there, as before.
+    """
+    current, modseq = _flags_and_modseq(session, copies)
+    undo.left.extend(f"{where} UID {d}: the copy is gone already" for d in copies if d not in current)
+    then = {uid: {f.lower() for f in text.split()} for text, uids in (made or {}).items()
+            for uid in UidSet.parse(uids)}
+    ours = UidSet.parse(str(undo.resumed["marking"])) if undo.resumed and "marking" in undo.resumed else UidSet()
+    unchanged: list[int] = []
+    for uid, flags in current.items():
+        flags = flags - {"\\recent"} - ({"\\deleted"} if uid in ours else set())
+        if made is not None and uid in then and flags != then[uid]:
+            undo.left.append(f"{where} UID {uid}: the copy was changed since by someone else")
+        else:
+            unchanged.append(uid)
+    ready = UidSet(unchanged)
+    if ready and undo.note is not None:  # a resume must know which \\Deleted marks are ours
+        undo.note({"marking": str(ready)})
+    refused = UidSet()
+    if ready and modseq is not None and made is not None:
+        for chunk in ready.chunks(900):
+            refused |= session.store_unchangedsince(str(chunk), modseq, "+FLAGS", ["\\Deleted"])
+        undo.left.extend(f"{where} UID {u}: the copy was changed since by someone else" for u in refused)
+    elif ready:
+        session.store(ready, ["\\Deleted"], add=True)
+    marked = ready - refused
+    if marked and session.has("UIDPLUS"):
+        session.uid_expunge(marked)
+    return marked
 
 
 def _recopy(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
@@ -164,9 +215,11 @@ def _recopy(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
     wanted = UidSet(undo.now(mailbox, UidSet.parse(record["recopy"])).values())
     there = session.existing(wanted)
     undo.left.extend(f"{mailbox} UID {u}: moved or deleted since" for u in wanted if u not in there)
-    mapping = dict(session.copy(there, dest).mapping) if there else {}
+    transfer = session.copy(there, dest) if there else None
+    mapping = dict(transfer.mapping) if transfer else {}
     back = {"source": mailbox, "account": undo.account, "dest": dest,
-            "mapping": {str(k): v for k, v in sorted(mapping.items())}}
+            "mapping": {str(k): v for k, v in sorted(mapping.items())},
+            "flags": copy_flags(mapping, transfer.flags if transfer else {})}  # as a copy journals them
     return Reversed("copy", f"copy {dest}", there, {"undo": back} if there else None, len(there))
 
 

@@ -21,6 +21,7 @@ from imapclient.exceptions import IMAPClientError
 from ..criteria import SearchQuery
 from ..uidset import UidSet
 from . import internals
+from .copyflags import copy_reading_flags
 from .pipeline import PendingFolders, Pipeline
 from .wire import parse_message_id, render
 
@@ -50,6 +51,8 @@ class Transfer:
 
     uidvalidity: int | None = None
     mapping: dict[int, int] = field(default_factory=dict)
+    # COPY: source UID -> its flags and keywords as copied (`copyflags`), for undo
+    flags: dict[int, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -487,13 +490,13 @@ class ImapSession:
 
         create: the folder is missing; CREATE and SUBSCRIBE it in the same round trip.
         """
-        return self._transfer("copy", uids, server_name, create)
+        return self._transfer("copy", uids, server_name, create, copy_reading_flags)
 
     def move(self, uids: UidSet, server_name: str, *, create: bool = False) -> Transfer:
         """UID MOVE (the caller checks the MOVE capability first); create: as for `copy`."""
         return self._transfer("move", uids, server_name, create)
 
-    def _transfer(self, verb: str, uids: UidSet, server_name: str, create: bool = False) -> Transfer:
+    def _transfer(self, verb: str, uids: UidSet, server_name: str, create: bool = False, reading=None) -> Transfer:
         result = Transfer()
         for chunk in uids.chunks(MAX_SET_CHARS):
             self._clear_untagged()
@@ -501,7 +504,10 @@ class ImapSession:
             create = False
             try:
                 try:
-                    getattr(self.client, verb)(str(chunk), server_name)
+                    if reading is not None:  # a COPY, with the copies' flags in the same round trip
+                        result.flags.update(reading(self.client, str(chunk), server_name))
+                    else:
+                        getattr(self.client, verb)(str(chunk), server_name)
                 finally:
                     if creating is not None:
                         self._finish_create(server_name, *creating)
