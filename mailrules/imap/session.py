@@ -23,7 +23,7 @@ from ..uidset import UidSet
 from . import internals
 from .copyflags import copy_reading_flags
 from .pipeline import PendingFolders, Pipeline
-from .wire import parse_message_id, render
+from .wire import parse_copyuid, parse_message_id, render
 
 log = logging.getLogger("mailrules.imap")
 
@@ -526,7 +526,7 @@ class ImapSession:
                     raise ServerRefused(verb.upper(), str(exc2)) from None
             # imaplib files response codes such as [COPYUID v src dst] under their name
             for data in self._untagged().pop("COPYUID", []):
-                parsed = _parse_copyuid(data)
+                parsed = parse_copyuid(data)
                 if parsed:
                     result.uidvalidity = parsed[0]
                     result.mapping.update(parsed[1])
@@ -575,30 +575,6 @@ class ImapSession:
 def _text(data: list) -> str:
     parts = [d.decode("utf-8", "replace") if isinstance(d, bytes) else str(d) for d in data or []]
     return " ".join(parts)
-
-
-def _parse_copyuid(data: bytes | str) -> tuple[int, dict[int, int]] | None:
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    m = re.match(r"\s*(\d+)\s+([0-9:,]+)\s+([0-9:,]+)", text)
-    if not m:
-        return None
-    src, dst = _expand(m.group(2)), _expand(m.group(3))
-    if len(src) != len(dst):
-        return None
-    return int(m.group(1)), dict(zip(src, dst, strict=True))
-
-
-def _expand(text: str) -> list[int]:
-    """Expand a UID set keeping the server's order (COPYUID pairs in order)."""
-    out: list[int] = []
-    for part in text.split(","):
-        if ":" in part:
-            lo, hi = (int(x) for x in part.split(":"))
-            step = 1 if hi >= lo else -1
-            out.extend(range(lo, hi + step, step))
-        elif part:
-            out.append(int(part))
-    return out
 
 
 _UID_IN_FETCH = re.compile(rb"\bUID (\d+)")

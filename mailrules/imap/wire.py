@@ -159,3 +159,28 @@ def parse_message_id(raw: bytes) -> str:
     if not m:
         return ""
     return " ".join(m.group(1).split())
+
+
+def parse_copyuid(data: bytes | str) -> tuple[int, dict[int, int]] | None:
+    """A COPYUID response code's text (RFC 4315): the destination UIDVALIDITY and source -> destination UIDs."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    m = re.match(r"\s*(\d+)\s+([0-9:,]+)\s+([0-9:,]+)", text)
+    if not m:
+        return None
+    src, dst = _expand_in_order(m.group(2)), _expand_in_order(m.group(3))
+    if len(src) != len(dst):
+        return None
+    return int(m.group(1)), dict(zip(src, dst, strict=True))
+
+
+def _expand_in_order(text: str) -> list[int]:
+    """Expand a UID set keeping the server's order (COPYUID pairs in order)."""
+    out: list[int] = []
+    for part in text.split(","):
+        if ":" in part:
+            lo, hi = (int(x) for x in part.split(":"))
+            step = 1 if hi >= lo else -1
+            out.extend(range(lo, hi + step, step))
+        elif part:
+            out.append(int(part))
+    return out
