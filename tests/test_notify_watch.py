@@ -201,7 +201,10 @@ def test_mail_after_dovecots_list_index_log_rotated_is_filed_without_waiting_for
     later = _deliver(imap, make_message, ["B"], "announced")
     wait_until(lambda: _filed(imap, later), 30, message="the next mail filed")
     assert time.monotonic() - started < 3  # pushed again: NOTIFY watches the new log
-    assert "NOTIFY set up again (a NOOP found news)" in h.log()
+    # Usually the quiet probe finds the first message ("a NOOP found news"); when Dovecot's check
+    # of the old log happens to see it first, the push comes and the set-up follows that activity.
+    # Either way NOTIFY was set up again, and the times above are what the user sees.
+    assert "NOTIFY set up again (" in h.log()
     assert h.stop() == 0
     assert message_contents(imap, "Done") == {content_digest(r): 1 for r in sent + later}
 
