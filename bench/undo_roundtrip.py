@@ -119,6 +119,18 @@ class Lab:
             return 0
         return int(row[0])
 
+    def finished(self, kind_like: str) -> bool:
+        """True if the newest run whose kind is LIKE `kind_like` (an apply's head, not one of its
+        mailbox passes, kind "apply:<head>") is recorded as finished."""
+        db = sqlite3.connect(f"file:{self.harness.state / 'state.sqlite3'}?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT finished FROM run WHERE kind LIKE ? AND kind NOT LIKE 'apply:%' "
+                             "ORDER BY id DESC LIMIT 1",
+                             (kind_like,)).fetchone()
+        finally:
+            db.close()
+        return row is not None and row[0] is not None
+
     def killed(self, args: tuple[str, ...], kind_like: str, at: int, round_: Round) -> bool:
         """Start `mailrules ARGS`, SIGKILL it once its journal holds `at` steps (True), unless it
         ended first (False)."""
@@ -130,6 +142,10 @@ class Lab:
         ended = proc.poll() is not None
         proc.kill()
         proc.wait()
+        # Seen at `at` steps, the process may still have finished its run before the signal came
+        # (the last steps and the run's end take milliseconds; Python's exit takes longer): then
+        # it was not killed midway, and running it again would be a new run, not a resume.
+        ended = ended or self.finished(kind_like)
         round_.seconds[f"{args[0]} until killed"] = time.monotonic() - started
         if not ended:
             round_.killed.append(f"{args[0]} at journal step {at}")

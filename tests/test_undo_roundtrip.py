@@ -35,14 +35,15 @@ def test_apply_then_undo_last_leaves_every_mailbox_exactly_as_before(roundtrip, 
     assert result.left_alone == 0
 
 
-@pytest.mark.parametrize("at", [3, 14, 26])  # of the apply's 28 journal rows at this size
+@pytest.mark.parametrize("at", [3, 14, 21])  # of the apply's 28 journal rows at this size (not the
+# last few: under load the run could end between the count and the signal)
 def test_an_apply_killed_midway_and_run_again_is_undone_exactly(at, roundtrip, messages, dovecot, tmp_path):
     result = roundtrip.roundtrip(dovecot, messages, tmp_path, "apply killed", kill_apply=at)
     assert result.killed, "the apply ended before the kill: nothing was tested"
     assert result.exact
 
 
-@pytest.mark.parametrize("at", [2, 7, 13])  # of the undo's 15 journal rows at this size
+@pytest.mark.parametrize("at", [2, 7, 11])  # of the undo's 15 journal rows at this size (likewise)
 def test_an_undo_killed_midway_and_run_again_restores_every_mailbox_exactly(at, roundtrip, messages, dovecot,
                                                                              tmp_path):
     result = roundtrip.roundtrip(dovecot, messages, tmp_path, "undo killed", kill_undo=at)
