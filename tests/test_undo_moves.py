@@ -137,3 +137,28 @@ def test_trash_moves_back_only_the_messages_nobody_changed(lab):
     assert f"left alone: me:Trash UID {binned['spam 1']}: changed since by someone else" in result.out
     assert lab.flags("Trash") == {"old": set(), "spam 1": {"\\Seen"}}
     assert lab.flags() == {"spam 2": set()}
+
+
+def test_a_move_to_another_account_leaves_alone_a_message_changed_there_since(dovecot, tmp_path, monkeypatch):
+    from helpers import Acct, Lab, write_config
+
+    lab = Lab(dovecot, dovecot.add_user(), tmp_path, monkeypatch)
+    other = dovecot.add_user()
+    lab.config = write_config(tmp_path, monkeypatch, dovecot, lab.user, """
+        - name: away
+          account: me
+          match: {subject: away}
+          actions: [seen, {move: other:Away}]
+    """, others={"other": Acct(other, dovecot.port)})
+    lab.deliver("away 1", "away 2")
+    lab.deliver("old", folder="Away", user=other)
+    assert lab.run().code == 0
+    with lab.client(other) as client:
+        client.select_folder("Away")
+        [away1] = client.search(["SUBJECT", "away 1"])
+        client.add_flags([away1], ["\\Flagged"])
+    result = lab.cli("undo", "--last", "--yes")
+    assert result.code == 0, result.err
+    assert f"left alone: other:Away UID {away1}: changed since by someone else" in result.out
+    assert lab.flags() == {"away 2": set()}
+    assert lab.flags("Away", user=other) == {"old": set(), "away 1": {"\\Seen", "\\Flagged"}}
