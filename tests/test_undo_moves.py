@@ -162,3 +162,26 @@ def test_a_move_to_another_account_leaves_alone_a_message_changed_there_since(do
     assert f"left alone: other:Away UID {away1}: changed since by someone else" in result.out
     assert lab.flags() == {"away 2": set()}
     assert lab.flags("Away", user=other) == {"old": set(), "away 1": {"\\Seen", "\\Flagged"}}
+
+
+def test_a_move_reports_each_moved_messages_flags_and_a_missing_folder_as_trycreate(lab):
+    import pytest
+
+    from mailrules.imap.session import ImapSession, ServerRefused
+    from mailrules.uidset import UidSet
+
+    lab.deliver("plain")
+    lab.deliver("marked", flags=["\\Flagged", "$Later"])
+    session = ImapSession(lab.server.client(lab.user))
+    try:
+        session.select("INBOX")
+        with pytest.raises(ServerRefused) as refused:
+            session.move(UidSet([1, 2]), "Nowhere")
+        assert refused.value.trycreate
+        transfer = session.move(UidSet([1, 2]), "Nowhere", create=True)
+        assert transfer.flags == {1: frozenset(), 2: frozenset({"\\Flagged", "$Later"})}
+        assert sorted(transfer.mapping) == [1, 2]
+    finally:
+        session.client.logout()
+    assert lab.flags() == {}
+    assert lab.flags("Nowhere") == {"plain": set(), "marked": {"\\Flagged", "$Later"}}

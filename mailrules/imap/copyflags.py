@@ -12,6 +12,9 @@ the first.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 import imapclient
 from imapclient.exceptions import IMAPClientError
 
@@ -50,10 +53,23 @@ def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes) -> dict[int, 
     data = internals.untagged(imap).pop("FETCH", [])
     if typ != "OK":
         return {}
-    parsed = internals.parse_fetch_response(data, client.normalise_times)
-    names = {uid: (f.decode() if isinstance(f, bytes) else str(f) for f in item.get(b"FLAGS", ()))
-             for uid, item in parsed.items()}
+    names: dict[int, Iterable[str]] = {}
+    other: list = []
+    for line in data:  # the usual answer by one regular expression; anything else by IMAPClient's parser
+        m = _USUAL.fullmatch(line) if isinstance(line, bytes) and len(line) < 8192 else None
+        if m is None:
+            other.append(line)
+        else:
+            uid, flags = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+            names[int(uid)] = flags.decode(errors="replace").split()
+    if other:
+        for uid, item in internals.parse_fetch_response(other, client.normalise_times).items():
+            names[uid] = [f.decode() if isinstance(f, bytes) else str(f) for f in item.get(b"FLAGS", ())]
     return {uid: frozenset(f for f in flags if f.lower() != "\\recent") for uid, flags in names.items()}  # not copied
+
+
+# `n (UID u FLAGS (...))` or `n (FLAGS (...) UID u)`: what servers answer a UID FETCH (FLAGS)
+_USUAL = re.compile(rb"\d+ \((?:UID (\d+) FLAGS \(([^()]*)\)|FLAGS \(([^()]*)\) UID (\d+))\)")
 
 
 __all__ = ["copy_reading_flags", "move_reading_flags"]

@@ -522,7 +522,10 @@ class ImapSession:
                     continue
                 self._clear_untagged()
                 try:
-                    getattr(self.client, verb)(str(chunk), server_name)
+                    if reading is not None:
+                        result.flags.update(reading(self.client, str(chunk), server_name))
+                    else:
+                        getattr(self.client, verb)(str(chunk), server_name)
                 except IMAPClientError as exc2:
                     raise ServerRefused(verb.upper(), str(exc2)) from None
             # imaplib files response codes such as [COPYUID v src dst] under their name
