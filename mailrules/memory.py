@@ -186,7 +186,7 @@ class MemoryStore:
         messages = self._box.messages
         moving = [u for u in uids if u in messages]
         mapping = {uid: dest.add(messages[uid]) for uid in moving}
-        flags = {uid: messages[uid].flags | messages[uid].keywords for uid in moving} if command == "COPY" else {}
+        flags = {uid: messages[uid].flags | messages[uid].keywords for uid in moving}
         if command == "MOVE":
             for uid in moving:
                 del messages[uid]

@@ -100,9 +100,12 @@ def test_undo_leaves_alone_and_lists_what_another_client_changed_since(lab):
         other.move([by_subject["b"]], "Kept")  # b: filed elsewhere by hand
     result = lab.cli("undo", "--last", "--yes")
     assert result.code == 0, result.stderr
-    assert lab.flags() == {"a": set()}
+    assert lab.flags() == {}
+    assert lab.flags("Done") == {"a": set()}  # changed since: left in Done as the other client left it
     assert lab.flags("Kept") == {"b": {"\\Flagged"}}
-    assert "left alone: me:Done UID 2: moved or deleted since" in result.out
+    assert f"left alone: me:Done UID {by_subject['a']}: changed since by someone else" in result.out
+    assert f"left alone: me:Done UID {by_subject['b']}: moved or deleted since" in result.out
+    assert "INBOX UID 1" not in result.out  # a is left alone entirely: its flag step too, not listed again
 
 
 def test_an_undo_can_be_undone(lab):

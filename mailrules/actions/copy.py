@@ -128,12 +128,13 @@ def _reversal(run: ActionRun, account: str, dest: str, mapping: dict[int, int]) 
 
 def _copies(run: ActionRun, account: str, dest: str, mapping: dict[int, int],
             flags: Mapping[int, Iterable[str]]) -> dict:
-    """`_reversal` of a copy, plus the flags and keywords each copy was made with (`copy_flags`):
-    what undo compares them with, to leave alone the copies another client changed since.
+    """`_reversal` of a copy or move, plus the flags and keywords each copy was made with, or
+    each message was moved with (`copy_flags`): what undo compares them with, to leave alone
+    the copies, and the moved messages, another client changed since.
 
-    A same-account COPY gives each copy its source's flags, read by a UID FETCH (FLAGS) sent
-    with the COPY, in its round trip (`Transfer.flags`). Across accounts they are those the
-    APPEND carried.
+    A same-account COPY or MOVE keeps each message's flags, read by a UID FETCH (FLAGS) sent
+    with it, in its round trip (`Transfer.flags`). Across accounts they are those the APPEND
+    carried.
     """
     detail = _reversal(run, account, dest, mapping)
     if mapping:
@@ -149,15 +150,18 @@ def move_to(run: ActionRun, dest: str, uids: UidSet, intent: CopyIntent | None, 
         return ActionResult(uids, removed=True)  # moving into itself: nothing to do
     if session.has("MOVE"):
         mapping = moved_before(run, dest, uids - todo, intent) if resuming else {}
+        flags: dict[int, frozenset[str]] = {}  # as moved (moved before a crash: unknown)
         if todo:
             transfer = run.with_trycreate(session, dest, lambda create: session.move(todo, dest, create=create))
             run.record_placed(run.account, dest, transfer.uidvalidity, transfer.mapping.values())
             mapping.update(transfer.mapping)
-        return ActionResult(uids, removed=True, detail=_reversal(run, run.account, dest, mapping))
+            flags = transfer.flags
+        return ActionResult(uids, removed=True, detail=_copies(run, run.account, dest, mapping, flags))
     if not todo:
         return ActionResult(uids, removed=True)
     # COPY, then mark the originals \Deleted and UID EXPUNGE exactly those.
     mapping: dict[int, int] = {}
+    flags: dict[int, frozenset[str]] = {}
     if resuming and intent is not None and intent.copied:
         to_copy = UidSet()
     else:
@@ -165,9 +169,9 @@ def move_to(run: ActionRun, dest: str, uids: UidSet, intent: CopyIntent | None, 
     if to_copy:
         transfer = run.with_trycreate(session, dest, lambda create: session.copy(to_copy, dest, create=create))
         run.record_placed(run.account, dest, transfer.uidvalidity, transfer.mapping.values())
-        mapping = transfer.mapping
+        mapping, flags = transfer.mapping, transfer.flags
     run.mark_deleted_and_expunge(todo)
-    return ActionResult(uids, removed=True, detail={"copied": True, **_reversal(run, run.account, dest, mapping)})
+    return ActionResult(uids, removed=True, detail={"copied": True, **_copies(run, run.account, dest, mapping, flags)})
 
 
 def moved_before(run: ActionRun, dest: str, gone: UidSet, intent: CopyIntent | None) -> dict[int, int]:
@@ -326,8 +330,7 @@ def cross_account(
     if refused:
         raise ActionFailed(f"copy to {ref} refused for {len(refused)} messages: {'; '.join(refused)}",
                            done=done, verified=verified())
-    made = _reversal(run, account, dest, mapping) if move else _copies(run, account, dest, mapping, sent)
-    return ActionResult(uids, removed=move, detail=made)
+    return ActionResult(uids, removed=move, detail=_copies(run, account, dest, mapping, sent))
 
 
 def _match(

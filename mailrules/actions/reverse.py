@@ -12,9 +12,11 @@ reverse it (`Action.reverse`); the bodies live here, one per family:
   and keywords journaled with the copy) are removed: marked \\Deleted by us (with CONDSTORE
   ``UNCHANGEDSINCE``), then UID EXPUNGE of exactly those UIDs (with UIDPLUS only; never a bare
   EXPUNGE); the others are left alone and listed;
-* moves and trash (`reverse_move`): the messages still where the run put them go back to the
-  mailbox they came from (MOVE, or COPY then delete, same account; APPEND, verified by its
-  APPENDUID, then delete, across accounts).
+* moves and trash (`reverse_move`): the messages still where the run put them, with the flags
+  and keywords they were moved with (journaled with the move), go back to the mailbox they
+  came from (MOVE, or COPY then delete, same account; APPEND, verified by its APPENDUID, then
+  delete, across accounts); the others are left alone and listed, and so are the run's earlier
+  flag steps on them (`UndoRun.held`).
 
 Each reversal returns the record of its own reversal, journaled with the undo's done step,
 so that an undo is undoable like any run.
@@ -50,6 +52,9 @@ class UndoRun:
     # That intent read back, when this reversal was interrupted by a crash and is resumed.
     resumed: Mapping[str, Any] | None = None
     uids: UidSet = field(default_factory=UidSet)  # the UIDs the step being reversed acted on
+    # UIDs of `mailbox` in the undone run whose move a later step's reversal left alone (changed
+    # since by someone else, listed then): the earlier steps' reversals leave them alone too.
+    held: set[int] = field(default_factory=set)
 
     def select(self, mailbox: str, account: str | None = None) -> ImapSession:
         """The session of `account` (default: the run's) with `mailbox` selected read-write."""
@@ -115,6 +120,8 @@ def reverse_flags(undo: UndoRun, record: Mapping[str, Any], *, keywords: bool) -
     for flag, mapping in changed.items():
         ready = UidSet(u for u in mapping.values() if u in current and (flag.lower() in current[u]) == added)
         for old, uid in mapping.items():
+            if mailbox == undo.mailbox and old in undo.held:
+                continue  # its move was left alone, and listed: so is it
             if uid not in ready and not (undo.resumed and uid in current):  # resumed: maybe changed back by us
                 why = "gone (moved or deleted since)" if uid not in current else "changed since by someone else"
                 undo.left.append(f"{mailbox} UID {old}: {flag} {why}")
@@ -224,7 +231,14 @@ def _recopy(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
 
 
 def reverse_move(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
-    """Move the messages still where a move put them back to where they came from."""
+    """Move the messages still where a move put them, as it put them, back to where they came from.
+
+    The record's `flags` (`copy_flags`: the flags and keywords each message was moved with) tell
+    the messages another client changed since in their new folder: those are left alone and
+    listed, and their UIDs held (`UndoRun.held`), so that the run's earlier flag steps are not
+    reversed on them either. A record without `flags` (journaled before they were kept) moves
+    back every message still there.
+    """
     account, dest, source = record.get("account") or undo.account, record["dest"], record["source"]
     mapping = {int(k): int(v) for k, v in (record.get("mapping") or {}).items()}
     if not mapping:
@@ -238,6 +252,10 @@ def reverse_move(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
         back = _recover(undo, session, there, source, dest)
     undo.left.extend(f"{account}:{dest} UID {d}: moved or deleted since" for d in mapping.values()
                      if d not in there and d not in back)
+    origin = {d: s for s, d in mapping.items()}
+    there, flags = _unchanged_since(undo, session, there, record.get("flags"), f"{account}:{dest}")
+    if source == undo.mailbox:
+        undo.held.update(origin[d] for d in flags if d not in there)
     if account == undo.account:
         if undo.note is not None and there:  # before the MOVE: how to find them after a crash
             sizes = {uid: data.get(b"RFC822.SIZE") for uid, data in session.fetch(there, ["RFC822.SIZE"])}
@@ -245,16 +263,34 @@ def reverse_move(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
         back.update(_move_same_account(session, there, source))
     else:
         back = _move_across(undo, session, there, source)
-    origin = {d: s for s, d in mapping.items()}
     if source == undo.mailbox:
         undo.renumber.update({origin[d]: n for d, n in back.items()})
     reverse = {"source": dest if account == undo.account else source, "account": account,
                "dest": source, "mapping": {str(d): n for d, n in sorted(back.items())}}
+    if flags:  # as a move journals them: what the undo of this undo compares with
+        reverse["flags"] = copy_flags(back, flags)
     if account != undo.account:  # the reversal of an undone cross-account move: the forward move again
         reverse = {"source": source, "account": account, "dest": dest, "mapping": {}}
     in_run_mailbox = UidSet(back.values()) if source == undo.mailbox else UidSet(back)
     return Reversed("move", f"move {source} (back from {dest})", in_run_mailbox,
                     {"undo": reverse} if back and account == undo.account else None, len(there))
+
+
+def _unchanged_since(undo: UndoRun, session: ImapSession, there: UidSet, moved: Mapping[str, str] | None,
+                     where: str) -> tuple[UidSet, dict[int, frozenset[str]]]:
+    """Of `there` (moved messages still in the selected mailbox), those whose flags and keywords
+    are still those they were moved with (`moved`, as `copy_flags` journals them), and every
+    one's flags now (one UID FETCH FLAGS). The others are listed as changed since. Without
+    `moved` (an old record) every message is taken as unchanged, and no flags are read."""
+    if moved is None or not there:
+        return there, {}
+    then = {uid: frozenset(f.lower() for f in text.split()) for text, uids in moved.items()
+            for uid in UidSet.parse(uids)}
+    now = {uid: frozenset(f for f in flags if f.lower() != "\\recent")
+           for uid, flags in fetch_flags(session, there).items()}
+    changed = UidSet(u for u, f in now.items() if u in then and frozenset(x.lower() for x in f) != then[u])
+    undo.left.extend(f"{where} UID {u}: changed since by someone else" for u in changed)
+    return UidSet(u for u in there if u not in changed), now
 
 
 def _unmapped(undo: UndoRun, mapping: Mapping[int, int], where: str, record_source: str) -> None:

@@ -1,14 +1,19 @@
-"""`UID COPY` with the copied messages' flags and keywords read in the same round trip.
+"""`UID COPY` or `UID MOVE` with the messages' flags and keywords read in the same round trip.
 
-Undo removes only the copies nobody changed since (`mailrules.actions.reverse`): it compares
-each copy's flags with those it was made with, which are its source's at the COPY. A
-`UID FETCH (FLAGS)` of the same UIDs, sent just before the `UID COPY` and answered before it,
-reads them without a round trip of its own (the backlog benchmark's copy rule, and
-tests/test_pipelining.py's "a copy costs one round trip"). Both commands go raw: imaplib's
-`uid` would hand the FETCH answers to the COPY, and IMAPClient's `copy` keep only the first.
+Undo removes only the copies nobody changed since, and moves back only the moved messages
+nobody changed since (`mailrules.actions.reverse`): it compares each one's flags with those
+it was copied or moved with, which are its source's at the COPY or MOVE. A
+`UID FETCH (FLAGS)` of the same UIDs, sent just before the `UID COPY` (`UID MOVE`) and
+answered before it, reads them without a round trip of its own (the backlog benchmark's copy
+rule, and tests/test_pipelining.py's "a copy costs one round trip"). Both commands go raw:
+imaplib's `uid` would hand the FETCH answers to the COPY, and IMAPClient's `copy` keep only
+the first.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable
 
 import imapclient
 from imapclient.exceptions import IMAPClientError
@@ -16,20 +21,26 @@ from imapclient.exceptions import IMAPClientError
 from . import internals
 
 
-def copy_reading_flags(client: imapclient.IMAPClient, uid_set: str, folder: str) -> dict[int, frozenset[str]]:
-    """UID COPY `uid_set` to `folder`; returns source UID -> its flags and keywords but \\Recent
-    (none when the server refused the FETCH). A refused COPY raises IMAPClientError, as IMAPClient's `copy`
-    does (the caller reads TRYCREATE and EXPUNGEISSUED from its text); its COPYUID is left
-    with imaplib's response codes, as after `copy`."""
+def copy_reading_flags(client: imapclient.IMAPClient, uid_set: str, folder: str,
+                       verb: str = "COPY") -> dict[int, frozenset[str]]:
+    """UID COPY (`verb` "MOVE": UID MOVE) `uid_set` to `folder`; returns source UID -> its flags
+    and keywords but \\Recent (none when the server refused the FETCH). A refused COPY raises
+    IMAPClientError, as IMAPClient's `copy` does (the caller reads TRYCREATE and EXPUNGEISSUED
+    from its text); its COPYUID is left with imaplib's response codes, as after `copy`."""
     imap = internals.imaplib_of(client)
     reading = internals.command(imap, "UID", "FETCH", uid_set, "(FLAGS)")
-    copying = internals.command(imap, "UID", "COPY", uid_set, internals.normalise_folder(client, folder))
-    typ, data = internals.complete(imap, "COPY", copying)
+    copying = internals.command(imap, "UID", verb, uid_set, internals.normalise_folder(client, folder))
+    typ, data = internals.complete(imap, verb, copying)
     flags = _flags_answer(client, imap, reading)
     if typ != "OK":
         text = " ".join(x.decode(errors="replace") if isinstance(x, bytes) else str(x) for x in data if x)
-        raise IMAPClientError(f"COPY command error: {typ} [{text}]")
+        raise IMAPClientError(f"{verb} command error: {typ} [{text}]")
     return flags
+
+
+def move_reading_flags(client: imapclient.IMAPClient, uid_set: str, folder: str) -> dict[int, frozenset[str]]:
+    """`copy_reading_flags` for UID MOVE (RFC 6851): the flags each message was moved with."""
+    return copy_reading_flags(client, uid_set, folder, "MOVE")
 
 
 def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes) -> dict[int, frozenset[str]]:
@@ -42,10 +53,23 @@ def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes) -> dict[int, 
     data = internals.untagged(imap).pop("FETCH", [])
     if typ != "OK":
         return {}
-    parsed = internals.parse_fetch_response(data, client.normalise_times)
-    names = {uid: (f.decode() if isinstance(f, bytes) else str(f) for f in item.get(b"FLAGS", ()))
-             for uid, item in parsed.items()}
+    names: dict[int, Iterable[str]] = {}
+    other: list = []
+    for line in data:  # the usual answer by one regular expression; anything else by IMAPClient's parser
+        m = _USUAL.fullmatch(line) if isinstance(line, bytes) and len(line) < 8192 else None
+        if m is None:
+            other.append(line)
+        else:
+            uid, flags = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+            names[int(uid)] = flags.decode(errors="replace").split()
+    if other:
+        for uid, item in internals.parse_fetch_response(other, client.normalise_times).items():
+            names[uid] = [f.decode() if isinstance(f, bytes) else str(f) for f in item.get(b"FLAGS", ())]
     return {uid: frozenset(f for f in flags if f.lower() != "\\recent") for uid, flags in names.items()}  # not copied
 
 
-__all__ = ["copy_reading_flags"]
+# `n (UID u FLAGS (...))` or `n (FLAGS (...) UID u)`: what servers answer a UID FETCH (FLAGS)
+_USUAL = re.compile(rb"\d+ \((?:UID (\d+) FLAGS \(([^()]*)\)|FLAGS \(([^()]*)\) UID (\d+))\)")
+
+
+__all__ = ["copy_reading_flags", "move_reading_flags"]

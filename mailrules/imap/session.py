@@ -21,7 +21,7 @@ from imapclient.exceptions import IMAPClientError
 from ..criteria import SearchQuery
 from ..uidset import UidSet
 from . import internals
-from .copyflags import copy_reading_flags
+from .copyflags import copy_reading_flags, move_reading_flags
 from .pipeline import PendingFolders, Pipeline
 from .wire import parse_copyuid, parse_message_id, render
 
@@ -51,7 +51,7 @@ class Transfer:
 
     uidvalidity: int | None = None
     mapping: dict[int, int] = field(default_factory=dict)
-    # COPY: source UID -> its flags and keywords as copied (`copyflags`), for undo
+    # COPY, MOVE: source UID -> its flags and keywords as copied or moved (`copyflags`), for undo
     flags: dict[int, frozenset[str]] = field(default_factory=dict)
 
 
@@ -493,8 +493,9 @@ class ImapSession:
         return self._transfer("copy", uids, server_name, create, copy_reading_flags)
 
     def move(self, uids: UidSet, server_name: str, *, create: bool = False) -> Transfer:
-        """UID MOVE (the caller checks the MOVE capability first); create: as for `copy`."""
-        return self._transfer("move", uids, server_name, create)
+        """UID MOVE (the caller checks the MOVE capability first); create: as for `copy`. The
+        moved messages' flags are read in the same round trip, as for `copy`."""
+        return self._transfer("move", uids, server_name, create, move_reading_flags)
 
     def _transfer(self, verb: str, uids: UidSet, server_name: str, create: bool = False, reading=None) -> Transfer:
         result = Transfer()
@@ -504,7 +505,7 @@ class ImapSession:
             create = False
             try:
                 try:
-                    if reading is not None:  # a COPY, with the copies' flags in the same round trip
+                    if reading is not None:  # with the messages' flags in the same round trip
                         result.flags.update(reading(self.client, str(chunk), server_name))
                     else:
                         getattr(self.client, verb)(str(chunk), server_name)
@@ -521,7 +522,10 @@ class ImapSession:
                     continue
                 self._clear_untagged()
                 try:
-                    getattr(self.client, verb)(str(chunk), server_name)
+                    if reading is not None:
+                        result.flags.update(reading(self.client, str(chunk), server_name))
+                    else:
+                        getattr(self.client, verb)(str(chunk), server_name)
                 except IMAPClientError as exc2:
                     raise ServerRefused(verb.upper(), str(exc2)) from None
             # imaplib files response codes such as [COPYUID v src dst] under their name
