@@ -82,7 +82,7 @@ class SpamdServer:
         log = open(self.directory / "spamd.log", "ab")  # noqa: SIM115 - kept open while spamd runs
         try:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                                            start_new_session=True, env=self._env())
         finally:
             log.close()
         client = SpamdClient(self.address, timeout=2)
@@ -118,13 +118,18 @@ class SpamdServer:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def _env(self) -> dict[str, str]:
+        """The environment of spamd and sa-learn: HOME in the throwaway directory, since both
+        create ~/.spamassassin when run as a user other than root, --nouser-config or not."""
+        return {**os.environ, "HOME": str(self.directory)}
+
     def learned(self) -> tuple[int, int]:
         """(spam, ham) message counts of the Bayes database, read with sa-learn."""
         if not any(self.bayes_dir.glob("bayes_toks*")):
             return 0, 0  # nothing learned yet (sa-learn --dump fails on a missing database)
         result = subprocess.run(
             ["sa-learn", "--dbpath", str(self.bayes_dir), "--dump", "magic"],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True, text=True, timeout=60, check=True, env=self._env(),
         )
         counts = {}
         for line in result.stdout.splitlines():
