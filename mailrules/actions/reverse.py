@@ -157,6 +157,13 @@ def copy_flags(mapping: Mapping[int, int], flags: Mapping[int, Iterable[str]]) -
     return {text: str(UidSet(uids)) for text, uids in sorted(out.items())}
 
 
+def _made_with(journaled: Mapping[str, str]) -> dict[int, frozenset[str]]:
+    """`copy_flags` read back: each copy's (or moved message's) UID -> the flags and keywords,
+    lower-case, it was made with."""
+    return {uid: frozenset(f.lower() for f in text.split()) for text, uids in journaled.items()
+            for uid in UidSet.parse(uids)}
+
+
 def reverse_copy(undo: UndoRun, record: Mapping[str, Any]) -> Reversed:
     """Remove the copies a copy made that are still there as it made them: \\Deleted, then UID
     EXPUNGE of exactly them (`_remove_unchanged`)."""
@@ -189,8 +196,7 @@ def _remove_unchanged(undo: UndoRun, session: ImapSession, copies: UidSet, made:
     """
     current, modseq = _flags_and_modseq(session, copies)
     undo.left.extend(f"{where} UID {d}: the copy is gone already" for d in copies if d not in current)
-    then = {uid: {f.lower() for f in text.split()} for text, uids in (made or {}).items()
-            for uid in UidSet.parse(uids)}
+    then = _made_with(made or {})
     ours = UidSet.parse(str(undo.resumed["marking"])) if undo.resumed and "marking" in undo.resumed else UidSet()
     unchanged: list[int] = []
     for uid, flags in current.items():
@@ -284,8 +290,7 @@ def _unchanged_since(undo: UndoRun, session: ImapSession, there: UidSet, moved: 
     `moved` (an old record) every message is taken as unchanged, and no flags are read."""
     if moved is None or not there:
         return there, {}
-    then = {uid: frozenset(f.lower() for f in text.split()) for text, uids in moved.items()
-            for uid in UidSet.parse(uids)}
+    then = _made_with(moved)
     now = {uid: frozenset(f for f in flags if f.lower() != "\\recent")
            for uid, flags in fetch_flags(session, there).items()}
     changed = UidSet(u for u, f in now.items() if u in then and frozenset(x.lower() for x in f) != then[u])

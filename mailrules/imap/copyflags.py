@@ -38,11 +38,6 @@ def copy_reading_flags(client: imapclient.IMAPClient, uid_set: str, folder: str,
     return flags
 
 
-def move_reading_flags(client: imapclient.IMAPClient, uid_set: str, folder: str) -> dict[int, frozenset[str]]:
-    """`copy_reading_flags` for UID MOVE (RFC 6851): the flags each message was moved with."""
-    return copy_reading_flags(client, uid_set, folder, "MOVE")
-
-
 def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes) -> dict[int, frozenset[str]]:
     try:
         typ, _data = internals.complete(imap, "FETCH", tag)
@@ -72,4 +67,4 @@ def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes) -> dict[int, 
 _USUAL = re.compile(rb"\d+ \((?:UID (\d+) FLAGS \(([^()]*)\)|FLAGS \(([^()]*)\) UID (\d+))\)")
 
 
-__all__ = ["copy_reading_flags", "move_reading_flags"]
+__all__ = ["copy_reading_flags"]

@@ -21,7 +21,7 @@ from imapclient.exceptions import IMAPClientError
 from ..criteria import SearchQuery
 from ..uidset import UidSet
 from . import internals
-from .copyflags import copy_reading_flags, move_reading_flags
+from .copyflags import copy_reading_flags
 from .pipeline import PendingFolders, Pipeline
 from .wire import parse_copyuid, parse_message_id, render
 
@@ -490,14 +490,16 @@ class ImapSession:
 
         create: the folder is missing; CREATE and SUBSCRIBE it in the same round trip.
         """
-        return self._transfer("copy", uids, server_name, create, copy_reading_flags)
+        return self._transfer("COPY", uids, server_name, create)
 
     def move(self, uids: UidSet, server_name: str, *, create: bool = False) -> Transfer:
         """UID MOVE (the caller checks the MOVE capability first); create: as for `copy`. The
         moved messages' flags are read in the same round trip, as for `copy`."""
-        return self._transfer("move", uids, server_name, create, move_reading_flags)
+        return self._transfer("MOVE", uids, server_name, create)
 
-    def _transfer(self, verb: str, uids: UidSet, server_name: str, create: bool = False, reading=None) -> Transfer:
+    def _transfer(self, verb: str, uids: UidSet, server_name: str, create: bool = False) -> Transfer:
+        """UID COPY or UID MOVE (`verb`), each chunk with its messages' flags read in the same
+        round trip (`copyflags`)."""
         result = Transfer()
         for chunk in uids.chunks(MAX_SET_CHARS):
             self._clear_untagged()
@@ -505,16 +507,13 @@ class ImapSession:
             create = False
             try:
                 try:
-                    if reading is not None:  # with the messages' flags in the same round trip
-                        result.flags.update(reading(self.client, str(chunk), server_name))
-                    else:
-                        getattr(self.client, verb)(str(chunk), server_name)
+                    result.flags.update(copy_reading_flags(self.client, str(chunk), server_name, verb))
                 finally:
                     if creating is not None:
                         self._finish_create(server_name, *creating)
             except IMAPClientError as exc:
                 if "EXPUNGEISSUED" not in str(exc).upper():
-                    raise ServerRefused(verb.upper(), str(exc)) from None
+                    raise ServerRefused(verb, str(exc)) from None
                 # Another client expunged some of these since we last heard (RFC 5530); the
                 # server did nothing. The UID SEARCH tells us which remain: act on those only.
                 chunk = self.existing(chunk)
@@ -522,12 +521,9 @@ class ImapSession:
                     continue
                 self._clear_untagged()
                 try:
-                    if reading is not None:
-                        result.flags.update(reading(self.client, str(chunk), server_name))
-                    else:
-                        getattr(self.client, verb)(str(chunk), server_name)
+                    result.flags.update(copy_reading_flags(self.client, str(chunk), server_name, verb))
                 except IMAPClientError as exc2:
-                    raise ServerRefused(verb.upper(), str(exc2)) from None
+                    raise ServerRefused(verb, str(exc2)) from None
             # imaplib files response codes such as [COPYUID v src dst] under their name
             for data in self._untagged().pop("COPYUID", []):
                 parsed = parse_copyuid(data)
