@@ -95,6 +95,13 @@ class Outcome:
 # --------------------------------------------------------------------------- the test kit
 
 
+# imapfilter 2.8 sends all of a search's UIDs in one COPY or STORE; Dovecot answers a command line
+# over imap_max_line_length (64 KB by default) with BAD "Too long argument", so at 100,000
+# messages imapfilter's larger moves failed (mailrules splits long UID sets). With long lines
+# allowed, both tools do the same work at every size; no command of mailrules' is that long.
+LONG_LINES = "\nimap_max_line_length = 4M\n"
+
+
 def kit():
     """The test kit's Dovecot server and proxy (mailrules.testing)."""
     try:
@@ -287,8 +294,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def scenarios_for(args: argparse.Namespace) -> list[Scenario]:
     all_ = {
-        "a": Scenario("a", "backlog, 12 rules, loopback", "rules", args.messages, False, 1.05),
-        "b": Scenario("b", "backlog, 12 rules, 20 ms RTT", "rules", args.messages, True, 0.85),
+        "a": Scenario("a", "backlog, 12 rules, loopback", "rules", args.messages, False, 0.8),
+        "b": Scenario("b", "backlog, 12 rules, 20 ms RTT", "rules", args.messages, True, 0.6),
         "c": Scenario("c", "body regex, loopback", "body", args.messages, False, 0.5, True),
         "d": Scenario("d", "body regex, 20 ms RTT", "body", args.body_proxy_messages, True, 0.1),
         "e": Scenario("e", "body regex, literal in 90%, loopback", "body", args.messages, False, 0.5, True, True),
@@ -340,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: dict[str, Outcome] = {s.key: Outcome() for s in scenarios}
     failures: list[str] = []
     trace_rows: list = []
-    server = DovecotServer(tmp / "dovecot")
+    server = DovecotServer(tmp / "dovecot", extra_conf=LONG_LINES)
     server.start()
     try:
         for sc in scenarios:
@@ -417,7 +424,7 @@ def run_traces(DovecotServer, TcpProxy, scenarios, outcomes, tools, mail, tmp: P
     rawroot.mkdir()
     os.chmod(rawroot, 0o777)
     rows = []
-    server = DovecotServer(tmp / "trace-dovecot", extra_conf=imaptrace.rawlog_conf(rawroot))
+    server = DovecotServer(tmp / "trace-dovecot", extra_conf=imaptrace.rawlog_conf(rawroot) + LONG_LINES)
     server.start()
     try:
         for sc in scenarios:
