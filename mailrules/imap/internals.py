@@ -79,6 +79,32 @@ def next_response(imap: imaplib.IMAP4) -> bytes | None:
     return imap._get_response()
 
 
+def send_select(client: imapclient.IMAPClient, name: str, *, readonly: bool) -> bytes:
+    """Send SELECT (EXAMINE if `readonly`) without waiting for its answer; returns its tag.
+
+    What imaplib's ``select()`` does before sending (flush the untagged responses, note
+    read-only), so that a command can be pipelined behind it (`mailrules.imap.reselect`).
+    """
+    imap = client._imap
+    imap.untagged_responses = {}
+    imap.is_readonly = readonly
+    return imap._command("EXAMINE" if readonly else "SELECT", client._normalise_folder(name))
+
+
+def finish_select(client: imapclient.IMAPClient, tag: bytes, *, readonly: bool) -> tuple[str, Any]:
+    """Read a `send_select`'s answer, set imaplib's state as its ``select()`` does; ("OK", IMAPClient's
+    ``select_folder`` dict) or (NO's type, its text). Raises imap.error on BAD, imap.readonly as imaplib does."""
+    imap = client._imap
+    typ, data = imap._command_complete("EXAMINE" if readonly else "SELECT", tag)
+    if typ != "OK":
+        imap.state = "AUTH"
+        return typ, data
+    imap.state = "SELECTED"
+    if "READ-ONLY" in imap.untagged_responses and not readonly:
+        raise imap.readonly("mailbox is not writable")
+    return typ, client._process_select_response(imap.untagged_responses)
+
+
 def normalise_folder(client: imapclient.IMAPClient, name: str) -> bytes:
     """A folder name as IMAPClient would send it (``_normalise_folder``: modified UTF-7, quoted)."""
     return client._normalise_folder(name)
@@ -175,6 +201,7 @@ _METHODS: tuple[tuple[type | Callable, str, tuple[str, ...]], ...] = (
     (imaplib.IMAP4, "readline", ()),
     (imaplib.IMAP4, "read", ("size",)),
     (imapclient.IMAPClient, "_normalise_folder", ("folder_name",)),
+    (imapclient.IMAPClient, "_process_select_response", ("resp",)),
 )
 # attributes the constructors set: (class, attribute, text that sets it in the class's source)
 _ATTRIBUTES: tuple[tuple[type, str, str], ...] = (
