@@ -16,10 +16,11 @@ upgrade fails loudly in the tests instead of quietly in a user's daemon.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import inspect
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import imapclient
@@ -77,6 +78,25 @@ def complete(imap: imaplib.IMAP4, name: str, tag: bytes) -> tuple[str, list]:
 def next_response(imap: imaplib.IMAP4) -> bytes | None:
     """Read one response with imaplib's reader (``_get_response``); None for a continuation ('+')."""
     return imap._get_response()
+
+
+@contextlib.contextmanager
+def one_write(imap: imaplib.IMAP4) -> Iterator[None]:
+    """The commands sent inside (``command``, `send_select`) leave in one write, at the end.
+
+    Pipelined commands sent one write each let the kernel run the server as soon as the
+    first arrives, and the client wait for the CPU before the second: the pipeline then
+    costs a round trip after all (measured: 0.35 ms per write on loopback under load).
+    Only for commands without literals (imaplib would wait for the server's '+').
+    """
+    parts: list[bytes] = []
+    imap.send = parts.append  # type: ignore[method-assign] - imaplib's _command calls self.send
+    try:
+        yield
+    finally:
+        del imap.send
+        if parts:
+            imap.send(b"".join(parts))
 
 
 def send_select(client: imapclient.IMAPClient, name: str, *, readonly: bool) -> bytes:

@@ -37,9 +37,10 @@ def select_and_search_above(session: ImapSession, server_name: str, checkpoint: 
     if getattr(imap, "state", "") != "SELECTED":  # imaplib sends UID commands only with a mailbox selected
         return session.select(server_name), None
     esearch = session.has("ESEARCH")
-    tag = internals.send_select(client, server_name, readonly=False)
     words = ["UID", "SEARCH", *(["RETURN", "(ALL)"] if esearch else []), "UID", f"{checkpoint + 1}:*"]
-    search_tag = internals.command(imap, *words)
+    with internals.one_write(imap):
+        tag = internals.send_select(client, server_name, readonly=False)
+        search_tag = internals.command(imap, *words)
     try:
         typ, resp = internals.finish_select(client, tag, readonly=False)
     finally:
