@@ -6,8 +6,10 @@ home; NOTIFY tells it of mail elsewhere) sends SELECT and ``UID SEARCH UID n:*``
 
 from __future__ import annotations
 
+import threading
+
 import pytest
-from helpers import append
+from helpers import Lab, append
 from imapclient.exceptions import IMAPClientError
 
 from mailrules import engine as engine_module
@@ -15,6 +17,13 @@ from mailrules.imap.reselect import select_and_search_above
 from mailrules.imap.session import ImapSession
 from mailrules.testing.daemon import content_digest, message_contents
 from mailrules.testing.messages import make_message
+from mailrules.testing.proxy import TcpProxy
+
+FILE_RULE = """
+    - name: file
+      match: {subject: file}
+      actions: [{move: Done}]
+"""
 
 
 @pytest.fixture
@@ -88,6 +97,43 @@ def test_an_arrival_pass_on_a_mailbox_not_selected_takes_each_new_message_once(l
     assert all(done[content_digest(raw)] == 1 for raw in sent)
     assert sum(done.values()) == 4
     assert "Side" in pipelined
+
+
+def test_a_connection_dropped_in_the_pipelined_select_loses_and_doubles_nothing(dovecot, imap_user, tmp_path,
+                                                                                monkeypatch):
+    direct = Lab(dovecot, imap_user, tmp_path, monkeypatch)
+    direct.write(FILE_RULE, watch=["INBOX", "Side"])
+    with direct.server.client(direct.user) as client:
+        client.create_folder("Side")
+        client.create_folder("Done")
+    sent = [make_message(subject=f"file {k}") for k in range(4)]
+    direct.deliver(sent[0], folder="Side")
+    assert direct.run().code == 0  # Side's checkpoint is known: the next pass pipelines its SELECT
+    direct.deliver(*sent[1:], folder="Side")
+    selects = 0
+    dropped = threading.Event()
+
+    def drop_at_the_second_select(line: bytes) -> bytes:  # INBOX's, then Side's (with the search behind it)
+        nonlocal selects
+        if b"Select completed" in line:
+            selects += 1
+            if selects == 2 and not dropped.is_set():
+                dropped.set()
+                threading.Thread(target=proxy.drop_all, daemon=True).start()
+                return b""
+        return line
+
+    with TcpProxy(dovecot.host, dovecot.port, rewrite_server=drop_at_the_second_select) as proxy:
+        cut = Lab(dovecot, imap_user, tmp_path, monkeypatch, port=proxy.port)
+        cut.write(FILE_RULE, watch=["INBOX", "Side"])
+        assert cut.run().code != 0
+    assert dropped.is_set()
+    direct.write(FILE_RULE, watch=["INBOX", "Side"])
+    assert direct.run().code == 0
+    with direct.server.client(direct.user) as client:
+        done = message_contents(client, "Done")
+        assert message_contents(client, "Side") == {}
+    assert done == {content_digest(raw): 1 for raw in sent}
 
 
 def _all():
