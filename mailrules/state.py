@@ -398,6 +398,14 @@ class StateStore:
     def close(self) -> None:
         self.db.close()
 
+    def cap_cache(self, kib: int) -> None:
+        """Keep at most `kib` KiB of database pages cached on this connection (SQLite's default: 2 MiB).
+
+        A long-lived connection's cache fills with pages of the growing journal up to the
+        limit; a daemon holds one connection per account (`mailrules.daemon.worker`).
+        """
+        self.db.execute(f"PRAGMA cache_size=-{int(kib)}")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         self.db.execute("BEGIN IMMEDIATE")

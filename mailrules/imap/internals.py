@@ -16,10 +16,11 @@ upgrade fails loudly in the tests instead of quietly in a user's daemon.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import inspect
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import imapclient
@@ -77,6 +78,51 @@ def complete(imap: imaplib.IMAP4, name: str, tag: bytes) -> tuple[str, list]:
 def next_response(imap: imaplib.IMAP4) -> bytes | None:
     """Read one response with imaplib's reader (``_get_response``); None for a continuation ('+')."""
     return imap._get_response()
+
+
+@contextlib.contextmanager
+def one_write(imap: imaplib.IMAP4) -> Iterator[None]:
+    """The commands sent inside (``command``, `send_select`) leave in one write, at the end.
+
+    Pipelined commands sent one write each let the kernel run the server as soon as the
+    first arrives, and the client wait for the CPU before the second: the pipeline then
+    costs a round trip after all (measured: 0.35 ms per write on loopback under load).
+    Only for commands without literals (imaplib would wait for the server's '+').
+    """
+    parts: list[bytes] = []
+    imap.send = parts.append  # type: ignore[method-assign] - imaplib's _command calls self.send
+    try:
+        yield
+    finally:
+        del imap.send
+        if parts:
+            imap.send(b"".join(parts))
+
+
+def send_select(client: imapclient.IMAPClient, name: str, *, readonly: bool) -> bytes:
+    """Send SELECT (EXAMINE if `readonly`) without waiting for its answer; returns its tag.
+
+    What imaplib's ``select()`` does before sending (flush the untagged responses, note
+    read-only), so that a command can be pipelined behind it (`mailrules.imap.reselect`).
+    """
+    imap = client._imap
+    imap.untagged_responses = {}
+    imap.is_readonly = readonly
+    return imap._command("EXAMINE" if readonly else "SELECT", client._normalise_folder(name))
+
+
+def finish_select(client: imapclient.IMAPClient, tag: bytes, *, readonly: bool) -> tuple[str, Any]:
+    """Read a `send_select`'s answer, set imaplib's state as its ``select()`` does; ("OK", IMAPClient's
+    ``select_folder`` dict) or (NO's type, its text). Raises imap.error on BAD, imap.readonly as imaplib does."""
+    imap = client._imap
+    typ, data = imap._command_complete("EXAMINE" if readonly else "SELECT", tag)
+    if typ != "OK":
+        imap.state = "AUTH"
+        return typ, data
+    imap.state = "SELECTED"
+    if "READ-ONLY" in imap.untagged_responses and not readonly:
+        raise imap.readonly("mailbox is not writable")
+    return typ, client._process_select_response(imap.untagged_responses)
 
 
 def normalise_folder(client: imapclient.IMAPClient, name: str) -> bytes:
@@ -175,6 +221,7 @@ _METHODS: tuple[tuple[type | Callable, str, tuple[str, ...]], ...] = (
     (imaplib.IMAP4, "readline", ()),
     (imaplib.IMAP4, "read", ("size",)),
     (imapclient.IMAPClient, "_normalise_folder", ("folder_name",)),
+    (imapclient.IMAPClient, "_process_select_response", ("resp",)),
 )
 # attributes the constructors set: (class, attribute, text that sets it in the class's source)
 _ATTRIBUTES: tuple[tuple[type, str, str], ...] = (
