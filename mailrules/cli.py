@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sqlite3
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .model import Config
@@ -227,6 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except KeyboardInterrupt:
         return EXIT_FAILURE
+
+
+def console() -> NoReturn:
+    """The `mailrules` command (console script, `python -m mailrules`): `main`, then exit.
+    `gc.freeze` first: the teardown's collections over the modules' ~30,000 objects cost 30-40 ms
+    of CPU per run for memory the exit frees anyway; the rest of a normal exit stays (atexit)."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 def _load_config(args: argparse.Namespace, registry: Registry) -> Config | None:
