@@ -40,9 +40,8 @@ from typing import Any
 import imapclient
 from imapclient import SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
-from imapclient.imap4 import IMAP4WithTimeout
-from imapclient.tls import IMAP4_TLS
 
+from .imap.internals import GreetingCapabilitiesClient
 from .model import Account
 from .netutil import is_loopback
 from .secrets import Secret, SecretError, get_secret, known_secrets, redact_secrets, register_secret
@@ -395,49 +394,6 @@ def _tls_port_error(account: Account) -> ConnectionFailedError:
     )
 
 
-class _GreetingCapabilities(imaplib.IMAP4):
-    """imaplib's connection, taking the capabilities from the greeting when it carries them.
-
-    imaplib asks CAPABILITY right after the greeting, even when the greeting's response code
-    already listed them (``* OK [CAPABILITY ...]``, as Dovecot and Cyrus send): one round trip
-    of every connection (20 ms on a 20 ms link). Only the greeting's list is used this way;
-    after STARTTLS the capabilities are asked again, as RFC 2595 says, and after login
-    IMAPClient takes LOGIN's own list (or asks).
-    """
-
-    _greeting_read = False
-
-    def _get_capabilities(self) -> None:
-        if self._greeting_read:
-            return super()._get_capabilities()
-        self._greeting_read = True
-        # popped as the CAPABILITY command would pop it: IMAPClient must not mistake it later
-        # for the list that login sends
-        listed = self.untagged_responses.pop("CAPABILITY", None)
-        if not listed or not listed[-1]:
-            return super()._get_capabilities()
-        self.capabilities = tuple(str(listed[-1], self._encoding).upper().split())
-        return None
-
-
-class _PlainIMAP4(_GreetingCapabilities, IMAP4WithTimeout):
-    pass
-
-
-class _TlsIMAP4(_GreetingCapabilities, IMAP4_TLS):
-    pass
-
-
-class _Client(imapclient.IMAPClient):
-    """IMAPClient on `_GreetingCapabilities` connections."""
-
-    def _create_IMAP4(self) -> imaplib.IMAP4:  # noqa: N802 - IMAPClient's name
-        connect_timeout = getattr(self._timeout, "connect", None)
-        if self.ssl:
-            return _TlsIMAP4(self.host, self.port, self.ssl_context, connect_timeout)
-        return _PlainIMAP4(self.host, self.port, connect_timeout)
-
-
 def _plain_client(account: Account, timeout: float) -> imapclient.IMAPClient:
     """A plain connection with its greeting; silence is checked for a TLS port early.
 
@@ -447,7 +403,7 @@ def _plain_client(account: Account, timeout: float) -> imapclient.IMAPClient:
     otherwise the connection is opened again with the full timeout (a slow server).
     """
     def attempt(wait: float) -> imapclient.IMAPClient:
-        return _Client(account.host, port=account.port, ssl=False,
+        return GreetingCapabilitiesClient(account.host, port=account.port, ssl=False,
                                      timeout=SocketTimeout(connect=wait, read=timeout))
 
     if timeout <= GREETING_HINT_WAIT + TLS_PROBE_WAIT:  # short enough: the timeout's hint names TLS
@@ -466,7 +422,7 @@ def _open(account: Account, timeout: float, context: ssl.SSLContext | None) -> i
     stage = "TLS handshake and greeting" if implicit else "connecting and reading the greeting"
     try:
         if implicit:
-            client = _Client(
+            client = GreetingCapabilitiesClient(
                 account.host,
                 port=account.port,
                 ssl=True,
