@@ -216,6 +216,8 @@ class GreetingCapabilitiesClient(imapclient.IMAPClient):
 
 # (owner, name, parameters after self, or None for an attribute set in __init__)
 _METHODS: tuple[tuple[type | Callable, str, tuple[str, ...]], ...] = (
+    (imaplib.IMAP4, "_get_capabilities", ()),
+    (imapclient.IMAPClient, "_create_IMAP4", ()),
     (imaplib.IMAP4, "_new_tag", ()),
     (imaplib.IMAP4, "_command", ("name", "*args")),
     (imaplib.IMAP4, "_command_complete", ("name", "tag")),
@@ -224,8 +226,6 @@ _METHODS: tuple[tuple[type | Callable, str, tuple[str, ...]], ...] = (
     (imaplib.IMAP4, "readline", ()),
     (imaplib.IMAP4, "read", ("size",)),
     (imapclient.IMAPClient, "_normalise_folder", ("folder_name",)),
-    (imaplib.IMAP4, "_get_capabilities", ()),
-    (imapclient.IMAPClient, "_create_IMAP4", ()),
 )
 # attributes the constructors set: (class, attribute, text that sets it in the class's source)
 _ATTRIBUTES: tuple[tuple[type, str, str], ...] = (
