@@ -182,7 +182,7 @@ def tool_command(tool: str, scenario: Scenario, host: str, port: int, user, work
         env["PYTHONPATH"] = str(REPO)
         state = workdir / "state"
         # The console script's entry point, run by this interpreter from this checkout.
-        launcher = "from mailrules.cli import console; console()"
+        launcher = "from mailrules.console import console; console()"
         cmd = [sys.executable, "-c", launcher, "-c", str(cfg_path), "run", "--once", "--state", str(state)]
         return cmd, env
     raise ValueError(tool)

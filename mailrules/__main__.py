@@ -1,5 +1,5 @@
 """`python -m mailrules` is the `mailrules` command."""
 
-from .cli import console
+from .console import console
 
 console()
