@@ -25,6 +25,9 @@ class FakeSession:
     def logout(self) -> None:
         self.logged_out.set()
 
+    def namespace(self) -> tuple[str, str]:
+        return "", "/"
+
 
 def _config(*names: str) -> Config:
     accounts = {n: Account(name=n, host="127.0.0.1", username=n, auth=Auth("password", "x"), watch=("INBOX",))
