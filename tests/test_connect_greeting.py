@@ -1,6 +1,6 @@
 """Connecting costs no round trip for what the greeting already said.
 
-Dovecot (and Cyrus) list their capabilities in the greeting (``* OK [CAPABILITY ...]``): the
+Dovecot lists its capabilities in the greeting (``* OK [CAPABILITY ...]``): the
 connection uses that list instead of asking CAPABILITY before login; a greeting without the
 list is asked as before. The client's bytes are recorded by a relay in front of the server.
 """

@@ -173,7 +173,7 @@ class _GreetingCapabilities(imaplib.IMAP4):
     (``_get_capabilities`` overridden; IMAPClient's ``_create_IMAP4`` makes it).
 
     imaplib asks CAPABILITY right after the greeting, even when the greeting's response code
-    already listed them (``* OK [CAPABILITY ...]``, as Dovecot and Cyrus send): one round trip
+    already listed them (``* OK [CAPABILITY ...]``, as Dovecot sends): one round trip
     of every connection (20 ms on a 20 ms link). Only the greeting's list is used this way;
     after STARTTLS the capabilities are asked again, as RFC 2595 says, and after login
     IMAPClient takes LOGIN's own list (or asks).
