@@ -189,7 +189,7 @@ def tool_command(tool: str, scenario: Scenario, host: str, port: int, user, work
         env["PYTHONPATH"] = str(REPO)
         state = workdir / "state"
         # The console script's entry point, run by this interpreter from this checkout.
-        launcher = "import sys; from mailrules.cli import main; sys.exit(main())"
+        launcher = "from mailrules.console import console; console()"
         cmd = [sys.executable, "-c", launcher, "-c", str(cfg_path), "run", "--once", "--state", str(state)]
         return cmd, env
     raise ValueError(tool)

@@ -1,7 +1,5 @@
 """`python -m mailrules` is the `mailrules` command."""
 
-import sys
+from .console import console
 
-from .cli import main
-
-sys.exit(main())
+console()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
-import difflib
 import logging
 import os
 import re
@@ -159,6 +158,8 @@ def _schema_error(validator: Any, raw: Any) -> ArgumentError | None:
         extra = [k for k in error.instance if k not in allowed]
         if extra:
             known = ", ".join(map(str, allowed)) or "none"
+            import difflib  # only for a misspelt key: ~2 ms of every start otherwise
+
             close = difflib.get_close_matches(str(extra[0]), [str(k) for k in allowed], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             message = f"unknown key {extra[0]!r} (expected: {known}){hint}"

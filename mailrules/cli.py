@@ -357,7 +357,8 @@ def _state_dir(state_dir: Path | None) -> Path:
 
 
 def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Namespace) -> int:
-    from .daemon.shard import ShardError, shard_option
+    from .daemon.shard import ShardError, served_accounts, shard_option
+    from .imap.pool import SessionPool
     from .lock import AlreadyRunning, StateLock
     from .state import StateError, StateStore
 
@@ -393,21 +394,27 @@ def cmd_run(config: Config, registry, state_dir: Path | None, args: argparse.Nam
         print(f"mailrules: state directory {directory}: cannot take the lock "
               f"({exc.strerror or exc}); make it writable for this user, or use --state DIR", file=sys.stderr)
         return EXIT_FAILURE
+    # --once: the first connection opens (in a thread) while the store opens and the pass's modules load
+    pool = SessionPool.connecting(config, served_accounts(config, args.shard)) if args.once else None
     try:
         store = StateStore(directory)
     except StateError as exc:
+        if pool is not None:
+            pool.close()
         lock.release()
         print(f"mailrules: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     try:
-        if args.once:
-            return _run_once(config, registry, store, args)
+        if pool is not None:
+            return _run_once(config, registry, store, args, pool)
         from .daemon.process import DaemonOptions, run_daemon
 
         options = DaemonOptions(sweep=bool(args.sweep), since_now=bool(args.since_now), rules=tuple(args.rule or ()),
                                 shard=args.shard, metrics=args.metrics)
         return run_daemon(config, registry, store, options)
     finally:
+        if pool is not None:
+            pool.close()  # (if _run_once failed before taking it)
         store.close()
         lock.release()
 
@@ -426,7 +433,7 @@ def _metrics_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:
+def _run_once(config: Config, registry, store, args: argparse.Namespace, pool=None) -> int:
     """Catch up on every watched mailbox of every account (and sweep with --sweep), then exit."""
     from .daemon.shard import describe_shard, served_accounts
     from .engine import Engine
@@ -435,7 +442,7 @@ def _run_once(config: Config, registry, store, args: argparse.Namespace) -> int:
     if args.shard is not None:
         log.info("%s", describe_shard(args.shard, config))
     served = served_accounts(config, args.shard)
-    pool = SessionPool(config)
+    pool = pool or SessionPool(config)
     engine = Engine(config, registry, store, pool, dry_run=args.dry_run, rule_names=args.rule)
     failed = False
     registry.notify("mailrules_started", config=config)

@@ -41,6 +41,7 @@ import imapclient
 from imapclient import SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from .imap.internals import GreetingCapabilitiesClient
 from .model import Account
 from .netutil import is_loopback
 from .secrets import Secret, SecretError, get_secret, known_secrets, redact_secrets, register_secret
@@ -402,7 +403,7 @@ def _plain_client(account: Account, timeout: float) -> imapclient.IMAPClient:
     otherwise the connection is opened again with the full timeout (a slow server).
     """
     def attempt(wait: float) -> imapclient.IMAPClient:
-        return imapclient.IMAPClient(account.host, port=account.port, ssl=False,
+        return GreetingCapabilitiesClient(account.host, port=account.port, ssl=False,
                                      timeout=SocketTimeout(connect=wait, read=timeout))
 
     if timeout <= GREETING_HINT_WAIT + TLS_PROBE_WAIT:  # short enough: the timeout's hint names TLS
@@ -421,7 +422,7 @@ def _open(account: Account, timeout: float, context: ssl.SSLContext | None) -> i
     stage = "TLS handshake and greeting" if implicit else "connecting and reading the greeting"
     try:
         if implicit:
-            client = imapclient.IMAPClient(
+            client = GreetingCapabilitiesClient(
                 account.host,
                 port=account.port,
                 ssl=True,

@@ -27,6 +27,7 @@ from .claims import Claims, SharedUnsupported, instance_id, placed_marks, step_o
 from .criteria import SearchQuery, compile_search
 from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_report
 from .imap.pool import SessionPool
+from .imap.reselect import select_and_search_above
 from .imap.session import ImapSession, Selected
 from .imap_mailbox import SEARCH_REFUSED, ImapPass, PassSettings
 from .journal import Journal
@@ -155,7 +156,7 @@ class Engine:
         self._refuse_partial(account)
         session = self.pool.get(account)
         server = session.server_name(mailbox)
-        sel, reuse = self._select_for_pass(session, account, server, reselect)
+        sel, reuse, above = self._select_for_pass(session, account, server, reselect)
         outcome = Outcome(account, server)
         store = self.store
         advance = self.rule_names is None  # --rule runs never move the checkpoint
@@ -167,15 +168,18 @@ class Engine:
         if run is not None and run.kind.startswith("sweep:"):
             self._resume_sweep(session, account, mailbox, server, run)
             sel = session.select(server)
-            run = None
+            run, above = None, None
 
         state = self.reader.mailbox(account, server) if self.reader else None
         high = sel.uidnext - 1
-        above: UidSet | None = None  # with reuse: what is above the checkpoint (UIDNEXT is stale)
-        if reuse and run is None and state is not None and state.uidvalidity == sel.uidvalidity:
+        if run is not None or state is None or state.uidvalidity != sel.uidvalidity:
+            above = None  # searched above a checkpoint that does not hold here
+        elif reuse:  # the view is current but UIDNEXT is stale: what is above the checkpoint decides
             found = session.search(SearchQuery((b"UID", f"{state.checkpoint + 1}:*".encode())))
             above = UidSet(u for u in found if u > state.checkpoint)  # "n:*" also matches the last UID
             high = max(above.max, state.checkpoint)
+        elif above is not None:  # searched behind the SELECT: it saw all the SELECT saw, maybe more
+            high = max(high, above.max, state.checkpoint)
         if run is not None:
             rules = self._rules_for_run(run, self.arrival_rules(account, mailbox))
             log.info("account %s mailbox %s: resuming an interrupted pass (%d messages)", account, server,
@@ -214,16 +218,21 @@ class Engine:
         return outcome
 
     def _select_for_pass(self, session: ImapSession, account: str, server: str,
-                         reselect: bool) -> tuple[Selected, bool]:
-        """Select `server` for a pass, or reuse the selection (see `process`'s reselect); and whether reused."""
+                         reselect: bool) -> tuple[Selected, bool, UidSet | None]:
+        """Select `server` for a pass, or reuse the selection (see `process`'s reselect); whether reused;
+        and, when the mailbox is known, what is above its checkpoint, searched in the SELECT's round trip
+        (`mailrules.imap.reselect`; None: not searched)."""
         sel = session.selected
-        known = self.reader.mailbox(account, server) if (self.reader and not reselect) else None
+        known = self.reader.mailbox(account, server) if self.reader else None
         reuse = not (reselect or self.dry_run or sel is None or sel.name != server or sel.readonly
                      or known is None or known.uidvalidity != sel.uidvalidity)
-        if not reuse:
-            sel = session.select(server, readonly=self.dry_run)
-        assert sel is not None
-        return sel, reuse
+        if reuse:
+            assert sel is not None
+            return sel, True, None
+        if known is None or self.dry_run:
+            return session.select(server, readonly=self.dry_run), False, None
+        sel, above = select_and_search_above(session, server, known.checkpoint)
+        return sel, False, above
 
     def _candidates(
         self, session: ImapSession, account: str, server: str, sel: Selected, state: MailboxState | None,

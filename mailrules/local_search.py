@@ -535,8 +535,10 @@ def parse_addresses(value: bytes) -> list[Address]:
     return _AddrParser(value).parse()
 
 
-_UNQUOTED = re.compile("[A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~\x80-\U0010ffff]*")  # atext and every non-ASCII
-_UNQUOTED_DOTS = re.compile("[A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~.\x80-\U0010ffff]*")
+# atext and every non-ASCII character (_DOTS: and '.'), written as the ASCII characters they
+# exclude: the same sets, but a class spelled up to U+10FFFF took ~8 ms of every start to compile.
+_UNQUOTED = re.compile(r'[^\x00-\x20"(),.:;<>@\[\\\]\x7f]*')
+_UNQUOTED_DOTS = re.compile(r'[^\x00-\x20"(),:;<>@\[\\\]\x7f]*')
 
 
 def _maybe_quote(text: str, escape_dot: bool) -> str:

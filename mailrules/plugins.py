@@ -210,8 +210,9 @@ class Registry:
         seen: dict[str, str] = {}
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else None
-            version = dist.version if dist is not None else None
+            meta = dist.metadata if dist is not None else None  # parsed once (dist.version parses it again)
+            dist_name = meta["Name"] if meta is not None else None
+            version = meta["Version"] if meta is not None else None
             if seen.get(ep.name) == ep.value:
                 continue  # the same distribution found twice on sys.path (e.g. an editable install)
             seen[ep.name] = ep.value

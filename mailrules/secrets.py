@@ -26,7 +26,6 @@ and never contain the secret or a command's output.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import hmac
 import os
 import shlex
@@ -509,7 +508,7 @@ def _keyring_unusable(account: Account) -> str | None:
 def login_command(
     account: Account,
     *,
-    prompt: Callable[[str], str] = getpass.getpass,
+    prompt: Callable[[str], str] | None = None,
     out: IO[str] | None = None,
 ) -> int:
     """``mailrules login ACCOUNT``: ask for the password (twice) and store it in the keyring.
@@ -518,6 +517,10 @@ def login_command(
     keyring or the passwords were empty or differed.
     """
     out = out if out is not None else sys.stderr
+    if prompt is None:
+        import getpass  # here: its termios costs ~2 ms of every start otherwise
+
+        prompt = getpass.getpass
     if account.auth.kind != "keyring":
         print(
             f"mailrules login: account {account.name!r} takes its secret from "

@@ -180,3 +180,13 @@ def test_errors_kept_in_the_state_never_hold_a_known_secret(tmp_path):
     (pending,) = store.pending("me", "INBOX", 7)
     assert "pass-42" not in (mailbox.last_error or "") and "***" in mailbox.last_error
     assert "pass-42" not in pending.last_error and "***" in pending.last_error
+
+
+def test_a_capped_connection_keeps_that_much_cache_and_still_sees_the_other_connections_writes(tmp_path):
+    capped, other = StateStore(tmp_path), StateStore(tmp_path)
+    capped.cap_cache(256)
+    other.set_mailbox("me", "INBOX", 7, 41)
+    assert capped.db.execute("PRAGMA cache_size").fetchone()[0] == -256
+    assert capped.mailbox("me", "INBOX").checkpoint == 41
+    capped.close()
+    other.close()

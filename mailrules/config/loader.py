@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import warnings
-import zoneinfo
 
 from yaml.nodes import Node, ScalarNode
 
@@ -101,6 +100,8 @@ def _history_days(doc: Doc, node: Node) -> int:
 
 
 def _timezone(doc: Doc, node: Node) -> str:
+    import zoneinfo  # only for a schedule's time zone: ~1 ms of every start otherwise
+
     name = string_of(doc, node, "timezone", "an IANA time zone name such as Europe/Paris")
     try:
         zoneinfo.ZoneInfo(name)

@@ -28,8 +28,9 @@ def copy_reading_flags(client: imapclient.IMAPClient, uid_set: str, folder: str,
     IMAPClientError, as IMAPClient's `copy` does (the caller reads TRYCREATE and EXPUNGEISSUED
     from its text); its COPYUID is left with imaplib's response codes, as after `copy`."""
     imap = internals.imaplib_of(client)
-    reading = internals.command(imap, "UID", "FETCH", uid_set, "(FLAGS)")
-    copying = internals.command(imap, "UID", verb, uid_set, internals.normalise_folder(client, folder))
+    with internals.one_write(imap):  # both in one write, or the second may wait for the first's answer
+        reading = internals.command(imap, "UID", "FETCH", uid_set, "(FLAGS)")
+        copying = internals.command(imap, "UID", verb, uid_set, internals.normalise_folder(client, folder))
     typ, data = internals.complete(imap, verb, copying)
     flags = _flags_answer(client, imap, reading)
     if typ != "OK":

@@ -306,7 +306,11 @@ class ImapSession:
 
     def select(self, server_name: str, *, readonly: bool = False) -> Selected:
         self._clear_untagged()
-        resp = self.client.select_folder(server_name, readonly=readonly)
+        return self.adopt_selection(server_name, self.client.select_folder(server_name, readonly=readonly),
+                                    readonly=readonly)
+
+    def adopt_selection(self, server_name: str, resp: dict, *, readonly: bool) -> Selected:
+        """Take `resp` (IMAPClient's SELECT answer) as the selection now in force."""
         flags = tuple(
             f.decode() if isinstance(f, bytes) else f for f in resp.get(b"PERMANENTFLAGS", resp.get(b"FLAGS", ()))
         )

@@ -1,0 +1,82 @@
+"""SELECT and the search for what is new, in one round trip.
+
+An arrival pass on a mailbox the connection has not selected (the daemon's worker idles
+on its home mailbox; NOTIFY tells it of mail elsewhere) starts with SELECT, then a UID
+SEARCH of what lies above the checkpoint. The search does not depend on the SELECT's
+answer: ``UID SEARCH UID n:*`` names no UID the SELECT tells, so both go in one write and
+the server answers them in order (RFC 3501 5.5: SELECT is never run beside another
+command). A failed SELECT leaves no mailbox selected, so the search behind it is refused
+and forgotten; the caller sees the SELECT's failure as from `ImapSession.select`.
+
+The search sees everything the SELECT saw and maybe more (mail that came between the
+two): the caller may take ``max(UIDNEXT - 1, the highest UID found)`` as what the pass
+covers.
+"""
+
+from __future__ import annotations
+
+import re
+
+from imapclient.exceptions import IMAPClientError
+
+from ..uidset import UidSet
+from . import internals
+from .session import ImapSession, Selected
+
+_ESEARCH_ALL = re.compile(rb"\bALL\s+([0-9:,]+)")
+
+
+def select_and_search_above(session: ImapSession, server_name: str, checkpoint: int) -> tuple[Selected, UidSet | None]:
+    """SELECT `server_name` (read-write) and ``UID SEARCH UID checkpoint+1:*`` pipelined behind it.
+
+    Returns the selection and the UIDs above `checkpoint` (None if the search was refused:
+    search again the ordinary way). Raises as `ImapSession.select` does.
+    """
+    client = session.client
+    imap = internals.imaplib_of(client)
+    if getattr(imap, "state", "") != "SELECTED":  # imaplib sends UID commands only with a mailbox selected
+        return session.select(server_name), None
+    esearch = session.has("ESEARCH")
+    words = ["UID", "SEARCH", *(["RETURN", "(ALL)"] if esearch else []), "UID", f"{checkpoint + 1}:*"]
+    with internals.one_write(imap):
+        tag = internals.send_select(client, server_name, readonly=False)
+        search_tag = internals.command(imap, *words)
+    try:
+        typ, resp = internals.finish_select(client, tag, readonly=False)
+    finally:
+        found = _finish_search(imap, search_tag, esearch)
+    if typ != "OK":
+        raise IMAPClientError(f"select failed: {_text(resp)}")
+    selected = session.adopt_selection(server_name, resp, readonly=False)
+    if found is None:
+        return selected, None
+    return selected, UidSet(u for u in found if u > checkpoint)  # "n:*" also matches the last UID
+
+
+def _finish_search(imap, tag: bytes, esearch: bool) -> list[int] | None:
+    """Read the pipelined search's answer; its UIDs, or None if it was refused (no mailbox selected)."""
+    try:
+        typ, _data = internals.complete(imap, "SEARCH", tag)
+    except imap.abort:
+        raise
+    except imap.error:  # BAD: the SELECT before it failed
+        return None
+    untagged = internals.untagged(imap)
+    lines = untagged.pop("ESEARCH" if esearch else "SEARCH", [])
+    if typ != "OK":
+        return None
+    out: list[int] = []
+    for line in lines:
+        text = line if isinstance(line, bytes) else str(line).encode()
+        if esearch:
+            match = _ESEARCH_ALL.search(text)
+            if match:
+                out.extend(UidSet.parse(match.group(1).decode("ascii")))
+        else:
+            out.extend(int(x) for x in text.split())
+    return out
+
+
+def _text(data) -> str:
+    item = data[0] if isinstance(data, list) and data else data
+    return item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
