@@ -472,7 +472,7 @@ def _run_once(config: Config, registry, store, args: argparse.Namespace, pool=No
 
 # New messages per pass of `run --once` over a backlog (see _catch_up); the environment
 # variable is for tests that need several slices of a small mailbox.
-ONCE_BATCH = int(os.environ.get("MAILRULES_ONCE_BATCH", "") or 25000)
+ONCE_BATCH = int(os.environ.get("MAILRULES_ONCE_BATCH", "") or 100000)
 
 
 def _catch_up(engine, account: str, mailbox: str, args: argparse.Namespace):
@@ -481,7 +481,9 @@ def _catch_up(engine, account: str, mailbox: str, args: argparse.Namespace):
     Slices are much larger than the daemon's (`CATCHUP_BATCH`, chosen there so that IDLE
     arrivals wait little): every pass costs its opening, one SEARCH per rule and one command
     per action batch, so slices of 1,000 made a 10,000-message backlog ten passes and its
-    run 1.7 times as long. Slices only where the checkpoint moves after each (not --dry-run,
+    run 1.7 times as long; and on a large mailbox each command that changes it costs the
+    server a sync of the whole index: 100,000 messages in slices of 25,000 took 36 s against
+    18 s in one (peak memory 58 MB against 94 MB, bounded by the slice). Slices only where the checkpoint moves after each (not --dry-run,
     not --rule): elsewhere the next slice would find the same messages again. Returns the
     summed Outcome.
     """
