@@ -10,6 +10,7 @@ separator; IMAPClient encodes modified UTF-7.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -445,12 +446,14 @@ class ImapSession:
         """UID FETCH in batches; yields (uid, data) for messages that still exist."""
         for batch_uids in uids.chunks(self.max_set_chars, batch):
             answers: list[tuple[UidSet, dict[int, dict]]] = []
-            self._send_chunked(batch_uids, lambda chunk: answers.append((chunk, self._fetch_set(str(chunk), items))),
-                               batch)
+            self._send_chunked(batch_uids, functools.partial(self._fetch_into, answers, items), batch)
             for chunk, resp in answers:
                 for uid in sorted(resp):
                     if uid in chunk:
                         yield uid, resp[uid]
+
+    def _fetch_into(self, answers: list[tuple[UidSet, dict[int, dict]]], items: list[str], chunk: UidSet) -> None:
+        answers.append((chunk, self._fetch_set(str(chunk), items)))
 
     def _fetch_set(self, uid_set: str, items: list[str]) -> dict[int, dict]:
         """One UID FETCH with a compact UID set (IMAPClient.fetch would expand it to a list)."""
