@@ -16,7 +16,8 @@ import pytest
 
 from mailrules.criteria import SearchQuery
 from mailrules.imap import session as session_module
-from mailrules.imap.session import LONG_SET_CHARS, MAX_SET_CHARS, ImapSession
+from mailrules.imap.session import ImapSession
+from mailrules.imap.setsize import LONG_SET_CHARS, MAX_SET_CHARS
 from mailrules.uidset import UidSet
 
 MESSAGES = 6000  # every other UID of 6,000: a set of ~14,600 characters

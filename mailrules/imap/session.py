@@ -14,7 +14,6 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 
 import imapclient
 from imapclient.exceptions import IMAPClientError
@@ -22,57 +21,16 @@ from imapclient.exceptions import IMAPClientError
 from ..criteria import SearchQuery
 from ..uidset import UidSet
 from . import internals
+from .answers import Selected, ServerRefused, Transfer
 from .copyflags import copy_reading_flags
 from .pipeline import PendingFolders, Pipeline
+from .setsize import MAX_SET_CHARS, SetSize
 from .wire import parse_copyuid, parse_message_id, render
 
 log = logging.getLogger("mailrules.imap")
 
 FETCH_BATCH = 2000  # messages per UID FETCH of headers/flags
 BODY_FETCH_BATCH = 100  # messages per UID FETCH of whole messages (bounded memory)
-MAX_SET_CHARS = 8000  # characters of UID set per command (RFC 7162 advises lines <= 8192)
-# On Dovecot, whose command lines may be 64 KB long by default (imap_max_line_length): see
-# `ImapSession.max_set_chars`.
-LONG_SET_CHARS = 48000
-
-
-class ServerRefused(Exception):
-    """The server answered NO (or BAD) to a command."""
-
-    def __init__(self, command: str, message: str) -> None:
-        super().__init__(f"{command}: {message}")
-        self.command = command
-        self.message = message
-
-    @property
-    def trycreate(self) -> bool:
-        return "TRYCREATE" in self.message.upper()
-
-
-@dataclass
-class Transfer:
-    """What a COPY or MOVE reported: destination UIDVALIDITY and source->destination UIDs."""
-
-    uidvalidity: int | None = None
-    mapping: dict[int, int] = field(default_factory=dict)
-    # COPY, MOVE: source UID -> its flags and keywords as copied or moved (`copyflags`), for undo
-    flags: dict[int, frozenset[str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Selected:
-    """What SELECT/EXAMINE told us about a mailbox."""
-
-    name: str
-    uidvalidity: int
-    uidnext: int
-    exists: int
-    permanent_flags: tuple[str, ...]
-    readonly: bool
-
-    def can_store_keyword(self, keyword: str) -> bool:
-        flags = {f.lower() for f in self.permanent_flags}
-        return "\\*" in flags or keyword.lower() in flags
 
 
 class ImapSession:
@@ -92,7 +50,7 @@ class ImapSession:
         self._missing_folders: set[str] = set()  # from the last folder listing (LIST-STATUS)
         self._uidnext_floor: dict[str, int] = {}  # a UIDNEXT each folder had at least, this pass
         self._server_software: str | None = None
-        self._long_sets: bool | None = None  # see max_set_chars; None: not decided yet
+        self._set_size = SetSize(account)
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
@@ -123,44 +81,12 @@ class ImapSession:
 
     @property
     def max_set_chars(self) -> int:
-        """Characters of UID set in one command.
-
-        RFC 7162 advises lines of at most 8,192 octets, and most servers need no more. On a
-        large mailbox every command that changes it costs Dovecot a sync of its index and
-        uidlist: a 100,000-message backlog's moves in 8,000-character sets were 46 UID MOVEs
-        at 0.3-0.9 s each, where imapfilter sends 7 EXPUNGEs. Dovecot accepts lines of 64 KB
-        unless its administrator lowered `imap_max_line_length`; so on Dovecot (ID) sets go
-        up to `LONG_SET_CHARS` (once the server was identified: the pass's opening asks),
-        until a command is refused as too long (`_send_chunked`): then this connection keeps
-        to the RFC's advice.
-        """
-        if self._long_sets is None:
-            if self._server_software is None:
-                return MAX_SET_CHARS  # not asked yet: no ID command just for this
-            self._long_sets = self._server_software.startswith("dovecot")
-        return LONG_SET_CHARS if self._long_sets else MAX_SET_CHARS
+        """Characters of UID set in one command (`mailrules.imap.setsize`)."""
+        return self._set_size.chars(self._server_software)
 
     def _send_chunked(self, uids: UidSet, send: Callable[[UidSet], None], batch: int | None = None) -> None:
-        """`send(chunk)` for each chunk of `uids` (at most `max_set_chars`, and `batch` UIDs).
-
-        A chunk longer than the RFC's advice that the server refuses as too long did
-        nothing (Dovecot answers BAD before executing): it is sent again in chunks of that
-        size, and so is everything after it on this connection.
-        """
-        for chunk in uids.chunks(self.max_set_chars, batch):
-            if not self._long_sets or len(str(chunk)) <= MAX_SET_CHARS:
-                send(chunk)
-                continue
-            try:
-                send(chunk)
-            except ServerRefused as exc:
-                if "TOO LONG" not in exc.message.upper():
-                    raise
-                log.warning("account %s: the server refused a %s command as too long; sending UID sets of at "
-                            "most %d characters from now on", self.account, exc.command, MAX_SET_CHARS)
-                self._long_sets = False
-                for piece in chunk.chunks(MAX_SET_CHARS, batch):
-                    send(piece)
+        """`send(chunk)` for each chunk of `uids`; one refused as too long is sent again shorter."""
+        self._set_size.send_chunked(uids, send, batch, self._server_software)
 
     # ------------------------------------------------------------------ folders
 
@@ -356,12 +282,12 @@ class ImapSession:
         if not within:
             return UidSet()
         # One command: a set that covers `within` (bridging small gaps), then intersect.
+        text = within.cover_text(self.max_set_chars)
         try:
-            return UidSet(self._search_one(query, within.cover_text(self.max_set_chars))) & within
+            return UidSet(self._search_one(query, text)) & within
         except ServerRefused as exc:
-            if not self._long_sets or "TOO LONG" not in exc.message.upper():
+            if not self._set_size.refused_long(exc, len(text)):
                 raise
-            self._long_sets = False  # as in _send_chunked: the RFC's size from now on
             return UidSet(self._search_one(query, within.cover_text(MAX_SET_CHARS))) & within
 
     def _search_one(self, query: SearchQuery, chunk: str | None) -> list[int]:
