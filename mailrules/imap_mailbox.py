@@ -171,46 +171,37 @@ class ImapPass:
                 queries.append((i, compile_search(rule.match, session.capabilities)))
         sink = local.take if local is not None else None
         headers = pipe.headers(within, fields, FETCH_BATCH, sink) if fetch else None
-        # On Dovecot the searches go after the fetch, which fills its cache of the fields they
-        # read: sent with it, they read the message files at the same time (bench/README.md).
-        later = queries if fetch and self._dovecot() else []
-        pending = {i: pipe.search(query, within) for i, query in queries if not later}
+        pending = {i: pipe.search(query, within) for i, query in queries}
         folders = None if self.s.dry_run else pipe.folders(self._destinations(rules))
         pipe.run()
         session.note_folders(folders)
         if headers is not None:
             self.mids.update(headers.message_ids)
         self.searched = {i: p.result for i, p in pending.items() if p is not None and p.result is not None}
-        if local is not None or later:
-            self._second_round(rules, local, within, headers.message_ids if headers is not None else {}, later)
+        if local is not None:
+            self._settle_local(rules, local, within, headers.message_ids if headers is not None else {})
 
     def _local_headers(self) -> bool:
         """Whether header-only rules are decided on the fetched fields: on Dovecot, whose SEARCH
         `mailrules.local_search` reproduces (identified by ID, as the body prefilter's server)."""
-        return local_headers.enabled() and self._dovecot()
-
-    def _dovecot(self) -> bool:
+        if not local_headers.enabled():
+            return False
         software = getattr(self.session, "server_software", "")  # ID, asked once per connection
         return isinstance(software, str) and software.startswith("dovecot")
 
-    def _second_round(self, rules: Sequence[Rule], local: local_headers.PendingLocal | None, within: UidSet,
-                      answered: Collection[int], later: list[tuple[int, SearchQuery]]) -> None:
-        """After the header fetch, one pipelined round trip: the searches left for after it
-        (`later`), and the local answers' questions, the server's SEARCH over the messages they
-        could not decide. A refused one leaves its rule to be searched whole at its turn."""
-        pipe = self.session.pipeline()
-        asked = {}
-        if local is not None:
-            local.finish(within, answered)
-            asked = local.questions()
-        pending = {i: pipe.search(compile_search(rules[i].match, self.session.capabilities), uids)
-                   for i, uids in asked.items()}
-        searches = {i: pipe.search(query, within) for i, query in later}
-        if asked or later:
+    def _settle_local(self, rules: Sequence[Rule], local: local_headers.PendingLocal, within: UidSet,
+                      answered: Collection[int]) -> None:
+        """The local answers, with the server's SEARCH over the messages they could not decide
+        (all such searches pipelined in one round trip). A refused one leaves its rule to be
+        searched whole at its turn."""
+        local.finish(within, answered)
+        asked = local.questions()
+        pending = {}
+        if asked:
+            pipe = self.session.pipeline()
+            pending = {i: pipe.search(compile_search(rules[i].match, self.session.capabilities), uids)
+                       for i, uids in asked.items()}
             pipe.run()
-        self.searched.update({i: p.result for i, p in searches.items() if p is not None and p.result is not None})
-        if local is None:
-            return
         for i in local.rules:
             extra = UidSet()
             if i in pending:
