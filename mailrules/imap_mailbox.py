@@ -148,8 +148,7 @@ class ImapPass:
         read neither flags nor whole messages (size, body), and no `where:`. The others are
         searched at their turn, over the messages still in play. Also lists the folders the
         rules copy or move to. Whatever the server refuses here is done again, the ordinary
-        way, when the rule's turn comes. On Dovecot the searches are sent in a second round
-        trip, after the fetch has filled the cache of the fields they read (`_second_round`).
+        way, when the rule's turn comes.
         """
         session = self.session
         pipe = session.pipeline()
