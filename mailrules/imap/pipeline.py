@@ -21,9 +21,9 @@ The answers are read here rather than by imaplib: the FETCH answer for a large b
 of thousands of responses, which imaplib's general reader parses slowly. They are read in large
 chunks (`mailrules.imap.wire.ChunkedReader`, one socket read per ~256 KB), and the usual header
 answer (`* n FETCH (UID u BODY[HEADER.FIELDS (...)] {n}` CRLF, the block, `)`) is taken straight
-from the chunk, its block a slice handed to the sink: Dovecot sends the fetch as fast as the
-client reads it, so the client's cost per message is the opening's time. Any other shape goes
-through the general response reader.
+from the chunk, its block a slice handed to the sink: Dovecot sends the fetch no faster than
+the client reads it, so a client slower than the server sets the opening's time. Any other
+shape goes through the general response reader.
 """
 
 from __future__ import annotations
