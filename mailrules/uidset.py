@@ -11,10 +11,11 @@ from operator import sub
 class UidSet:
     """An immutable, sorted set of UIDs."""
 
-    __slots__ = ("_uids",)
+    __slots__ = ("_text", "_uids")
 
     def __init__(self, uids: Iterable[int] = ()) -> None:
         self._uids: tuple[int, ...] = uids._uids if isinstance(uids, UidSet) else tuple(sorted(set(uids)))
+        self._text: str | None = None  # str(self), kept: a batch's set is written to the journal and the server
 
     @classmethod
     def _of_sorted(cls, uids: tuple[int, ...]) -> UidSet:
@@ -22,6 +23,7 @@ class UidSet:
         many sets of ten thousand UIDs)."""
         out = cls.__new__(cls)
         out._uids = uids
+        out._text = None
         return out
 
     @classmethod
@@ -68,7 +70,9 @@ class UidSet:
         return [(uids[a], uids[b]) for a, b in zip(starts, ends, strict=True)]
 
     def __str__(self) -> str:
-        return ",".join(str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in self.ranges())
+        if self._text is None:
+            self._text = ",".join(str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in self.ranges())
+        return self._text
 
     def chunks(self, max_chars: int = 4000, max_count: int | None = None) -> Iterator[UidSet]:
         """Split into sets whose IMAP text stays under max_chars (and count under max_count)."""
