@@ -41,7 +41,7 @@ import imapclient
 from imapclient import SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from .imap.internals import GreetingCapabilitiesClient
+from .imap.internals import GreetingCapabilitiesClient, quiet_unless_logged
 from .model import Account
 from .netutil import is_loopback
 from .secrets import Secret, SecretError, get_secret, known_secrets, redact_secrets, register_secret
@@ -617,6 +617,7 @@ def connect(account: Account, *, timeout: float | None = None) -> imapclient.IMA
     attempts = 2 if oauth2 else 1
     for attempt in range(1, attempts + 1):
         client = _open(account, t, context)
+        quiet_unless_logged(client)
         try:
             _authenticate(client, account, t, final=attempt == attempts)
         except _Rejected:

@@ -321,3 +321,24 @@ def test_on_a_terminal_the_daemons_log_lines_are_never_glued_to_its_bar(backlog)
     assert logged and all(TIMESTAMP.match(s) for s in logged), [s for s in logged if not TIMESTAMP.match(s)][:3]
     assert "mailrules daemon stopped" in output, output[-2000:]
     assert len(backlog.messages("Archive")) == 600
+
+
+def test_imaplib_formats_no_debug_text_when_the_protocol_is_not_logged(dovecot, imap_user):
+    from mailrules.connect import connect
+    from mailrules.imap.internals import imaplib_of
+    from mailrules.model import Account, Auth
+
+    account = Account(name="a", host=dovecot.host, port=dovecot.port, username=imap_user.name,
+                      auth=Auth("password", imap_user.password), tls="none")
+    quiet = connect(account)
+    assert imaplib_of(quiet).debug == 0  # imaplib would format every line for nobody
+    quiet.logout()
+    logger = logging.getLogger("imapclient.imaplib")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)  # as -vv does
+    try:
+        logged = connect(account)
+    finally:
+        logger.setLevel(level)
+    assert imaplib_of(logged).debug >= 4  # -vv: the protocol lines are written
+    logged.logout()
