@@ -79,6 +79,24 @@ def next_response(imap: imaplib.IMAP4) -> bytes | None:
     return imap._get_response()
 
 
+def on_send(imap: imaplib.IMAP4, after: Callable[[], None]) -> None:
+    """Call `after()` each time a command has gone out on this connection: an instance attribute
+    over imaplib's public ``send``, through which every command goes (ours, IMAPClient's, a
+    pipeline's). Used to read a command's answer late, when the next command is already sent
+    (`mailrules.imap.later`); `off_send` removes it."""
+
+    def send(data: bytes) -> None:
+        type(imap).send(imap, data)  # the class's, looked up now (the tests' round-trip counter wraps it)
+        after()
+
+    imap.send = send  # type: ignore[method-assign]
+
+
+def off_send(imap: imaplib.IMAP4) -> None:
+    """Remove `on_send`'s hook (nothing when there is none)."""
+    vars(imap).pop("send", None)
+
+
 def normalise_folder(client: imapclient.IMAPClient, name: str) -> bytes:
     """A folder name as IMAPClient would send it (``_normalise_folder``: modified UTF-7, quoted)."""
     return client._normalise_folder(name)

@@ -22,6 +22,7 @@ from ..criteria import SearchQuery
 from ..uidset import UidSet
 from . import internals
 from .copyflags import copy_reading_flags
+from .later import InFlight, LaterTransfer, Ready
 from .pipeline import PendingFolders, Pipeline
 from .wire import parse_copyuid, parse_message_id, render
 
@@ -90,6 +91,7 @@ class ImapSession:
         self._missing_folders: set[str] = set()  # from the last folder listing (LIST-STATUS)
         self._uidnext_floor: dict[str, int] = {}  # a UIDNEXT each folder had at least, this pass
         self._server_software: str | None = None
+        self._later = InFlight(self, make=Transfer, refused=ServerRefused)  # MOVEs whose answer is read later
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
@@ -182,11 +184,11 @@ class ImapSession:
         """Create a folder (and report success if another client just created it)."""
         # CREATE and SUBSCRIBE (so that mail clients show the folder) are pipelined: one
         # round trip. A refused SUBSCRIBE does not matter.
-        create, subscribe = self._send_create(server_name)
+        create, subscribe = self.send_create(server_name)
         self._finish_create(server_name, create, subscribe)
 
-    def _send_create(self, server_name: str) -> tuple[bytes, bytes]:
-        """Send CREATE and SUBSCRIBE without waiting; `_finish_create` reads their answers."""
+    def send_create(self, server_name: str) -> tuple[bytes, bytes]:
+        """Send CREATE and SUBSCRIBE without waiting; their answers: `_finish_create`, `later`."""
         imap = internals.imaplib_of(self.client)
         name = internals.normalise_folder(self.client, server_name)
         return internals.command(imap, "CREATE", name), internals.command(imap, "SUBSCRIBE", name)
@@ -205,9 +207,9 @@ class ImapSession:
             raise
         except imap.error:
             pass  # a refused SUBSCRIBE does not matter
-        self._created(server_name, typ, data)
+        self.note_created(server_name, typ, data)
 
-    def _created(self, server_name: str, typ: str, data: list) -> None:
+    def note_created(self, server_name: str, typ: str, data: list) -> None:
         """Account for the answer to a CREATE (another client may have created it first)."""
         self._missing_folders.discard(server_name)
         if typ == "OK":
@@ -257,6 +259,8 @@ class ImapSession:
 
     def uidnext_floor(self, server_name: str) -> int | None:
         """A value the folder's UIDNEXT is known to be at or above (this pass's listing), or None."""
+        if self._later.sent_to(server_name):
+            self.settle()  # a MOVE there in flight raises it: its COPYUID first
         return self._uidnext_floor.get(server_name)
 
     # ------------------------------------------------------------------ select
@@ -279,11 +283,8 @@ class ImapSession:
         return self.selected
 
     def unselect(self) -> None:
-        """Leave the selected mailbox without expunging anything (UNSELECT, never CLOSE).
-
-        Without UNSELECT nothing is sent: selecting another mailbox or LOGOUT leaves it
-        without expunging too.
-        """
+        """Leave the selected mailbox without expunging anything (UNSELECT, never CLOSE; without
+        UNSELECT nothing is sent: selecting another mailbox or LOGOUT leaves it unexpunged too)."""
         if self.selected is not None and self.has("UNSELECT"):
             self.client.unselect_folder()
         self.selected = None
@@ -503,7 +504,7 @@ class ImapSession:
         result = Transfer()
         for chunk in uids.chunks(MAX_SET_CHARS):
             self._clear_untagged()
-            creating = self._send_create(server_name) if create else None
+            creating = self.send_create(server_name) if create else None
             create = False
             try:
                 try:
@@ -530,13 +531,31 @@ class ImapSession:
                 if parsed:
                     result.uidvalidity = parsed[0]
                     result.mapping.update(parsed[1])
-        if server_name in self._uidnext_floor:  # keep it a lower bound of the folder's UIDNEXT
+        self.note_transfer(server_name, result)
+        return result
+
+    def note_transfer(self, server_name: str, result: Transfer) -> None:
+        """Keep this pass's floor of the destination's UIDNEXT a lower bound after a COPY or MOVE."""
+        if server_name in self._uidnext_floor:
             if result.mapping:
                 floor = max(self._uidnext_floor[server_name], max(result.mapping.values()) + 1)
                 self._uidnext_floor[server_name] = floor
             else:
                 del self._uidnext_floor[server_name]
-        return result
+
+    def move_later(self, uids: UidSet, server_name: str, *, create: bool = False) -> LaterTransfer | Ready:
+        """`move`, sent now and read when the next command goes out (`mailrules.imap.later`): what
+        the MOVE did, or its refusal, comes from `.result()`. More than one UID set chunk: `move`."""
+        chunks = list(uids.chunks(MAX_SET_CHARS))
+        if len(chunks) != 1:
+            return Ready(lambda: self.move(uids, server_name, create=create))
+        return self._later.send(uids, str(chunks[0]), server_name, create)
+
+    def settle(self) -> None:
+        """Read the answers of the MOVEs sent by `move_later` and not read yet (a round trip)."""
+        self._later.settle()
+
+    in_flight = property(lambda self: bool(self._later.sent), doc="Whether a `move_later` is not read yet.")
 
     def uid_expunge(self, uids: UidSet) -> None:
         """UID EXPUNGE of exactly these UIDs (requires UIDPLUS). Never a bare EXPUNGE."""
