@@ -21,6 +21,7 @@ from typing import Any
 
 from . import local_headers
 from .actions.base import ActionFailed, ActionRun
+from .ahead import Ahead
 from .api import Action, ActionEvent
 from .criteria import SearchQuery, compile_search, reads_of
 from .dryrun import DryRunReport
@@ -115,7 +116,7 @@ class ImapPass:
         self.earlier = {p.uid: p.resume_detail for p in pending if p.resume_detail and p.uid in candidates}
         self.hooks = ClaimHooks()
         self.overlay = FlagOverlay()  # a dry run: the flags its simulated actions set (`simulate`)
-        self.later: list[_Job] = []  # actions sent whose answers are read later (`apply`)
+        self.ahead = Ahead()  # what is sent before its turn, and read later (`apply`, `_send_ahead`)
 
     # The connection, account, mailbox and its selection: the action context's, held once.
 
@@ -153,6 +154,7 @@ class ImapPass:
         way, when the rule's turn comes.
         """
         session = self.session
+        self.ahead.rules, self.ahead.in_play = rules, set(within)
         pipe = session.pipeline()
         # Not worth it when the rules' predicates fetch the Message-IDs anyway (`where:`), or for
         # one rule over a large mailbox (a sweep): the Message-IDs of the messages it acts on
@@ -234,7 +236,10 @@ class ImapPass:
         if step is not None:
             matched = step.uids & searchable  # journaled before a crash: its UIDs still in play
         else:
+            if index not in self.searched and rule.actions:  # searched now: its first action's searches go along
+                self.ahead.action_searches(self, index, 0, searchable)
             matched = self._match(rule, searchable, index, undecided)
+            self.ahead.in_play -= undecided
             if self.run is not None:
                 self.s.store.add_step(self.run.id, self.seq, index, -1, matched, "done")  # type: ignore[union-attr]
                 self.seq += 1
@@ -312,6 +317,8 @@ class ImapPass:
                     return lost
             self.seq += 1
             start = getattr(action, "start", None)  # a built-in: its answer may be read later
+            if not action.terminal:
+                self.ahead.next_step(self, i, a, targets, start is not None)
             if start is None:
                 result = action.execute(self.ctx, call.arg, targets, job.intent, resuming)
                 job.finish = lambda: result
@@ -320,15 +327,20 @@ class ImapPass:
         except (ActionFailed, ServerRefused, ValueError) as exc:
             return self._failed(job, exc) | lost
         if action.terminal and self.session.in_flight and self.hooks.guard is None and self.hooks.sweep_claim is None:
-            self.later.append(job)  # sent; its messages leave play either way: the next command goes first
+            self.ahead.jobs.append(job)  # sent; its messages leave play either way: the next command goes first
+            self.ahead.in_play -= set(targets) | lost
             return set(targets) | lost
-        return self._finish(job) | lost
+        left = self._finish(job) | lost
+        self.ahead.in_play -= left
+        return left
 
     def close(self, abandoned: bool = False) -> None:
         """The actions whose answer is read late (`apply`): read, journaled, logged now. A pass
         abandoned on a lost connection leaves their intent journaled, resumed as after a crash."""
         try:
             self._finish_later(wait=True)
+            self.session.settle()  # searches sent ahead and not needed
+            self.session.forget_ahead()
         except Exception as exc:  # noqa: BLE001 - abandoned: the pass's own error is the one raised
             if not abandoned:
                 raise
@@ -336,9 +348,9 @@ class ImapPass:
 
     def _finish_later(self, wait: bool) -> None:
         """Finish the actions sent whose answers are read (or, wait: read them now)."""
-        if not self.later or (not wait and self.session.in_flight):
+        if not self.ahead.jobs or (not wait and self.session.in_flight):
             return
-        jobs, self.later = self.later, []
+        jobs, self.ahead.jobs = self.ahead.jobs, []
         for job in jobs:
             self._finish(job)
 

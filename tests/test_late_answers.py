@@ -124,3 +124,59 @@ def test_a_connection_dropped_before_a_move_s_answer_is_read_loses_and_repeats_n
     assert contents(lab) == before
     assert lab.run().code == 0  # nothing left over
     assert contents(lab) == before
+
+
+SEEN_THEN_FLAG = """
+    - name: reports
+      match: {subject: report}
+      actions: [seen]
+    - name: invoices
+      match: {subject: invoice}
+      actions: [flag]
+"""
+
+
+def test_the_next_rule_s_search_goes_in_the_round_trip_of_the_store_before(dovecot, tmp_path, monkeypatch):
+    """The flag's search of the invoices (the messages it changes) rides with the seen's STORE."""
+    idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING)
+    cost, lab = pass_cost(dovecot, tmp_path, monkeypatch, SEEN_THEN_FLAG)
+    assert cost == idle + 3  # seen: SEARCH, STORE (with the flag's SEARCH); flag: STORE
+    assert lab.flags() == {"report 1": {"\\Seen"}, "report 2": {"\\Seen"}, "invoice": {"\\Flagged"},
+                           "chat": set()}
+
+
+def test_a_search_sent_ahead_is_searched_again_once_a_store_of_ours_changed_what_it_reads(lab):
+    """The flagged rule's search goes ahead with the flag's STORE, which changes its answer: the
+    answer sent ahead is dropped, the rule sees the messages as the rule before left them."""
+    lab.deliver(*SUBJECTS)
+    lab.write("""
+        - name: reports
+          match: {subject: report}
+          actions: [flag]
+        - name: flagged
+          match: {flagged: true}
+          actions: [{add_keyword: $Hot}]
+    """)
+    assert lab.run().code == 0
+    assert lab.flags() == {"report 1": {"\\Flagged", "$Hot"}, "report 2": {"\\Flagged", "$Hot"}, "invoice": set(),
+                           "chat": set()}
+
+
+def test_a_flag_action_s_search_sent_ahead_journals_what_it_changes_for_undo(lab):
+    """The seen's search of the messages it changes, answered ahead, is what undo reverses: the
+    message already seen stays seen."""
+    lab.deliver("report 1", "report 2", "invoice")
+    lab.deliver("chat", flags=["\\Seen"])
+    lab.write("""
+        - name: reports
+          match: {subject: report}
+          actions: [flag]
+        - name: everything else
+          match: {not: {subject: report}}
+          actions: [seen]
+    """)
+    assert lab.run().code == 0
+    assert lab.flags() == {"report 1": {"\\Flagged"}, "report 2": {"\\Flagged"}, "invoice": {"\\Seen"},
+                           "chat": {"\\Seen"}}
+    assert lab.cli("undo", "--last", "--yes").code == 0
+    assert lab.flags() == {"report 1": set(), "report 2": set(), "invoice": set(), "chat": {"\\Seen"}}

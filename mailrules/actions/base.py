@@ -139,6 +139,12 @@ class BuiltinAction(Action):
     def has_executor(self) -> bool:
         return True
 
+    def searches(self, arg: Any) -> list[Any]:
+        """The UID SEARCHes (`mailrules.criteria.SearchQuery`) `execute` begins with, over its
+        targets, whose answers no earlier action of the pass changes but by a STORE of ours: the
+        pass may send them ahead, in the round trip of the step before (`mailrules.imap.later`)."""
+        return []
+
     def start(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> Callable[[], ActionResult]:
         """`execute`, whose outcome may be read later: returns what gives the `ActionResult` (or
         raises as `execute` does). A move sends its command and lets the pass go on before the

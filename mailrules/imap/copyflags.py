@@ -61,10 +61,10 @@ def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes,
         typ = "BAD"
     data = internals.untagged(imap).pop("FETCH", [])
     if uids is not None:  # another command's FETCH answers stay for it
-        others = [line for line in data if _uid_of(line) not in uids]
+        others = [line for line in data if uid_of(line) not in uids]
         if others:
             internals.untagged(imap)["FETCH"] = others
-            data = [line for line in data if _uid_of(line) in uids]
+            data = [line for line in data if uid_of(line) in uids]
     if typ != "OK":
         return {}
     names: dict[int, Iterable[str]] = {}
@@ -86,7 +86,7 @@ def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes,
 _USUAL = re.compile(rb"\d+ \((?:UID (\d+) FLAGS \(([^()]*)\)|FLAGS \(([^()]*)\) UID (\d+))\)")
 
 
-def _uid_of(line) -> int | None:
+def uid_of(line) -> int | None:
     """The UID a FETCH answer (as imaplib keeps it: a line, or a (line, literal) pair) is about."""
     head = line[0] if isinstance(line, tuple) else line
     m = _UID.search(head) if isinstance(head, bytes) else None
@@ -95,4 +95,4 @@ def _uid_of(line) -> int | None:
 
 _UID = re.compile(rb"\bUID (\d+)")
 
-__all__ = ["copy_reading_flags", "read_reading_flags", "send_reading_flags"]
+__all__ = ["copy_reading_flags", "read_reading_flags", "send_reading_flags", "uid_of"]

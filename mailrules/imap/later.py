@@ -18,6 +18,7 @@ connection lost meanwhile leaves the action's journaled intent, resumed as after
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from ..uidset import UidSet
 from . import internals
-from .copyflags import read_reading_flags, send_reading_flags
+from .copyflags import read_reading_flags, send_reading_flags, uid_of
 from .wire import parse_copyuid
 
 
@@ -95,6 +96,84 @@ class LaterTransfer:
         return self.found
 
 
+@dataclass
+class LaterSearch:
+    """A UID SEARCH sent ahead of its turn (`InFlight.ahead`), read with the next command's answer.
+
+    Only searches of flags, keywords, size and dates: which flags it reads (`reads`) is known, so
+    that a STORE of ours on one of them since makes its answer stale (`InFlight.stored`)."""
+
+    session: Any
+    tokens: tuple[bytes, ...]
+    within: UidSet
+    reads: frozenset[str]  # flag and keyword names, upper case, without the backslash
+    tag: bytes = b""
+    answer: UidSet | None = None  # None: not read yet, or refused
+    done: bool = False
+    error: BaseException | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.done or self.error is not None
+
+    def read(self, _transfer: Any) -> None:
+        imap = internals.imaplib_of(self.session.client)
+        typ, _data = _answer(imap, "SEARCH", self.tag)
+        lines = internals.untagged(imap).pop("ESEARCH", [])
+        mark = b'(TAG "' + self.tag + b'")'
+        mine = [line for line in lines if isinstance(line, bytes) and mark in line]
+        others = [line for line in lines if not (isinstance(line, bytes) and mark in line)]
+        if others:
+            internals.untagged(imap)["ESEARCH"] = others  # another search's answer stays for it
+        if typ == "OK" and mine:  # (an ESEARCH answer comes even when nothing matched: none, not read)
+            found = UidSet()
+            for line in mine:
+                m = _ESEARCH_ALL.search(line)
+                if m:
+                    found = found | UidSet.parse(m.group(1).decode("ascii"))
+            self.answer = found & self.within
+        self.done = True
+
+
+_ESEARCH_ALL = re.compile(rb"\bALL ([0-9:,]+)", re.I)
+_FLAG_KEYS = {b"ANSWERED", b"DELETED", b"DRAFT", b"FLAGGED", b"SEEN"}
+_OTHER_KEYS = {b"ALL", b"NOT", b"OR", b"(", b")", b"LARGER", b"SMALLER", b"OLDER", b"YOUNGER", b"BEFORE", b"ON",
+               b"SINCE", b"SENTBEFORE", b"SENTON", b"SENTSINCE"}
+
+
+def flags_read(tokens: tuple[Any, ...]) -> frozenset[str] | None:
+    """The flags and keywords a search reads, or None if it has a key not known here (then it is
+    never sent ahead: a STORE could change its answer unseen)."""
+    if b"ALL" in tokens:
+        return None  # (`ImapSession.existing`'s): every message still there, which a MOVE changes
+    out: set[str] = set()
+    keyword = False
+    for tok in tokens:
+        if type(tok) is not bytes:
+            return None  # a literal (a string): not one of these searches
+        word = tok.upper()
+        if keyword:
+            out.add(word.decode("ascii", "replace"))
+            keyword = False
+        elif word in (b"KEYWORD", b"UNKEYWORD"):
+            keyword = True
+        elif word in _FLAG_KEYS or (word.startswith(b"UN") and word[2:] in _FLAG_KEYS):
+            out.add(word.removeprefix(b"UN").decode())
+        elif word in (b"NEW", b"OLD", b"RECENT"):
+            out |= {"SEEN", "RECENT"}
+        elif word not in _OTHER_KEYS and not _VALUE.fullmatch(word):
+            return None
+    return frozenset(out)
+
+
+_VALUE = re.compile(rb"\d+|\d{1,2}-[A-Z]{3}-\d{4}")  # a number or a date
+
+
+def flag_name(flag: str) -> str:
+    """A flag or keyword as `flags_read` names it."""
+    return flag.removeprefix("\\").upper()
+
+
 class Ready:
     """A `mailrules.mailstore.Later` that runs its command when asked (an in-memory store; a MOVE
     too long for one command)."""
@@ -114,6 +193,7 @@ class InFlight:
     sent: list[LaterTransfer] = field(default_factory=list)
     make: Callable[[], Any] = dict  # a fresh `Transfer` for each answer read
     refused: Callable[[str, str], Exception] = RuntimeError  # `ServerRefused`
+    searches: list[LaterSearch] = field(default_factory=list)  # sent `ahead` in this mailbox's pass
 
     def send(self, uids: UidSet, uid_set: str, dest: str, create: bool) -> LaterTransfer:
         """Send the MOVE of `uids` (`uid_set`: in one command) to `dest`, creating it first if `create`."""
@@ -126,6 +206,56 @@ class InFlight:
         self.sent.append(later)
         internals.on_send(imap, self.settle)
         return later
+
+    def ahead(self, tokens: tuple[Any, ...], within: UidSet) -> None:
+        """Send a UID SEARCH of `tokens` over `within` now, its answer to be read with the next
+        command's and kept for `answered` (nothing for a search not of flags, size or dates)."""
+        reads = flags_read(tokens)
+        if reads is None or not within or not self.session.has("ESEARCH") or self.answered(tokens, within, 0):
+            return
+        imap = internals.imaplib_of(self.session.client)
+        cover = within.cover_text(self.session.max_set_chars).encode("ascii")
+        later = LaterSearch(self.session, tuple(tokens), within, reads)
+        later.tag = internals.command(imap, "UID", "SEARCH", "RETURN", "(ALL)", "UID", cover, *tokens)
+        self.searches.append(later)
+        self.sent.append(later)
+        internals.on_send(imap, self.settle)
+
+    def answered(self, tokens: tuple[Any, ...], within: UidSet, read: int = 1) -> UidSet | None:
+        """The answer of a search sent `ahead` with these tokens over a superset of `within`
+        (read now if it was not: it was sent first), or None. read=0: only whether one was sent."""
+        for later in self.searches:
+            if later.tokens == tuple(tokens) and not (within - later.within):
+                if not read:
+                    return UidSet()
+                if not later.settled:
+                    self.settle()
+                return later.answer & within if later.answer is not None else None
+        return None
+
+    def stored(self, flags: Any) -> None:
+        """A STORE of ours changes these flags: the searches sent ahead that read one are stale."""
+        names = {flag_name(f) for f in flags}
+        self.searches = [s for s in self.searches if not (s.reads & names)]
+
+    def pending_answers(self, responses: dict[str, list]) -> dict[str, list]:
+        """Of imaplib's collected responses, those of the commands sent and not read yet: a server
+        may answer a later command while it still works on an earlier one (Dovecot runs UID
+        commands side by side), so they can be read early, with another command's. Kept for them
+        where the others are cleared or taken."""
+        tags = [b'(TAG "' + later.tag + b'")' for later in self.sent if isinstance(later, LaterSearch)]
+        uids: set[int] = set()
+        for later in self.sent:
+            if isinstance(later, LaterTransfer):
+                uids.update(later.uids)
+        kept: dict[str, list] = {}
+        if tags:
+            kept["ESEARCH"] = [x for x in responses.get("ESEARCH", ()) if isinstance(x, bytes) and any(t in x for t in tags)]
+        if uids:
+            kept["FETCH"] = [x for x in responses.get("FETCH", ()) if uid_of(x) in uids]
+            kept["COPYUID"] = [x for x in responses.get("COPYUID", ())
+                               if (parsed := parse_copyuid(x)) is not None and set(parsed[1]) <= uids]
+        return {key: lines for key, lines in kept.items() if lines}
 
     def sent_to(self, dest: str) -> bool:
         return any(later.dest == dest for later in self.sent)
@@ -153,4 +283,4 @@ def _answer(imap, name: str, tag: bytes) -> tuple[str, list]:
         return "BAD", [str(exc).encode()]
 
 
-__all__ = ["InFlight", "LaterTransfer", "Ready"]
+__all__ = ["InFlight", "LaterSearch", "LaterTransfer", "Ready", "flags_read"]

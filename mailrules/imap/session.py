@@ -215,7 +215,7 @@ class ImapSession:
         if typ == "OK":
             log.info("account %s: created folder %s", self.account, server_name)
         elif not self.folder_exists(server_name):
-            raise ServerRefused("CREATE", _text(data))
+            raise ServerRefused("CREATE", text_of(data))
         self._known_folders.add(server_name)
 
     def find_trash(self) -> str | None:
@@ -266,7 +266,9 @@ class ImapSession:
     # ------------------------------------------------------------------ select
 
     def select(self, server_name: str, *, readonly: bool = False) -> Selected:
-        self._clear_untagged()
+        self.settle()  # imaplib clears the responses collected at a SELECT: nothing may be unread
+        self.clear_untagged()
+        self.forget_ahead()
         resp = self.client.select_folder(server_name, readonly=readonly)
         flags = tuple(
             f.decode() if isinstance(f, bytes) else f for f in resp.get(b"PERMANENTFLAGS", resp.get(b"FLAGS", ()))
@@ -308,6 +310,9 @@ class ImapSession:
             return UidSet(self._search_one(query, None))
         if not within:
             return UidSet()
+        ahead = self._later.answered(query.tokens, within) if query.charset is None else None
+        if ahead is not None:  # sent ahead of its turn (`ahead`), in an earlier round trip
+            return ahead
         # One command: a set that covers `within` (bridging small gaps), then intersect.
         return UidSet(self._search_one(query, within.cover_text(MAX_SET_CHARS))) & within
 
@@ -342,9 +347,13 @@ class ImapSession:
         tokens += list(query.tokens)
         typ, data = self._command(b"SEARCH", tokens)
         if typ != "OK":
-            raise ServerRefused("SEARCH", _text(data))
+            raise ServerRefused("SEARCH", text_of(data))
         if esearch:
             lines = self._untagged().pop("ESEARCH", [])
+            others = self._later.pending_answers({"ESEARCH": lines}).get("ESEARCH", [])
+            if others:  # a search sent ahead (`ahead`), answered with this one: its answer stays for it
+                self._untagged()["ESEARCH"] = others
+                lines = [line for line in lines if line not in others]
             out: list[int] = []
             for line in lines:
                 m = re.search(rb"\bALL\s+([0-9:,]+)", line if isinstance(line, bytes) else line.encode())
@@ -357,7 +366,7 @@ class ImapSession:
     def _command(self, name: bytes, tokens: list[bytes]) -> tuple[str, list]:
         """Send `UID name tokens...` with literals and parentheses placed correctly."""
         imap = internals.imaplib_of(self.client)
-        self._clear_untagged()
+        self.clear_untagged()
         tag = internals.new_tag(imap)
         pieces = render(tag, [b"UID", name, *tokens], self.has("LITERAL+"))
         log.debug("> %s", pieces[0][:512])
@@ -367,7 +376,7 @@ class ImapSession:
                 answer = internals.tagged_answer(imap, tag)
                 if answer:  # the server ended the command instead
                     internals.release_tag(imap, tag)
-                    raise ServerRefused(name.decode(), _text(answer[1]))
+                    raise ServerRefused(name.decode(), text_of(answer[1]))
             imap.send(piece)
         try:
             typ, data = internals.complete(imap, name.decode(), tag)
@@ -381,11 +390,13 @@ class ImapSession:
         """imaplib's collected untagged responses (see `internals.untagged`)."""
         return internals.untagged(internals.imaplib_of(self.client))
 
-    def _clear_untagged(self) -> None:
+    def clear_untagged(self) -> None:
         responses = self._untagged()
+        kept = self._later.pending_answers(responses)  # read early: for commands sent, not read yet
         for key in ("ESEARCH", "SEARCH", "COPYUID", "OK", "NO", "TRYCREATE", "EXPUNGE", "FETCH", "EXISTS",
                     "RECENT", "VANISHED"):
             responses.pop(key, None)
+        responses.update(kept)
 
     # ------------------------------------------------------------------ fetch
 
@@ -405,7 +416,7 @@ class ImapSession:
     def _uid_fetch(self, uid_set: str, items: str) -> list:
         """Send one UID FETCH; the raw untagged FETCH data as imaplib collected it."""
         imap = internals.imaplib_of(self.client)
-        self._clear_untagged()
+        self.clear_untagged()
         try:
             tag = internals.command(imap, "UID", "FETCH", uid_set, items)
             typ, data = internals.complete(imap, "FETCH", tag)
@@ -414,7 +425,7 @@ class ImapSession:
         except imap.error as exc:
             raise ServerRefused("FETCH", str(exc)) from None
         if typ != "OK":
-            raise ServerRefused("FETCH", _text(data))
+            raise ServerRefused("FETCH", text_of(data))
         return internals.untagged(imap).pop("FETCH", [])
 
     def message_ids(self, uids: UidSet) -> dict[int, str]:
@@ -439,14 +450,15 @@ class ImapSession:
     def existing(self, uids: UidSet) -> UidSet:
         """Which of these UIDs still exist in the selected mailbox."""
         if not uids:
-            return UidSet()
-        return self.search(SearchQuery((b"ALL",)), within=uids)
+            return UidSet()  # never an answer sent ahead: messages moved since would be in it
+        return UidSet(self._search_one(SearchQuery((b"ALL",)), uids.cover_text(MAX_SET_CHARS))) & uids
 
     # ------------------------------------------------------------------ changes
 
     def store(self, uids: UidSet, flags: Iterable[str], *, add: bool) -> None:
         """UID STORE +FLAGS.SILENT / -FLAGS.SILENT."""
         flag_list = list(flags)
+        self._later.stored(flag_list)  # the searches sent ahead that read them are stale
         for chunk in uids.chunks(MAX_SET_CHARS):
             try:
                 if add:
@@ -455,36 +467,6 @@ class ImapSession:
                     self.client.remove_flags(str(chunk), flag_list, silent=True)
             except IMAPClientError as exc:
                 raise ServerRefused("STORE", str(exc)) from None
-
-    def store_unchangedsince(self, uid_set: str, modseq: int, op: str, flags: Iterable[str]) -> UidSet:
-        """CONDSTORE (RFC 7162): `UID STORE uid_set (UNCHANGEDSINCE modseq) op.SILENT (flags)`.
-
-        op is "+FLAGS", "-FLAGS" or "FLAGS". Only messages whose mod-sequence is still at most
-        `modseq` change; returns the UIDs the server left alone because they changed since
-        (its MODIFIED response code). Used by shared mailboxes (`mailrules.claims`).
-        """
-        imap = internals.imaplib_of(self.client)
-        self._clear_untagged()
-        internals.untagged(imap).pop("MODIFIED", None)
-        try:
-            tag = internals.command(imap, "UID", "STORE", uid_set, f"(UNCHANGEDSINCE {int(modseq)})",
-                                    f"{op}.SILENT", "(" + " ".join(dict.fromkeys(flags)) + ")")  # each once
-            typ, data = internals.complete(imap, "STORE", tag)
-        except imap.abort:
-            raise
-        except imap.error as exc:
-            raise ServerRefused("STORE", str(exc)) from None
-        if typ != "OK":
-            raise ServerRefused("STORE", _text(data))
-        texts = [_text(data)] + [x.decode() if isinstance(x, bytes) else str(x)
-                                 for x in internals.untagged(imap).pop("MODIFIED", [])]
-        modified = UidSet()
-        for text in texts:
-            m = re.search(r"\[MODIFIED\s+([0-9:,]+)\]", text) or re.fullmatch(r"\s*([0-9:,]+)\s*", text)
-            if m:
-                modified = modified | UidSet.parse(m.group(1))
-        self._clear_untagged()
-        return modified
 
     def copy(self, uids: UidSet, server_name: str, *, create: bool = False) -> Transfer:
         """UID COPY; the result maps source to destination UIDs when the server says (UIDPLUS).
@@ -503,7 +485,7 @@ class ImapSession:
         round trip (`copyflags`)."""
         result = Transfer()
         for chunk in uids.chunks(MAX_SET_CHARS):
-            self._clear_untagged()
+            self.clear_untagged()
             creating = self.send_create(server_name) if create else None
             create = False
             try:
@@ -520,7 +502,7 @@ class ImapSession:
                 chunk = self.existing(chunk)
                 if not chunk:
                     continue
-                self._clear_untagged()
+                self.clear_untagged()
                 try:
                     result.flags.update(copy_reading_flags(self.client, str(chunk), server_name, verb))
                 except IMAPClientError as exc2:
@@ -555,7 +537,20 @@ class ImapSession:
         """Read the answers of the MOVEs sent by `move_later` and not read yet (a round trip)."""
         self._later.settle()
 
-    in_flight = property(lambda self: bool(self._later.sent), doc="Whether a `move_later` is not read yet.")
+    def ahead(self, query: SearchQuery, within: UidSet) -> None:
+        """Send `query`'s UID SEARCH over `within` now, for a `search` to come: its answer is read
+        with the next command's (`mailrules.imap.later`; only searches of flags, size and dates)."""
+        if query.charset is None:
+            self._later.ahead(query.tokens, within)
+
+    def forget_ahead(self) -> None:
+        """Forget the answers of the searches sent `ahead` (another mailbox, or the pass's end)."""
+        self._later.searches.clear()
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether a command sent by `move_later` or `ahead` is not read yet."""
+        return bool(self._later.sent)
 
     def uid_expunge(self, uids: UidSet) -> None:
         """UID EXPUNGE of exactly these UIDs (requires UIDPLUS). Never a bare EXPUNGE."""
@@ -591,7 +586,7 @@ class ImapSession:
                 self.client.shutdown()
 
 
-def _text(data: list) -> str:
+def text_of(data: list) -> str:
     parts = [d.decode("utf-8", "replace") if isinstance(d, bytes) else str(d) for d in data or []]
     return " ".join(parts)
 
