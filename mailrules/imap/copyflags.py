@@ -61,10 +61,11 @@ def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes,
         typ = "BAD"
     data = internals.untagged(imap).pop("FETCH", [])
     if uids is not None:  # another command's FETCH answers stay for it
-        others = [line for line in data if uid_of(line) not in uids]
+        wanted = set(uids)
+        others = [line for line in data if uid_of(line) not in wanted]
         if others:
             internals.untagged(imap)["FETCH"] = others
-            data = [line for line in data if uid_of(line) in uids]
+            data = [line for line in data if uid_of(line) in wanted]
     if typ != "OK":
         return {}
     names: dict[int, Iterable[str]] = {}

@@ -18,8 +18,9 @@ connection lost meanwhile leaves the action's journaled intent, resumed as after
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,10 +199,17 @@ class InFlight:
     def send(self, uids: UidSet, uid_set: str, dest: str, create: bool) -> LaterTransfer:
         """Send the MOVE of `uids` (`uid_set`: in one command) to `dest`, creating it first if `create`."""
         imap = internals.imaplib_of(self.session.client)
+        kept = self.pending_answers(internals.untagged(imap))
         for stale in ("FETCH", "COPYUID"):  # answers read after this are the MOVE's, or another command's
             internals.untagged(imap).pop(stale, None)
-        creating = self.session.send_create(dest) if create else None
-        tags = send_reading_flags(self.session.client, uid_set, dest, "MOVE")
+        internals.untagged(imap).update(kept)
+        internals.off_send(imap)  # what is in flight stays so: this goes with it
+        try:
+            creating = self.session.send_create(dest) if create else None
+            tags = send_reading_flags(self.session.client, uid_set, dest, "MOVE")
+        finally:
+            if self.sent:
+                internals.on_send(imap, self.settle)
         later = LaterTransfer(self.session, uids, dest, tags, creating, self.refused)
         self.sent.append(later)
         internals.on_send(imap, self.settle)
@@ -216,7 +224,12 @@ class InFlight:
         imap = internals.imaplib_of(self.session.client)
         cover = within.cover_text(self.session.max_set_chars).encode("ascii")
         later = LaterSearch(self.session, tuple(tokens), within, reads)
-        later.tag = internals.command(imap, "UID", "SEARCH", "RETURN", "(ALL)", "UID", cover, *tokens)
+        internals.off_send(imap)  # what is in flight stays so: this goes with it
+        try:
+            later.tag = internals.command(imap, "UID", "SEARCH", "RETURN", "(ALL)", "UID", cover, *tokens)
+        finally:
+            if self.sent:
+                internals.on_send(imap, self.settle)
         self.searches.append(later)
         self.sent.append(later)
         internals.on_send(imap, self.settle)
@@ -237,6 +250,15 @@ class InFlight:
         """A STORE of ours changes these flags: the searches sent ahead that read one are stale."""
         names = {flag_name(f) for f in flags}
         self.searches = [s for s in self.searches if not (s.reads & names)]
+
+    @contextlib.contextmanager
+    def burst(self) -> Iterator[None]:
+        """Commands sent together (CREATE, SUBSCRIBE, FETCH, COPY): what is in flight is read once
+        they are all out, so that they share its round trip."""
+        imap = internals.imaplib_of(self.session.client)
+        internals.off_send(imap)
+        yield
+        self.settle()
 
     def pending_answers(self, responses: dict[str, list]) -> dict[str, list]:
         """Of imaplib's collected responses, those of the commands sent and not read yet: a server

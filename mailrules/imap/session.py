@@ -21,7 +21,7 @@ from imapclient.exceptions import IMAPClientError
 from ..criteria import SearchQuery
 from ..uidset import UidSet
 from . import internals
-from .copyflags import copy_reading_flags
+from .copyflags import copy_reading_flags, read_reading_flags, send_reading_flags
 from .later import InFlight, LaterTransfer, Ready
 from .pipeline import PendingFolders, Pipeline
 from .wire import parse_copyuid, parse_message_id, render
@@ -184,7 +184,8 @@ class ImapSession:
         """Create a folder (and report success if another client just created it)."""
         # CREATE and SUBSCRIBE (so that mail clients show the folder) are pipelined: one
         # round trip. A refused SUBSCRIBE does not matter.
-        create, subscribe = self.send_create(server_name)
+        with self._later.burst():
+            create, subscribe = self.send_create(server_name)
         self._finish_create(server_name, create, subscribe)
 
     def send_create(self, server_name: str) -> tuple[bytes, bytes]:
@@ -486,11 +487,13 @@ class ImapSession:
         result = Transfer()
         for chunk in uids.chunks(MAX_SET_CHARS):
             self.clear_untagged()
-            creating = self.send_create(server_name) if create else None
+            with self._later.burst():  # one round trip with what is in flight
+                creating = self.send_create(server_name) if create else None
+                tags = send_reading_flags(self.client, str(chunk), server_name, verb)
             create = False
             try:
                 try:
-                    result.flags.update(copy_reading_flags(self.client, str(chunk), server_name, verb))
+                    result.flags.update(read_reading_flags(self.client, *tags, verb, chunk))
                 finally:
                     if creating is not None:
                         self._finish_create(server_name, *creating)
