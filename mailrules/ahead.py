@@ -47,7 +47,11 @@ class Ahead:
             if i + 1 in box.searched:
                 self.action_searches(box, i + 1, 0, box.searched[i + 1] & within)
             elif may_send_ahead(box):
-                box.session.ahead(compile_search(rules[i + 1].match, box.session.capabilities), within)
+                try:
+                    query = compile_search(rules[i + 1].match, box.session.capabilities)
+                except ValueError:
+                    return  # reported at its turn, as before: sending ahead never fails an action
+                box.session.ahead(query, within)
 
     def action_searches(self, box: Any, i: int, a: int, within: UidSet) -> None:
         """Send ahead the searches action `a` of rule `i` begins with (`BuiltinAction.searches`)."""
