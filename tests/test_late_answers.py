@@ -12,18 +12,9 @@ import hashlib
 import threading
 
 from helpers import Lab
-from test_pipelining import NOTHING, SUBJECTS, pass_cost
+from test_pipelining import MOVE_THEN_SEEN, NOTHING, SUBJECTS, pass_cost
 
 from mailrules.testing.proxy import TcpProxy
-
-MOVE_THEN_SEEN = """
-    - name: reports
-      match: {subject: report}
-      actions: [{move: Reports}]
-    - name: invoices
-      match: {subject: invoice}
-      actions: [seen]
-"""
 
 # one level longer than a file name may be: Dovecot refuses to create it (and so the MOVE into it)
 UNCREATABLE = "x" * 300
