@@ -88,8 +88,9 @@ def test_apply_then_undo_restores_every_folder_exactly_in_either_namespace(serve
     before = account.contents()
     applied = account.cli("apply", "--yes")
     assert applied.code == 0, applied.err
-    assert len(account.uids("Lists/dev", "build")) == 3  # moved into the server's name of Lists/dev
-    assert len(account.uids("Archive/receipts", "receipt")) == 3
+    said = applied.out + applied.err  # what apply planned and did, if the next lines fail
+    assert len(account.uids("Lists/dev", "build")) == 3, said  # moved into the server's name of Lists/dev
+    assert len(account.uids("Archive/receipts", "receipt")) == 3, said
     undone = account.cli("undo", "--last", "--yes")
     assert undone.code == 0, undone.err
     assert "left alone" not in undone.out
