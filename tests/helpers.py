@@ -436,3 +436,46 @@ def account_contents(lab: Lab, user: User | None = None) -> collections.Counter:
             for (digest, flags), n in flags_by_content(client, folder).items():
                 out[(folder, digest, flags)] += n
     return out
+
+
+AWAY_RULES = """
+    - name: away
+      account: me
+      match: {subject: away}
+      actions: [seen, {move: other:Away}]
+"""
+
+
+def lab_moving_away(server: DovecotServer, tmp_path: Path, monkeypatch) -> tuple[Lab, User]:
+    """A lab whose rule marks `away` mail seen and moves it to another account's Away; and that
+    other account's user (undo tests across accounts)."""
+    lab = Lab(server, server.add_user(), tmp_path, monkeypatch)
+    other = server.add_user()
+    lab.config = write_config(tmp_path, monkeypatch, server, lab.user, AWAY_RULES,
+                              others={"other": Acct(other, server.port)})
+    return lab, other
+
+
+def check_transfer_reads_flags(lab: Lab, verb: str) -> None:
+    """`ImapSession.copy` or `.move` (`verb`) to a missing folder: refused with TRYCREATE, then
+    done with CREATE, reporting each message's flags and its new UID (undo journals both)."""
+    import pytest
+
+    from mailrules.imap.session import ImapSession, ServerRefused
+    from mailrules.uidset import UidSet
+
+    lab.deliver("plain")
+    lab.deliver("marked", flags=["\\Flagged", "$Later"])
+    session = ImapSession(lab.server.client(lab.user))
+    transfer = getattr(session, verb)
+    try:
+        session.select("INBOX")
+        with pytest.raises(ServerRefused) as refused:
+            transfer(UidSet([1, 2]), "Nowhere")
+        assert refused.value.trycreate
+        done = transfer(UidSet([1, 2]), "Nowhere", create=True)
+        assert done.flags == {1: frozenset(), 2: frozenset({"\\Flagged", "$Later"})}
+        assert sorted(done.mapping) == [1, 2]
+    finally:
+        session.client.logout()
+    assert lab.flags("Nowhere") == {"plain": set(), "marked": {"\\Flagged", "$Later"}}

@@ -299,16 +299,9 @@ def test_history_since_refuses_a_bad_duration(lab):
 
 
 def test_a_move_to_another_account_is_undone(dovecot, tmp_path, monkeypatch):
-    from helpers import Acct, Lab, write_config
+    from helpers import lab_moving_away
 
-    lab = Lab(dovecot, dovecot.add_user(), tmp_path, monkeypatch)
-    other = dovecot.add_user()
-    lab.config = write_config(tmp_path, monkeypatch, dovecot, lab.user, """
-        - name: away
-          account: me
-          match: {subject: away}
-          actions: [seen, {move: other:Away}]
-    """, others={"other": Acct(other, dovecot.port)})
+    lab, other = lab_moving_away(dovecot, tmp_path, monkeypatch)
     lab.deliver("away 1", "away 2", "stay")
     lab.deliver("old", folder="Away", user=other)
     before = (account_contents(lab), account_contents(lab, other))

@@ -12,7 +12,7 @@ import collections
 import json
 import sqlite3
 
-from helpers import account_contents
+from helpers import account_contents, check_transfer_reads_flags
 
 COPY_ALL = """
     - name: keep a copy
@@ -136,22 +136,4 @@ def test_a_resumed_undo_removes_the_copies_it_had_marked_deleted_before_the_cras
 
 
 def test_a_copy_reports_each_copied_messages_flags_and_a_missing_folder_as_trycreate(lab):
-    import pytest
-
-    from mailrules.imap.session import ImapSession, ServerRefused
-    from mailrules.uidset import UidSet
-
-    lab.deliver("plain")
-    lab.deliver("marked", flags=["\\Flagged", "$Later"])
-    session = ImapSession(lab.server.client(lab.user))
-    try:
-        session.select("INBOX")
-        with pytest.raises(ServerRefused) as refused:
-            session.copy(UidSet([1, 2]), "Nowhere")
-        assert refused.value.trycreate
-        transfer = session.copy(UidSet([1, 2]), "Nowhere", create=True)
-        assert transfer.flags == {1: frozenset(), 2: frozenset({"\\Flagged", "$Later"})}
-        assert sorted(transfer.mapping) == [1, 2]
-    finally:
-        session.client.logout()
-    assert lab.flags("Nowhere") == {"plain": set(), "marked": {"\\Flagged", "$Later"}}
+    check_transfer_reads_flags(lab, "copy")

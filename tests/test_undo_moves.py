@@ -14,7 +14,7 @@ import collections
 import json
 import sqlite3
 
-from helpers import account_contents
+from helpers import account_contents, check_transfer_reads_flags
 
 MOVE_ALL = """
     - name: file
@@ -140,16 +140,9 @@ def test_trash_moves_back_only_the_messages_nobody_changed(lab):
 
 
 def test_a_move_to_another_account_leaves_alone_a_message_changed_there_since(dovecot, tmp_path, monkeypatch):
-    from helpers import Acct, Lab, write_config
+    from helpers import lab_moving_away
 
-    lab = Lab(dovecot, dovecot.add_user(), tmp_path, monkeypatch)
-    other = dovecot.add_user()
-    lab.config = write_config(tmp_path, monkeypatch, dovecot, lab.user, """
-        - name: away
-          account: me
-          match: {subject: away}
-          actions: [seen, {move: other:Away}]
-    """, others={"other": Acct(other, dovecot.port)})
+    lab, other = lab_moving_away(dovecot, tmp_path, monkeypatch)
     lab.deliver("away 1", "away 2")
     lab.deliver("old", folder="Away", user=other)
     assert lab.run().code == 0
@@ -165,23 +158,5 @@ def test_a_move_to_another_account_leaves_alone_a_message_changed_there_since(do
 
 
 def test_a_move_reports_each_moved_messages_flags_and_a_missing_folder_as_trycreate(lab):
-    import pytest
-
-    from mailrules.imap.session import ImapSession, ServerRefused
-    from mailrules.uidset import UidSet
-
-    lab.deliver("plain")
-    lab.deliver("marked", flags=["\\Flagged", "$Later"])
-    session = ImapSession(lab.server.client(lab.user))
-    try:
-        session.select("INBOX")
-        with pytest.raises(ServerRefused) as refused:
-            session.move(UidSet([1, 2]), "Nowhere")
-        assert refused.value.trycreate
-        transfer = session.move(UidSet([1, 2]), "Nowhere", create=True)
-        assert transfer.flags == {1: frozenset(), 2: frozenset({"\\Flagged", "$Later"})}
-        assert sorted(transfer.mapping) == [1, 2]
-    finally:
-        session.client.logout()
+    check_transfer_reads_flags(lab, "move")
     assert lab.flags() == {}
-    assert lab.flags("Nowhere") == {"plain": set(), "marked": {"\\Flagged", "$Later"}}
