@@ -134,7 +134,8 @@ def test_a_silent_notify_connection_is_noticed_and_replaced_without_a_gap(daemon
         h.wait_for_log("watching A with NOTIFY")
         proxy.silence()  # the link goes dead without a FIN: only a missing answer shows it
         sent = _deliver(imap, make_message, ["A", "A"], "silent")
-        h.wait_for_log(r"NOTIFY connection lost \(no answer to DONE")
+        # DONE, usually; NOTIFY NONE or NOOP when the silence falls in a re-arm or a probe
+        h.wait_for_log(r"NOTIFY connection lost \(no answer to ")
         proxy.resume()
         h.wait_for_log("reconnected; watching A with NOTIFY again")
         wait_until(lambda: _filed(imap, sent), 30, message="mail sent while the link was silent filed")
