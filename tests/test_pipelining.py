@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import re
 
 import pytest
 from helpers import Lab
@@ -175,6 +176,37 @@ def test_a_search_refused_in_the_pipeline_is_sent_again_on_its_own(lab, monkeypa
         result = lab.run()
     assert result.code == 0, result.err
     assert searches >= 3  # the refused one came back alone
+    assert lab.where() == {"report 1": ["Reports"], "report 2": ["Reports"], "invoice": ["INBOX"], "chat": ["INBOX"]}
+    assert lab.flags() == {"invoice": {"\\Seen"}, "chat": set()}
+
+
+@pytest.mark.parametrize("tag", [rb'"mrp', rb'"[A-Z]'], ids=["pipelined", "sent alone"])
+def test_a_search_answered_without_its_esearch_is_asked_again(lab, monkeypatch, tag):
+    """RFC 4731 (3.1): a search with RETURN gets one ESEARCH response, even when nothing matches.
+    A tagged OK without it is not "nothing matched": the search is asked again. (The pipeline's
+    tags begin with mrp; imaplib's, of the searches sent alone, with a capital.)"""
+    monkeypatch.setenv("MAILRULES_LOCAL_HEADERS", "0")  # the rules searched by the server, pipelined
+    dropped = []
+
+    def drop_the_first_esearch(line: bytes) -> bytes:
+        if re.match(rb"\* ESEARCH \(TAG " + tag, line) and not dropped:
+            dropped.append(line)
+            return b""
+        return line
+
+    lab.deliver(*SUBJECTS)
+    with TcpProxy(lab.server.host, lab.server.port, rewrite_server=drop_the_first_esearch) as proxy:
+        lab.write("""
+            - name: reports
+              match: {subject: report}
+              actions: [{move: Reports}]
+            - name: invoices
+              match: {subject: invoice}
+              actions: [seen]
+        """, port=proxy.port)
+        result = lab.run()
+    assert result.code == 0, result.err
+    assert dropped, "no such ESEARCH went by"
     assert lab.where() == {"report 1": ["Reports"], "report 2": ["Reports"], "invoice": ["INBOX"], "chat": ["INBOX"]}
     assert lab.flags() == {"invoice": {"\\Seen"}, "chat": set()}
 

@@ -225,8 +225,9 @@ class Pipeline:
             if not ok:
                 target.result = None
                 log.debug("pipelined search refused (%s); it will be sent again on its own", rest[:200])
-            elif target.result is None:
-                target.result = UidSet()  # ESEARCH with no ALL: nothing matched
+            elif target.result is None:  # no ESEARCH at all (one with no ALL: nothing matched, read above)
+                log.warning("pipelined search answered without its ESEARCH response (RFC 4731 says it always "
+                            "comes); it will be sent again on its own")
         elif isinstance(target, PendingHeaders):
             if not ok:
                 log.debug("pipelined header fetch refused (%s); Message-IDs are fetched per rule", rest[:200])

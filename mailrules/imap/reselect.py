@@ -62,8 +62,8 @@ def _finish_search(imap, tag: bytes, esearch: bool) -> list[int] | None:
     except imap.error:  # BAD: the SELECT before it failed
         return None
     untagged = internals.untagged(imap)
-    lines = untagged.pop("ESEARCH" if esearch else "SEARCH", [])
-    if typ != "OK":
+    lines = untagged.pop("ESEARCH" if esearch else "SEARCH", None)
+    if typ != "OK" or lines is None:  # refused, or answered without its (E)SEARCH response: ask again
         return None
     out: list[int] = []
     for line in lines:

@@ -309,9 +309,9 @@ class ImapSession:
                 f"{listed.group(1) if listed else 'US-ASCII'}): {exc.message}",
             ) from None
 
-    def _send_search(self, query: SearchQuery, chunk: str | None) -> list[int]:
+    def _send_search(self, query: SearchQuery, chunk: str | None, esearch: bool | None = None) -> list[int]:
         tokens: list[bytes] = []
-        esearch = self.has("ESEARCH")
+        esearch = self.has("ESEARCH") if esearch is None else esearch
         if esearch:
             tokens += [b"RETURN", b"(ALL)"]
         if query.charset:
@@ -322,15 +322,20 @@ class ImapSession:
         typ, data = self._command(b"SEARCH", tokens)
         if typ != "OK":
             raise ServerRefused("SEARCH", _text(data))
+        lines = self._untagged().pop("ESEARCH" if esearch else "SEARCH", None)
+        if lines is None:  # RFC 4731 (3.1), RFC 3501 (7.2.5): answered even when nothing matched
+            if not esearch:
+                raise ServerRefused("SEARCH", "the server's OK came without the SEARCH response")
+            log.warning("account %s: a UID SEARCH was answered without its ESEARCH response; asked again "
+                        "without RETURN", self.account)
+            return self._send_search(query, chunk, esearch=False)
         if esearch:
-            lines = self._untagged().pop("ESEARCH", [])
             out: list[int] = []
             for line in lines:
                 m = re.search(rb"\bALL\s+([0-9:,]+)", line if isinstance(line, bytes) else line.encode())
                 if m:
                     out.extend(UidSet.parse(m.group(1).decode()))
             return out
-        lines = self._untagged().pop("SEARCH", [])
         return [int(x) for line in lines for x in (line or b"").split()]
 
     def _command(self, name: bytes, tokens: list[bytes]) -> tuple[str, list]:
