@@ -211,6 +211,19 @@ def test_a_search_answered_without_its_esearch_is_asked_again(lab, monkeypatch, 
     assert lab.flags() == {"invoice": {"\\Seen"}, "chat": set()}
 
 
+def test_closing_after_a_run_sends_logout_and_waits_for_nothing(dovecot, imap_user, monkeypatch):
+    """Every answer of the run has been read: the BYE would cost a round trip and tell nothing."""
+    from mailrules.imap.pool import SessionPool
+    from mailrules.imap.session import ImapSession
+
+    pool = SessionPool(None, connect=lambda name: ImapSession(dovecot.client(imap_user), name))  # type: ignore[arg-type]
+    pool.get("me").namespace()
+    counter = RoundTrips(monkeypatch)
+    pool.close()
+    assert counter.bytes_sent > 0  # the LOGOUT
+    assert counter.count == 0
+
+
 def test_the_action_log_names_the_message_ids_fetched_at_the_start_of_the_pass(lab):
     lab.deliver({"subject": "report", "message_id": "<r1@example.org>"}, "chat")
     lab.write("""

@@ -22,7 +22,9 @@ class FakeSession:
         self.account = account
         self.logged_out = threading.Event()
 
-    def logout(self) -> None:
+    server_software = "dovecot"
+
+    def logout(self, wait: bool = True) -> None:
         self.logged_out.set()
 
     def namespace(self) -> tuple[str, str]:

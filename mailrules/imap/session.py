@@ -566,12 +566,18 @@ class ImapSession:
         """Whether an EXISTS came with the answers since the last command of ours cleared them."""
         return bool(self._untagged().get("EXISTS"))
 
-    def logout(self) -> None:
+    def logout(self, wait: bool = True) -> None:
+        """LOGOUT, then close. wait=False: without waiting for the server's BYE (a round trip),
+        for a connection whose commands have all been answered (nothing is left to lose)."""
         try:
-            self.client.logout()
+            if wait:
+                self.client.logout()
+                return
+            internals.command(internals.imaplib_of(self.client), "LOGOUT")
         except Exception:  # noqa: BLE001 - the connection may already be gone
-            with contextlib.suppress(Exception):
-                self.client.shutdown()
+            pass
+        with contextlib.suppress(Exception):
+            self.client.shutdown()
 
 
 def _text(data: list) -> str:
