@@ -172,14 +172,14 @@ class Engine:
 
         state = self.reader.mailbox(account, server) if self.reader else None
         high = sel.uidnext - 1
-        if run is not None or state is None or state.uidvalidity != sel.uidvalidity:
+        if run is not None or (state is not None and state.uidvalidity != sel.uidvalidity):
             above = None  # searched above a checkpoint that does not hold here
         elif reuse:  # the view is current but UIDNEXT is stale: what is above the checkpoint decides
             found = session.search(SearchQuery((b"UID", f"{state.checkpoint + 1}:*".encode())))
             above = UidSet(u for u in found if u > state.checkpoint)  # "n:*" also matches the last UID
             high = max(above.max, state.checkpoint)
         elif above is not None:  # searched behind the SELECT: it saw all the SELECT saw, maybe more
-            high = max(high, above.max, state.checkpoint)
+            high = max(high, above.max, state.checkpoint if state else 0)
         if run is not None:
             rules = self._rules_for_run(run, self.arrival_rules(account, mailbox))
             log.info("account %s mailbox %s: resuming an interrupted pass (%d messages)", account, server,
@@ -220,8 +220,8 @@ class Engine:
     def _select_for_pass(self, session: ImapSession, account: str, server: str,
                          reselect: bool) -> tuple[Selected, bool, UidSet | None]:
         """Select `server` for a pass, or reuse the selection (see `process`'s reselect); whether reused;
-        and, when the mailbox is known, what is above its checkpoint, searched in the SELECT's round trip
-        (`mailrules.imap.reselect`; None: not searched)."""
+        and what is above its checkpoint (0 for a mailbox not seen before: all of it), searched in the
+        SELECT's round trip (`mailrules.imap.reselect`; None: not searched)."""
         sel = session.selected
         known = self.reader.mailbox(account, server) if self.reader else None
         reuse = not (reselect or self.dry_run or sel is None or sel.name != server or sel.readonly
@@ -229,9 +229,9 @@ class Engine:
         if reuse:
             assert sel is not None
             return sel, True, None
-        if known is None or self.dry_run:
-            return session.select(server, readonly=self.dry_run), False, None
-        sel, above = select_and_search_above(session, server, known.checkpoint)
+        if self.dry_run:
+            return session.select(server, readonly=True), False, None
+        sel, above = select_and_search_above(session, server, known.checkpoint if known is not None else 0)
         return sel, False, above
 
     def _candidates(

@@ -23,12 +23,14 @@ class RoundTrips:
     def __init__(self, monkeypatch) -> None:
         self.count = 0
         self.bytes_sent = 0  # what went out: shows that commands were sent, however few the waits
+        self.writes: list[bytes] = []  # each write, as sent
         self._sent = False
         real_send, real_readline, real_read = imaplib.IMAP4.send, imaplib.IMAP4.readline, imaplib.IMAP4.read
 
         def send(imap, data):
             self._sent = True
             self.bytes_sent += len(data)
+            self.writes.append(bytes(data))
             return real_send(imap, data)
 
         def readline(imap):
@@ -80,6 +82,14 @@ NOTHING = """
       match: {subject: no such subject}
       actions: [flag]
 """
+
+
+def test_a_first_pass_over_a_mailbox_searches_it_in_the_round_trip_of_its_select(dovecot, tmp_path, monkeypatch):
+    """No checkpoint yet: the search for the pass's messages (all of them) goes behind the SELECT."""
+    counter, lab = measure(dovecot, tmp_path, monkeypatch, NOTHING)
+    [select] = [w for w in counter.writes if b" SELECT " in w]
+    assert b" UID SEARCH " in select.split(b" SELECT ", 1)[1]
+    assert lab.where() == {s: ["INBOX"] for s in SUBJECTS}
 
 
 @pytest.mark.parametrize("local", ["1", "0"], ids=["decided on the fetched headers", "searched by the server"])

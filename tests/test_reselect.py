@@ -13,6 +13,7 @@ from helpers import Lab, append
 from imapclient.exceptions import IMAPClientError
 
 from mailrules import engine as engine_module
+from mailrules.imap.internals import imaplib_of
 from mailrules.imap.reselect import select_and_search_above
 from mailrules.imap.session import ImapSession
 from mailrules.testing.daemon import content_digest, message_contents
@@ -61,11 +62,24 @@ def test_a_missing_mailbox_fails_as_select_does_and_the_connection_stays_usable(
     assert (selected.name, list(above)) == ("Side", [5])
 
 
-def test_with_no_mailbox_selected_it_selects_and_lets_the_caller_search(imap, dovecot, imap_user):
+def test_with_no_mailbox_selected_yet_the_search_goes_with_the_first_select(imap, dovecot, imap_user):
+    """A first pass (run --once, nothing selected): its search of every message is in the SELECT's round trip."""
     imap.create_folder("Side")
     append(dovecot, imap_user, "Side", make_message(subject="m"))
     selected, above = select_and_search_above(ImapSession(imap, "t"), "Side", 0)
-    assert (selected.name, above) == ("Side", None)
+    assert (selected.name, list(above)) == ("Side", [1])
+
+
+def test_a_missing_mailbox_as_the_first_select_fails_as_select_does_and_the_connection_stays_usable(
+        imap, dovecot, imap_user):
+    imap.create_folder("Side")
+    append(dovecot, imap_user, "Side", make_message(subject="m"))
+    session = ImapSession(imap, "t")
+    with pytest.raises(IMAPClientError):
+        select_and_search_above(session, "Nowhere", 0)
+    assert imaplib_of(imap).state == "AUTH"  # as imaplib leaves it after a failed SELECT
+    selected, above = select_and_search_above(session, "Side", 0)
+    assert (selected.name, list(above)) == ("Side", [1])
 
 
 def test_an_arrival_pass_on_a_mailbox_not_selected_takes_each_new_message_once(lab, monkeypatch):

@@ -123,7 +123,9 @@ def send_select(client: imapclient.IMAPClient, name: str, *, readonly: bool) -> 
     imap = client._imap
     imap.untagged_responses = {}
     imap.is_readonly = readonly
-    return imap._command("EXAMINE" if readonly else "SELECT", client._normalise_folder(name))
+    tag = imap._command("EXAMINE" if readonly else "SELECT", client._normalise_folder(name))
+    imap.state = "SELECTED"  # imaplib sends UID commands only then; `finish_select` sets the outcome's
+    return tag
 
 
 def finish_select(client: imapclient.IMAPClient, tag: bytes, *, readonly: bool) -> tuple[str, Any]:

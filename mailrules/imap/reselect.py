@@ -1,8 +1,9 @@
 """SELECT and the search for what is new, in one round trip.
 
 An arrival pass on a mailbox the connection has not selected (the daemon's worker idles
-on its home mailbox; NOTIFY tells it of mail elsewhere) starts with SELECT, then a UID
-SEARCH of what lies above the checkpoint. The search does not depend on the SELECT's
+on its home mailbox; NOTIFY tells it of mail elsewhere; `run --once` has selected nothing
+yet) starts with SELECT, then a UID SEARCH of what lies above the checkpoint (0 for a
+mailbox never processed: all of it). The search does not depend on the SELECT's
 answer: ``UID SEARCH UID n:*`` names no UID the SELECT tells, so both go in one write and
 the server answers them in order (RFC 3501 5.5: SELECT is never run beside another
 command). A failed SELECT leaves no mailbox selected, so the search behind it is refused
@@ -34,7 +35,7 @@ def select_and_search_above(session: ImapSession, server_name: str, checkpoint: 
     """
     client = session.client
     imap = internals.imaplib_of(client)
-    if getattr(imap, "state", "") != "SELECTED":  # imaplib sends UID commands only with a mailbox selected
+    if getattr(imap, "state", "") not in ("AUTH", "SELECTED"):  # not logged in: as `select` would fail
         return session.select(server_name), None
     esearch = session.has("ESEARCH")
     words = ["UID", "SEARCH", *(["RETURN", "(ALL)"] if esearch else []), "UID", f"{checkpoint + 1}:*"]
