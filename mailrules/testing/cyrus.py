@@ -18,6 +18,10 @@ Layout under ``tmpdir`` (owned by the ``cyrus`` user; nothing is read from /etc)
     imapd.conf  cyrus.conf  sasldb2 (users and passwords)  master.pid  master.log (stderr)
     config/  spool/  proc/  lock/  socket/  sieve/
 
+Folders are stored by name (``spool/user/NAME/...``, ``mailbox_legacy_dirs``), not by unique
+id as Cyrus 3 does by default: Debian's build draws the ids from rand(), and two imapd processes
+seeded alike give two folders one id, the second CREATE then wiping the first folder's mail.
+
 Namespaces: ``altnamespace`` and ``unixhierarchysep`` are Cyrus's two settings. Debian's
 defaults (both False, the default here) give NAMESPACE prefix ``INBOX.`` and separator ``.``:
 folder ``Lists/dev`` of a rules file is ``INBOX.Lists.dev`` on the wire. Cyrus 3's own
@@ -350,6 +354,10 @@ class CyrusServer(LocalServer):
             "sasl_mech_list: PLAIN LOGIN\nfailedloginpause: 0\n"
             f"altnamespace: {yes_no[self.altnamespace]}\nunixhierarchysep: {yes_no[self.unixhierarchysep]}\n"
             f"imapidlepoll: {self.idle_poll}\nsyslog_prefix: mailrules-cyrus-{self._instance}\n"
+            # Folders stored by name, not by their unique id: Debian's build makes the ids with
+            # rand() (no libuuid), and imapd processes seeded alike give two folders one id;
+            # stored by id, the second CREATE wipes the first folder's mail (seen under load).
+            "mailbox_legacy_dirs: yes\n"
             + self.extra_conf + "\n"
         )
         self.master_conf_path.write_text(
