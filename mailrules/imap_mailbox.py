@@ -21,6 +21,7 @@ from typing import Any
 
 from . import local_headers
 from .actions.base import ActionFailed, ActionRun
+from .ahead import Ahead
 from .api import Action, ActionEvent
 from .criteria import SearchQuery, compile_search, reads_of
 from .dryrun import DryRunReport
@@ -115,6 +116,7 @@ class ImapPass:
         self.earlier = {p.uid: p.resume_detail for p in pending if p.resume_detail and p.uid in candidates}
         self.hooks = ClaimHooks()
         self.overlay = FlagOverlay()  # a dry run: the flags its simulated actions set (`simulate`)
+        self.ahead = Ahead()  # what is sent before its turn, and read later (`apply`, `_send_ahead`)
 
     # The connection, account, mailbox and its selection: the action context's, held once.
 
@@ -137,6 +139,7 @@ class ImapPass:
     # ------------------------------------------------------------------ the kernel's protocol
 
     def between(self) -> None:
+        self._finish_later(wait=False)  # read in passing by the commands since (`mailrules.imap.later`)
         self.s.interrupt()
 
     def open(self, rules: Sequence[Rule], within: UidSet) -> None:
@@ -151,6 +154,7 @@ class ImapPass:
         way, when the rule's turn comes.
         """
         session = self.session
+        self.ahead.rules, self.ahead.in_play = rules, set(within)
         pipe = session.pipeline()
         # Not worth it when the rules' predicates fetch the Message-IDs anyway (`where:`), or for
         # one rule over a large mailbox (a sweep): the Message-IDs of the messages it acts on
@@ -232,7 +236,10 @@ class ImapPass:
         if step is not None:
             matched = step.uids & searchable  # journaled before a crash: its UIDs still in play
         else:
+            if index not in self.searched and rule.actions:  # searched now: its first action's searches go along
+                self.ahead.action_searches(self, index, 0, searchable)
             matched = self._match(rule, searchable, index, undecided)
+            self.ahead.in_play -= undecided
             if self.run is not None:
                 self.s.store.add_step(self.run.id, self.seq, index, -1, matched, "done")  # type: ignore[union-attr]
                 self.seq += 1
@@ -287,61 +294,110 @@ class ImapPass:
             targets = self.hooks.sweep_claim(rule, a, targets)  # shared: once across instances
             if not targets:
                 return lost
-        intent: Any = None
+        job = _Job(i, a, rule, call, action, targets, None, self.seq)
         try:
             if resuming:
-                intent = action.read_intent(step.detail)  # type: ignore[union-attr]
+                job.intent = action.read_intent(step.detail)  # type: ignore[union-attr]
             else:
-                intent = action.intent(self.ctx, call.arg, targets)
+                job.intent = action.intent(self.ctx, call.arg, targets)
                 earlier = {u: self.earlier[u] for u in targets if u in self.earlier and self.candidates[u] == (i, a)}
-                if intent is not None and earlier:
-                    intent = intent.with_uncertain(earlier)
+                if job.intent is not None and earlier:
+                    job.intent = job.intent.with_uncertain(earlier)
             if run is not None:
-                store.add_step(run.id, self.seq, i, a, targets, "intent", _json(intent))  # type: ignore[union-attr]
+                store.add_step(run.id, self.seq, i, a, targets, "intent", _json(job.intent))  # type: ignore[union-attr]
             self.ctx.journal = _journal(store, run, self.seq, i, a, targets)
             if self.hooks.guard is not None:  # shared: only the messages still ours, just before the action
                 kept = self.hooks.guard(i, a, targets)
                 lost = set(targets - kept)
-                targets = kept
+                job.targets = targets = kept
                 if not targets:  # every one taken over: nothing to do, nothing to resume
                     if run is not None:
                         store.add_step(run.id, self.seq, i, a, UidSet(lost), "done")  # type: ignore[union-attr]
                         self.seq += 1
                     return lost
-            result = action.execute(self.ctx, call.arg, targets, intent, resuming)
+            self.seq += 1
+            start = getattr(action, "start", None)  # a built-in: its answer may be read later
+            if not action.terminal:
+                self.ahead.next_step(self, i, a, targets, start is not None)
+            if start is None:
+                result = action.execute(self.ctx, call.arg, targets, job.intent, resuming)
+                job.finish = lambda: result
+            else:
+                job.finish = start(self.ctx, call.arg, targets, job.intent, resuming)
         except (ActionFailed, ServerRefused, ValueError) as exc:
-            done = exc.done if isinstance(exc, ActionFailed) else UidSet()
-            if isinstance(exc, ActionFailed) and exc.verified is not None and intent is not None:
-                intent = intent.with_verified(exc.verified)  # what the retry must check
-            still = self.session.existing(targets - done)
-            for uid in still:
-                self.out.failures[uid] = Failure(i, rule.name, a, self.mids.get(uid), str(exc))
-            if intent is not None:
-                self.out.retry_details.update(intent.retry_details(still))
-            if run is not None:
-                store.add_step(run.id, self.seq, i, a, targets, "failed", _json(intent) or None)  # type: ignore[union-attr]
-                self.seq += 1
-            log.error("rule %r account %s mailbox %s: %s %s failed for %d messages (UIDs %s): %s",
-                      rule.name, self.account, self.server, call.name, action.describe(call.arg), len(still),
-                      still, exc,
-                      extra={"event": "action_failed", "rule": rule.name, "account": self.account,
-                             "mailbox": self.server, "action": f"{call.name} {action.describe(call.arg)}".rstrip(),
-                             "uids": list(still), "message_ids": [self.mids.get(u) or "" for u in still],
-                             "count": len(still), "error": str(exc)})
-            return (set(targets) - set(done)) | lost  # those done go on to the next actions
+            return self._failed(job, exc) | lost
+        if action.terminal and self.session.in_flight and self.hooks.guard is None and self.hooks.sweep_claim is None:
+            self.ahead.jobs.append(job)  # sent; its messages leave play either way: the next command goes first
+            self.ahead.in_play -= set(targets) | lost
+            return set(targets) | lost
+        left = self._finish(job) | lost
+        self.ahead.in_play -= left
+        return left
+
+    def close(self, abandoned: bool = False) -> None:
+        """The actions whose answer is read late (`apply`): read, journaled, logged now. A pass
+        abandoned on a lost connection leaves their intent journaled, resumed as after a crash."""
+        try:
+            self._finish_later(wait=True)
+            self.session.settle()  # searches sent ahead and not needed
+            self.session.forget_ahead()
+        except Exception as exc:  # noqa: BLE001 - abandoned: the pass's own error is the one raised
+            if not abandoned:
+                raise
+            log.debug("account %s mailbox %s: actions in flight not read: %s", self.account, self.server, exc)
+
+    def _finish_later(self, wait: bool) -> None:
+        """Finish the actions sent whose answers are read (or, wait: read them now)."""
+        if not self.ahead.jobs or (not wait and self.session.in_flight):
+            return
+        jobs, self.ahead.jobs = self.ahead.jobs, []
+        for job in jobs:
+            self._finish(job)
+
+    def _finish(self, job: _Job) -> set[int]:
+        """Read a started action's outcome (`Action.start`) and journal it: the UIDs that leave play."""
+        try:
+            result = job.finish()
+        except (ActionFailed, ServerRefused, ValueError) as exc:
+            return self._failed(job, exc)
+        store, run, rule, call, action, targets = self.s.store, self.run, job.rule, job.call, job.action, job.targets
         if run is not None:
             detail = done_detail(call.name, f"{call.name} {action.describe(call.arg)}".rstrip(), result.detail,
                                  targets, self.mids)
-            store.add_step(run.id, self.seq, i, a, targets, "done", detail)  # type: ignore[union-attr]
-            self.seq += 1
-            if sweep_once:
-                store.add_swept(self.account, self.server, rule.name, sel.uidvalidity, a, targets)  # type: ignore[union-attr]
+            store.add_step(run.id, job.seq, job.i, job.a, targets, "done", detail)  # type: ignore[union-attr]
+            if self.kind == "sweep" and action.once_per_rule:
+                store.add_swept(self.account, self.server, rule.name, self.sel.uidvalidity, job.a, targets)  # type: ignore[union-attr]
         self.out.applied += len(targets)
         self._log_action(rule, call, action, targets)
         self.s.registry.notify("mailrules_action_applied", event=ActionEvent(
             rule.name, self.account, self.server, call.name, call.arg, tuple(targets),
             tuple(self.mids.get(u, "") for u in targets), self.s.dry_run))
-        return (set(targets) if result.removed else set()) | lost
+        return set(targets) if result.removed else set()
+
+    def _failed(self, job: _Job, exc: Exception) -> set[int]:
+        """An action failed (`exc`) for its batch: logged, journaled, retried later from this action
+        (but for those it did: `ActionFailed.done`). The UIDs that leave play."""
+        rule, call, action, targets = job.rule, job.call, job.action, job.targets
+        done = exc.done if isinstance(exc, ActionFailed) else UidSet()
+        if isinstance(exc, ActionFailed) and exc.verified is not None and job.intent is not None:
+            job.intent = job.intent.with_verified(exc.verified)  # what the retry must check
+        still = self.session.existing(targets - done)
+        for uid in still:
+            self.out.failures[uid] = Failure(job.i, rule.name, job.a, self.mids.get(uid), str(exc))
+        if job.intent is not None:
+            self.out.retry_details.update(job.intent.retry_details(still))
+        if self.run is not None:
+            self.s.store.add_step(self.run.id, job.seq, job.i, job.a, targets, "failed",  # type: ignore[union-attr]
+                                  _json(job.intent) or None)
+            self.seq = max(self.seq, job.seq + 1)
+        log.error("rule %r account %s mailbox %s: %s %s failed for %d messages (UIDs %s): %s",
+                  rule.name, self.account, self.server, call.name, action.describe(call.arg), len(still),
+                  still, exc,
+                  extra={"event": "action_failed", "rule": rule.name, "account": self.account,
+                         "mailbox": self.server, "action": f"{call.name} {action.describe(call.arg)}".rstrip(),
+                         "uids": list(still), "message_ids": [self.mids.get(u) or "" for u in still],
+                         "count": len(still), "error": str(exc)})
+        return set(targets) - set(done)  # those done go on to the next actions
 
     # ------------------------------------------------------------------ matching
 
@@ -482,6 +538,21 @@ class ImapPass:
         messages = ", ".join(f"UID {uid} {mids.get(uid) or '-'}" for uid in uids)
         log.info("rule %r account %s mailbox %s: %s: %d messages: %s",
                  rule.name, self.account, self.server, text, len(uids), messages, extra=extra)
+
+
+@dataclass
+class _Job:
+    """An action of the pass, started: where it is journaled, and what reads its outcome."""
+
+    i: int
+    a: int
+    rule: Rule
+    call: ActionCall
+    action: Action
+    targets: UidSet
+    intent: Any
+    seq: int  # its journal rows
+    finish: Callable[[], Any] = lambda: None  # `Action.start`'s: the ActionResult, or raises
 
 
 def _json(intent: Any) -> dict:

@@ -53,6 +53,11 @@ class Mailbox(Protocol):
         """Carry one action out on `targets`; returns the UIDs that leave play (their journey
         ended, or the action failed for them)."""
 
+    def close(self, abandoned: bool = False) -> None:
+        """After the last rule (abandoned: the pass raised, and goes on raising): the outcome of
+        every action whose answer is read late (IMAP: a terminal action does not wait for its
+        answer, its messages having left play either way) is read and journaled now."""
+
     def simulate(self, index: int, action_index: int, rule: Rule, call: ActionCall, targets: UidSet) -> set[int]:
         """A dry run (`present` said False): what `apply` would do to `targets`, without doing
         it, as far as the later rules can tell: the UIDs that leave play (a terminal action's:
@@ -69,6 +74,18 @@ def run_pass(box: Mailbox, rules: Sequence[Rule], candidates: Mapping[int, Posit
     action): not matched again, they take the rule's actions from their start.
     """
     active = set(candidates)
+    try:
+        _walk(box, rules, candidates, entered, active)
+    except Exception:  # not a BaseException such as KeyboardInterrupt: a process ending leaves the journal as it is
+        box.close(abandoned=True)
+        raise
+    box.close()
+    return active
+
+
+def _walk(box: Mailbox, rules: Sequence[Rule], candidates: Mapping[int, Position], entered: Collection[int],
+          active: set[int]) -> None:
+    """`run_pass`'s rules over the candidates, `active` (the UIDs in play) updated as they go."""
     if active:
         box.open(rules, UidSet(active))
     for i, rule in enumerate(rules):
@@ -95,4 +112,3 @@ def run_pass(box: Mailbox, rules: Sequence[Rule], candidates: Mapping[int, Posit
                 active -= box.simulate(i, a, rule, call, targets)
         if rule.stop:
             active -= everyone
-    return active

@@ -105,6 +105,12 @@ class MailStore(Protocol):
         """UID MOVE (where `has("MOVE")`), mapped as `copy`."""
         ...
 
+    def move_later(self, uids: UidSet, server_name: str, *, create: bool = False) -> Later:
+        """`move`, whose answer may be read later (IMAP: when the next command has gone out, so
+        that a terminal action costs no round trip of its own): `.result()` gives the `Transfer`
+        or raises as `move` does."""
+        ...
+
     def uid_expunge(self, uids: UidSet) -> None:
         """UID EXPUNGE of exactly these UIDs (those marked \\Deleted go). Never a bare EXPUNGE."""
         ...
@@ -115,4 +121,10 @@ class MailStore(Protocol):
         ...
 
 
-__all__ = ["MailStore"]
+class Later(Protocol):
+    """A command's outcome, read when asked (`MailStore.move_later`)."""
+
+    def result(self) -> Transfer: ...
+
+
+__all__ = ["Later", "MailStore"]

@@ -39,6 +39,7 @@ from typing import Any
 from .actions.base import ActionRun, StoreContext
 from .api import Action
 from .criteria import FLAG_KEYS, SearchQuery
+from .imap.later import Ready
 from .imap.session import Selected, ServerRefused, Transfer
 from .kernel import Position, run_pass
 from .local_search import LocalMessage, NotEvaluableOffline, matches
@@ -179,6 +180,9 @@ class MemoryStore:
     def move(self, uids: UidSet, server_name: str, *, create: bool = False) -> Transfer:
         return self._transfer("MOVE", uids, server_name, create)
 
+    def move_later(self, uids: UidSet, server_name: str, *, create: bool = False) -> Ready:
+        return Ready(lambda: self.move(uids, server_name, create=create))
+
     def _transfer(self, command: str, uids: UidSet, server_name: str, create: bool) -> Transfer:
         if create:
             self.create_folder(server_name)
@@ -304,6 +308,9 @@ class MemoryMailbox:
 
     def between(self) -> None:
         pass  # nothing can interrupt a pass in memory
+
+    def close(self, abandoned: bool = False) -> None:
+        pass  # every action's outcome is known at once
 
     def match(self, index: int, rule: Rule, searchable: UidSet) -> tuple[UidSet, set[int]]:
         found = []

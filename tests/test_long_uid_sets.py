@@ -35,13 +35,13 @@ def _digest(data: bytes) -> str:
 def counted_moves(monkeypatch):
     """How many UID MOVE commands the session sent, with their UID set's length."""
     sent: list[int] = []
-    real = session_module.copy_reading_flags
+    real = session_module.send_reading_flags
 
-    def counting(client, uid_set, folder, verb="COPY"):
+    def counting(client, uid_set, folder, verb):
         sent.append(len(uid_set))
         return real(client, uid_set, folder, verb)
 
-    monkeypatch.setattr(session_module, "copy_reading_flags", counting)
+    monkeypatch.setattr(session_module, "send_reading_flags", counting)
     return sent
 
 

@@ -53,6 +53,15 @@ class RoundTrips:
 
 SUBJECTS = ("report 1", "report 2", "invoice", "chat")
 
+MOVE_THEN_SEEN = """
+    - name: reports
+      match: {subject: report}
+      actions: [{move: Reports}]
+    - name: invoices
+      match: {subject: invoice}
+      actions: [seen]
+"""
+
 
 def pass_cost(dovecot, tmp_path, monkeypatch, rules: str, folders=()) -> tuple[int, Lab]:
     """Round trips of one `run --once` over a fresh mailbox holding SUBJECTS."""
@@ -175,14 +184,7 @@ def test_a_search_refused_in_the_pipeline_is_sent_again_on_its_own(lab, monkeypa
 
     lab.deliver(*SUBJECTS)
     with TcpProxy(lab.server.host, lab.server.port, rewrite_server=refuse_the_second_search) as proxy:
-        lab.write("""
-            - name: reports
-              match: {subject: report}
-              actions: [{move: Reports}]
-            - name: invoices
-              match: {subject: invoice}
-              actions: [seen]
-        """, port=proxy.port)
+        lab.write(MOVE_THEN_SEEN, port=proxy.port)
         result = lab.run()
     assert result.code == 0, result.err
     assert searches >= 3  # the refused one came back alone

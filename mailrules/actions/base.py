@@ -94,13 +94,18 @@ class ActionRun:
         try:
             return command(session.known_missing(dest))
         except ServerRefused as exc:
-            if not exc.trycreate and session.folder_exists(dest):
-                raise ActionFailed(str(exc)) from None
-            session.create_folder(dest)
-            try:
-                return command(False)
-            except ServerRefused as exc2:
-                raise ActionFailed(str(exc2)) from None
+            return self.after_refusal(session, dest, exc, command)
+
+    def after_refusal(self, session: MailStore, dest: str, exc: ServerRefused, command: Callable[[bool], Any]) -> Any:
+        """`command` was refused (`exc`): with TRYCREATE, or if the folder is missing, create it
+        and run command(False) once more; otherwise, or refused again, ActionFailed."""
+        if not exc.trycreate and session.folder_exists(dest):
+            raise ActionFailed(str(exc)) from None
+        session.create_folder(dest)
+        try:
+            return command(False)
+        except ServerRefused as exc2:
+            raise ActionFailed(str(exc2)) from None
 
     def mark_deleted_and_expunge(self, uids: UidSet) -> None:
         """STORE \\Deleted, then UID EXPUNGE exactly these UIDs (never a bare EXPUNGE)."""
@@ -133,6 +138,19 @@ class BuiltinAction(Action):
 
     def has_executor(self) -> bool:
         return True
+
+    def searches(self, arg: Any) -> list[Any]:
+        """The UID SEARCHes (`mailrules.criteria.SearchQuery`) `execute` begins with, over its
+        targets, whose answers no earlier action of the pass changes but by a STORE of ours: the
+        pass may send them ahead, in the round trip of the step before (`mailrules.imap.later`)."""
+        return []
+
+    def start(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> Callable[[], ActionResult]:
+        """`execute`, whose outcome may be read later: returns what gives the `ActionResult` (or
+        raises as `execute` does). A move sends its command and lets the pass go on before the
+        answer is read (`mailrules.imap.later`); the others run now."""
+        result = self.execute(run, arg, uids, intent, resuming)
+        return lambda: result
 
     def perform(self, context: Any, uids: UidSet, arg: Any) -> None:
         """The generic adapter (not a second body): `execute` on the run behind `context`."""

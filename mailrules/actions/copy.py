@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from ..api import Action
 from ..criteria import SearchQuery, unsendable
 from ..imap.rewrite import stored_form
+from ..imap.session import ServerRefused
 from ..mailstore import MailStore
 from ..model import FolderRef
 from ..uidset import UidSet
@@ -115,6 +116,12 @@ class CopyAction(BuiltinAction):
             flags = transfer.flags
         return ActionResult(uids, detail=_copies(run, run.account, dest, mapping, flags))
 
+    def start(self, run: ActionRun, arg: FolderRef, uids: UidSet, intent: CopyIntent | None,
+              resuming: bool) -> Callable[[], ActionResult]:
+        if self.move and not (arg.account and arg.account != run.account):
+            return start_move(run, run.session.server_name(arg.path), uids, intent, resuming)
+        return super().start(run, arg, uids, intent, resuming)
+
     def reverse(self, undo: UndoRun, record: dict) -> Reversed:
         return (reverse_move if self.move else reverse_copy)(undo, record)
 
@@ -144,22 +151,44 @@ def _copies(run: ActionRun, account: str, dest: str, mapping: dict[int, int],
 
 def move_to(run: ActionRun, dest: str, uids: UidSet, intent: CopyIntent | None, resuming: bool) -> ActionResult:
     """Move `uids` to `dest` (a server name) in the same account: MOVE, or COPY + delete."""
+    return start_move(run, dest, uids, intent, resuming)()
+
+
+def start_move(run: ActionRun, dest: str, uids: UidSet, intent: CopyIntent | None,
+               resuming: bool) -> Callable[[], ActionResult]:
+    """`move_to`, the MOVE's answer read when the returned function is called: the pass sends
+    its next command first (`mailrules.imap.later`), the moved messages having left play."""
     session = run.session
-    todo = session.existing(uids) if resuming else uids
     if dest == run.mailbox:
-        return ActionResult(uids, removed=True)  # moving into itself: nothing to do
-    if session.has("MOVE"):
-        mapping = moved_before(run, dest, uids - todo, intent) if resuming else {}
+        return lambda: ActionResult(uids, removed=True)  # moving into itself: nothing to do
+    todo = session.existing(uids) if resuming else uids
+    if not session.has("MOVE"):
+        result = _copy_and_delete(run, dest, uids, todo, intent, resuming)
+        return lambda: result
+    mapping = moved_before(run, dest, uids - todo, intent) if resuming else {}
+    later = session.move_later(todo, dest, create=session.known_missing(dest)) if todo else None
+
+    def finish() -> ActionResult:
         flags: dict[int, frozenset[str]] = {}  # as moved (moved before a crash: unknown)
-        if todo:
-            transfer = run.with_trycreate(session, dest, lambda create: session.move(todo, dest, create=create))
+        if later is not None:
+            try:
+                transfer = later.result()
+            except ServerRefused as exc:
+                transfer = run.after_refusal(session, dest, exc, lambda create: session.move(todo, dest, create=create))
             run.record_placed(run.account, dest, transfer.uidvalidity, transfer.mapping.values())
             mapping.update(transfer.mapping)
             flags = transfer.flags
         return ActionResult(uids, removed=True, detail=_copies(run, run.account, dest, mapping, flags))
+
+    return finish
+
+
+def _copy_and_delete(run: ActionRun, dest: str, uids: UidSet, todo: UidSet, intent: CopyIntent | None,
+                     resuming: bool) -> ActionResult:
+    """A move without MOVE: COPY, then mark the originals \\Deleted and UID EXPUNGE exactly those."""
+    session = run.session
     if not todo:
         return ActionResult(uids, removed=True)
-    # COPY, then mark the originals \Deleted and UID EXPUNGE exactly those.
     mapping: dict[int, int] = {}
     flags: dict[int, frozenset[str]] = {}
     if resuming and intent is not None and intent.copied:

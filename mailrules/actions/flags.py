@@ -74,6 +74,9 @@ class FlagAction(BuiltinAction):
         changed = frozenset(arg)
         return (changed, frozenset()) if self.add else (frozenset(), changed)
 
+    def searches(self, arg: Any) -> list[SearchQuery]:
+        return change_searches(tuple(arg), self.add)
+
     def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
         changing = changes_journaled(run, uids, tuple(arg), self.add, intent if resuming else None)
         run.session.store(uids, tuple(arg), add=self.add)
@@ -123,7 +126,13 @@ def changes(run: ActionRun, uids: UidSet, flags: tuple[str, ...], add: bool) -> 
     compact UID list, cheaper than fetching every message's FLAGS), so that the journal records
     only what actually changed and an undo never touches a message that already had the flag.
     """
-    return {flag: run.session.search(SearchQuery(_having(flag, not add)), within=uids) for flag in flags}
+    return {flag: run.session.search(query, within=uids) for flag, query in zip(flags, change_searches(flags, add),
+                                                                               strict=True)}
+
+
+def change_searches(flags: tuple[str, ...], add: bool) -> list[SearchQuery]:
+    """`changes`' searches, one per flag (what the pass may send ahead of the action's turn)."""
+    return [SearchQuery(_having(flag, not add)) for flag in flags]
 
 
 def _having(flag: str, present: bool) -> tuple[bytes, ...]:

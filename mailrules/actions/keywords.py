@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import Action
+from ..criteria import SearchQuery
 from ..uidset import UidSet
 from .base import ActionFailed, ActionResult, ActionRun, BuiltinAction
-from .flags import FlagIntent, changes_journaled, reversal
+from .flags import FlagIntent, change_searches, changes_journaled, reversal
 from .reverse import Reversed, UndoRun, reverse_flags
 
 _ATOM_SPECIALS = set('(){ %*"\\]') | {chr(c) for c in range(0, 32)} | {chr(127)}
@@ -53,6 +54,9 @@ class KeywordAction(BuiltinAction):
     def flag_changes(self, arg: Any) -> tuple[frozenset[str], frozenset[str]]:
         changed = frozenset(arg)
         return (changed, frozenset()) if self.add else (frozenset(), changed)
+
+    def searches(self, arg: Any) -> list[SearchQuery]:
+        return change_searches(tuple(arg), self.add)
 
     def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
         keywords = tuple(arg)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..criteria import SearchQuery
+from ..imap.condstore import store_unchangedsince
 from ..imap.session import ImapSession
 from ..uidset import UidSet
 
@@ -129,7 +130,7 @@ def reverse_flags(undo: UndoRun, record: Mapping[str, Any], *, keywords: bool) -
             op = "-FLAGS" if added else "+FLAGS"
             refused = UidSet()
             for chunk in ready.chunks(900):
-                refused |= session.store_unchangedsince(str(chunk), modseq, op, [flag])
+                refused |= store_unchangedsince(session, str(chunk), modseq, op, [flag])
             undo.left.extend(f"{mailbox} UID {u}: {flag} changed since by someone else" for u in refused)
             ready -= refused
         elif ready:
@@ -211,7 +212,7 @@ def _remove_unchanged(undo: UndoRun, session: ImapSession, copies: UidSet, made:
     refused = UidSet()
     if ready and modseq is not None and made is not None:
         for chunk in ready.chunks(900):
-            refused |= session.store_unchangedsince(str(chunk), modseq, "+FLAGS", ["\\Deleted"])
+            refused |= store_unchangedsince(session, str(chunk), modseq, "+FLAGS", ["\\Deleted"])
         undo.left.extend(f"{where} UID {u}: the copy was changed since by someone else" for u in refused)
     elif ready:
         session.store(ready, ["\\Deleted"], add=True)

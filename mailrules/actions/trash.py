@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..api import Action
 from ..uidset import UidSet
 from .base import ActionFailed, ActionResult, ActionRun, BuiltinAction
-from .copy import move_to
+from .copy import start_move
 from .reverse import Reversed, UndoRun, reverse_move
 
 NO_TRASH = ("no Trash mailbox: the server has no \\Trash special-use mailbox and no folder named "
@@ -30,12 +31,13 @@ class TrashAction(BuiltinAction):
         return "moved"
 
     def execute(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> ActionResult:
+        return self.start(run, arg, uids, intent, resuming)()
+
+    def start(self, run: ActionRun, arg: Any, uids: UidSet, intent: Any, resuming: bool) -> Callable[[], ActionResult]:
         trash = run.session.find_trash()
         if trash is None:
             raise ActionFailed(NO_TRASH)
-        if trash == run.mailbox:
-            return ActionResult(uids, removed=True)  # already in the Trash: nothing to do
-        return move_to(run, trash, uids, None, resuming)
+        return start_move(run, trash, uids, None, resuming)  # already in the Trash: nothing to do
 
     def reverse(self, undo: UndoRun, record: dict) -> Reversed:
         return reverse_move(undo, record)

@@ -9,10 +9,11 @@ round trip per message, which under load stretched a holder's re-check past half
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from ..uidset import UidSet
 from . import internals
-from .session import ImapSession, ServerRefused
+from .session import ImapSession, ServerRefused, text_of
 
 
 def store_unchangedsince_many(session: ImapSession, stores: list[tuple[int, int, list[str]]],
@@ -52,4 +53,35 @@ def store_unchangedsince_many(session: ImapSession, stores: list[tuple[int, int,
     return modified
 
 
-__all__ = ["store_unchangedsince_many"]
+def store_unchangedsince(session: ImapSession, uid_set: str, modseq: int, op: str, flags: Iterable[str]) -> UidSet:
+    """CONDSTORE (RFC 7162): `UID STORE uid_set (UNCHANGEDSINCE modseq) op.SILENT (flags)`.
+
+    op is "+FLAGS", "-FLAGS" or "FLAGS". Only messages whose mod-sequence is still at most
+    `modseq` change; returns the UIDs the server left alone because they changed since
+    (its MODIFIED response code). Used by shared mailboxes (`mailrules.claims`).
+    """
+    imap = internals.imaplib_of(session.client)
+    session.clear_untagged()
+    internals.untagged(imap).pop("MODIFIED", None)
+    try:
+        tag = internals.command(imap, "UID", "STORE", uid_set, f"(UNCHANGEDSINCE {int(modseq)})",
+                                f"{op}.SILENT", "(" + " ".join(dict.fromkeys(flags)) + ")")  # each once
+        typ, data = internals.complete(imap, "STORE", tag)
+    except imap.abort:
+        raise
+    except imap.error as exc:
+        raise ServerRefused("STORE", str(exc)) from None
+    if typ != "OK":
+        raise ServerRefused("STORE", text_of(data))
+    texts = [text_of(data)] + [x.decode() if isinstance(x, bytes) else str(x)
+                             for x in internals.untagged(imap).pop("MODIFIED", [])]
+    modified = UidSet()
+    for text in texts:
+        m = re.search(r"\[MODIFIED\s+([0-9:,]+)\]", text) or re.fullmatch(r"\s*([0-9:,]+)\s*", text)
+        if m:
+            modified = modified | UidSet.parse(m.group(1))
+    session.clear_untagged()
+    return modified
+
+
+__all__ = ["store_unchangedsince", "store_unchangedsince_many"]

@@ -13,7 +13,7 @@ the first.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import imapclient
 from imapclient.exceptions import IMAPClientError
@@ -27,19 +27,34 @@ def copy_reading_flags(client: imapclient.IMAPClient, uid_set: str, folder: str,
     and keywords but \\Recent (none when the server refused the FETCH). A refused COPY raises
     IMAPClientError, as IMAPClient's `copy` does (the caller reads TRYCREATE and EXPUNGEISSUED
     from its text); its COPYUID is left with imaplib's response codes, as after `copy`."""
+    reading, copying = send_reading_flags(client, uid_set, folder, verb)
+    return read_reading_flags(client, reading, copying, verb)
+
+
+def send_reading_flags(client: imapclient.IMAPClient, uid_set: str, folder: str, verb: str) -> tuple[bytes, bytes]:
+    """Send the UID FETCH (FLAGS) and the UID COPY or MOVE without waiting; their tags."""
     imap = internals.imaplib_of(client)
     with internals.one_write(imap):  # both in one write, or the second may wait for the first's answer
         reading = internals.command(imap, "UID", "FETCH", uid_set, "(FLAGS)")
         copying = internals.command(imap, "UID", verb, uid_set, internals.normalise_folder(client, folder))
+    return reading, copying
+
+
+def read_reading_flags(client: imapclient.IMAPClient, reading: bytes, copying: bytes, verb: str,
+                       uids: Collection[int] | None = None) -> dict[int, frozenset[str]]:
+    """The answers of `send_reading_flags` (as `copy_reading_flags` returns or raises). uids: the
+    messages sent; FETCH answers of others (another command's, read in passing) are left for it."""
+    imap = internals.imaplib_of(client)
     typ, data = internals.complete(imap, verb, copying)
-    flags = _flags_answer(client, imap, reading)
+    flags = _flags_answer(client, imap, reading, uids)
     if typ != "OK":
         text = " ".join(x.decode(errors="replace") if isinstance(x, bytes) else str(x) for x in data if x)
         raise IMAPClientError(f"{verb} command error: {typ} [{text}]")
     return flags
 
 
-def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes) -> dict[int, frozenset[str]]:
+def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes,
+                  uids: Collection[int] | None = None) -> dict[int, frozenset[str]]:
     try:
         typ, _data = internals.complete(imap, "FETCH", tag)
     except imap.abort:
@@ -47,6 +62,12 @@ def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes) -> dict[int, 
     except imap.error:
         typ = "BAD"
     data = internals.untagged(imap).pop("FETCH", [])
+    if uids is not None:  # another command's FETCH answers stay for it
+        wanted = set(uids)
+        others = [line for line in data if uid_of(line) not in wanted]
+        if others:
+            internals.untagged(imap)["FETCH"] = others
+            data = [line for line in data if uid_of(line) in wanted]
     if typ != "OK":
         return {}
     names: dict[int, Iterable[str]] = {}
@@ -68,4 +89,13 @@ def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes) -> dict[int, 
 _USUAL = re.compile(rb"\d+ \((?:UID (\d+) FLAGS \(([^()]*)\)|FLAGS \(([^()]*)\) UID (\d+))\)")
 
 
-__all__ = ["copy_reading_flags"]
+def uid_of(line) -> int | None:
+    """The UID a FETCH answer (as imaplib keeps it: a line, or a (line, literal) pair) is about."""
+    head = line[0] if isinstance(line, tuple) else line
+    m = _UID.search(head) if isinstance(head, bytes) else None
+    return int(m.group(1)) if m else None
+
+
+_UID = re.compile(rb"\bUID (\d+)")
+
+__all__ = ["copy_reading_flags", "read_reading_flags", "send_reading_flags", "uid_of"]

@@ -105,11 +105,15 @@ def one_write(imap: imaplib.IMAP4) -> Iterator[None]:
     Only for commands without literals (imaplib would wait for the server's '+').
     """
     parts: list[bytes] = []
+    hooked = vars(imap).get("send")  # `on_send`'s hook, if any: it sees the one write
     imap.send = parts.append  # type: ignore[method-assign] - imaplib's _command calls self.send
     try:
         yield
     finally:
-        del imap.send
+        if hooked is None:
+            del imap.send
+        else:
+            imap.send = hooked  # type: ignore[method-assign]
         if parts:
             imap.send(b"".join(parts))
 
@@ -140,6 +144,24 @@ def finish_select(client: imapclient.IMAPClient, tag: bytes, *, readonly: bool) 
     if "READ-ONLY" in imap.untagged_responses and not readonly:
         raise imap.readonly("mailbox is not writable")
     return typ, client._process_select_response(imap.untagged_responses)
+
+
+def on_send(imap: imaplib.IMAP4, after: Callable[[], None]) -> None:
+    """Call `after()` each time a command has gone out on this connection: an instance attribute
+    over imaplib's public ``send``, through which every command goes (ours, IMAPClient's, a
+    pipeline's). Used to read a command's answer late, when the next command is already sent
+    (`mailrules.imap.later`); `off_send` removes it."""
+
+    def send(data: bytes) -> None:
+        type(imap).send(imap, data)  # the class's, looked up now (the tests' round-trip counter wraps it)
+        after()
+
+    imap.send = send  # type: ignore[method-assign]
+
+
+def off_send(imap: imaplib.IMAP4) -> None:
+    """Remove `on_send`'s hook (nothing when there is none)."""
+    vars(imap).pop("send", None)
 
 
 def normalise_folder(client: imapclient.IMAPClient, name: str) -> bytes:

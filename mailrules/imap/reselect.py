@@ -37,6 +37,7 @@ def select_and_search_above(session: ImapSession, server_name: str, checkpoint: 
     imap = internals.imaplib_of(client)
     if getattr(imap, "state", "") not in ("AUTH", "SELECTED"):  # not logged in: as `select` would fail
         return session.select(server_name), None
+    session.before_select()
     esearch = session.has("ESEARCH")
     words = ["UID", "SEARCH", *(["RETURN", "(ALL)"] if esearch else []), "UID", f"{checkpoint + 1}:*"]
     with internals.one_write(imap):

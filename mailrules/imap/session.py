@@ -22,7 +22,8 @@ from ..criteria import SearchQuery
 from ..uidset import UidSet
 from . import internals
 from .answers import Selected, ServerRefused, Transfer
-from .copyflags import copy_reading_flags
+from .copyflags import copy_reading_flags, read_reading_flags, send_reading_flags
+from .later import InFlight, LaterTransfer, Ready
 from .pipeline import PendingFolders, Pipeline
 from .setsize import MAX_SET_CHARS, SetSize
 from .wire import parse_copyuid, parse_message_id, render
@@ -51,6 +52,7 @@ class ImapSession:
         self._uidnext_floor: dict[str, int] = {}  # a UIDNEXT each folder had at least, this pass
         self._server_software: str | None = None
         self._set_size = SetSize(account)
+        self._later = InFlight(self, make=Transfer, refused=ServerRefused)  # MOVEs whose answer is read later
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
@@ -152,11 +154,12 @@ class ImapSession:
         """Create a folder (and report success if another client just created it)."""
         # CREATE and SUBSCRIBE (so that mail clients show the folder) are pipelined: one
         # round trip. A refused SUBSCRIBE does not matter.
-        create, subscribe = self._send_create(server_name)
+        with self._later.burst():
+            create, subscribe = self.send_create(server_name)
         self._finish_create(server_name, create, subscribe)
 
-    def _send_create(self, server_name: str) -> tuple[bytes, bytes]:
-        """Send CREATE and SUBSCRIBE without waiting; `_finish_create` reads their answers."""
+    def send_create(self, server_name: str) -> tuple[bytes, bytes]:
+        """Send CREATE and SUBSCRIBE without waiting; their answers: `_finish_create`, `later`."""
         imap = internals.imaplib_of(self.client)
         name = internals.normalise_folder(self.client, server_name)
         return internals.command(imap, "CREATE", name), internals.command(imap, "SUBSCRIBE", name)
@@ -175,15 +178,15 @@ class ImapSession:
             raise
         except imap.error:
             pass  # a refused SUBSCRIBE does not matter
-        self._created(server_name, typ, data)
+        self.note_created(server_name, typ, data)
 
-    def _created(self, server_name: str, typ: str, data: list) -> None:
+    def note_created(self, server_name: str, typ: str, data: list) -> None:
         """Account for the answer to a CREATE (another client may have created it first)."""
         self._missing_folders.discard(server_name)
         if typ == "OK":
             log.info("account %s: created folder %s", self.account, server_name)
         elif not self.folder_exists(server_name):
-            raise ServerRefused("CREATE", _text(data))
+            raise ServerRefused("CREATE", text_of(data))
         self._known_folders.add(server_name)
 
     def find_trash(self) -> str | None:
@@ -227,14 +230,23 @@ class ImapSession:
 
     def uidnext_floor(self, server_name: str) -> int | None:
         """A value the folder's UIDNEXT is known to be at or above (this pass's listing), or None."""
+        if self._later.sent_to(server_name):
+            self.settle()  # a MOVE there in flight raises it: its COPYUID first
         return self._uidnext_floor.get(server_name)
 
     # ------------------------------------------------------------------ select
 
     def select(self, server_name: str, *, readonly: bool = False) -> Selected:
-        self._clear_untagged()
+        self.before_select()
         return self.adopt_selection(server_name, self.client.select_folder(server_name, readonly=readonly),
                                     readonly=readonly)
+
+    def before_select(self) -> None:
+        """Before a SELECT: no answer of ours unread (imaplib clears what it collected then), no search
+        sent `ahead` kept (it was for the mailbox left)."""
+        self.settle()
+        self.clear_untagged()
+        self.forget_ahead()
 
     def adopt_selection(self, server_name: str, resp: dict, *, readonly: bool) -> Selected:
         """Take `resp` (IMAPClient's SELECT answer) as the selection now in force."""
@@ -253,11 +265,8 @@ class ImapSession:
         return self.selected
 
     def unselect(self) -> None:
-        """Leave the selected mailbox without expunging anything (UNSELECT, never CLOSE).
-
-        Without UNSELECT nothing is sent: selecting another mailbox or LOGOUT leaves it
-        without expunging too.
-        """
+        """Leave the selected mailbox without expunging anything (UNSELECT, never CLOSE; without
+        UNSELECT nothing is sent: selecting another mailbox or LOGOUT leaves it unexpunged too)."""
         if self.selected is not None and self.has("UNSELECT"):
             self.client.unselect_folder()
         self.selected = None
@@ -281,6 +290,9 @@ class ImapSession:
             return UidSet(self._search_one(query, None))
         if not within:
             return UidSet()
+        ahead = self._later.answered(query.tokens, within) if query.charset is None else None
+        if ahead is not None:  # sent ahead of its turn (`ahead`), in an earlier round trip
+            return ahead
         # One command: a set that covers `within` (bridging small gaps), then intersect.
         text = within.cover_text(self.max_set_chars)
         try:
@@ -321,8 +333,13 @@ class ImapSession:
         tokens += list(query.tokens)
         typ, data = self._command(b"SEARCH", tokens)
         if typ != "OK":
-            raise ServerRefused("SEARCH", _text(data))
+            raise ServerRefused("SEARCH", text_of(data))
         lines = self._untagged().pop("ESEARCH" if esearch else "SEARCH", None)
+        if esearch and lines:
+            others = self._later.pending_answers({"ESEARCH": lines}).get("ESEARCH", [])
+            if others:  # a search sent ahead (`ahead`), answered with this one: its answer stays for it
+                self._untagged()["ESEARCH"] = others
+                lines = [line for line in lines if line not in others] or None
         if lines is None:  # RFC 4731 (3.1), RFC 3501 (7.2.5): answered even when nothing matched
             if not esearch:
                 raise ServerRefused("SEARCH", "the server's OK came without the SEARCH response")
@@ -341,7 +358,7 @@ class ImapSession:
     def _command(self, name: bytes, tokens: list[bytes]) -> tuple[str, list]:
         """Send `UID name tokens...` with literals and parentheses placed correctly."""
         imap = internals.imaplib_of(self.client)
-        self._clear_untagged()
+        self.clear_untagged()
         tag = internals.new_tag(imap)
         pieces = render(tag, [b"UID", name, *tokens], self.has("LITERAL+"))
         log.debug("> %s", pieces[0][:512])
@@ -351,7 +368,7 @@ class ImapSession:
                 answer = internals.tagged_answer(imap, tag)
                 if answer:  # the server ended the command instead
                     internals.release_tag(imap, tag)
-                    raise ServerRefused(name.decode(), _text(answer[1]))
+                    raise ServerRefused(name.decode(), text_of(answer[1]))
             imap.send(piece)
         try:
             typ, data = internals.complete(imap, name.decode(), tag)
@@ -365,11 +382,13 @@ class ImapSession:
         """imaplib's collected untagged responses (see `internals.untagged`)."""
         return internals.untagged(internals.imaplib_of(self.client))
 
-    def _clear_untagged(self) -> None:
+    def clear_untagged(self) -> None:
         responses = self._untagged()
+        kept = self._later.pending_answers(responses)  # read early: for commands sent, not read yet
         for key in ("ESEARCH", "SEARCH", "COPYUID", "OK", "NO", "TRYCREATE", "EXPUNGE", "FETCH", "EXISTS",
                     "RECENT", "VANISHED"):
             responses.pop(key, None)
+        responses.update(kept)
 
     # ------------------------------------------------------------------ fetch
 
@@ -394,7 +413,7 @@ class ImapSession:
     def _uid_fetch(self, uid_set: str, items: str) -> list:
         """Send one UID FETCH; the raw untagged FETCH data as imaplib collected it."""
         imap = internals.imaplib_of(self.client)
-        self._clear_untagged()
+        self.clear_untagged()
         try:
             tag = internals.command(imap, "UID", "FETCH", uid_set, items)
             typ, data = internals.complete(imap, "FETCH", tag)
@@ -403,7 +422,7 @@ class ImapSession:
         except imap.error as exc:
             raise ServerRefused("FETCH", str(exc)) from None
         if typ != "OK":
-            raise ServerRefused("FETCH", _text(data))
+            raise ServerRefused("FETCH", text_of(data))
         return internals.untagged(imap).pop("FETCH", [])
 
     def message_ids(self, uids: UidSet) -> dict[int, str]:
@@ -427,14 +446,15 @@ class ImapSession:
     def existing(self, uids: UidSet) -> UidSet:
         """Which of these UIDs still exist in the selected mailbox."""
         if not uids:
-            return UidSet()
-        return self.search(SearchQuery((b"ALL",)), within=uids)
+            return UidSet()  # never an answer sent ahead: messages moved since would be in it
+        return UidSet(self._search_one(SearchQuery((b"ALL",)), uids.cover_text(MAX_SET_CHARS))) & uids
 
     # ------------------------------------------------------------------ changes
 
     def store(self, uids: UidSet, flags: Iterable[str], *, add: bool) -> None:
         """UID STORE +FLAGS.SILENT / -FLAGS.SILENT."""
         flag_list = list(flags)
+        self._later.stored(flag_list)  # the searches sent ahead that read them are stale
 
         def send(chunk: UidSet) -> None:
             try:
@@ -446,36 +466,6 @@ class ImapSession:
                 raise ServerRefused("STORE", str(exc)) from None
 
         self._send_chunked(uids, send)
-
-    def store_unchangedsince(self, uid_set: str, modseq: int, op: str, flags: Iterable[str]) -> UidSet:
-        """CONDSTORE (RFC 7162): `UID STORE uid_set (UNCHANGEDSINCE modseq) op.SILENT (flags)`.
-
-        op is "+FLAGS", "-FLAGS" or "FLAGS". Only messages whose mod-sequence is still at most
-        `modseq` change; returns the UIDs the server left alone because they changed since
-        (its MODIFIED response code). Used by shared mailboxes (`mailrules.claims`).
-        """
-        imap = internals.imaplib_of(self.client)
-        self._clear_untagged()
-        internals.untagged(imap).pop("MODIFIED", None)
-        try:
-            tag = internals.command(imap, "UID", "STORE", uid_set, f"(UNCHANGEDSINCE {int(modseq)})",
-                                    f"{op}.SILENT", "(" + " ".join(dict.fromkeys(flags)) + ")")  # each once
-            typ, data = internals.complete(imap, "STORE", tag)
-        except imap.abort:
-            raise
-        except imap.error as exc:
-            raise ServerRefused("STORE", str(exc)) from None
-        if typ != "OK":
-            raise ServerRefused("STORE", _text(data))
-        texts = [_text(data)] + [x.decode() if isinstance(x, bytes) else str(x)
-                                 for x in internals.untagged(imap).pop("MODIFIED", [])]
-        modified = UidSet()
-        for text in texts:
-            m = re.search(r"\[MODIFIED\s+([0-9:,]+)\]", text) or re.fullmatch(r"\s*([0-9:,]+)\s*", text)
-            if m:
-                modified = modified | UidSet.parse(m.group(1))
-        self._clear_untagged()
-        return modified
 
     def copy(self, uids: UidSet, server_name: str, *, create: bool = False) -> Transfer:
         """UID COPY; the result maps source to destination UIDs when the server says (UIDPLUS).
@@ -499,21 +489,19 @@ class ImapSession:
             self._transfer_chunk(verb, chunk, server_name, creating.pop() if creating else False, result)
 
         self._send_chunked(uids, send)
-        if server_name in self._uidnext_floor:  # keep it a lower bound of the folder's UIDNEXT
-            if result.mapping:
-                floor = max(self._uidnext_floor[server_name], max(result.mapping.values()) + 1)
-                self._uidnext_floor[server_name] = floor
-            else:
-                del self._uidnext_floor[server_name]
+        self.note_transfer(server_name, result)
         return result
 
     def _transfer_chunk(self, verb: str, chunk: UidSet, server_name: str, create: bool, result: Transfer) -> None:
-        """One UID COPY or MOVE (with CREATE first when `create`), its flags and COPYUID into `result`."""
-        self._clear_untagged()
-        creating = self._send_create(server_name) if create else None
+        """One UID COPY or MOVE (with CREATE first when `create`), in one round trip with what is in
+        flight; its flags and COPYUID into `result`."""
+        self.clear_untagged()
+        with self._later.burst():
+            creating = self.send_create(server_name) if create else None
+            tags = send_reading_flags(self.client, str(chunk), server_name, verb)
         try:
             try:
-                result.flags.update(copy_reading_flags(self.client, str(chunk), server_name, verb))
+                result.flags.update(read_reading_flags(self.client, *tags, verb, chunk))
             finally:
                 if creating is not None:
                     self._finish_create(server_name, *creating)
@@ -525,7 +513,7 @@ class ImapSession:
             chunk = self.existing(chunk)
             if not chunk:
                 return
-            self._clear_untagged()
+            self.clear_untagged()
             try:
                 result.flags.update(copy_reading_flags(self.client, str(chunk), server_name, verb))
             except IMAPClientError as exc2:
@@ -536,6 +524,42 @@ class ImapSession:
             if parsed:
                 result.uidvalidity = parsed[0]
                 result.mapping.update(parsed[1])
+
+    def note_transfer(self, server_name: str, result: Transfer) -> None:
+        """Keep this pass's floor of the destination's UIDNEXT a lower bound after a COPY or MOVE."""
+        if server_name in self._uidnext_floor:
+            if result.mapping:
+                floor = max(self._uidnext_floor[server_name], max(result.mapping.values()) + 1)
+                self._uidnext_floor[server_name] = floor
+            else:
+                del self._uidnext_floor[server_name]
+
+    def move_later(self, uids: UidSet, server_name: str, *, create: bool = False) -> LaterTransfer | Ready:
+        """`move`, sent now and read when the next command goes out (`mailrules.imap.later`): what
+        the MOVE did, or its refusal, comes from `.result()`. A set longer than the RFC advises: `move`."""
+        chunks = list(uids.chunks(self.max_set_chars))
+        if len(chunks) != 1 or len(str(chunks[0])) > MAX_SET_CHARS:  # `move` sends a refused long set again
+            return Ready(lambda: self.move(uids, server_name, create=create))
+        return self._later.send(uids, str(chunks[0]), server_name, create)
+
+    def settle(self) -> None:
+        """Read the answers of the MOVEs sent by `move_later` and not read yet (a round trip)."""
+        self._later.settle()
+
+    def ahead(self, query: SearchQuery, within: UidSet) -> None:
+        """Send `query`'s UID SEARCH over `within` now, for a `search` to come: its answer is read
+        with the next command's (`mailrules.imap.later`; only searches of flags, size and dates)."""
+        if query.charset is None:
+            self._later.ahead(query.tokens, within)
+
+    def forget_ahead(self) -> None:
+        """Forget the answers of the searches sent `ahead` (another mailbox, or the pass's end)."""
+        self._later.searches.clear()
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether a command sent by `move_later` or `ahead` is not read yet."""
+        return bool(self._later.sent)
 
     def uid_expunge(self, uids: UidSet) -> None:
         """UID EXPUNGE of exactly these UIDs (requires UIDPLUS). Never a bare EXPUNGE."""
@@ -580,7 +604,7 @@ class ImapSession:
             self.client.shutdown()
 
 
-def _text(data: list) -> str:
+def text_of(data: list) -> str:
     parts = [d.decode("utf-8", "replace") if isinstance(d, bytes) else str(d) for d in data or []]
     return " ".join(parts)
 
