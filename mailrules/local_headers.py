@@ -133,6 +133,11 @@ def split_block(block: bytes) -> dict[bytes, list[bytes]] | None:
     that is neither `Name:...` nor a continuation, a bare CR or LF, no empty line at the end."""
     if len(block) > MAX_BLOCK or not _BLOCK.fullmatch(block):
         return None
+    return _split_fields(block)
+
+
+def _split_fields(block: bytes) -> dict[bytes, list[bytes]]:
+    """`split_block` of a block already checked."""
     out: dict[bytes, list[bytes]] = {}
     for m in _FIELD.finditer(block):
         out.setdefault(m.group(1).lower(), []).append(m.group(0))
@@ -224,12 +229,16 @@ class PendingLocal:
     matched: rule index -> the UIDs its criteria match; unknown: rule index -> the UIDs left to
     the server. After the fetch, `finish(within, answered)` adds what the fetch did not return to every
     rule's unknown; `questions()` then says which searches the server still has to answer.
+
+    Per message, `take` costs two regular expressions and a lookup: messages whose verdicts are
+    all known from their `header:` fields are only appended to their group (by those fields'
+    bytes), and the groups are spread over `matched` and `unknown` when those are read.
     """
 
     def __init__(self, rules: dict[int, Criterion]) -> None:
         self.rules = rules
-        self.matched: dict[int, set[int]] = {i: set() for i in rules}
-        self.unknown: dict[int, set[int]] = {i: set() for i in rules}
+        self._matched: dict[int, set[int]] = {i: set() for i in rules}
+        self._unknown: dict[int, set[int]] = {i: set() for i in rules}
         self._trees = [(i, _compile(c)) for i, c in rules.items()]
         # Every rule's verdict from its `header:` leaves alone, cached by the bytes of the fields
         # those leaves read (few distinct values: a list's List-Id, a spam flag); PENDING where the
@@ -238,35 +247,69 @@ class PendingLocal:
         self._kept = re.compile(rb"(?im)^(?:" + b"|".join(re.escape(n) for n in names) + rb"):[^\r\n]*"
                                 rb"(?:\r\n[ \t][^\r\n]*)*") if names else None
         self._cache: dict[bytes, tuple[bool | None | object, ...]] = {}
+        # by those bytes, where no verdict is PENDING: (the verdicts, the UIDs not yet spread)
+        self._groups: dict[bytes, tuple[tuple[bool | None | object, ...], list[int]]] = {}
+        self._odd: list[int] = []  # blocks left to the server for every rule, not yet spread
         self._exact: dict[tuple[bytes, bool], bytes | None] = {}  # (raw field, address) -> field_exact
         self._leaf: dict[tuple[int, tuple[bytes, ...]], bool] = {}  # (leaf, raw fields) -> verdict
+
+    @property
+    def matched(self) -> dict[int, set[int]]:
+        self._spread()
+        return self._matched
+
+    @property
+    def unknown(self) -> dict[int, set[int]]:
+        self._spread()
+        return self._unknown
 
     def take(self, uid: int, block: bytes) -> None:
         """One message's fetched header block: every local rule's verdict on it."""
         if len(block) > MAX_BLOCK or not _BLOCK.fullmatch(block):
-            for uids in self.unknown.values():
-                uids.add(uid)
+            self._odd.append(uid)
             return
         key = b"\n".join(self._kept.findall(block)) if self._kept is not None else b""
+        group = self._groups.get(key)
+        if group is not None:
+            group[1].append(uid)
+            return
         verdicts = self._cache.get(key)
         fields = None
         if verdicts is None:
-            fields = split_block(block)
-            assert fields is not None  # the block was checked above
+            fields = _split_fields(block)  # the block was checked above
             verdicts = tuple(_PENDING if (v := self._eval(tree, fields, partial=True)) is None else v
                              for _i, tree in self._trees)
             if len(self._cache) >= CACHE_LIMIT:
                 self._cache.clear()
             self._cache[key] = verdicts
+        if not any(v is _PENDING for v in verdicts):
+            if len(self._groups) >= CACHE_LIMIT:
+                self._spread()
+            self._groups[key] = (verdicts, [uid])
+            return
         for (i, tree), verdict in zip(self._trees, verdicts, strict=True):
             if verdict is _PENDING:
                 if fields is None:
-                    fields = split_block(block)
-                verdict = self._eval(tree, fields)  # type: ignore[arg-type]
+                    fields = _split_fields(block)
+                verdict = self._eval(tree, fields)
             if verdict is None:
-                self.unknown[i].add(uid)
+                self._unknown[i].add(uid)
             elif verdict:
-                self.matched[i].add(uid)
+                self._matched[i].add(uid)
+
+    def _spread(self) -> None:
+        """The grouped messages into `matched` and `unknown` (memory stays flat: groups start over)."""
+        for verdicts, uids in self._groups.values():
+            for (i, _tree), verdict in zip(self._trees, verdicts, strict=True):
+                if verdict is None:
+                    self._unknown[i].update(uids)
+                elif verdict:
+                    self._matched[i].update(uids)
+        self._groups.clear()
+        if self._odd:
+            for uids in self._unknown.values():
+                uids.update(self._odd)
+            self._odd.clear()
 
     def finish(self, within: UidSet, answered: Collection[int]) -> None:
         """After the fetch: the messages of `within` it did not return (`answered`: those it did)

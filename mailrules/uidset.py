@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from itertools import compress, filterfalse
+from operator import sub
 
 
 class UidSet:
     """An immutable, sorted set of UIDs."""
 
-    __slots__ = ("_uids",)
+    __slots__ = ("_text", "_uids")
 
     def __init__(self, uids: Iterable[int] = ()) -> None:
-        self._uids: tuple[int, ...] = tuple(sorted(set(uids)))
+        self._uids: tuple[int, ...] = uids._uids if isinstance(uids, UidSet) else tuple(sorted(set(uids)))
+        self._text: str | None = None  # str(self), kept: a batch's set is written to the journal and the server
+
+    @classmethod
+    def _of_sorted(cls, uids: tuple[int, ...]) -> UidSet:
+        """A set of UIDs already sorted and without duplicates (no sorting again: a pass builds
+        many sets of ten thousand UIDs)."""
+        out = cls.__new__(cls)
+        out._uids = uids
+        out._text = None
+        return out
 
     @classmethod
     def parse(cls, text: str) -> UidSet:
@@ -35,8 +48,6 @@ class UidSet:
         return bool(self._uids)
 
     def __contains__(self, uid: object) -> bool:
-        from bisect import bisect_left
-
         i = bisect_left(self._uids, uid)  # type: ignore[arg-type]
         return i < len(self._uids) and self._uids[i] == uid
 
@@ -50,16 +61,18 @@ class UidSet:
         return f"UidSet({str(self)!r})"
 
     def ranges(self) -> list[tuple[int, int]]:
-        out: list[tuple[int, int]] = []
-        for uid in self._uids:
-            if out and uid == out[-1][1] + 1:
-                out[-1] = (out[-1][0], uid)
-            else:
-                out.append((uid, uid))
-        return out
+        uids = self._uids
+        if not uids:
+            return []
+        # where a range ends: the positions whose UID is not its predecessor's + 1 (found in C)
+        starts = [0, *compress(range(1, len(uids)), map((1).__ne__, map(sub, uids[1:], uids)))]
+        ends = [i - 1 for i in starts[1:]] + [len(uids) - 1]
+        return [(uids[a], uids[b]) for a, b in zip(starts, ends, strict=True)]
 
     def __str__(self) -> str:
-        return ",".join(str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in self.ranges())
+        if self._text is None:
+            self._text = ",".join(str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in self.ranges())
+        return self._text
 
     def chunks(self, max_chars: int = 4000, max_count: int | None = None) -> Iterator[UidSet]:
         """Split into sets whose IMAP text stays under max_chars (and count under max_count)."""
@@ -69,20 +82,20 @@ class UidSet:
             piece = len(str(lo)) + (len(str(hi)) + 1 if hi != lo else 0) + 1
             span = list(range(lo, hi + 1))
             if current and (length + piece > max_chars or (max_count and len(current) + len(span) > max_count)):
-                yield UidSet(current)
+                yield UidSet._of_sorted(tuple(current))
                 current, length = [], 0
             if max_count and len(span) > max_count:
                 for i in range(0, len(span), max_count):
                     part = span[i : i + max_count]
                     if len(part) == max_count:
-                        yield UidSet(part)
+                        yield UidSet._of_sorted(tuple(part))
                     else:
                         current, length = part, piece
                 continue
             current.extend(span)
             length += piece
         if current:
-            yield UidSet(current)
+            yield UidSet._of_sorted(tuple(current))
 
     def cover_text(self, max_chars: int) -> str:
         """IMAP text of a set that contains every UID here, and maybe others, in <= max_chars.
@@ -118,12 +131,12 @@ class UidSet:
         return UidSet([*self._uids, *other])
 
     def __sub__(self, other: Iterable[int]) -> UidSet:
-        drop = set(other)
-        return UidSet(u for u in self._uids if u not in drop)
+        drop = set(other._uids if isinstance(other, UidSet) else other)
+        return UidSet._of_sorted(tuple(filterfalse(drop.__contains__, self._uids)))
 
     def __and__(self, other: Iterable[int]) -> UidSet:
-        keep = set(other)
-        return UidSet(u for u in self._uids if u in keep)
+        keep = set(other._uids if isinstance(other, UidSet) else other)
+        return UidSet._of_sorted(tuple(filter(keep.__contains__, self._uids)))
 
     @property
     def max(self) -> int:

@@ -274,7 +274,7 @@ def test_a_folded_message_id_is_unfolded():
 
 
 def test_a_connection_lost_during_the_opening_round_trip_loses_and_repeats_nothing(lab, monkeypatch):
-    from mailrules.imap import pipeline
+    from mailrules.imap import internals
 
     lab.deliver(*SUBJECTS)
     lab.write("""
@@ -282,20 +282,21 @@ def test_a_connection_lost_during_the_opening_round_trip_loses_and_repeats_nothi
           match: {subject: report}
           actions: [{copy: Saved}, {move: Reports}]
     """)
-    real = pipeline.Pipeline._untagged
-    seen = 0
+    real = internals.read_some
+    reads = 0
 
-    def drop_after_two_answers(self, parts, by_tag):
-        nonlocal seen
-        seen += 1
-        if seen > 2:
+    def die_after_the_first_answers(imap, size=1 << 18):
+        nonlocal reads
+        reads += 1
+        if reads > 1:
             raise ConnectionResetError("the link died")
-        return real(self, parts, by_tag)
+        return real(imap, 200)  # the first answers, the rest lost with the link
 
-    monkeypatch.setattr(pipeline.Pipeline, "_untagged", drop_after_two_answers)
+    monkeypatch.setattr(internals, "read_some", die_after_the_first_answers)
     assert lab.run().code == 1
+    assert reads > 1
     assert lab.where() == {s: ["INBOX"] for s in SUBJECTS}
-    monkeypatch.setattr(pipeline.Pipeline, "_untagged", real)
+    monkeypatch.setattr(internals, "read_some", real)
     assert lab.run().code == 0
     assert lab.where() == {"report 1": ["Reports", "Saved"], "report 2": ["Reports", "Saved"], "invoice": ["INBOX"],
                            "chat": ["INBOX"]}

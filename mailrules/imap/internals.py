@@ -196,6 +196,22 @@ def take_buffered(imap: Any, sock: socket.socket) -> bytes:
     return bytes(data)
 
 
+def read_some(imap: Any, size: int = 1 << 18) -> bytes:
+    """The next bytes of the connection, up to `size`, waiting for at least one (b"" at EOF):
+    first what `hand_back` left to replay, then what imaplib's buffered reader (``imap.file``)
+    holds or one read of the socket (``read1``), so that a fast reader asks once per chunk,
+    not once per line. Bytes read past the caller's last response go back with `hand_back`."""
+    file = imap.file
+    while isinstance(file, _Replay):
+        if file.data:
+            data = bytes(file.data[:size])
+            del file.data[:size]
+            return data
+        file = file.file
+    imap.file = file  # nothing left to replay: unwrapped
+    return file.read1(size)
+
+
 def hand_back(imap: Any, data: bytes) -> None:
     """Give imaplib bytes we read past the end of our command: its reader (``imap.file``) replays them first."""
     file = imap.file
@@ -357,6 +373,6 @@ def problems(client: imapclient.IMAPClient | None = None) -> list[str]:
             for attr, kind in (("tagged_commands", dict), ("untagged_responses", dict)):
                 if not isinstance(getattr(imap, attr, None), kind):
                     found.append(f"imaplib.IMAP4.{attr} is not a {kind.__name__}")
-            if not hasattr(getattr(imap, "file", None), "peek"):
-                found.append("imaplib.IMAP4.file is not a buffered reader with peek()")
+            if not all(hasattr(getattr(imap, "file", None), m) for m in ("peek", "read1")):
+                found.append("imaplib.IMAP4.file is not a buffered reader with peek() and read1()")
     return found

@@ -17,8 +17,13 @@ Searches are pipelined only on servers with ESEARCH, whose `(TAG "...")` ties ev
 result to its command, and only with LITERAL+ when they carry literals. A command the
 server refuses is reported as not done (None), and the engine does it the ordinary way.
 
-The answers are read here (`mailrules.imap.wire.ResponseReader`) rather than by imaplib: the FETCH answer for a large backlog
-is tens of thousands of responses, which imaplib's general reader parses slowly.
+The answers are read here rather than by imaplib: the FETCH answer for a large backlog is tens
+of thousands of responses, which imaplib's general reader parses slowly. They are read in large
+chunks (`mailrules.imap.wire.ChunkedReader`, one socket read per ~256 KB), and the usual header
+answer (`* n FETCH (UID u BODY[HEADER.FIELDS (...)] {n}` CRLF, the block, `)`) is taken straight
+from the chunk, its block a slice handed to the sink: Dovecot sends the fetch no faster than
+the client reads it, so a client slower than the server sets the opening's time. Any other
+shape goes through the general response reader.
 """
 
 from __future__ import annotations
@@ -33,18 +38,20 @@ from imapclient import imap_utf7
 from ..criteria import SearchQuery
 from ..uidset import UidSet
 from . import internals
-from .wire import CLOSE, OPEN, TAGS, Literal, ResponseReader, parse_message_id, quote_mailbox, render
+from .wire import CLOSE, OPEN, TAGS, ChunkedReader, Literal, parse_message_id, quote_mailbox, render
 
 log = logging.getLogger("mailrules.imap")
 
 SEND_LIMIT = 32 * 1024  # bytes of commands sent before their answers are read (no deadlock on full buffers)
 
-_UID = re.compile(rb"\bUID (\d+)")
+_UID = re.compile(rb"\bUID (\d+)", re.I)
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _ESEARCH = re.compile(rb'^\* ESEARCH \(TAG "([^"]*)"\)(.*)$', re.I)
 _ESEARCH_ALL = re.compile(rb"\bALL ([0-9:,]+)", re.I)
 _FETCH = re.compile(rb"^\* \d+ FETCH ", re.I)
 _STATUS_UIDNEXT = re.compile(rb"\bUIDNEXT (\d+)", re.I)
+# the usual answer to the header fetch, up to its literal (Dovecot's, and most servers')
+_HEADER_ANSWER = re.compile(rb"\* \d+ FETCH \(UID (\d+) BODY\[HEADER\.FIELDS \([^\]\r\n]*\)\] \{(\d+)\}\r\n")
 
 
 @dataclass
@@ -88,8 +95,8 @@ class Pipeline:
     def __init__(self, session) -> None:
         self.session = session
         self.imap = internals.imaplib_of(session.client)
-        # imaplib's public readline/read (not _get_line, which logs every line when debugging is on)
-        self._reader = ResponseReader(self.imap.readline, self.imap.read, self.imap.abort)
+        # read in chunks, not through imaplib's reader (its _get_line logs every line when debugging)
+        self._reader = ChunkedReader(lambda: internals.read_some(self.imap), self.imap.abort)
         self._commands: list[_Command] = []
         self._headers: PendingHeaders | None = None  # at most one of each per pipeline
         self._folders: PendingFolders | None = None
@@ -162,21 +169,54 @@ class Pipeline:
     def _read(self, group: list[_Command]) -> None:
         by_tag = {c.tag: c for c in group}
         open_tags = set(by_tag)
-        while open_tags:
-            parts = self._response()
-            head = parts[0]
-            if head.startswith(b"* "):
-                self._untagged(parts, by_tag)
-                continue
-            if head.startswith(b"+"):
-                raise self.imap.abort(f"unexpected continuation request: {head[:200]!r}")
-            tag, _, rest = head.partition(b" ")
-            command = by_tag.get(tag)
-            if command is None:
-                raise self.imap.abort(f"unexpected tagged response: {head[:200]!r}")
-            command.status = rest.split(b" ", 1)[0].upper().decode("ascii", "replace")
-            open_tags.discard(tag)
-            self._complete(command, rest)
+        try:
+            while open_tags:
+                if self._headers is not None and self._header_answers():
+                    continue
+                parts = self._response()
+                head = parts[0]
+                if head.startswith(b"* "):
+                    self._untagged(parts, by_tag)
+                    continue
+                if head.startswith(b"+"):
+                    raise self.imap.abort(f"unexpected continuation request: {head[:200]!r}")
+                tag, _, rest = head.partition(b" ")
+                command = by_tag.get(tag)
+                if command is None:
+                    raise self.imap.abort(f"unexpected tagged response: {head[:200]!r}")
+                command.status = rest.split(b" ", 1)[0].upper().decode("ascii", "replace")
+                open_tags.discard(tag)
+                self._complete(command, rest)
+        finally:
+            internals.hand_back(self.imap, self._reader.rest())  # read past our last answer: imaplib's
+            self._reader.buf, self._reader.pos = b"", 0
+
+    def _header_answers(self) -> bool:
+        """Take every whole header answer of the usual shape at the reader's position (see the
+        module's docstring); False if the next response is not one (or not whole yet)."""
+        reader, headers = self._reader, self._headers
+        assert headers is not None
+        ids, sink, match = headers.message_ids, headers.sink, _HEADER_ANSWER.match
+        buf, pos = reader.buf, reader.pos
+        taken = False
+        while (m := match(buf, pos)) is not None:
+            start = m.end()
+            stop = start + int(m.group(2))
+            if buf[stop : stop + 3] != b")\r\n":
+                if stop + 3 > len(buf) and stop - pos <= reader.limit:
+                    reader.pos = pos
+                    reader.more()  # the answer is not whole yet
+                    buf, pos = reader.buf, reader.pos
+                    continue
+                break  # another shape: the general reader's
+            uid, block = int(m.group(1)), buf[start:stop]
+            ids[uid] = parse_message_id(block)
+            if sink is not None:
+                sink(uid, block)
+            pos = stop + 3
+            taken = True
+        reader.pos = pos
+        return taken
 
     def _response(self) -> list[bytes]:
         """One whole response: [line, literal, line, ..., line], CRLF stripped from the lines."""

@@ -9,7 +9,8 @@ parses the wire format by itself.
 * `astring` / `quote_mailbox`: the one quoting function (a quoted string, or a `Literal`
   for 8-bit text or CR/LF/NUL).
 * `ResponseReader` / `response_end`: one literal-aware response reader, over a blocking
-  line source (the pipelined opening) or a byte buffer filled by hand (IDLE).
+  line source (fetch batches) or a byte buffer filled by hand (IDLE); `ChunkedReader`, the
+  same over a stream read in large chunks (the pipelined opening).
 * `Tags`: the allocator of the tags of commands whose answers we read ourselves.
 * `parse_message_id`: the Message-ID of a header block.
 """
@@ -127,6 +128,65 @@ class ResponseReader:
         return line[:-2]
 
 
+MAX_RESPONSE = 64 * 1024 * 1024  # bytes of one response (literals included) a ChunkedReader holds at most
+
+
+def split_response(buf: bytes, start: int, end: int) -> list[bytes]:
+    """The response in ``buf[start:end]`` (as `response_end` found it) as ``[line, literal, ..., line]``."""
+    parts: list[bytes] = []
+    pos = start
+    while True:
+        stop = buf.find(b"\r\n", pos, end + 2)
+        m = LITERAL_AT_END.search(buf, pos, stop)
+        parts.append(buf[pos:stop])
+        if m is None:
+            return parts
+        size = int(m.group(1))
+        parts.append(buf[stop + 2 : stop + 2 + size])
+        pos = stop + 2 + size
+
+
+class ChunkedReader:
+    """Whole responses from a stream read in large chunks (`fill`: the next bytes, b"" at EOF).
+
+    Where ResponseReader asks for each line and literal, this asks for whatever has arrived
+    (one call per ~256 KB on a fast link), and a caller that knows the shape of the responses
+    it expects may take them straight from ``buf`` at ``pos`` (advancing ``pos``), with no
+    per-response list: the pipelined opening's header FETCH answers. `rest()`: what was read
+    past the last response taken, to be handed back to the stream's owner. A response larger
+    than `limit` (a line or literal announced by a broken or hostile server) is refused.
+    """
+
+    def __init__(self, fill: Callable[[], bytes], abort: Callable[[str], Exception],
+                 limit: int = MAX_RESPONSE) -> None:
+        self.fill = fill
+        self.abort = abort
+        self.limit = limit
+        self.buf = b""
+        self.pos = 0
+
+    def more(self) -> None:
+        """Append what the stream has next (waits for at least one byte)."""
+        if len(self.buf) - self.pos > self.limit:
+            raise self.abort(f"socket error: a response longer than {self.limit} bytes")
+        data = self.fill()
+        if not data:
+            raise self.abort("socket error: EOF")
+        self.buf = self.buf[self.pos :] + data if self.pos < len(self.buf) else data
+        self.pos = 0
+
+    def response(self) -> list[bytes]:
+        """The next whole response, as ResponseReader.response gives it."""
+        while (end := response_end(self.buf, self.pos)) is None:
+            self.more()
+        parts = split_response(self.buf, self.pos, end)
+        self.pos = end + 2
+        return parts
+
+    def rest(self) -> bytes:
+        return self.buf[self.pos :]
+
+
 class Tags:
     """Tags for the commands whose answers mailrules reads itself (pipelined commands, IDLE, NOOP).
 
@@ -151,10 +211,15 @@ TAGS = Tags()
 # ---------------------------------------------------------------------- Message-ID
 
 _MESSAGE_ID = re.compile(r"^message-id:\s*(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+# the same over ASCII bytes (str's \s also matches \x1c-\x1f), with no decoding of the whole block
+_MESSAGE_ID_ASCII = re.compile(rb"^message-id:[ \t\n\r\f\v\x1c-\x1f]*(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
 
 
 def parse_message_id(raw: bytes) -> str:
     """The Message-ID in a header block (unfolded, whitespace collapsed); '' if it has none."""
+    if raw.isascii():
+        found = _MESSAGE_ID_ASCII.search(raw)
+        return " ".join(found.group(1).decode("ascii").split()) if found else ""
     m = _MESSAGE_ID.search(raw.decode("utf-8", "replace"))
     if not m:
         return ""
