@@ -39,7 +39,7 @@ class Ahead:
         step begins with (box: the `ImapPass`)."""
         rules = self.rules
         if not builtin:
-            box.session.forget_ahead()  # a plugin's action may change flags unseen
+            box.session.later.forget()  # a plugin's action may change flags unseen
         elif a + 1 < len(rules[i].actions):
             self.action_searches(box, i, a + 1, targets)
         elif i + 1 < len(rules) and (i + 1, -1) not in box.steps and not rules[i + 1].where:
@@ -51,7 +51,7 @@ class Ahead:
                     query = compile_search(rules[i + 1].match, box.session.capabilities)
                 except ValueError:
                     return  # reported at its turn, as before: sending ahead never fails an action
-                box.session.ahead(query, within)
+                box.session.later.ahead(query, within)
 
     def action_searches(self, box: Any, i: int, a: int, within: UidSet) -> None:
         """Send ahead the searches action `a` of rule `i` begins with (`BuiltinAction.searches`)."""
@@ -59,7 +59,7 @@ class Ahead:
             return
         call = self.rules[i].actions[a]
         for query in getattr(box.s.registry.actions[call.name], "searches", lambda arg: [])(call.arg):
-            box.session.ahead(query, within)
+            box.session.later.ahead(query, within)
 
 
 def may_send_ahead(box: Any) -> bool:

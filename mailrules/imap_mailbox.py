@@ -326,7 +326,7 @@ class ImapPass:
                 job.finish = start(self.ctx, call.arg, targets, job.intent, resuming)
         except (ActionFailed, ServerRefused, ValueError) as exc:
             return self._failed(job, exc) | lost
-        if action.terminal and self.session.in_flight and self.hooks.guard is None and self.hooks.sweep_claim is None:
+        if action.terminal and self.session.later.busy and self.hooks.guard is None and self.hooks.sweep_claim is None:
             self.ahead.jobs.append(job)  # sent; its messages leave play either way: the next command goes first
             self.ahead.in_play -= set(targets) | lost
             return set(targets) | lost
@@ -339,8 +339,8 @@ class ImapPass:
         abandoned on a lost connection leaves their intent journaled, resumed as after a crash."""
         try:
             self._finish_later(wait=True)
-            self.session.settle()  # searches sent ahead and not needed
-            self.session.forget_ahead()
+            self.session.later.settle()  # searches sent ahead and not needed
+            self.session.later.forget()
         except Exception as exc:  # noqa: BLE001 - abandoned: the pass's own error is the one raised
             if not abandoned:
                 raise
@@ -348,7 +348,7 @@ class ImapPass:
 
     def _finish_later(self, wait: bool) -> None:
         """Finish the actions sent whose answers are read (or, wait: read them now)."""
-        if not self.ahead.jobs or (not wait and self.session.in_flight):
+        if not self.ahead.jobs or (not wait and self.session.later.busy):
             return
         jobs, self.ahead.jobs = self.ahead.jobs, []
         for job in jobs:

@@ -83,7 +83,7 @@ class LaterTransfer:
         """The `Transfer`, as `ImapSession.move` returns it or raises `ServerRefused` (read now if
         it was not yet: one round trip)."""
         if not self.settled:
-            self.session.settle()
+            self.session.later.settle()
         if self.error is not None:
             raise self.error
         if self.created is not None:
@@ -215,10 +215,12 @@ class InFlight:
         internals.on_send(imap, self.settle)
         return later
 
-    def ahead(self, tokens: tuple[Any, ...], within: UidSet) -> None:
-        """Send a UID SEARCH of `tokens` over `within` now, its answer to be read with the next
-        command's and kept for `answered` (nothing for a search not of flags, size or dates)."""
-        reads = flags_read(tokens)
+    def ahead(self, query: Any, within: UidSet) -> None:
+        """Send `query`'s UID SEARCH (a `mailrules.criteria.SearchQuery`) over `within` now, for a
+        search to come: its answer is read with the next command's and kept for `answered`
+        (nothing for a search not of flags, size or dates, or with a CHARSET)."""
+        tokens = query.tokens
+        reads = flags_read(tokens) if query.charset is None else None
         if reads is None or not within or not self.session.has("ESEARCH") or self.answered(tokens, within, 0):
             return
         imap = internals.imaplib_of(self.session.client)
@@ -245,6 +247,15 @@ class InFlight:
                     self.settle()
                 return later.answer & within if later.answer is not None else None
         return None
+
+    def forget(self) -> None:
+        """Forget the answers of the searches sent `ahead` (another mailbox, or the pass's end)."""
+        self.searches.clear()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a command sent by `send` or `ahead` is not read yet."""
+        return bool(self.sent)
 
     def stored(self, flags: Any) -> None:
         """A STORE of ours changes these flags: the searches sent ahead that read one are stale."""

@@ -52,7 +52,8 @@ class ImapSession:
         self._uidnext_floor: dict[str, int] = {}  # a UIDNEXT each folder had at least, this pass
         self._server_software: str | None = None
         self._set_size = SetSize(account)
-        self._later = InFlight(self, make=Transfer, refused=ServerRefused)  # MOVEs whose answer is read later
+        # the MOVEs and searches whose answers are read later (`mailrules.imap.later`)
+        self.later = InFlight(self, make=Transfer, refused=ServerRefused)
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
@@ -154,7 +155,7 @@ class ImapSession:
         """Create a folder (and report success if another client just created it)."""
         # CREATE and SUBSCRIBE (so that mail clients show the folder) are pipelined: one
         # round trip. A refused SUBSCRIBE does not matter.
-        with self._later.burst():
+        with self.later.burst():
             create, subscribe = self.send_create(server_name)
         self._finish_create(server_name, create, subscribe)
 
@@ -230,8 +231,8 @@ class ImapSession:
 
     def uidnext_floor(self, server_name: str) -> int | None:
         """A value the folder's UIDNEXT is known to be at or above (this pass's listing), or None."""
-        if self._later.sent_to(server_name):
-            self.settle()  # a MOVE there in flight raises it: its COPYUID first
+        if self.later.sent_to(server_name):
+            self.later.settle()  # a MOVE there in flight raises it: its COPYUID first
         return self._uidnext_floor.get(server_name)
 
     # ------------------------------------------------------------------ select
@@ -244,9 +245,9 @@ class ImapSession:
     def before_select(self) -> None:
         """Before a SELECT: no answer of ours unread (imaplib clears what it collected then), no search
         sent `ahead` kept (it was for the mailbox left)."""
-        self.settle()
+        self.later.settle()
         self.clear_untagged()
-        self.forget_ahead()
+        self.later.forget()
 
     def adopt_selection(self, server_name: str, resp: dict, *, readonly: bool) -> Selected:
         """Take `resp` (IMAPClient's SELECT answer) as the selection now in force."""
@@ -290,7 +291,7 @@ class ImapSession:
             return UidSet(self._search_one(query, None))
         if not within:
             return UidSet()
-        ahead = self._later.answered(query.tokens, within) if query.charset is None else None
+        ahead = self.later.answered(query.tokens, within) if query.charset is None else None
         if ahead is not None:  # sent ahead of its turn (`ahead`), in an earlier round trip
             return ahead
         # One command: a set that covers `within` (bridging small gaps), then intersect.
@@ -336,7 +337,7 @@ class ImapSession:
             raise ServerRefused("SEARCH", text_of(data))
         lines = self._untagged().pop("ESEARCH" if esearch else "SEARCH", None)
         if esearch and lines:
-            others = self._later.pending_answers({"ESEARCH": lines}).get("ESEARCH", [])
+            others = self.later.pending_answers({"ESEARCH": lines}).get("ESEARCH", [])
             if others:  # a search sent ahead (`ahead`), answered with this one: its answer stays for it
                 self._untagged()["ESEARCH"] = others
                 lines = [line for line in lines if line not in others] or None
@@ -384,7 +385,7 @@ class ImapSession:
 
     def clear_untagged(self) -> None:
         responses = self._untagged()
-        kept = self._later.pending_answers(responses)  # read early: for commands sent, not read yet
+        kept = self.later.pending_answers(responses)  # read early: for commands sent, not read yet
         for key in ("ESEARCH", "SEARCH", "COPYUID", "OK", "NO", "TRYCREATE", "EXPUNGE", "FETCH", "EXISTS",
                     "RECENT", "VANISHED"):
             responses.pop(key, None)
@@ -454,7 +455,7 @@ class ImapSession:
     def store(self, uids: UidSet, flags: Iterable[str], *, add: bool) -> None:
         """UID STORE +FLAGS.SILENT / -FLAGS.SILENT."""
         flag_list = list(flags)
-        self._later.stored(flag_list)  # the searches sent ahead that read them are stale
+        self.later.stored(flag_list)  # the searches sent ahead that read them are stale
 
         def send(chunk: UidSet) -> None:
             try:
@@ -496,7 +497,7 @@ class ImapSession:
         """One UID COPY or MOVE (with CREATE first when `create`), in one round trip with what is in
         flight; its flags and COPYUID into `result`."""
         self.clear_untagged()
-        with self._later.burst():
+        with self.later.burst():
             creating = self.send_create(server_name) if create else None
             tags = send_reading_flags(self.client, str(chunk), server_name, verb)
         try:
@@ -540,26 +541,7 @@ class ImapSession:
         chunks = list(uids.chunks(self.max_set_chars))
         if len(chunks) != 1 or len(str(chunks[0])) > MAX_SET_CHARS:  # `move` sends a refused long set again
             return Ready(lambda: self.move(uids, server_name, create=create))
-        return self._later.send(uids, str(chunks[0]), server_name, create)
-
-    def settle(self) -> None:
-        """Read the answers of the MOVEs sent by `move_later` and not read yet (a round trip)."""
-        self._later.settle()
-
-    def ahead(self, query: SearchQuery, within: UidSet) -> None:
-        """Send `query`'s UID SEARCH over `within` now, for a `search` to come: its answer is read
-        with the next command's (`mailrules.imap.later`; only searches of flags, size and dates)."""
-        if query.charset is None:
-            self._later.ahead(query.tokens, within)
-
-    def forget_ahead(self) -> None:
-        """Forget the answers of the searches sent `ahead` (another mailbox, or the pass's end)."""
-        self._later.searches.clear()
-
-    @property
-    def in_flight(self) -> bool:
-        """Whether a command sent by `move_later` or `ahead` is not read yet."""
-        return bool(self._later.sent)
+        return self.later.send(uids, str(chunks[0]), server_name, create)
 
     def uid_expunge(self, uids: UidSet) -> None:
         """UID EXPUNGE of exactly these UIDs (requires UIDPLUS). Never a bare EXPUNGE."""
