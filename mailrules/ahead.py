@@ -36,22 +36,33 @@ class Ahead:
 
     def next_step(self, box: Any, i: int, a: int, targets: UidSet, builtin: bool) -> None:
         """Before action `a` of rule `i`, which the pass waits for: send the searches the next
-        step begins with (box: the `ImapPass`)."""
+        steps begin with (box: the `ImapPass`): the next action's, or the next rule's search and
+        its first action's, and the search of the rule after it. Those of a later rule cover
+        every message that may still be in play, a superset of what its turn asks about."""
         rules = self.rules
         if not builtin:
             box.session.later.forget()  # a plugin's action may change flags unseen
         elif a + 1 < len(rules[i].actions):
             self.action_searches(box, i, a + 1, targets)
-        elif i + 1 < len(rules) and (i + 1, -1) not in box.steps and not rules[i + 1].where:
+        elif self.match_ahead(box, i + 1):
             within = UidSet(self.in_play)
-            if i + 1 in box.searched:
-                self.action_searches(box, i + 1, 0, box.searched[i + 1] & within)
-            elif may_send_ahead(box):
-                try:
-                    query = compile_search(rules[i + 1].match, box.session.capabilities)
-                except ValueError:
-                    return  # reported at its turn, as before: sending ahead never fails an action
-                box.session.later.ahead(query, within)
+            matched = box.searched.get(i + 1)
+            self.action_searches(box, i + 1, 0, matched & within if matched is not None else within)
+            self.match_ahead(box, i + 2)
+
+    def match_ahead(self, box: Any, i: int) -> bool:
+        """Send rule `i`'s search ahead unless the pass has its answer already; whether rule `i`
+        takes its turn as planned (it exists, is not resumed, has no client-side predicates)."""
+        rules = self.rules
+        if i >= len(rules) or (i, -1) in box.steps or rules[i].where:
+            return False
+        if i not in box.searched and may_send_ahead(box):
+            try:
+                query = compile_search(rules[i].match, box.session.capabilities)
+            except ValueError:
+                return False  # reported at its turn, as before: sending ahead never fails an action
+            box.session.later.ahead(query, UidSet(self.in_play))
+        return True
 
     def action_searches(self, box: Any, i: int, a: int, within: UidSet) -> None:
         """Send ahead the searches action `a` of rule `i` begins with (`BuiltinAction.searches`)."""
