@@ -136,6 +136,26 @@ def test_the_next_rule_s_search_goes_in_the_round_trip_of_the_store_before(dovec
                            "chat": set()}
 
 
+SEEN_THEN_LARGE_FLAGGED = """
+    - name: reports
+      match: {subject: report}
+      actions: [seen]
+    - name: large
+      match: {larger: 10}
+      actions: [flag]
+"""
+
+
+def test_a_rule_s_search_and_its_first_action_s_go_ahead_together(dovecot, tmp_path, monkeypatch):
+    """With the seen's STORE go the size rule's search and its flag's search (over every message
+    still in play): the flag's STORE is the size rule's only round trip."""
+    idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING)
+    cost, lab = pass_cost(dovecot, tmp_path, monkeypatch, SEEN_THEN_LARGE_FLAGGED)
+    assert cost == idle + 3  # seen: SEARCH, STORE (with the size rule's two SEARCHes); flag: STORE
+    assert lab.flags() == {"report 1": {"\\Seen", "\\Flagged"}, "report 2": {"\\Seen", "\\Flagged"},
+                           "invoice": {"\\Flagged"}, "chat": {"\\Flagged"}}
+
+
 def test_a_search_sent_ahead_is_searched_again_once_a_store_of_ours_changed_what_it_reads(lab):
     """The flagged rule's search goes ahead with the flag's STORE, which changes its answer: the
     answer sent ahead is dropped, the rule sees the messages as the rule before left them."""
