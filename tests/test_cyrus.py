@@ -120,6 +120,18 @@ def test_the_kit_stores_each_folder_by_its_name_not_by_its_id(cyrus, cyrus_user)
     assert (cyrus.root / "spool" / "user" / cyrus_user.name / "Kept" / "1.").is_file()
 
 
+def test_cyrus_is_identified_by_its_id_answer_of_many_fields(cyrus, cyrus_user):
+    """Cyrus's ID answer has seven fields; reading it as pairs once left Cyrus unidentified ("")."""
+    from mailrules.imap.session import ImapSession
+
+    session = ImapSession(cyrus.client(cyrus_user), "me")
+    try:
+        assert session.server_software == "cyrus imapd"
+        assert not session.substring_search_reliable  # see the body prefilter test below
+    finally:
+        session.logout()
+
+
 def test_deliver_files_turns_bare_lf_into_crlf_and_sets_flags(cyrus, cyrus_user):
     count = cyrus.deliver_files(cyrus_user, cyrus.folder("Lists/dev"), [b"Subject: lf\n\nbody\n"], flags="S")
     assert count == 1
@@ -362,8 +374,10 @@ PREFILTERED = {  # pattern -> the subjects whose decoded text/* parts it matches
 
 
 def test_the_body_prefilter_on_cyrus_loses_no_message_the_regex_matches(cyrus, cyrus_user, tmp_path, monkeypatch):
-    """Cyrus (ID "Cyrus IMAPD": the prefilter is on) normalises what SEARCH BODY compares (diacritics,
-    runs of spaces, case): every message the regex matches must still be a candidate."""
+    """Cyrus (ID "Cyrus IMAPD") normalises what SEARCH BODY compares (diacritics, runs of spaces,
+    case), and missed the Latin-1 "café" with the prefilter on (once its ID was read right: before,
+    a long ID answer left Cyrus unidentified): the prefilter stays off there, and every message
+    the regex matches is found."""
     cyrus.deliver_files(cyrus_user, "INBOX", [
         make_message(subject="ci", body="build #42 failed on main"),
         make_message(subject="greeting", body="Viele Grüße aus Köln"),

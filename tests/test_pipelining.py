@@ -223,6 +223,44 @@ def test_a_search_answered_without_its_esearch_is_asked_again(lab, monkeypatch, 
     assert lab.flags() == {"invoice": {"\\Seen"}, "chat": set()}
 
 
+def test_a_new_connection_learns_its_namespace_and_server_in_one_round_trip(dovecot, imap_user, monkeypatch):
+    from mailrules.imap.identify import ask_namespace_and_id
+    from mailrules.imap.session import ImapSession
+
+    session = ImapSession(dovecot.client(imap_user), "me")
+    counter = RoundTrips(monkeypatch)
+    ask_namespace_and_id(session)
+    assert counter.count == 1
+    assert (session.namespace(), session.server_software) == (("", "/"), "dovecot")
+    assert counter.count == 1  # learnt, not asked again
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    (b'(("" "/")) NIL NIL', ("", "/")),
+    (b'(("INBOX." ".")) (("user." ".")) (("" "."))', ("INBOX.", ".")),
+    (b"NIL NIL NIL", ("", "/")),
+    (b"((", None),
+    (None, None),
+])
+def test_the_personal_namespace_is_read_from_a_namespace_answer(answer, expected):
+    from mailrules.imap.identify import personal_namespace
+
+    assert personal_namespace(answer) == expected
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    (b'("name" "Dovecot" "version" "2.3")', "dovecot"),
+    (b'("name" "Cyrus IMAPD")', "cyrus imapd"),
+    (b"NIL", ""),
+    (b'("vendor" "x")', ""),
+    (None, None),
+])
+def test_the_server_s_name_is_read_from_an_id_answer(answer, expected):
+    from mailrules.imap.identify import server_name
+
+    assert server_name(answer) == expected
+
+
 def test_closing_after_a_run_sends_logout_and_waits_for_nothing(dovecot, imap_user, monkeypatch):
     """Every answer of the run has been read: the BYE would cost a round trip and tell nothing."""
     from mailrules.imap.pool import SessionPool

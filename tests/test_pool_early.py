@@ -24,6 +24,9 @@ class FakeSession:
 
     server_software = "dovecot"
 
+    def has(self, capability: str) -> bool:
+        return False
+
     def logout(self, wait: bool = True) -> None:
         self.logged_out.set()
 

@@ -28,6 +28,7 @@ from typing import Any
 import imapclient
 from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.response_parser import parse_fetch_response as _parse_fetch_response
+from imapclient.response_parser import parse_response as _parse_response
 from imapclient.tls import IMAP4_TLS
 
 IMAP4 = imaplib.IMAP4
@@ -167,6 +168,12 @@ def off_send(imap: imaplib.IMAP4) -> None:
 def normalise_folder(client: imapclient.IMAPClient, name: str) -> bytes:
     """A folder name as IMAPClient would send it (``_normalise_folder``: modified UTF-7, quoted)."""
     return client._normalise_folder(name)
+
+
+def parse_response(data: list[bytes]) -> list:
+    """IMAPClient's parser of a response's data (``imapclient.response_parser``): atoms, strings,
+    NIL and parenthesised lists as bytes, None and tuples."""
+    return list(_parse_response(data))
 
 
 def parse_fetch_response(data: list, normalise_times: bool) -> dict[int, dict]:

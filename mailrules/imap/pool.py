@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from ..model import Account, Config
+from .identify import ask_namespace_and_id
 from .session import ImapSession
 
 
@@ -99,8 +100,7 @@ class SessionPool:
 
             def connect_and_ask(name: str) -> ImapSession:
                 session = self._connect(name)
-                session.namespace()
-                session.server_software  # noqa: B018 - ID, asked by every pass (`max_set_chars`)
+                ask_namespace_and_id(session)  # in one round trip
                 return session
 
             self._opening[account] = _Opening(connect_and_ask, account)

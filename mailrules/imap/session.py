@@ -23,6 +23,7 @@ from ..uidset import UidSet
 from . import internals
 from .answers import Selected, ServerRefused, Transfer
 from .copyflags import copy_reading_flags, read_reading_flags, send_reading_flags
+from .identify import name_of
 from .later import InFlight, LaterTransfer, Ready
 from .pipeline import PendingFolders, Pipeline
 from .setsize import MAX_SET_CHARS, SetSize
@@ -60,26 +61,21 @@ class ImapSession:
 
     @property
     def substring_search_reliable(self) -> bool:
-        """Whether SEARCH BODY/TEXT is a true substring search, as RFC 3501 says.
+        """Whether SEARCH BODY/TEXT is a true substring search, as RFC 3501 says: on Dovecot.
 
-        Dovecot and Cyrus search substrings of the decoded text; others (Gmail, Exchange)
-        search words, which would make a prefilter miss messages. Asked once with ID.
+        Others (Gmail, Exchange) search words, which would make a prefilter miss messages; Cyrus
+        missed a Latin-1 "café" searched in UTF-8 (tests/test_cyrus.py). Asked once with ID.
         """
-        return self.server_software.startswith(("dovecot", "cyrus"))
+        return self.server_software.startswith("dovecot")
 
     @property
     def server_software(self) -> str:
         """The server's name from ID, lower case ("" without ID): asked once per session."""
         if self._server_software is None:
-            name = ""
-            if self.has("ID"):
-                try:
-                    info = dict(self.client.id_() or ())
-                    value = info.get(b"name") or info.get("name") or b""
-                    name = value.decode() if isinstance(value, bytes) else str(value)
-                except Exception:  # noqa: BLE001 - ID is optional; without it, no prefilter
-                    name = ""
-            self._server_software = name.lower()
+            try:
+                self._server_software = name_of(self.client.id_()) if self.has("ID") else ""
+            except Exception:  # noqa: BLE001 - ID is optional; without it, no prefilter
+                self._server_software = ""
         return self._server_software
 
     @property
@@ -117,6 +113,11 @@ class ImapSession:
     def namespace(self) -> tuple[str, str]:
         """The personal namespace's prefix and hierarchy separator (asked once per session)."""
         return self._namespace()
+
+    def adopt_identity(self, namespace: tuple[str, str] | None, software: str | None) -> None:
+        """What `mailrules.imap.identify` learnt (None: not learnt, asked when needed)."""
+        self._prefix, self._separator = namespace or (self._prefix, self._separator)
+        self._server_software = self._server_software if software is None else software
 
     def server_name(self, path: str) -> str:
         """The server's name for a folder written 'A/B' (namespace prefix and separator)."""
