@@ -5,6 +5,9 @@
 * `internals`: every reach into imaplib's and IMAPClient's private internals, each with why;
 * `session`: `ImapSession`, the UID-based commands the engine needs;
 * `pipeline`: the pass's opening, several read-only commands in one round trip;
+* `later`: commands whose answers are read with the next command's (a terminal MOVE, searches
+  sent ahead); `reselect`, `identify`: SELECT and its search, NAMESPACE and ID, each pair in
+  one round trip;
 * `idle`: IDLE/DONE/NOOP read by hand, so that a wait also watches a wake-up pipe;
 * `pool`: `SessionPool`, one connection per account.
 
