@@ -208,14 +208,7 @@ def test_a_search_answered_without_its_esearch_is_asked_again(lab, monkeypatch, 
 
     lab.deliver(*SUBJECTS)
     with TcpProxy(lab.server.host, lab.server.port, rewrite_server=drop_the_first_esearch) as proxy:
-        lab.write("""
-            - name: reports
-              match: {subject: report}
-              actions: [{move: Reports}]
-            - name: invoices
-              match: {subject: invoice}
-              actions: [seen]
-        """, port=proxy.port)
+        lab.write(MOVE_THEN_SEEN, port=proxy.port)
         result = lab.run()
     assert result.code == 0, result.err
     assert dropped, "no such ESEARCH went by"
