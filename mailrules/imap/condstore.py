@@ -61,18 +61,9 @@ def store_unchangedsince(session: ImapSession, uid_set: str, modseq: int, op: st
     (its MODIFIED response code). Used by shared mailboxes (`mailrules.claims`).
     """
     imap = internals.imaplib_of(session.client)
-    session.clear_untagged()
     internals.untagged(imap).pop("MODIFIED", None)
-    try:
-        tag = internals.command(imap, "UID", "STORE", uid_set, f"(UNCHANGEDSINCE {int(modseq)})",
-                                f"{op}.SILENT", "(" + " ".join(dict.fromkeys(flags)) + ")")  # each once
-        typ, data = internals.complete(imap, "STORE", tag)
-    except imap.abort:
-        raise
-    except imap.error as exc:
-        raise ServerRefused("STORE", str(exc)) from None
-    if typ != "OK":
-        raise ServerRefused("STORE", text_of(data))
+    data = session.uid_command("STORE", uid_set, f"(UNCHANGEDSINCE {int(modseq)})", f"{op}.SILENT",
+                               "(" + " ".join(dict.fromkeys(flags)) + ")")  # each keyword once
     texts = [text_of(data)] + [x.decode() if isinstance(x, bytes) else str(x)
                              for x in internals.untagged(imap).pop("MODIFIED", [])]
     modified = UidSet()

@@ -55,12 +55,7 @@ def read_reading_flags(client: imapclient.IMAPClient, reading: bytes, copying: b
 
 def _flags_answer(client: imapclient.IMAPClient, imap, tag: bytes,
                   uids: Collection[int] | None = None) -> dict[int, frozenset[str]]:
-    try:
-        typ, _data = internals.complete(imap, "FETCH", tag)
-    except imap.abort:
-        raise
-    except imap.error:
-        typ = "BAD"
+    typ, _data = internals.answer(imap, "FETCH", tag)
     data = internals.untagged(imap).pop("FETCH", [])
     if uids is not None:  # another command's FETCH answers stay for it
         wanted = set(uids)

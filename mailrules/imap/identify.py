@@ -32,12 +32,9 @@ def ask_namespace_and_id(session: Any) -> None:
 
 def _answer(imap: Any, name: str, tag: bytes) -> bytes | None:
     """The untagged answer of command `name` (sent with `tag`), or None if it was refused."""
-    try:
-        typ, _data = internals.complete(imap, name, tag)
-    except imap.abort:
-        raise
-    except imap.error as exc:  # BAD
-        log.debug("%s refused: %s", name, exc)
+    typ, data = internals.answer(imap, name, tag)
+    if typ == "BAD":
+        log.debug("%s refused: %s", name, data)
         return None
     lines = internals.untagged(imap).pop(name, [])
     return lines[-1] if typ == "OK" and lines and isinstance(lines[-1], bytes) else None

@@ -91,6 +91,17 @@ def complete(imap: imaplib.IMAP4, name: str, tag: bytes) -> tuple[str, list]:
     return imap._command_complete(name, tag)
 
 
+def answer(imap: imaplib.IMAP4, name: str, tag: bytes) -> tuple[str, list]:
+    """`complete`, with a BAD answer returned as ("BAD", [its text]) like a NO instead of raised;
+    a lost connection (imap.abort, itself an imap.error) still raises."""
+    try:
+        return complete(imap, name, tag)
+    except imap.abort:
+        raise
+    except imap.error as exc:
+        return "BAD", [str(exc).encode()]
+
+
 def next_response(imap: imaplib.IMAP4) -> bytes | None:
     """Read one response with imaplib's reader (``_get_response``); None for a continuation ('+')."""
     return imap._get_response()

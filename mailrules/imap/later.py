@@ -55,8 +55,8 @@ class LaterTransfer:
         """Read this transfer's answers (the next ones on the wire) into `transfer`."""
         imap = internals.imaplib_of(self.session.client)
         if self.creating is not None:
-            self.created = _answer(imap, "CREATE", self.creating[0])
-            _answer(imap, "SUBSCRIBE", self.creating[1])  # a refused SUBSCRIBE does not matter
+            self.created = internals.answer(imap, "CREATE", self.creating[0])
+            internals.answer(imap, "SUBSCRIBE", self.creating[1])  # a refused SUBSCRIBE does not matter
         try:
             transfer.flags.update(read_reading_flags(self.session.client, *self.tags, "MOVE", self.uids))
             self.answer = ""
@@ -119,7 +119,7 @@ class LaterSearch:
 
     def read(self, _transfer: Any) -> None:
         imap = internals.imaplib_of(self.session.client)
-        typ, _data = _answer(imap, "SEARCH", self.tag)
+        typ, _data = internals.answer(imap, "SEARCH", self.tag)
         lines = internals.untagged(imap).pop("ESEARCH", [])
         mark = b'(TAG "' + self.tag + b'")'
         mine = [line for line in lines if isinstance(line, bytes) and mark in line]
@@ -304,16 +304,6 @@ class InFlight:
                 for rest in sent[k:]:
                     rest.error = exc  # the connection is gone: none of them will be read
                 raise
-
-
-def _answer(imap, name: str, tag: bytes) -> tuple[str, list]:
-    """One command's tagged answer; BAD as a refusal, a lost connection raised."""
-    try:
-        return internals.complete(imap, name, tag)
-    except imap.abort:
-        raise
-    except imap.error as exc:
-        return "BAD", [str(exc).encode()]
 
 
 __all__ = ["InFlight", "LaterSearch", "LaterTransfer", "Ready", "flags_read"]

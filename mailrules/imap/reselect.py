@@ -57,11 +57,8 @@ def select_and_search_above(session: ImapSession, server_name: str, checkpoint: 
 
 def _finish_search(imap, tag: bytes, esearch: bool) -> list[int] | None:
     """Read the pipelined search's answer; its UIDs, or None if it was refused (no mailbox selected)."""
-    try:
-        typ, _data = internals.complete(imap, "SEARCH", tag)
-    except imap.abort:
-        raise
-    except imap.error:  # BAD: the SELECT before it failed
+    typ, _data = internals.answer(imap, "SEARCH", tag)
+    if typ == "BAD":  # the SELECT before it failed
         return None
     untagged = internals.untagged(imap)
     lines = untagged.pop("ESEARCH" if esearch else "SEARCH", None)

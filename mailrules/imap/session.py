@@ -168,18 +168,8 @@ class ImapSession:
 
     def _finish_create(self, server_name: str, create: bytes, subscribe: bytes) -> None:
         imap = internals.imaplib_of(self.client)
-        try:
-            typ, data = internals.complete(imap, "CREATE", create)
-        except imap.abort:
-            raise  # the connection is gone: not a refusal
-        except imap.error as exc:
-            typ, data = "BAD", [str(exc).encode()]
-        try:
-            internals.complete(imap, "SUBSCRIBE", subscribe)
-        except imap.abort:
-            raise
-        except imap.error:
-            pass  # a refused SUBSCRIBE does not matter
+        typ, data = internals.answer(imap, "CREATE", create)
+        internals.answer(imap, "SUBSCRIBE", subscribe)  # a refused SUBSCRIBE does not matter
         self.note_created(server_name, typ, data)
 
     def note_created(self, server_name: str, typ: str, data: list) -> None:
@@ -414,18 +404,23 @@ class ImapSession:
 
     def _uid_fetch(self, uid_set: str, items: str) -> list:
         """Send one UID FETCH; the raw untagged FETCH data as imaplib collected it."""
+        self.uid_command("FETCH", uid_set, items)
+        return self._untagged().pop("FETCH", [])
+
+    def uid_command(self, verb: str, *args: str) -> list:
+        """`UID verb args...` (no literals) after clearing the collected answers; its tagged
+        answer's data, ServerRefused on NO or BAD. Its untagged answers stay collected."""
         imap = internals.imaplib_of(self.client)
         self.clear_untagged()
         try:
-            tag = internals.command(imap, "UID", "FETCH", uid_set, items)
-            typ, data = internals.complete(imap, "FETCH", tag)
+            typ, data = internals.complete(imap, verb, internals.command(imap, "UID", verb, *args))
         except imap.abort:
             raise
-        except imap.error as exc:
-            raise ServerRefused("FETCH", str(exc)) from None
+        except imap.error as exc:  # BAD, or a command imaplib would not send in this state
+            raise ServerRefused(verb, str(exc)) from None
         if typ != "OK":
-            raise ServerRefused("FETCH", text_of(data))
-        return internals.untagged(imap).pop("FETCH", [])
+            raise ServerRefused(verb, text_of(data))
+        return data
 
     def message_ids(self, uids: UidSet) -> dict[int, str]:
         """Message-ID of each message (empty string when it has none)."""
