@@ -90,8 +90,8 @@ class SessionPool:
     def open_early(self, account: str) -> None:
         """Start opening `account`'s connection in a thread; the next `get` takes it.
 
-        For `run --once`: its TCP connect, greeting, LOGIN, NAMESPACE and ID (which every pass
-        asks first; ~20 ms of server time on loopback, five round trips on a slow link) then
+        For `run --once`: its TCP connect, greeting, LOGIN, and NAMESPACE with ID (which every
+        pass asks first; ~20 ms of server time on loopback, four round trips on a slow link) then
         overlap the opening of the state store and the loading of the pass's modules instead
         of following them. A failure is raised by that `get`, as if it had connected itself.
         """
