@@ -168,6 +168,15 @@ def test_a_non_ascii_destination_is_listed_and_created_like_any_other(dovecot, t
     assert lab.where()["invoice"] == ["Ärger/Rechnungen"]
 
 
+def run_move_then_seen(lab: Lab, rewrite_server):
+    """`run --once` of MOVE_THEN_SEEN over SUBJECTS, every line of the server's passed through
+    `rewrite_server` on the way (`TcpProxy`)."""
+    lab.deliver(*SUBJECTS)
+    with TcpProxy(lab.server.host, lab.server.port, rewrite_server=rewrite_server) as proxy:
+        lab.write(MOVE_THEN_SEEN, port=proxy.port)
+        return lab.run()
+
+
 def test_a_search_refused_in_the_pipeline_is_sent_again_on_its_own(lab, monkeypatch):
     monkeypatch.setenv("MAILRULES_LOCAL_HEADERS", "0")  # the rules searched by the server, pipelined
     searches = 0
@@ -182,10 +191,7 @@ def test_a_search_refused_in_the_pipeline_is_sent_again_on_its_own(lab, monkeypa
                 return tag + b" NO [SERVERBUG] Internal error occurred. Refer to server log.\r\n"
         return line
 
-    lab.deliver(*SUBJECTS)
-    with TcpProxy(lab.server.host, lab.server.port, rewrite_server=refuse_the_second_search) as proxy:
-        lab.write(MOVE_THEN_SEEN, port=proxy.port)
-        result = lab.run()
+    result = run_move_then_seen(lab, rewrite_server=refuse_the_second_search)
     assert result.code == 0, result.err
     assert searches >= 3  # the refused one came back alone
     assert lab.where() == {"report 1": ["Reports"], "report 2": ["Reports"], "invoice": ["INBOX"], "chat": ["INBOX"]}
@@ -206,10 +212,7 @@ def test_a_search_answered_without_its_esearch_is_asked_again(lab, monkeypatch, 
             return b""
         return line
 
-    lab.deliver(*SUBJECTS)
-    with TcpProxy(lab.server.host, lab.server.port, rewrite_server=drop_the_first_esearch) as proxy:
-        lab.write(MOVE_THEN_SEEN, port=proxy.port)
-        result = lab.run()
+    result = run_move_then_seen(lab, rewrite_server=drop_the_first_esearch)
     assert result.code == 0, result.err
     assert dropped, "no such ESEARCH went by"
     assert lab.where() == {"report 1": ["Reports"], "report 2": ["Reports"], "invoice": ["INBOX"], "chat": ["INBOX"]}
