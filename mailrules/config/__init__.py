@@ -11,6 +11,7 @@ never disable a rule.
     nodes     typed reads of nodes (a mapping with known keys, a string, a list...)
     errors    ConfigError, ConfigWarning, did_you_mean (difflib suggestions)
     values    durations, sizes, dates, mailbox names
+    top       the main file's keys, version and accounts (load_accounts(): those alone)
     loader    load(): the main file, its includes, in order
     accounts  accounts:, secret sources (the table is `mailrules.secrets.SECRET_SOURCES`)
     rules     one rule; checks over all rules
@@ -25,15 +26,19 @@ value parsers `parse_duration()`, `parse_size()`. The key tables (`TOP_KEYS`,
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .accounts import ACCOUNT_KEYS, is_loopback
-from .errors import ConfigError, ConfigWarning
-from .loader import TOP_KEYS, load
-from .match import CRITERIA_KEYS
-from .rules import RULE_KEYS
-from .values import parse_duration, parse_size
+if TYPE_CHECKING:
+    from .accounts import ACCOUNT_KEYS, is_loopback
+    from .errors import ConfigError, ConfigWarning
+    from .loader import load
+    from .match import CRITERIA_KEYS
+    from .rules import RULE_KEYS
+    from .top import TOP_KEYS, load_accounts
+    from .values import parse_duration, parse_size
 
 __all__ = [
     "ACCOUNT_KEYS",
@@ -45,9 +50,28 @@ __all__ = [
     "default_config_path",
     "is_loopback",
     "load",
+    "load_accounts",
     "parse_duration",
     "parse_size",
 ]
+
+# Where each public name lives, imported on first use (PEP 562): `run --once` reads the
+# accounts (`top`) and starts connecting before the modules that read rules, and the
+# plugins they look actions up in, are loaded (`mailrules.cli`).
+_HOMES = {
+    "ACCOUNT_KEYS": "accounts", "is_loopback": "accounts", "ConfigError": "errors", "ConfigWarning": "errors",
+    "load": "loader", "CRITERIA_KEYS": "match", "RULE_KEYS": "rules", "TOP_KEYS": "top", "load_accounts": "top",
+    "parse_duration": "values", "parse_size": "values",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
 
 
 def default_config_path() -> Path:

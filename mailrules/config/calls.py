@@ -72,13 +72,13 @@ def read_where(doc: Doc, node: Node, state: LoadState) -> tuple[PredicateCall, .
     calls = []
     for item in list_of(doc, node, "where", expected):
         name, name_node, arg_node = _call(doc, item, "where", "one {predicate: arguments} per list item")
-        predicate = state.registry.predicates.get(name)
+        predicate = state.plugins().predicates.get(name)
         if predicate is None:
-            known = ", ".join(sorted(state.registry.predicates)) or "none"
+            known = ", ".join(sorted(state.plugins().predicates)) or "none"
             raise doc.error(
                 name_node,
                 f"where: unknown predicate {name!r} (known predicates: {known})"
-                f"{did_you_mean(name, state.registry.predicates)}",
+                f"{did_you_mean(name, state.plugins().predicates)}",
             )
         args = _parsed(doc, predicate.validate, f"where: {name}", arg_node, item)
         calls.append(PredicateCall(name, args, doc.loc(item)))
@@ -94,13 +94,13 @@ def read_actions(doc: Doc, node: Node, state: LoadState) -> tuple[tuple[ActionCa
         name, name_node, arg_node = _call(
             doc, item, "actions", "a bare action name or one {action: argument}"
         )
-        action = state.registry.actions.get(name)
+        action = state.plugins().actions.get(name)
         if action is None:
-            known = ", ".join(sorted(state.registry.actions))
+            known = ", ".join(sorted(state.plugins().actions))
             raise doc.error(
                 name_node,
                 f"actions: unknown action {name!r} (known actions: {known})"
-                f"{did_you_mean(name, state.registry.actions)}",
+                f"{did_you_mean(name, state.plugins().actions)}",
             )
         if terminal is not None:
             raise doc.error(

@@ -9,21 +9,20 @@ from __future__ import annotations
 import os
 import warnings
 
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import Node
 
 from ..model import Config, Location, Rule
 from ..plugins import Registry
 from ..rule_tests import parse_tests
-from .accounts import read_accounts
 from .context import LoadState
 from .errors import ConfigError, ConfigWarning, did_you_mean
 from .nodes import check_keys, int_of, is_null, list_of, string_of, strings_of, top_pairs
 from .reading import Doc, Unreadable, expand_path, gc_paused, resolved_path
 from .rules import check_unique_names, read_rule, warn_unwatched
+from .top import TOP_KEYS, read_top
 
 __all__ = ["INCLUDED_KEYS", "TOP_KEYS", "load"]
 
-TOP_KEYS = ("version", "accounts", "include", "timezone", "history_days", "rules", "tests")
 INCLUDED_KEYS = ("include", "rules", "tests")
 
 
@@ -40,23 +39,7 @@ def load(path: str | os.PathLike[str], *, registry: Registry | None = None) -> C
 
 
 def _load(display: str, state: LoadState) -> Config:
-    try:
-        where = expand_path(display)
-        real = resolved_path(where)
-        doc = Doc(display, where, state.budget)
-    except Unreadable as exc:
-        raise ConfigError(f"cannot read the rules file: {exc}", Location(display)) from None
-    if doc.root is None:
-        raise ConfigError(
-            "the file is empty (expected a mapping with 'version: 1', 'accounts:' and 'rules:')",
-            Location(display, 1, 1),
-        )
-    top = top_pairs(doc, "a mapping with 'version: 1', 'accounts:' and 'rules:'", TOP_KEYS)
-    check_keys(doc, doc.root, top, "", TOP_KEYS)
-    _version(doc, doc.root, top)
-    if "accounts" not in top:
-        raise doc.error(doc.root, "missing key 'accounts' (at least one IMAP account is needed)")
-    state.accounts = read_accounts(doc, top["accounts"][1], state)
+    doc, top, real, state.accounts = read_top(display, state)
     if "timezone" in top:
         state.timezone = _timezone(doc, top["timezone"][1])
     history_days = _history_days(doc, top["history_days"][1]) if "history_days" in top else 30
@@ -80,15 +63,6 @@ def _load(display: str, state: LoadState) -> Config:
         tests=tuple(state.tests),
         history_days=history_days,
     )
-
-
-def _version(doc: Doc, root: Node, top: dict[str, tuple[Node, Node]]) -> None:
-    if "version" not in top:
-        raise doc.error(root, "missing key 'version' (write 'version: 1' at the top of the file)")
-    node = top["version"][1]
-    value = doc.value(node) if isinstance(node, ScalarNode) else None
-    if type(value) is not int or value != 1:
-        raise doc.error(node, f"version: expected 1 (the only format version), found {doc.describe(node)}")
 
 
 def _history_days(doc: Doc, node: Node) -> int:
