@@ -231,7 +231,8 @@ class Engine:
             return sel, True, None
         if self.dry_run:
             return session.select(server, readonly=True), False, None
-        sel, above = select_and_search_above(session, server, known.checkpoint if known is not None else 0)
+        sel, above = select_and_search_above(session, server, known.checkpoint if known is not None else 0,
+                                             self.pool.take_early_selection(account, server))
         return sel, False, above
 
     def _candidates(

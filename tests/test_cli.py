@@ -117,6 +117,24 @@ def test_an_unknown_rule_name_exits_2_before_connecting(tmp_path):
     assert "logged in" not in result.err
 
 
+def test_run_once_on_a_file_whose_rules_are_broken_exits_2_and_touches_no_mail(dovecot, tmp_path, monkeypatch):
+    """The first connection opens on the accounts alone, before the rules load: a broken rule
+    still exits 2 with its place, no traceback, and the mail stays as it was."""
+    user = dovecot.add_user()
+    lab = Lab(dovecot, user, tmp_path / user.name, monkeypatch)
+    lab.tmp.mkdir()
+    lab.deliver("report 1")
+    lab.write("""
+        - name: broken
+          match: {subject: report}
+          actions: [{frobnicate: Reports}]
+    """)
+    result = lab.run()
+    assert result.code == EXIT_CONFIG
+    assert "frobnicate" in result.err and "rules.yaml:" in result.err and "Traceback" not in result.err
+    assert lab.where() == {"report 1": ["INBOX"]}
+
+
 def test_a_usage_error_exits_2(tmp_path):
     assert run_cli("run", "--no-such-option").code == EXIT_CONFIG
     assert run_cli().code == EXIT_CONFIG

@@ -9,6 +9,7 @@ from __future__ import annotations
 import imaplib
 import os
 import re
+import threading
 
 import pytest
 from helpers import Lab
@@ -24,6 +25,7 @@ class RoundTrips:
         self.count = 0
         self.bytes_sent = 0  # what went out: shows that commands were sent, however few the waits
         self.writes: list[bytes] = []  # each write, as sent
+        self.writers: list[str] = []  # the name of the thread that sent each
         self._sent = False
         real_send, real_readline, real_read = imaplib.IMAP4.send, imaplib.IMAP4.readline, imaplib.IMAP4.read
 
@@ -31,6 +33,7 @@ class RoundTrips:
             self._sent = True
             self.bytes_sent += len(data)
             self.writes.append(bytes(data))
+            self.writers.append(threading.current_thread().name)
             return real_send(imap, data)
 
         def readline(imap):
@@ -99,6 +102,31 @@ def test_a_first_pass_over_a_mailbox_searches_it_in_the_round_trip_of_its_select
     [select] = [w for w in counter.writes if b" SELECT " in w]
     assert b" UID SEARCH " in select.split(b" SELECT ", 1)[1]
     assert lab.where() == {s: ["INBOX"] for s in SUBJECTS}
+
+
+def test_the_first_pass_selects_its_mailbox_once_as_the_connection_opens(dovecot, tmp_path, monkeypatch):
+    """`run --once` selects the first mailbox (with its search) as the connection opens, while the
+    rules load; the pass takes that selection and selects nothing again."""
+    counter, lab = measure(dovecot, tmp_path, monkeypatch, NOTHING)
+    [(select, writer)] = [(w, t) for w, t in zip(counter.writes, counter.writers, strict=True) if b" SELECT " in w]
+    assert writer.startswith("mailrules-connect-") and b" UID SEARCH " in select
+    assert lab.where() == {s: ["INBOX"] for s in SUBJECTS}
+
+
+def test_a_later_run_searches_above_its_checkpoint_behind_the_early_select(dovecot, tmp_path, monkeypatch):
+    """The early SELECT's search starts above the checkpoint in the state; the new mail is acted on once."""
+    _, lab = measure(dovecot, tmp_path, monkeypatch, MOVE_THEN_SEEN)
+    lab.deliver("report 3", "invoice 2")
+    lab.write(MOVE_THEN_SEEN)  # its password's variable again (measure() undid the first)
+    counter = RoundTrips(monkeypatch)
+    result = lab.run()
+    monkeypatch.undo()
+    assert result.code == 0, result.err
+    [(select, writer)] = [(w, t) for w, t in zip(counter.writes, counter.writers, strict=True) if b" SELECT " in w]
+    assert writer.startswith("mailrules-connect-")
+    assert re.search(rb" SELECT \S+\r\n\S+ UID SEARCH RETURN \(ALL\) UID 5:\*\r\n", select), select
+    assert lab.where() == {"report 1": ["Reports"], "report 2": ["Reports"], "report 3": ["Reports"],
+                           "invoice": ["INBOX"], "invoice 2": ["INBOX"], "chat": ["INBOX"]}
 
 
 @pytest.mark.parametrize("local", ["1", "0"], ids=["decided on the fetched headers", "searched by the server"])

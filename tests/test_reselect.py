@@ -85,8 +85,8 @@ def test_a_missing_mailbox_as_the_first_select_fails_as_select_does_and_the_conn
 def test_an_arrival_pass_on_a_mailbox_not_selected_takes_each_new_message_once(lab, monkeypatch):
     pipelined: list[str] = []
 
-    def spy(session, server, checkpoint):
-        selected, above = select_and_search_above(session, server, checkpoint)
+    def spy(session, server, checkpoint, early=None):
+        selected, above = select_and_search_above(session, server, checkpoint, early)
         if above is not None:
             pipelined.append(server)
         return selected, above

@@ -1,13 +1,14 @@
 """SELECT and the search for what is new, in one round trip.
 
 An arrival pass on a mailbox the connection has not selected (the daemon's worker idles
-on its home mailbox; NOTIFY tells it of mail elsewhere; `run --once` has selected nothing
-yet) starts with SELECT, then a UID SEARCH of what lies above the checkpoint (0 for a
+on its home mailbox; NOTIFY tells it of mail elsewhere) starts with SELECT, then a UID SEARCH of what lies above the checkpoint (0 for a
 mailbox never processed: all of it). The search does not depend on the SELECT's
 answer: ``UID SEARCH UID n:*`` names no UID the SELECT tells, so both go in one write and
 the server answers them in order (RFC 3501 5.5: SELECT is never run beside another
 command). A failed SELECT leaves no mailbox selected, so the search behind it is refused
 and forgotten; the caller sees the SELECT's failure as from `ImapSession.select`.
+
+`run --once` does both as its first connection opens, before the pass (`SelectedEarly`).
 
 The search sees everything the SELECT saw and maybe more (mail that came between the
 two): the caller may take ``max(UIDNEXT - 1, the highest UID found)`` as what the pass
@@ -17,22 +18,45 @@ covers.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from imapclient.exceptions import IMAPClientError
 
+from ..criteria import SearchQuery
 from ..uidset import UidSet
 from . import internals
-from .session import ImapSession, Selected
+from .session import ImapSession, Selected, ServerRefused
 
 _ESEARCH_ALL = re.compile(rb"\bALL\s+([0-9:,]+)")
 
 
-def select_and_search_above(session: ImapSession, server_name: str, checkpoint: int) -> tuple[Selected, UidSet | None]:
+@dataclass(frozen=True)
+class SelectedEarly:
+    """A SELECT made as the connection opened (`SessionPool.open_early`), and the UIDs the
+    search behind it found above `checkpoint` (None: it searched nothing)."""
+
+    selected: Selected
+    above: UidSet | None
+    checkpoint: int
+
+
+def select_and_search_above(session: ImapSession, server_name: str, checkpoint: int,
+                            early: SelectedEarly | None = None) -> tuple[Selected, UidSet | None]:
     """SELECT `server_name` (read-write) and ``UID SEARCH UID checkpoint+1:*`` pipelined behind it.
 
     Returns the selection and the UIDs above `checkpoint` (None if the search was refused:
-    search again the ordinary way). Raises as `ImapSession.select` does.
+    search again the ordinary way). Raises as `ImapSession.select` does. `early`: the
+    connection selected it as it opened; then nothing is sent if its search covers what is
+    above `checkpoint` (it searched above a checkpoint no higher), else only the search.
     """
+    if early is not None:
+        if early.above is not None and early.checkpoint <= checkpoint:
+            return early.selected, UidSet(u for u in early.above if u > checkpoint)
+        try:
+            found = session.search(SearchQuery((b"UID", f"{checkpoint + 1}:*".encode())))
+        except ServerRefused:
+            return early.selected, None
+        return early.selected, UidSet(u for u in found if u > checkpoint)  # "n:*" also matches the last UID
     client = session.client
     imap = internals.imaplib_of(client)
     if getattr(imap, "state", "") not in ("AUTH", "SELECTED"):  # not logged in: as `select` would fail
