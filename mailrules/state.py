@@ -488,9 +488,13 @@ class StateStore:
 
     @staticmethod
     def _resolve(db: sqlite3.Connection, account: str, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> None:
+        """Delete the entries of `uids` that exist: a pass resolves every candidate, and few have one
+        (a DELETE per candidate cost a 10,000-message pass ~8 ms at its end, after the server was done)."""
+        held = {row[0] for row in db.execute(
+            "SELECT uid FROM pending WHERE account=? AND mailbox=? AND uidvalidity=?", (account, mailbox, uidvalidity))}
         db.executemany(
             "DELETE FROM pending WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
-            [(account, mailbox, uidvalidity, uid) for uid in uids],
+            [(account, mailbox, uidvalidity, uid) for uid in held.intersection(uids)],
         )
 
     def all_pending(self) -> list[tuple[str, str, Pending]]:

@@ -43,6 +43,18 @@ def test_a_state_file_from_before_resume_details_keeps_its_retries(tmp_path):
     store.close()
 
 
+def test_finishing_a_run_clears_the_retries_of_the_messages_it_resolved_and_only_those(tmp_path):
+    store = StateStore(tmp_path)
+    run = store.begin_run("me", "INBOX", 7, "arrival", {uid: (0, 0) for uid in range(1, 6)}, ["file"], 5)
+    store.finish_run(run.id, "me", "INBOX", 7, checkpoint=5, started=run.started, resolved=(),
+                     failures={uid: (0, "file", 0, None, "NO") for uid in (2, 4, 5)})
+    run = store.begin_run("me", "INBOX", 7, "arrival", {uid: (0, 0) for uid in range(1, 1001)}, ["file"], 1000)
+    store.finish_run(run.id, "me", "INBOX", 7, checkpoint=1000, started=run.started, failures={},
+                     resolved=[*range(1, 5), *range(6, 1001)])
+    assert [p.uid for p in store.pending("me", "INBOX", 7)] == [5]
+    store.close()
+
+
 # ----------------------------------------------------------------------------- a state that cannot be used
 
 
