@@ -137,6 +137,11 @@ def analyse_session(inp: Path, outp: Path) -> Session:
     return s
 
 
+def commands_sent(rawlog_dir: Path) -> list[bytes]:
+    """Every command line one user's sessions sent after LOGIN, in order (literal data left out)."""
+    return [line for inp in sorted(rawlog_dir.glob("*.in")) for _t, line in _read(inp) if _COMMAND.match(line)]
+
+
 def analyse_user(rawlog_dir: Path) -> Session:
     """All the sessions of one user (one tool run)."""
     total = Session()
