@@ -15,37 +15,31 @@ Timings only; `run.py` checks that the tools agree.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import generate  # noqa: E402
 import imaptrace  # noqa: E402
 import run  # noqa: E402
 
 
-def recorded_commands(server, rawroot: Path, scenario, mail, tmp: Path) -> list[bytes]:
+def recorded_commands(bench: run.RawlogBench) -> list[bytes]:
     """The commands of one mailrules run after LOGIN, as sent (LOGOUT left out)."""
-    (rawroot / "rec").mkdir(mode=0o777)
-    os.chmod(rawroot / "rec", 0o777)
-    user = server.add_user("rec")
-    run.deliver(server, user, "INBOX", mail)
-    workdir = tmp / "rec"
+    user = bench.user("rec")
+    workdir = bench.tmp / "rec"
     workdir.mkdir()
-    cmd, env = run.tool_command("mailrules", scenario, server.host, server.port, user, workdir)
+    cmd, env = run.tool_command("mailrules", bench.scenario, bench.server.host, bench.server.port, user, workdir)
     subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, check=True)
     time.sleep(0.3)  # let Dovecot finish the rawlog
-    return [line for line in imaptrace.commands_sent(rawroot / "rec") if b" LOGOUT" not in line.upper()[:20]]
+    return [line for line in imaptrace.commands_sent(bench.rawroot / "rec") if b" LOGOUT" not in line.upper()[:20]]
 
 
 def replay(server, user, commands: list[bytes]) -> tuple[float, int]:
@@ -70,41 +64,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=10_000)
     args = ap.parse_args(argv)
     run.check_tools(["imapfilter", "mailrules"])
-    DovecotServer, _ = run.kit()  # noqa: N806
-    mail = generate.generate(args.messages, generate.DEFAULT_SEED, time.time())
-    scenario = run.Scenario("a", "12 rules, loopback", "rules", args.messages, False, 1.05)
-    tmp = Path(tempfile.mkdtemp(prefix="mailrules-floor-"))
-    rawroot = tmp / "rawlog"
-    rawroot.mkdir()
-    os.chmod(rawroot, 0o777)
-    server = DovecotServer(tmp / "dovecot", extra_conf=imaptrace.rawlog_conf(rawroot) + run.LONG_LINES)
-    server.start()
+    bench = run.RawlogBench.start("mailrules-floor-", args.messages, run.LONG_LINES)
+    server = bench.server
     ratios = []
     try:
-        commands = recorded_commands(server, rawroot, scenario, mail, tmp)
+        commands = recorded_commands(bench)
         print(f"mailrules sent {len(commands)} commands after LOGIN; replaying them against imapfilter's run")
         print("replay s  imapfilter s  ratio")
         for i in range(args.runs):
             times = {}
             for tool in ("replay", "imapfilter") if i % 2 == 0 else ("imapfilter", "replay"):
-                user = server.add_user(f"{tool[:4]}{i}")
-                run.deliver(server, user, "INBOX", mail)
+                user = bench.user(f"{tool[:4]}{i}")
                 if tool == "replay":
                     times[tool], refused = replay(server, user, commands)
                     if refused:
                         print(f"  (the replay had {refused} NO/BAD answers: not the same work)")
                 else:
-                    workdir = tmp / f"if{i}"
+                    workdir = bench.tmp / f"if{i}"
                     workdir.mkdir()
-                    cmd, env = run.tool_command(tool, scenario, server.host, server.port, user, workdir)
+                    cmd, env = run.tool_command(tool, bench.scenario, server.host, server.port, user, workdir)
                     times[tool], _rss, _code = run.run_measured(cmd, env, workdir / "output.log", workdir)
                 shutil.rmtree(server.mail_dir / user.name, ignore_errors=True)
             ratios.append(times["replay"] / times["imapfilter"])
             print(f"{times['replay']:8.2f}  {times['imapfilter']:12.2f}  {ratios[-1]:5.2f}", flush=True)
         print(f"median ratio {statistics.median(ratios):.2f}")
     finally:
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        bench.stop()
     return 0
 
 

@@ -38,6 +38,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -113,6 +114,41 @@ def kit():
     except ImportError:
         TcpProxy = None  # noqa: N806 - only the proxy scenarios need it
     return DovecotServer, TcpProxy
+
+
+@dataclass
+class RawlogBench:
+    """Scenario a on a private Dovecot that keeps a rawlog of every session (`sessions.py`, `floor.py`)."""
+
+    server: Any
+    mail: list[generate.GeneratedMessage]
+    scenario: Scenario
+    tmp: Path
+    rawroot: Path
+
+    @classmethod
+    def start(cls, prefix: str, messages: int, extra_conf: str = "") -> RawlogBench:
+        DovecotServer, _ = kit()  # noqa: N806
+        mail = generate.generate(messages, generate.DEFAULT_SEED, time.time())
+        tmp = Path(tempfile.mkdtemp(prefix=prefix))
+        rawroot = tmp / "rawlog"
+        rawroot.mkdir()
+        os.chmod(rawroot, 0o777)
+        server = DovecotServer(tmp / "dovecot", extra_conf=imaptrace.rawlog_conf(rawroot) + extra_conf)
+        server.start()
+        return cls(server, mail, Scenario("a", "12 rules, loopback", "rules", messages, False, 1.05), tmp, rawroot)
+
+    def user(self, label: str):
+        """A new user holding the scenario's mailbox, its sessions logged under rawroot/label."""
+        (self.rawroot / label).mkdir()
+        os.chmod(self.rawroot / label, 0o777)  # Dovecot writes it as the user
+        user = self.server.add_user(label)
+        deliver(self.server, user, "INBOX", self.mail)
+        return user
+
+    def stop(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def deliver(server, user, mailbox: str, messages: list[generate.GeneratedMessage]) -> None:

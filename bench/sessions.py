@@ -14,17 +14,14 @@ checks that the tools agree.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import generate  # noqa: E402
 import imaptrace  # noqa: E402
 import run  # noqa: E402
 
@@ -35,37 +32,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=10_000)
     args = ap.parse_args(argv)
     run.check_tools(["imapfilter", "mailrules"])
-    DovecotServer, _ = run.kit()  # noqa: N806
-    mail = generate.generate(args.messages, generate.DEFAULT_SEED, time.time())
-    scenario = run.Scenario("a", "12 rules, loopback", "rules", args.messages, False, 1.05)
-    tmp = Path(tempfile.mkdtemp(prefix="mailrules-sessions-"))
-    rawroot = tmp / "rawlog"
-    rawroot.mkdir()
-    os.chmod(rawroot, 0o777)
-    server = DovecotServer(tmp / "dovecot", extra_conf=imaptrace.rawlog_conf(rawroot))
-    server.start()
+    bench = run.RawlogBench.start("mailrules-sessions-", args.messages)
+    server, scenario, tmp = bench.server, bench.scenario, bench.tmp
     try:
         print("tool        wall s  session s  outside s  server s  client s")
         for i in range(args.runs):
             for tool in ("imapfilter", "mailrules") if i % 2 == 0 else ("mailrules", "imapfilter"):
                 label = f"{tool[:4]}{i}"
-                (rawroot / label).mkdir()
-                os.chmod(rawroot / label, 0o777)
-                user = server.add_user(label)
-                run.deliver(server, user, "INBOX", mail)
+                user = bench.user(label)
                 workdir = tmp / "runs" / label
                 workdir.mkdir(parents=True)
                 cmd, env = run.tool_command(tool, scenario, server.host, server.port, user, workdir)
                 seconds, _rss, code = run.run_measured(cmd, env, workdir / "output.log", workdir)
                 time.sleep(0.3)  # let Dovecot finish the rawlog
-                s = imaptrace.analyse_user(rawroot / label)
+                s = imaptrace.analyse_user(bench.rawroot / label)
                 print(f"{tool:<10} {seconds:7.2f} {s.duration:10.2f} {seconds - s.duration:10.2f} "
                       f"{sum(s.server_seconds.values()):9.2f} {s.client_seconds:9.2f}"
                       + ("" if code == 0 else f"  (exit {code})"), flush=True)
                 shutil.rmtree(server.mail_dir / user.name, ignore_errors=True)
     finally:
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        bench.stop()
     return 0
 
 
