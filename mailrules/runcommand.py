@@ -43,7 +43,7 @@ def early_pool(args: argparse.Namespace) -> SessionPool | None:
     try:
         config = Config(accounts=load_accounts(Path(args.config) if args.config else default_config_path()), rules=())
         served = served_accounts(config, shard_option(args.shard, dict(os.environ)))
-    except Exception:  # noqa: BLE001 - the whole load and cmd_run report every problem the usual way
+    except Exception:  # noqa: BLE001 - the whole load and run_command report every problem the usual way
         return None
     first = next((account for account in served if account.watch), None)
     if first is None or first.auth.kind not in ("password", "password_env"):
