@@ -57,7 +57,7 @@ __all__ = [
 
 # Where each public name lives, imported on first use (PEP 562): `run --once` reads the
 # accounts (`top`) and starts connecting before the modules that read rules, and the
-# plugins they look actions up in, are loaded (`mailrules.cli`).
+# plugins they look actions up in, are loaded (`mailrules.runcommand.early_pool`).
 _HOMES = {
     "ACCOUNT_KEYS": "accounts", "is_loopback": "accounts", "ConfigError": "errors", "ConfigWarning": "errors",
     "load": "loader", "CRITERIA_KEYS": "match", "RULE_KEYS": "rules", "TOP_KEYS": "top", "load_accounts": "top",

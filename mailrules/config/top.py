@@ -1,8 +1,8 @@
 """The main file's top level: its keys, its version and its accounts.
 
 All that `run --once` needs to start opening its first connection (`load_accounts`), so this
-module leaves out what reads the rules, and the plugins: they load meanwhile (`mailrules.cli`).
-`load` reads the rest of the file after `read_top`.
+module leaves out what reads the rules, and the plugins: they load meanwhile
+(`mailrules.runcommand.early_pool`). `load` reads the rest of the file after `read_top`.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ class SessionPool:
               checkpoint_of: Callable[[str, str], int | None] | None = None) -> None:
         """Take `config` and open the first of `accounts` that watches a mailbox early (unless it
         already is). `run --once` starts that on the accounts section alone, before the plugins and
-        the rules load (`mailrules.cli`); a connection opened for settings the whole file does
+        the rules load (`mailrules.runcommand`); a connection opened for settings the whole file does
         not have (it changed in between) is dropped here."""
         for name in [*self._opening, *self.sessions]:
             if config.accounts.get(name) != self.config.accounts.get(name):
