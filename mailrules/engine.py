@@ -27,7 +27,7 @@ from .claims import Claims, SharedUnsupported, instance_id, placed_marks, step_o
 from .criteria import SearchQuery, compile_search
 from .dryrun import DryRunReport, already_processed_note, arrival_report, sweep_report
 from .imap.pool import SessionPool
-from .imap.reselect import select_and_search_above
+from .imap.reselect import search_above, select_and_search_above
 from .imap.session import ImapSession, Selected
 from .imap_mailbox import SEARCH_REFUSED, ImapPass, PassSettings
 from .journal import Journal
@@ -175,8 +175,7 @@ class Engine:
         if run is not None or (state is not None and state.uidvalidity != sel.uidvalidity):
             above = None  # searched above a checkpoint that does not hold here
         elif reuse:  # the view is current but UIDNEXT is stale: what is above the checkpoint decides
-            found = session.search(SearchQuery((b"UID", f"{state.checkpoint + 1}:*".encode())))
-            above = UidSet(u for u in found if u > state.checkpoint)  # "n:*" also matches the last UID
+            above = search_above(session, state.checkpoint)
             high = max(above.max, state.checkpoint)
         elif above is not None:  # searched behind the SELECT: it saw all the SELECT saw, maybe more
             high = max(high, above.max, state.checkpoint if state else 0)

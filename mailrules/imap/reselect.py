@@ -1,8 +1,8 @@
 """SELECT and the search for what is new, in one round trip.
 
 An arrival pass on a mailbox the connection has not selected (the daemon's worker idles
-on its home mailbox; NOTIFY tells it of mail elsewhere) starts with SELECT, then a UID SEARCH of what lies above the checkpoint (0 for a
-mailbox never processed: all of it). The search does not depend on the SELECT's
+on its home mailbox; NOTIFY tells it of mail elsewhere) starts with SELECT, then a UID SEARCH
+of what lies above the checkpoint (0 for a mailbox never processed: all of it). The search does not depend on the SELECT's
 answer: ``UID SEARCH UID n:*`` names no UID the SELECT tells, so both go in one write and
 the server answers them in order (RFC 3501 5.5: SELECT is never run beside another
 command). A failed SELECT leaves no mailbox selected, so the search behind it is refused
@@ -53,10 +53,9 @@ def select_and_search_above(session: ImapSession, server_name: str, checkpoint: 
         if early.above is not None and early.checkpoint <= checkpoint:
             return early.selected, UidSet(u for u in early.above if u > checkpoint)
         try:
-            found = session.search(SearchQuery((b"UID", f"{checkpoint + 1}:*".encode())))
+            return early.selected, search_above(session, checkpoint)
         except ServerRefused:
             return early.selected, None
-        return early.selected, UidSet(u for u in found if u > checkpoint)  # "n:*" also matches the last UID
     client = session.client
     imap = internals.imaplib_of(client)
     if getattr(imap, "state", "") not in ("AUTH", "SELECTED"):  # not logged in: as `select` would fail
@@ -77,6 +76,13 @@ def select_and_search_above(session: ImapSession, server_name: str, checkpoint: 
     if found is None:
         return selected, None
     return selected, UidSet(u for u in found if u > checkpoint)  # "n:*" also matches the last UID
+
+
+def search_above(session: ImapSession, checkpoint: int) -> UidSet:
+    """The UIDs above `checkpoint` in the selected mailbox: ``UID SEARCH UID checkpoint+1:*`` alone,
+    with the view the connection has. Raises ServerRefused as `ImapSession.search` does."""
+    found = session.search(SearchQuery((b"UID", f"{checkpoint + 1}:*".encode())))
+    return UidSet(u for u in found if u > checkpoint)  # "n:*" also matches the last UID
 
 
 def _finish_search(imap, tag: bytes, esearch: bool) -> list[int] | None:
