@@ -230,9 +230,9 @@ def _load_config(args: argparse.Namespace, registry: Registry) -> Config | None:
     """The rules file (-c, MAILRULES_CONFIG or the default), with the accounts' secrets protected;
     None after saying on stderr why it cannot be used (the caller exits 2).
     """
-    from .config import ConfigError, ConfigWarning, default_config_path, load
+    from .config import ConfigError, ConfigWarning, load, rules_file_path
 
-    path = Path(args.config) if args.config else default_config_path()
+    path = rules_file_path(args.config)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConfigWarning)
@@ -253,7 +253,7 @@ def _load_config(args: argparse.Namespace, registry: Registry) -> Config | None:
             from .status import print_status
 
             try:
-                print_status(None, _state_dir(Path(args.state) if args.state else None), out=sys.stdout)
+                print_status(None, _state_dir(args), out=sys.stdout)
             except StateError as exc:
                 print(f"mailrules: {exc}", file=sys.stderr)
         return None
@@ -310,11 +310,10 @@ def _configured(args: argparse.Namespace, early: SessionPool | None) -> int:
     if config is None:
         return EXIT_CONFIG
 
-    state_dir = Path(args.state) if args.state else None
     if args.command == "check":
         return cmd_check(config, registry, connect=args.connect)
     if args.command == "status":
-        return cmd_status(config, state_dir)
+        return cmd_status(config, _state_dir(args))
     if args.command == "login":
         if args.account not in config.accounts:
             print(f"mailrules: no account named {args.account!r} in {config.path}", file=sys.stderr)
@@ -337,15 +336,15 @@ def _configured(args: argparse.Namespace, early: SessionPool | None) -> int:
     if args.command == "apply":
         from .apply import apply_command
 
-        return apply_command(config, registry, _state_dir(state_dir), args)
+        return apply_command(config, registry, _state_dir(args), args)
     if args.command == "undo":
         from .undo import undo_command
 
-        return undo_command(config, registry, _state_dir(state_dir), args)
+        return undo_command(config, registry, _state_dir(args), args)
     if args.command == "history":
         from .history import history_command
 
-        return history_command(config, _state_dir(state_dir), args)
+        return history_command(config, _state_dir(args), args)
     if args.command == "run":
         from .runcommand import run_command
 
@@ -354,17 +353,15 @@ def _configured(args: argparse.Namespace, early: SessionPool | None) -> int:
             if unknown:
                 print(f"mailrules: no rule named {', '.join(map(repr, unknown))} in {config.path}", file=sys.stderr)
                 return EXIT_CONFIG
-        return run_command(config, registry, state_dir, args, early)
+        return run_command(config, registry, _state_dir(args), args, early)
     raise AssertionError(args.command)
 
 
-# ---------------------------------------------------------------------- run
+def _state_dir(args: argparse.Namespace) -> Path:
+    """--state DIR, else the default (`mailrules.state.state_directory`)."""
+    from .state import state_directory
 
-
-def _state_dir(state_dir: Path | None) -> Path:
-    from .state import default_state_dir
-
-    return state_dir or default_state_dir()
+    return state_directory(args.state)
 
 
 def cmd_check(config: Config, registry, *, connect: bool) -> int:
@@ -381,11 +378,10 @@ def cmd_check(config: Config, registry, *, connect: bool) -> int:
 # ---------------------------------------------------------------------- status
 
 
-def cmd_status(config: Config, state_dir: Path | None) -> int:
+def cmd_status(config: Config, directory: Path) -> int:
     from .state import StateError
     from .status import print_status
 
-    directory = _state_dir(state_dir)
     try:
         return print_status(config, directory, out=sys.stdout)
     except StateError as exc:

@@ -35,30 +35,30 @@ def early_pool(args: argparse.Namespace) -> SessionPool | None:
     """
     if args.command != "run" or not args.once or args.dry_run:
         return None
-    from .config import default_config_path
+    from .config import rules_file_path
     from .config.top import load_accounts
     from .daemon.shard import served_accounts, shard_option
     from .imap.pool import SessionPool
+    from .secrets import SECRET_SOURCES
+    from .state import state_directory
 
     try:
-        config = Config(accounts=load_accounts(Path(args.config) if args.config else default_config_path()), rules=())
+        config = Config(accounts=load_accounts(rules_file_path(args.config)), rules=())
         served = served_accounts(config, shard_option(args.shard, dict(os.environ)))
     except Exception:  # noqa: BLE001 - the whole load and run_command report every problem the usual way
         return None
     first = next((account for account in served if account.watch), None)
-    if first is None or first.auth.kind not in ("password", "password_env"):
+    if first is None or SECRET_SOURCES[first.auth.kind].runs_something:
         return None
-    return SessionPool.connecting(config, [first], checkpoint_of=checkpoints(args))
+    return SessionPool.connecting(config, [first], checkpoint_of=checkpoints(state_directory(args.state)))
 
 
-def checkpoints(args: argparse.Namespace) -> Callable[[str, str], int | None]:
-    """(account, server name) -> the mailbox's checkpoint in the state (0: none yet; None: the
-    state cannot be read), for the search behind the first pass's early SELECT. Read without
-    the lock: a pass taken later only uses that search if it is above a checkpoint no higher
-    than the one it then reads (`mailrules.imap.reselect`)."""
-    from .state import StateStore, default_state_dir
-
-    directory = Path(args.state) if args.state else default_state_dir()
+def checkpoints(directory: Path) -> Callable[[str, str], int | None]:
+    """(account, server name) -> the mailbox's checkpoint in the state at `directory` (0: none
+    yet; None: the state cannot be read), for the search behind the first pass's early SELECT.
+    Read without the lock: a pass taken later only uses that search if it is above a checkpoint
+    no higher than the one it then reads (`mailrules.imap.reselect`)."""
+    from .state import StateStore
 
     def checkpoint_of(account: str, server: str) -> int | None:
         try:
@@ -76,13 +76,13 @@ def checkpoints(args: argparse.Namespace) -> Callable[[str, str], int | None]:
     return checkpoint_of
 
 
-def run_command(config: Config, registry, state_dir: Path | None, args: argparse.Namespace,
+def run_command(config: Config, registry, directory: Path, args: argparse.Namespace,
                 early: SessionPool | None = None) -> int:
     """`mailrules run`: the daemon, or (--once) a catch-up of every watched mailbox, under the state's lock."""
     from .daemon.shard import ShardError, served_accounts, shard_option
     from .imap.pool import SessionPool
     from .lock import AlreadyRunning, StateLock
-    from .state import StateError, StateStore, default_state_dir
+    from .state import StateError, StateStore
 
     try:
         args.shard = shard_option(args.shard, dict(os.environ))
@@ -94,7 +94,6 @@ def run_command(config: Config, registry, state_dir: Path | None, args: argparse
         if problem:
             print(f"mailrules: {problem}", file=sys.stderr)
             return EXIT_CONFIG
-    directory = state_dir or default_state_dir()
     if args.dry_run:  # reads the progress (to know what is new) and writes nothing: read-only
         try:
             store = StateStore.open_readonly(directory)
@@ -121,7 +120,7 @@ def run_command(config: Config, registry, state_dir: Path | None, args: argparse
     pool = None
     if args.once:
         pool = early or SessionPool(config)
-        pool.adopt(config, served_accounts(config, args.shard), checkpoints(args))
+        pool.adopt(config, served_accounts(config, args.shard), checkpoints(directory))
     try:
         store = StateStore(directory)
     except StateError as exc:

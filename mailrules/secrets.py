@@ -433,15 +433,18 @@ class SecretSource:
     """How it is written, for messages that list the choices (``keyring: true``)."""
     fetch: Callable[[Any, Account], Secret]
     """(the key's value as loaded, the account) -> the secret; raises SecretError."""
+    runs_something: bool = False
+    """Whether `fetch` runs a program or asks a keyring (that may prompt): `run --once` opens its
+    first connection before the whole rules file is validated only for the others."""
 
 
 SECRET_SOURCES: dict[str, SecretSource] = {
     source.key: source
     for source in (
-        SecretSource("password_command", "password_command", _from_command),
+        SecretSource("password_command", "password_command", _from_command, runs_something=True),
         SecretSource("password_env", "password_env", _from_env),
-        SecretSource("keyring", "keyring: true", _from_keyring_source),
-        SecretSource("oauth2", "oauth2: {token_command: ...}", _from_oauth2),
+        SecretSource("keyring", "keyring: true", _from_keyring_source, runs_something=True),
+        SecretSource("oauth2", "oauth2: {token_command: ...}", _from_oauth2, runs_something=True),
         SecretSource("password", "password", _from_inline),
     )
 }

@@ -168,6 +168,11 @@ def default_state_dir() -> Path:
     return Path(base) / "mailrules"
 
 
+def state_directory(given: str | os.PathLike[str] | None) -> Path:
+    """The state directory: `given` (--state DIR), else `default_state_dir()`."""
+    return Path(given) if given else default_state_dir()
+
+
 class StateError(Exception):
     """The state file cannot be opened or used. The message names the file and says what to do.
 

@@ -19,9 +19,10 @@ never disable a rule.
     calls     where: predicates and actions: calls, through the plugin registry
     schedule  schedule: cron or every
 
-Public API: `load()`, `ConfigError`, `ConfigWarning`, `default_config_path()`, and the
-value parsers `parse_duration()`, `parse_size()`. The key tables (`TOP_KEYS`,
-`ACCOUNT_KEYS`, `RULE_KEYS`, `CRITERIA_KEYS`) are re-exported for the reference's tests.
+Public API: `load()`, `load_accounts()`, `ConfigError`, `ConfigWarning`, `default_config_path()`,
+`rules_file_path()`, and the value parsers `parse_duration()`, `parse_size()`. The key tables
+(`TOP_KEYS`, `ACCOUNT_KEYS`, `RULE_KEYS`, `CRITERIA_KEYS`) are re-exported for the reference's
+tests.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ __all__ = [
     "load_accounts",
     "parse_duration",
     "parse_size",
+    "rules_file_path",
 ]
 
 # Where each public name lives, imported on first use (PEP 562): `run --once` reads the
@@ -72,6 +74,11 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
     globals()[name] = value
     return value
+
+
+def rules_file_path(given: str | None) -> Path:
+    """The rules file: `given` (-c FILE), else `default_config_path()`."""
+    return Path(given) if given else default_config_path()
 
 
 def default_config_path() -> Path:
