@@ -48,6 +48,10 @@ class RoundTrips:
         monkeypatch.setattr(imaplib.IMAP4, "readline", readline)
         monkeypatch.setattr(imaplib.IMAP4, "read", read)
 
+    def sent_with(self, word: bytes) -> list[tuple[bytes, str]]:
+        """The writes holding `word`, each with the name of the thread that sent it."""
+        return [(w, t) for w, t in zip(self.writes, self.writers, strict=True) if word in w]
+
     def _waited(self) -> None:
         if self._sent:
             self.count += 1
@@ -108,7 +112,7 @@ def test_the_first_pass_selects_its_mailbox_once_as_the_connection_opens(dovecot
     """`run --once` selects the first mailbox (with its search) as the connection opens, while the
     rules load; the pass takes that selection and selects nothing again."""
     counter, lab = measure(dovecot, tmp_path, monkeypatch, NOTHING)
-    [(select, writer)] = [(w, t) for w, t in zip(counter.writes, counter.writers, strict=True) if b" SELECT " in w]
+    [(select, writer)] = counter.sent_with(b" SELECT ")
     assert writer.startswith("mailrules-connect-") and b" UID SEARCH " in select
     assert lab.where() == {s: ["INBOX"] for s in SUBJECTS}
 
@@ -122,7 +126,7 @@ def test_a_later_run_searches_above_its_checkpoint_behind_the_early_select(dovec
     result = lab.run()
     monkeypatch.undo()
     assert result.code == 0, result.err
-    [(select, writer)] = [(w, t) for w, t in zip(counter.writes, counter.writers, strict=True) if b" SELECT " in w]
+    [(select, writer)] = counter.sent_with(b" SELECT ")
     assert writer.startswith("mailrules-connect-")
     assert re.search(rb" SELECT \S+\r\n\S+ UID SEARCH RETURN \(ALL\) UID 5:\*\r\n", select), select
     assert lab.where() == {"report 1": ["Reports"], "report 2": ["Reports"], "report 3": ["Reports"],

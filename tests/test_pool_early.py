@@ -117,8 +117,14 @@ def test_connecting_opens_the_first_account_that_watches_a_mailbox() -> None:
     assert opened == ["work"]
 
 
+def _connecting_work(connect) -> SessionPool:
+    """A pool opening account "work" early, with `connect` as its connect function."""
+    config = _config("work")
+    return SessionPool.connecting(config, [config.accounts["work"]], connect)  # type: ignore[arg-type]
+
+
 def test_the_first_pass_takes_the_mailbox_selected_as_the_connection_opened_once() -> None:
-    pool = SessionPool.connecting(_config("work"), [_config("work").accounts["work"]], FakeSession)  # type: ignore[arg-type]
+    pool = _connecting_work(FakeSession)
     session = pool.get("work")
     early = pool.take_early_selection("work", "INBOX")
     assert early is not None and early.selected is session.selected and not early.selected.readonly
@@ -126,13 +132,13 @@ def test_the_first_pass_takes_the_mailbox_selected_as_the_connection_opened_once
 
 
 def test_a_selection_replaced_since_the_opening_is_not_taken() -> None:
-    pool = SessionPool.connecting(_config("work"), [_config("work").accounts["work"]], FakeSession)  # type: ignore[arg-type]
+    pool = _connecting_work(FakeSession)
     pool.get("work").select("Archive")
     assert pool.take_early_selection("work", "INBOX") is None
 
 
 def test_the_opening_selection_of_another_mailbox_is_not_taken_for_this_one() -> None:
-    pool = SessionPool.connecting(_config("work"), [_config("work").accounts["work"]], FakeSession)  # type: ignore[arg-type]
+    pool = _connecting_work(FakeSession)
     pool.get("work")
     assert pool.take_early_selection("work", "Lists") is None
 
@@ -141,7 +147,7 @@ def test_a_select_refused_as_the_connection_opens_leaves_the_connection_to_the_p
     class Refusing(FakeSession):
         refuse = {"INBOX"}
 
-    pool = SessionPool.connecting(_config("work"), [_config("work").accounts["work"]], Refusing)  # type: ignore[arg-type]
+    pool = _connecting_work(Refusing)
     assert pool.get("work").selected is None
     assert pool.take_early_selection("work", "INBOX") is None
 
