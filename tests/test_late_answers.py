@@ -12,7 +12,7 @@ import hashlib
 import threading
 
 from helpers import Lab
-from test_pipelining import MOVE_THEN_SEEN, NOTHING, SUBJECTS, pass_cost
+from test_pipelining import MOVE_THEN_SEEN, NOTHING, SUBJECTS, measure, pass_cost
 
 from mailrules.testing.proxy import TcpProxy
 
@@ -191,3 +191,25 @@ def test_a_flag_action_s_search_sent_ahead_journals_what_it_changes_for_undo(lab
                            "chat": {"\\Seen"}}
     assert lab.cli("undo", "--last", "--yes").code == 0
     assert lab.flags() == {"report 1": set(), "report 2": set(), "invoice": set(), "chat": {"\\Seen"}}
+
+
+SEEN_KEYWORD_THEN_LARGE = """
+    - name: reports
+      match: {subject: report}
+      actions: [seen]
+    - name: invoices
+      match: {subject: invoice}
+      actions: [{add_keyword: $Billing}]
+    - name: large
+      match: {larger: 10}
+      actions: [flag]
+"""
+
+
+def test_a_search_sent_ahead_is_not_sent_again_while_its_answer_stands(dovecot, tmp_path, monkeypatch):
+    """The size rule's search goes ahead two rules early, with the seen's STORE; the keyword's
+    turn, one rule early, finds it sent (nothing of ours changed what it reads) and sends none."""
+    counter, lab = measure(dovecot, tmp_path, monkeypatch, SEEN_KEYWORD_THEN_LARGE)
+    assert len(counter.sent_with(b"LARGER 10")) == 1
+    assert lab.flags() == {"report 1": {"\\Seen", "\\Flagged"}, "report 2": {"\\Seen", "\\Flagged"},
+                           "invoice": {"$Billing", "\\Flagged"}, "chat": {"\\Flagged"}}

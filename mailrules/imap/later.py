@@ -221,7 +221,9 @@ class InFlight:
         (nothing for a search not of flags, size or dates, or with a CHARSET)."""
         tokens = query.tokens
         reads = flags_read(tokens) if query.charset is None else None
-        if reads is None or not within or not self.session.has("ESEARCH") or self.answered(tokens, within, 0):
+        if reads is None or not within or not self.session.has("ESEARCH"):
+            return
+        if self.answered(tokens, within, 0) is not None:  # sent already: an empty UidSet, falsy
             return
         imap = internals.imaplib_of(self.session.client)
         cover = within.cover_text(self.session.max_set_chars).encode("ascii")
@@ -238,7 +240,8 @@ class InFlight:
 
     def answered(self, tokens: tuple[Any, ...], within: UidSet, read: int = 1) -> UidSet | None:
         """The answer of a search sent `ahead` with these tokens over a superset of `within`
-        (read now if it was not: it was sent first), or None. read=0: only whether one was sent."""
+        (read now if it was not: it was sent first), or None. read=0: only whether one was sent
+        (then an empty UidSet, not None, says it was)."""
         for later in self.searches:
             if later.tokens == tuple(tokens) and not (within - later.within):
                 if not read:
