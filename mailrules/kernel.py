@@ -88,13 +88,20 @@ def _walk(box: Mailbox, rules: Sequence[Rule], candidates: Mapping[int, Position
     """`run_pass`'s rules over the candidates, `active` (the UIDs in play) updated as they go."""
     if active:
         box.open(rules, UidSet(active))
+    # The usual pass (new mail, nothing resumed): every message starts at the first rule, so each
+    # rule searches all those still in play and resumes none; not worked out per message per rule.
+    fresh = not entered and all(start == START for start in candidates.values())
     for i, rule in enumerate(rules):
         if not active:
             break
         box.between()
-        searchable = UidSet(u for u in active if candidates[u][0] < i or (candidates[u] == (i, 0) and u not in entered))
-        resumed = {u: candidates[u][1] for u in active
-                   if candidates[u][0] == i and (candidates[u][1] > 0 or u in entered)}
+        if fresh:
+            searchable, resumed = UidSet(active), {}
+        else:
+            searchable = UidSet(u for u in active
+                                if candidates[u][0] < i or (candidates[u] == (i, 0) and u not in entered))
+            resumed = {u: candidates[u][1] for u in active
+                       if candidates[u][0] == i and (candidates[u][1] > 0 or u in entered)}
         matched, undecided = box.match(i, rule, searchable)
         active -= undecided
         everyone = set(matched) | resumed.keys()
