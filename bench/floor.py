@@ -10,6 +10,12 @@ The replay's wall time is what Dovecot needs for mailrules' command sequence: no
 be faster without sending the server less work. Prints each pair and the median ratio
 (replay / imapfilter); the target of scenario a (<= 0.8x) leaves the client the difference.
 Timings only; `run.py` checks that the tools agree.
+
+    python bench/floor.py --parts         # what each kind of command costs the server
+
+`--parts` replays, alternately, the whole recording and the recording without one kind of
+command at a time (`PARTS`), and prints the median of each and its difference from the whole:
+the server time a change of protocol could save there, before it is built.
 """
 
 from __future__ import annotations
@@ -58,17 +64,49 @@ def replay(server, user, commands: list[bytes]) -> tuple[float, int]:
     return time.perf_counter() - start, len(re.findall(rb"\r\n[\w.+-]+ (?:NO|BAD) ", bytes(received)))
 
 
+# The kinds of command `--parts` leaves out, one at a time (a command matching the expression).
+PARTS = {
+    "flags read with a COPY or MOVE": re.compile(rb"^\S+ UID FETCH [\d,:]+ \(FLAGS\)$"),
+    "searches before a flag STORE": re.compile(
+        rb"^\S+ UID SEARCH RETURN \(ALL\) UID [\d,:]+ (?:UN(?:SEEN|FLAGGED|ANSWERED|DRAFT)|UNKEYWORD \S+)$"),
+    "size searches": re.compile(rb" (?:LARGER|SMALLER) \d+"),
+    "address searches": re.compile(rb' (?:FROM|TO|CC|BCC) "'),
+}
+
+
+def parts(bench: run.RawlogBench, commands: list[bytes], runs: int) -> None:
+    """Median replay of the whole recording and of the recording without each of `PARTS`."""
+    variants = {"whole": commands}
+    for name, pattern in PARTS.items():
+        variants[f"without {name}"] = [c for c in commands if not pattern.search(c)]
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(runs):
+        for k, (name, sent) in enumerate(variants.items() if i % 2 == 0 else reversed(variants.items())):
+            user = bench.user(f"p{i}v{k}")
+            times[name].append(replay(bench.server, user, sent)[0])
+            shutil.rmtree(bench.server.mail_dir / user.name, ignore_errors=True)
+    whole = statistics.median(times["whole"])
+    print(f"{'replay':44} {'commands':>8} {'median s':>9} {'vs whole':>9}")
+    for name, sent in variants.items():
+        median = statistics.median(times[name])
+        print(f"{name:44} {len(sent):8} {median:9.3f} {(median - whole) * 1000:+8.0f} ms")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="alternated runs of each")
     ap.add_argument("--messages", type=int, default=10_000)
+    ap.add_argument("--parts", action="store_true", help="the cost of each kind of command (PARTS) instead")
     args = ap.parse_args(argv)
-    run.check_tools(["imapfilter", "mailrules"])
+    run.check_tools(["mailrules"] if args.parts else ["imapfilter", "mailrules"])
     bench = run.RawlogBench.start("mailrules-floor-", args.messages, run.LONG_LINES)
     server = bench.server
     ratios = []
     try:
         commands = recorded_commands(bench)
+        if args.parts:
+            parts(bench, commands, args.runs)
+            return 0
         print(f"mailrules sent {len(commands)} commands after LOGIN; replaying them against imapfilter's run")
         print("replay s  imapfilter s  ratio")
         for i in range(args.runs):
