@@ -25,6 +25,8 @@ from .criteria import compile_search
 from .model import Rule
 from .uidset import UidSet
 
+DEPTH = 4  # rules looked ahead past the actions the pass does not wait for
+
 
 @dataclass
 class Ahead:
@@ -36,20 +38,38 @@ class Ahead:
     jobs: list[Any] = field(default_factory=list)
 
     def next_step(self, box: Any, i: int, a: int, targets: UidSet, builtin: bool) -> None:
-        """Before action `a` of rule `i`, which the pass waits for: send the searches the next
-        steps begin with (box: the `ImapPass`): the next action's, or the next rule's search and
-        its first action's, and the search of the rule after it. Those of a later rule cover
-        every message that may still be in play, a superset of what its turn asks about."""
-        rules = self.rules
+        """Before action `a` of rule `i`, which the pass waits for: send the searches of the steps
+        up to the next one it will wait for (box: the `ImapPass`). Those are the rest of this rule's
+        actions, then the next rules' searches and their actions', past the actions not waited
+        for (a terminal MOVE, read with the next command's answer), at most `DEPTH` rules on; and
+        the search of the rule after the one that waits. Those of a later rule cover every
+        message that may still be in play, a superset of what its turn asks about."""
         if not builtin:
             box.session.later.forget()  # a plugin's action may change flags unseen
-        elif a + 1 < len(rules[i].actions):
-            self.action_searches(box, i, a + 1, targets)
-        elif self.match_ahead(box, i + 1):
+            return
+        if self._actions_ahead(box, i, a + 1, targets):
+            return
+        for j in range(i + 1, min(i + 1 + DEPTH, len(self.rules))):
+            if not self.match_ahead(box, j):
+                return
             within = UidSet(self.in_play)
-            matched = box.searched.get(i + 1)
-            self.action_searches(box, i + 1, 0, matched & within if matched is not None else within)
-            self.match_ahead(box, i + 2)
+            matched = box.searched.get(j)
+            if self._actions_ahead(box, j, 0, matched & within if matched is not None else within):
+                self.match_ahead(box, j + 1)
+                return
+
+    def _actions_ahead(self, box: Any, i: int, first: int, within: UidSet) -> bool:
+        """Send the searches of rule `i`'s actions from `first` on, up to the first one the pass
+        will wait for; whether one was found (a plugin's action ends the look ahead as well)."""
+        registry = box.s.registry.actions
+        for a in range(first, len(self.rules[i].actions)):
+            action = registry[self.rules[i].actions[a].name]
+            if getattr(action, "start", None) is None:
+                return True  # a plugin's: it may change flags unseen, nothing is sent past it
+            self.action_searches(box, i, a, within)
+            if not action.terminal:
+                return True
+        return False
 
     def match_ahead(self, box: Any, i: int) -> bool:
         """Send rule `i`'s search ahead unless the pass has its answer already; whether rule `i`

@@ -213,3 +213,56 @@ def test_a_search_sent_ahead_is_not_sent_again_while_its_answer_stands(dovecot, 
     assert len(counter.sent_with(b"LARGER 10")) == 1
     assert lab.flags() == {"report 1": {"\\Seen", "\\Flagged"}, "report 2": {"\\Seen", "\\Flagged"},
                            "invoice": {"$Billing", "\\Flagged"}, "chat": {"\\Flagged"}}
+
+
+FLAG_THEN_FLAG = """
+    - name: reports
+      match: {subject: report}
+      actions: [flag]
+    - name: everything else
+      match: {not: {subject: report}}
+      actions: [flag]
+"""
+
+
+def test_a_search_sent_ahead_still_holds_for_the_messages_a_store_of_ours_left_alone(dovecot, tmp_path, monkeypatch):
+    """The second flag's search (of the messages it changes) goes ahead with the first flag's
+    STORE, which flags other messages: its answer still holds for its own, none is sent again."""
+    idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING)
+    cost, lab = pass_cost(dovecot, tmp_path, monkeypatch, FLAG_THEN_FLAG)
+    assert cost == idle + 3  # reports: SEARCH, STORE (with the next rule's SEARCH); the rest: STORE
+    assert lab.flags() == {s: {"\\Flagged"} for s in SUBJECTS}
+
+
+def test_a_search_sent_ahead_over_other_messages_journals_what_it_changes_for_undo(lab):
+    """The message flagged before the run stays flagged after the undo: the answer sent ahead,
+    kept across the other rule's STORE of the same flag, said it had the flag already."""
+    lab.deliver("report 1", "report 2", "invoice")
+    lab.deliver("chat", flags=["\\Flagged"])
+    lab.write(FLAG_THEN_FLAG)
+    assert lab.run().code == 0
+    assert lab.flags() == {s: {"\\Flagged"} for s in SUBJECTS}
+    assert lab.cli("undo", "--last", "--yes").code == 0
+    assert lab.flags() == {"report 1": set(), "report 2": set(), "invoice": set(), "chat": {"\\Flagged"}}
+
+
+SEEN_AND_MOVE_THEN_FLAG = """
+    - name: reports
+      match: {subject: report}
+      actions: [seen, {move: Reports}]
+    - name: invoices
+      match: {subject: invoice}
+      actions: [flag]
+"""
+
+
+def test_the_next_rule_s_search_goes_ahead_past_a_move_not_waited_for(dovecot, tmp_path, monkeypatch):
+    """The reports' MOVE is read with the next command's answer, so the invoices' flag is the
+    next step waited for: its search goes with the seen's STORE."""
+    idle, _ = pass_cost(dovecot, tmp_path, monkeypatch, NOTHING, folders=("Reports",))
+    cost, lab = pass_cost(dovecot, tmp_path, monkeypatch, SEEN_AND_MOVE_THEN_FLAG, folders=("Reports",))
+    assert cost == idle + 3  # seen: SEARCH, STORE (with the flag's SEARCH); MOVE; flag: STORE (with its answer)
+    assert lab.where() == {"report 1": ["Reports"], "report 2": ["Reports"], "invoice": ["INBOX"],
+                           "chat": ["INBOX"]}
+    assert lab.flags() == {"invoice": {"\\Flagged"}, "chat": set()}
+    assert lab.flags("Reports") == {"report 1": {"\\Seen"}, "report 2": {"\\Seen"}}

@@ -260,10 +260,14 @@ class InFlight:
         """Whether a command sent by `send` or `ahead` is not read yet."""
         return bool(self.sent)
 
-    def stored(self, flags: Any) -> None:
-        """A STORE of ours changes these flags: the searches sent ahead that read one are stale."""
+    def stored(self, flags: Any, uids: UidSet) -> None:
+        """A STORE of ours changes these flags on `uids`: the answers sent ahead that read one are
+        stale for those messages, and still hold for the others (the STORE changed nothing else)."""
         names = {flag_name(f) for f in flags}
-        self.searches = [s for s in self.searches if not (s.reads & names)]
+        for search in self.searches:
+            if search.reads & names:
+                search.within = search.within - uids
+        self.searches = [s for s in self.searches if s.within]
 
     @contextlib.contextmanager
     def burst(self) -> Iterator[None]:

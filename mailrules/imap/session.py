@@ -451,7 +451,7 @@ class ImapSession:
     def store(self, uids: UidSet, flags: Iterable[str], *, add: bool) -> None:
         """UID STORE +FLAGS.SILENT / -FLAGS.SILENT."""
         flag_list = list(flags)
-        self.later.stored(flag_list)  # the searches sent ahead that read them are stale
+        self.later.stored(flag_list, uids)  # the searches sent ahead that read them are stale there
 
         def send(chunk: UidSet) -> None:
             try:
