@@ -117,6 +117,18 @@ def test_the_first_pass_selects_its_mailbox_once_as_the_connection_opens(dovecot
     assert lab.where() == {s: ["INBOX"] for s in SUBJECTS}
 
 
+def test_the_early_select_of_inbox_goes_with_namespace_and_id(dovecot, tmp_path, monkeypatch):
+    """INBOX is named so whatever the namespace: NAMESPACE, ID, its SELECT and the search behind
+    it leave in one write, one round trip after LOGIN; the namespace is known all the same."""
+    counter, lab = measure(dovecot, tmp_path, monkeypatch, MOVE_THEN_SEEN, folders=("Reports",))
+    [(select, writer)] = counter.sent_with(b" SELECT ")
+    assert writer.startswith("mailrules-connect-")
+    assert re.fullmatch(rb'\S+ NAMESPACE\r\n\S+ ID NIL\r\n\S+ SELECT "INBOX"\r\n\S+ UID SEARCH [^\r]+\r\n', select), select
+    assert not counter.sent_with(b" NAMESPACE\r\n")[1:]  # asked once: the folders were named from it
+    assert lab.where() == {"report 1": ["Reports"], "report 2": ["Reports"], "invoice": ["INBOX"],
+                           "chat": ["INBOX"]}
+
+
 def test_a_later_run_searches_above_its_checkpoint_behind_the_early_select(dovecot, tmp_path, monkeypatch):
     """The early SELECT's search starts above the checkpoint in the state; the new mail is acted on once."""
     _, lab = measure(dovecot, tmp_path, monkeypatch, MOVE_THEN_SEEN)
@@ -155,7 +167,7 @@ def test_rules_on_headers_that_match_nothing_add_no_round_trip(dovecot, tmp_path
             os.environ.pop("MAILRULES_LOCAL_HEADERS", None)
         else:
             os.environ["MAILRULES_LOCAL_HEADERS"] = saved
-    assert one.count >= 3  # the counter counts: login, SELECT and a search at least
+    assert one.count >= 2  # the counter counts: login, then NAMESPACE, ID, SELECT and a search at least
     searched = many.bytes_sent > one.bytes_sent + 10 * len("HEADER List-Id list0.example.org")
     assert searched == (local == "0")
     assert many.count == one.count

@@ -19,13 +19,26 @@ log = logging.getLogger("mailrules.imap")
 
 def ask_namespace_and_id(session: Any) -> None:
     """Learn `session`'s personal namespace and server name (an `ImapSession`) in one round trip."""
-    if not (session.has("NAMESPACE") and session.has("ID")):
+    asked = send_namespace_and_id(session)
+    if asked is None:
         session.namespace()
         _ = session.server_software
         return
+    read_namespace_and_id(session, asked)
+
+
+def send_namespace_and_id(session: Any) -> tuple[bytes, bytes] | None:
+    """Send NAMESPACE and ID (in the write under way, if any: `internals.one_write`); their tags,
+    or None if the server lacks either (then nothing is sent)."""
+    if not (session.has("NAMESPACE") and session.has("ID")):
+        return None
     imap = internals.imaplib_of(session.client)
-    with internals.one_write(imap):
-        asked = internals.command(imap, "NAMESPACE"), internals.command(imap, "ID", "NIL")
+    return internals.command(imap, "NAMESPACE"), internals.command(imap, "ID", "NIL")
+
+
+def read_namespace_and_id(session: Any, asked: tuple[bytes, bytes]) -> None:
+    """Read the answers of `send_namespace_and_id` into the session."""
+    imap = internals.imaplib_of(session.client)
     namespace, software = (_answer(imap, name, tag) for name, tag in zip(("NAMESPACE", "ID"), asked, strict=True))
     session.adopt_identity(personal_namespace(namespace), server_name(software))
 

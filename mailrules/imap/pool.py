@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterable
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from ..model import Account, Config
-from .identify import ask_namespace_and_id
-from .reselect import SelectedEarly, select_and_search_above
+from . import internals
+from .identify import ask_namespace_and_id, read_namespace_and_id, send_namespace_and_id
+from .reselect import SelectedEarly, read_select_and_search, select_and_search_above, send_select_and_search
 from .session import ImapSession
 
 log = logging.getLogger("mailrules.imap")
@@ -127,11 +128,13 @@ class SessionPool:
 
             def connect_and_ask(name: str) -> ImapSession:
                 session = self._connect(name)
-                ask_namespace_and_id(session)  # in one round trip
-                if mailbox is not None:
-                    early = select_quietly(session, mailbox, checkpoint_of)
-                    if early is not None:
-                        self._selected_early[name] = early  # read by `get`, after this thread is done
+                if mailbox is not None and mailbox.upper() == "INBOX":
+                    early = identify_and_select_inbox(session, checkpoint_of)
+                else:
+                    ask_namespace_and_id(session)  # in one round trip
+                    early = select_quietly(session, mailbox, checkpoint_of) if mailbox is not None else None
+                if early is not None:
+                    self._selected_early[name] = early  # read by `get`, after this thread is done
                 return session
 
             self._opening[account] = _Opening(connect_and_ask, account)
@@ -186,12 +189,42 @@ def select_quietly(session: ImapSession, mailbox: str,
     """SELECT `mailbox` (read-write) for the first pass, in the opening's thread, with the search
     above its checkpoint behind it when that is known; None if the server refused the SELECT
     (only logged: the pass selects it again and reports it). A broken connection is raised."""
-    try:
+
+    def select() -> SelectedEarly:
         server = session.server_name(mailbox)
         checkpoint = checkpoint_of(server) if checkpoint_of is not None else None
         if checkpoint is None:
             return SelectedEarly(session.select(server), None, 0)
         return SelectedEarly(*select_and_search_above(session, server, checkpoint), checkpoint)
+
+    return _quietly(session, mailbox, select)
+
+
+def identify_and_select_inbox(session: ImapSession,
+                              checkpoint_of: Callable[[str], int | None] | None) -> SelectedEarly | None:
+    """NAMESPACE and ID, and INBOX's SELECT with the search above its checkpoint, in one round trip
+    (INBOX is named so whatever the namespace); as `ask_namespace_and_id` then `select_quietly`
+    where the server lacks NAMESPACE or ID, or the checkpoint is not known."""
+    checkpoint = checkpoint_of("INBOX") if checkpoint_of is not None else None
+    identified = session.has("NAMESPACE") and session.has("ID")
+    imap = internals.imaplib_of(session.client) if identified and checkpoint is not None else None
+    if imap is None or getattr(imap, "state", "") not in ("AUTH", "SELECTED"):
+        ask_namespace_and_id(session)
+        return select_quietly(session, "INBOX", checkpoint_of)
+    session.before_select()
+    with internals.one_write(imap):
+        asked = send_namespace_and_id(session)  # sent: the server has both
+        tags = send_select_and_search(session, "INBOX", checkpoint)
+    if asked is not None:
+        read_namespace_and_id(session, asked)
+    return _quietly(session, "INBOX",
+                    lambda: SelectedEarly(*read_select_and_search(session, "INBOX", checkpoint, tags), checkpoint))
+
+
+def _quietly(session: ImapSession, mailbox: str, select: Callable[[], SelectedEarly]) -> SelectedEarly | None:
+    """`select()`, or None if the server refused the SELECT (logged only). A broken connection is raised."""
+    try:
+        return select()
     except IMAPClientAbortError:
         raise
     except IMAPClientError as exc:

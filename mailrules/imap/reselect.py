@@ -56,20 +56,30 @@ def select_and_search_above(session: ImapSession, server_name: str, checkpoint: 
             return early.selected, search_above(session, checkpoint)
         except ServerRefused:
             return early.selected, None
-    client = session.client
-    imap = internals.imaplib_of(client)
+    imap = internals.imaplib_of(session.client)
     if getattr(imap, "state", "") not in ("AUTH", "SELECTED"):  # not logged in: as `select` would fail
         return session.select(server_name), None
     session.before_select()
-    esearch = session.has("ESEARCH")
-    words = ["UID", "SEARCH", *(["RETURN", "(ALL)"] if esearch else []), "UID", f"{checkpoint + 1}:*"]
     with internals.one_write(imap):
-        tag = internals.send_select(client, server_name, readonly=False)
-        search_tag = internals.command(imap, *words)
+        tags = send_select_and_search(session, server_name, checkpoint)
+    return read_select_and_search(session, server_name, checkpoint, tags)
+
+
+def send_select_and_search(session: ImapSession, server_name: str, checkpoint: int) -> tuple[bytes, bytes]:
+    """Send the SELECT and the search above `checkpoint` (in the write under way: the caller's
+    `internals.one_write`, after `ImapSession.before_select`); their tags."""
+    words = ["UID", "SEARCH", *(["RETURN", "(ALL)"] if session.has("ESEARCH") else []), "UID", f"{checkpoint + 1}:*"]
+    tag = internals.send_select(session.client, server_name, readonly=False)
+    return tag, internals.command(internals.imaplib_of(session.client), *words)
+
+
+def read_select_and_search(session: ImapSession, server_name: str, checkpoint: int,
+                           tags: tuple[bytes, bytes]) -> tuple[Selected, UidSet | None]:
+    """The answers of `send_select_and_search`, as `select_and_search_above` returns them."""
     try:
-        typ, resp = internals.finish_select(client, tag, readonly=False)
+        typ, resp = internals.finish_select(session.client, tags[0], readonly=False)
     finally:
-        found = _finish_search(imap, search_tag, esearch)
+        found = _finish_search(internals.imaplib_of(session.client), tags[1], session.has("ESEARCH"))
     if typ != "OK":
         raise IMAPClientError(f"select failed: {_text(resp)}")
     selected = session.adopt_selection(server_name, resp, readonly=False)
