@@ -5,11 +5,12 @@ waited for at their turn (`mailrules.imap.later` reads their answers with the ne
 
 * a terminal action's MOVE (its messages leave play whether it succeeds or fails): the pass
   keeps its `jobs` and journals each when its answer has been read, before the pass ends;
-* the UID SEARCHes the next steps begin with (the next action's search of the messages it
-  changes; or the next rule's search, its first action's and the search of the rule after it),
-  sent in the round trip of the step before: an action of ours changes their answer only by a
-  STORE of a flag they read, and then the session forgets that answer (`InFlight.stored`), so
-  that the step searches at its turn as it would have.
+* the UID SEARCHes the steps up to the next one the pass waits for begin with (the actions'
+  searches of the messages they change, the rules' searches, past the MOVEs not waited for,
+  and the search of the rule after), sent in the round trip of the step before: an action of
+  ours changes their answer only by a STORE of a flag they read, and only for the messages
+  it stores, so the session keeps that answer for the others alone (`InFlight.stored`): a
+  step asking about one it stored searches at its turn as it would have.
 
 Only the session's answers sent ahead are ever used, for a subset of the UIDs they covered:
 `in_play` is a superset of the kernel's messages in play.

@@ -3,8 +3,10 @@
 `run --once` opens its first connection in a thread while it starts (`SessionPool.open_early`),
 and the pass waits for it: on a slow link each of its round trips is on the critical path.
 Both commands only read and neither depends on the other's answer, so they go in one write
-(RFC 3501 5.5) and are read in order. Whatever goes wrong (a refusal, an answer not understood)
-leaves that part unknown, and the session asks it the ordinary way when it needs it.
+(RFC 3501 5.5) and are read in order; when that first mailbox is INBOX, whose name needs no
+namespace, its SELECT goes in the same write (`mailrules.imap.pool.identify_and_select_inbox`).
+Whatever goes wrong (a refusal, an answer not understood) leaves that part unknown, and the
+session asks it the ordinary way when it needs it.
 """
 
 from __future__ import annotations

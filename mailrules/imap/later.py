@@ -102,7 +102,8 @@ class LaterSearch:
     """A UID SEARCH sent ahead of its turn (`InFlight.ahead`), read with the next command's answer.
 
     Only searches of flags, keywords, size and dates: which flags it reads (`reads`) is known, so
-    that a STORE of ours on one of them since makes its answer stale (`InFlight.stored`)."""
+    that a STORE of ours on one of them since makes its answer stale for the messages it stored
+    (`InFlight.stored`: they leave `within`)."""
 
     session: Any
     tokens: tuple[bytes, ...]
