@@ -412,6 +412,15 @@ def _flag_key(flag: str, present: bool) -> bytes:
     return name if present else b"UN" + name
 
 
+def _has_negated_group(node: Criterion) -> bool:
+    """Whether a NOT of a group (or of a NOT) is somewhere in `node`."""
+    if isinstance(node, Not):
+        return isinstance(node.child, (All, AnyOf, Not)) or _has_negated_group(node.child)
+    if isinstance(node, (All, AnyOf)):
+        return any(_has_negated_group(child) for child in node.children)
+    return False
+
+
 class Reference:
     """Per-message, in-order evaluation with plain IMAPClient commands on INBOX.
 
@@ -431,6 +440,20 @@ class Reference:
         if isinstance(node, All):
             return [k for child in node.children for k in self.keys(child)] or [b"ALL"]
         return self.one_key(node)
+
+    def holds(self, uid: int, node: Criterion) -> bool:
+        """Whether message `uid` matches `node`: one SEARCH with these keys, except that a negated
+        group is negated here, and the groups around one combined here. Dovecot 2.3's search
+        simplifier answers some negated groups wrongly (`NOT (LARGER 500 LARGER 1500)` as
+        `NOT LARGER 500`; `mailrules.criteria` never sends one), and the reference must not."""
+        if isinstance(node, Not) and isinstance(node.child, (All, AnyOf, Not)):
+            return not self.holds(uid, node.child)
+        if isinstance(node, (All, AnyOf)) and _has_negated_group(node):
+            found = (self.holds(uid, child) for child in node.children)
+            return all(found) if isinstance(node, All) else any(found)
+        criteria = [b"UID", str(uid).encode(), *self.keys(node)]
+        eight_bit = any(isinstance(k, bytes) and any(b > 127 for b in k) for k in _flatten(criteria))
+        return uid in self.client.search(criteria, charset="UTF-8" if eight_bit else None)
 
     def one_key(self, node: Criterion) -> list:
         if isinstance(node, Text):
@@ -456,9 +479,7 @@ class Reference:
         raise TypeError(node)
 
     def matches(self, uid: int, rule: Rule) -> bool:
-        criteria = [b"UID", str(uid).encode(), *self.keys(rule.match)]
-        eight_bit = any(isinstance(k, bytes) and any(b > 127 for b in k) for k in _flatten(criteria))
-        if uid not in self.client.search(criteria, charset="UTF-8" if eight_bit else None):
+        if not self.holds(uid, rule.match):
             return False
         for call in rule.where:
             assert call.name == "regex"
@@ -835,6 +856,23 @@ def test_without_move_or_esearch_the_engine_still_equals_the_reference(minimal_d
 
 
 # Four messages for the reference's own SEARCH test: UIDs 1-4.
+def test_a_negated_group_of_sizes_is_decided_as_per_message(dovecot):
+    """`not: {all: [larger 500, larger 1500]}` holds for a message of 911 bytes. Dovecot 2.3 answers
+    that group, sent negated, as `NOT LARGER 500`; the engine never sends it so, and the reference
+    negates it itself (a random run of the interrupted-pass property found the reference wrong)."""
+    msgs = [Msg(SENDERS[0], RECIPIENTS[0], "Invoice 42", None, "Hello there.", padding, ()) for padding in (0, 700)]
+    rules = [Rule("r1", match=Not(All((Size("larger", 500), Size("larger", 1500)))), actions=(action("flag"),))]
+    want = run_reference(dovecot, msgs, rules)
+    assert sorted(len(flags) for (_digest, flags), n in want["INBOX"].items() for _ in range(n)) == [1, 1]
+    eng = EngineUser(dovecot, rules)
+    try:
+        eng.deliver(msgs)
+        eng.process()
+        assert_same_state(eng.snapshot(), want, msgs)
+    finally:
+        eng.close()
+
+
 GROUP_MESSAGES = [
     Msg(SENDERS[1], RECIPIENTS[0], "Réunion demain", "dev.lists.example.org", BODIES[0], 0, ()),
     Msg(SENDERS[3], RECIPIENTS[0], "Réunion", None, BODIES[0], 0, ()),
@@ -862,7 +900,8 @@ def test_the_reference_searches_non_ascii_inside_groups(dovecot, node, expected)
     try:
         deliver(client, GROUP_MESSAGES)
         ref = Reference(client)
-        grouped = Rule("r", match=Not(Not(node)), actions=(action("flag"),))  # NOT NOT (...): a group
+        # OR (...) SUBJECT "...": the group sent as one, parenthesised
+        grouped = Rule("r", match=AnyOf((node, Text("subject", "no such subject"))), actions=(action("flag"),))
         assert any(isinstance(k, list) for k in ref.keys(grouped.match))
         assert {uid for uid in range(1, 5) if ref.matches(uid, grouped)} == expected
         negated = Rule("r", match=Not(node), actions=(action("flag"),))
