@@ -266,3 +266,28 @@ def test_the_next_rule_s_search_goes_ahead_past_a_move_not_waited_for(dovecot, t
                            "chat": ["INBOX"]}
     assert lab.flags() == {"invoice": {"\\Flagged"}, "chat": set()}
     assert lab.flags("Reports") == {"report 1": {"\\Seen"}, "report 2": {"\\Seen"}}
+
+
+FLAG_FLAG_THEN_COPY = """
+    - name: everything
+      actions: [flag]
+    - name: huge
+      match: {larger: 10MB}
+      actions: [flag]
+    - name: copies
+      actions: [{copy: Copies}]
+"""
+
+
+def test_a_copy_while_searches_sent_ahead_are_in_flight(lab):
+    """The huge rule matches nothing, so its flag's search, sent ahead with the first STORE, is
+    still unread when the copy asks whether a MOVE of ours to its folder is in flight: a search
+    is no MOVE (a random run of the in-memory equivalence found this raising AttributeError)."""
+    lab.deliver(*SUBJECTS)
+    before = contents(lab)
+    lab.write(FLAG_FLAG_THEN_COPY)
+    result = lab.run()
+    assert result.code == 0, result.err
+    assert lab.flags() == {s: {"\\Flagged"} for s in SUBJECTS}
+    assert lab.flags("Copies") == {s: {"\\Flagged"} for s in SUBJECTS}
+    assert sorted(contents(lab)) == sorted(before * 2)

@@ -299,7 +299,8 @@ class InFlight:
         return {key: lines for key, lines in kept.items() if lines}
 
     def sent_to(self, dest: str) -> bool:
-        return any(later.dest == dest for later in self.sent)
+        """Whether a MOVE of ours to `dest` is unread (the searches sent ahead, also in flight, are no MOVE)."""
+        return any(isinstance(later, LaterTransfer) and later.dest == dest for later in self.sent)
 
     def settle(self) -> None:
         """Read every answer not read yet, in the order sent."""
