@@ -261,6 +261,7 @@ def _run_on(lab, *, terminal: bool, daemon: bool = False) -> str:
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
     os.close(follower)
     chunks = []
+    stopping = False  # SIGTERM once: a second one, after the daemon's own shutdown, would kill it
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         ready, _, _ = select.select([leader], [], [], 1.0)
@@ -272,8 +273,9 @@ def _run_on(lab, *, terminal: bool, daemon: bool = False) -> str:
             if not data:
                 break
             chunks.append(data)
-            if daemon and b"caught up on" in b"".join(chunks[-2:]) and proc.poll() is None:
+            if daemon and not stopping and b"caught up on" in b"".join(chunks[-2:]) and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+                stopping = True
         elif proc.poll() is not None:
             break
     os.close(leader)
