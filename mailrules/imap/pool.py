@@ -12,7 +12,13 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from ..model import Account, Config
 from . import internals
 from .identify import ask_namespace_and_id, read_namespace_and_id, send_namespace_and_id
-from .reselect import SelectedEarly, read_select_and_search, select_and_search_above, send_select_and_search
+from .reselect import (
+    SelectedEarly,
+    logged_in,
+    read_select_and_search,
+    select_and_search_above,
+    send_select_and_search,
+)
 from .session import ImapSession
 
 log = logging.getLogger("mailrules.imap")
@@ -207,12 +213,11 @@ def identify_and_select_inbox(session: ImapSession,
     where the server lacks NAMESPACE or ID, or the checkpoint is not known."""
     checkpoint = checkpoint_of("INBOX") if checkpoint_of is not None else None
     identified = session.has("NAMESPACE") and session.has("ID")
-    imap = internals.imaplib_of(session.client) if identified and checkpoint is not None else None
-    if imap is None or getattr(imap, "state", "") not in ("AUTH", "SELECTED"):
+    if checkpoint is None or not identified or not logged_in(session):
         ask_namespace_and_id(session)
         return select_quietly(session, "INBOX", checkpoint_of)
     session.before_select()
-    with internals.one_write(imap):
+    with internals.one_write(internals.imaplib_of(session.client)):
         asked = send_namespace_and_id(session)  # sent: the server has both
         tags = send_select_and_search(session, "INBOX", checkpoint)
     if asked is not None:

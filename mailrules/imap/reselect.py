@@ -56,13 +56,18 @@ def select_and_search_above(session: ImapSession, server_name: str, checkpoint: 
             return early.selected, search_above(session, checkpoint)
         except ServerRefused:
             return early.selected, None
-    imap = internals.imaplib_of(session.client)
-    if getattr(imap, "state", "") not in ("AUTH", "SELECTED"):  # not logged in: as `select` would fail
+    if not logged_in(session):  # as `select` would fail
         return session.select(server_name), None
+    imap = internals.imaplib_of(session.client)
     session.before_select()
     with internals.one_write(imap):
         tags = send_select_and_search(session, server_name, checkpoint)
     return read_select_and_search(session, server_name, checkpoint, tags)
+
+
+def logged_in(session: ImapSession) -> bool:
+    """Whether the connection is logged in (a SELECT may be pipelined; otherwise `select` says why not)."""
+    return getattr(internals.imaplib_of(session.client), "state", "") in ("AUTH", "SELECTED")
 
 
 def send_select_and_search(session: ImapSession, server_name: str, checkpoint: int) -> tuple[bytes, bytes]:
