@@ -14,15 +14,20 @@ waited for at their turn (`mailrules.imap.later` reads their answers with the ne
 
 Only the session's answers sent ahead are ever used, for a subset of the UIDs they covered:
 `in_play` is a superset of the kernel's messages in play.
+
+In `run --once`, over a large backlog, the searches no action can change the answer of (header
+fields, sizes, dates) go further: on a second connection (`beside`, `mailrules.imap.beside`),
+handed over as the pass opens, each over the messages that may still be in play at its turn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .criteria import compile_search
+from .criteria import compile_search, reads_of
+from .imap.beside import MIN_MESSAGES, Beside
 from .model import Rule
 from .uidset import UidSet
 
@@ -37,6 +42,7 @@ class Ahead:
     rules: Sequence[Rule] = ()
     in_play: set[int] = field(default_factory=set)
     jobs: list[Any] = field(default_factory=list)
+    beside: Beside | None = None  # the searches sent on a connection of their own (`mailrules.imap.beside`)
 
     def next_step(self, box: Any, i: int, a: int, targets: UidSet, builtin: bool) -> None:
         """Before action `a` of rule `i`, which the pass waits for: send the searches of the steps
@@ -59,6 +65,40 @@ class Ahead:
                 self.match_ahead(box, j + 1)
                 return
 
+    def open_beside(self, box: Any, within: UidSet, skip: Collection[int], local: Collection[int]) -> list[int]:
+        """The rules whose search goes on a second connection (`mailrules.imap.beside`), whose
+        opening this starts: those no action can change the answer of (not `mutable`), without
+        `where:`, not decided on the fetched header fields (`local`); only in `run --once`
+        (`PassSettings.beside`), over a backlog of `MIN_MESSAGES` or more in a fresh pass (none
+        resumed, not shared, not a dry run) on a server with ESEARCH."""
+        if skip or box.steps or len(within) < MIN_MESSAGES or not may_send_ahead(box) \
+                or not box.session.has("ESEARCH"):
+            return []
+        indices = [i for i, rule in enumerate(self.rules)
+                   if not rule.where and not reads_of(rule.match).mutable and i not in local]
+        opener = box.s.beside(box.account) if indices else None
+        if opener is None:
+            return []
+        self.beside = opener(box.server, box.sel.uidvalidity)
+        return indices
+
+    def search_beside(self, box: Any, within: UidSet, indices: Collection[int]) -> None:
+        """Hand the searches of `indices` over to the second connection, each over the messages
+        that may still be in play at its turn: `within` less those an earlier rule answered in
+        the opening (`box.searched`) takes out of play (a terminal action, `stop`). A rule whose
+        turn finds more in play searches on the pass's connection (`Beside.answer`)."""
+        assert self.beside is not None
+        actions = box.s.registry.actions
+        gone = UidSet()
+        searches = {}
+        for i, rule in enumerate(self.rules):
+            if i in indices:
+                searches[i] = (compile_search(rule.match, box.session.capabilities), within - gone)
+            leaves = rule.stop or any(getattr(actions.get(call.name), "terminal", False) for call in rule.actions)
+            if leaves and not rule.where and i in box.searched:
+                gone = gone | box.searched[i]
+        self.beside.search(searches)
+
     def _actions_ahead(self, box: Any, i: int, first: int, within: UidSet) -> bool:
         """Send the searches of rule `i`'s actions from `first` on, up to the first one the pass
         will wait for; whether one was found (a plugin's action ends the look ahead as well)."""
@@ -78,7 +118,7 @@ class Ahead:
         rules = self.rules
         if i >= len(rules) or (i, -1) in box.steps or rules[i].where:
             return False
-        if i not in box.searched and may_send_ahead(box):
+        if i not in box.searched and not (self.beside is not None and self.beside.has(i)) and may_send_ahead(box):
             try:
                 query = compile_search(rules[i].match, box.session.capabilities)
             except ValueError:

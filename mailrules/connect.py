@@ -594,11 +594,12 @@ def _fetch_secret(account: Account) -> Secret:
         raise SecretUnavailableError(str(exc), account=account.name) from None
 
 
-def connect(account: Account, *, timeout: float | None = None) -> imapclient.IMAPClient:
+def connect(account: Account, *, timeout: float | None = None, announce: bool = True) -> imapclient.IMAPClient:
     """A logged-in IMAPClient for `account` (see the module docstring).
 
     `timeout` (seconds) overrides ``account.timeout`` for the connect, the TLS handshake,
     the greeting, login and every later command read. Raises a `ConnectError` subclass.
+    announce=False: the login is logged at debug level (a helper connection, `mailrules.imap.beside`).
     """
     install_log_redaction()
     t = float(timeout if timeout is not None else account.timeout)
@@ -628,8 +629,8 @@ def connect(account: Account, *, timeout: float | None = None) -> imapclient.IMA
         except BaseException:
             _close_quietly(client)
             raise
-        log.info("account %s: logged in to %s as %s (%s)", account.name, _where(account),
-                 account.username, tls_info(client) or "no TLS")
+        log.log(logging.INFO if announce else logging.DEBUG, "account %s: logged in to %s as %s (%s)",
+                account.name, _where(account), account.username, tls_info(client) or "no TLS")
         return client
     raise AssertionError("unreachable")  # pragma: no cover
 

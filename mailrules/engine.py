@@ -108,7 +108,7 @@ class Engine:
         self._settings = PassSettings(
             registry=registry, store=self.store, reader=self.reader, dry_run=dry_run,
             predicate_timeout=predicate_timeout, limiter=self._limiter, connect=pool.get, watched=self.watched,
-            interrupt=self._check_interrupt, accounts=frozenset(config.accounts),
+            interrupt=self._check_interrupt, accounts=frozenset(config.accounts), beside=pool.beside,
         )
         # finished runs kept for undo and history, pruned after each pass (mailrules.journal)
         self.journal = Journal(self.store, config.history_days) if self.store else None

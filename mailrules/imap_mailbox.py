@@ -27,6 +27,7 @@ from .criteria import SearchQuery, compile_search, reads_of
 from .dryrun import DryRunReport
 from .dryrun_overlay import FlagOverlay, search_overlaid
 from .fetching import fetch_items, view_of
+from .imap.beside import Beside
 from .imap.fetchpipe import pipelined_fetch
 from .imap.session import FETCH_BATCH, ImapSession, Selected, ServerRefused
 from .journal import Failure, done_detail
@@ -58,6 +59,8 @@ class PassSettings:
     watched: Callable[[str, str], bool]
     interrupt: Callable[[], None]  # raises to abandon the pass
     accounts: Collection[str] = ()
+    # account -> how to open a connection for searches beside the pass (`mailrules.imap.beside`), or None
+    beside: Callable[[str], Callable[[str, int], Beside] | None] = lambda _account: None
     warned: set[str] = field(default_factory=set)
 
 
@@ -165,11 +168,12 @@ class ImapPass:
         local = local_headers.plan(rules, skip) if fetch and self._local_headers() else None
         fields: set[str] = set()
         queries = []
+        beside = self.ahead.open_beside(self, within, skip, local.rules if local is not None else ())
         for i, rule in enumerate(rules):
             reads = reads_of(rule.match)
             fields |= reads.headers
-            if local is not None and i in local.rules:
-                continue  # decided on the fetched header fields (mailrules.local_headers)
+            if (local is not None and i in local.rules) or i in beside:
+                continue  # decided on the fetched header fields (mailrules.local_headers), or searched beside
             if i not in skip and not reads.mutable and not reads.costly and not rule.where:
                 queries.append((i, compile_search(rule.match, session.capabilities)))
         sink = local.take if local is not None else None
@@ -183,6 +187,8 @@ class ImapPass:
         self.searched = {i: p.result for i, p in pending.items() if p is not None and p.result is not None}
         if local is not None:
             self._settle_local(rules, local, within, headers.message_ids if headers is not None else {})
+        if beside:
+            self.ahead.search_beside(self, within, beside)
 
     def _local_headers(self) -> bool:
         """Whether header-only rules are decided on the fetched fields: on Dovecot, whose SEARCH
@@ -337,6 +343,8 @@ class ImapPass:
     def close(self, abandoned: bool = False) -> None:
         """The actions whose answer is read late (`apply`): read, journaled, logged now. A pass
         abandoned on a lost connection leaves their intent journaled, resumed as after a crash."""
+        if self.ahead.beside is not None:
+            self.ahead.beside.close()
         try:
             self._finish_later(wait=True)
             self.session.later.settle()  # searches sent ahead and not needed
@@ -414,6 +422,8 @@ class ImapPass:
             return UidSet()
         session = self.session
         searched = self.searched.get(index)
+        if searched is None and self.ahead.beside is not None:
+            searched = self.ahead.beside.answer(index, searchable)  # searched on a second connection
         if searched is None:  # not answered in the pass's opening: search now
             query = compile_search(self._with_prefilters(rule), session.capabilities)
             try:

@@ -168,6 +168,7 @@ def _run_once(config: Config, registry, store, args: argparse.Namespace, pool=No
         log.info("%s", describe_shard(args.shard, config))
     served = served_accounts(config, args.shard)
     pool = pool or SessionPool(config)
+    pool.searches_beside = not args.dry_run  # a catch-up: a pass may search on a second connection
     engine = Engine(config, registry, store, pool, dry_run=args.dry_run, rule_names=args.rule)
     failed = False
     registry.notify("mailrules_started", config=config)

@@ -41,6 +41,7 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from pathlib import Path
+from unittest import mock
 
 import imapclient
 import pytest
@@ -638,22 +639,27 @@ class EngineUser:
         finally:
             client.logout()
 
-    def process(self, *, interrupt_after: int | None = None) -> Outcome:
+    def process(self, *, interrupt_after: int | None = None, beside: bool = False) -> Outcome:
         """One pass; with `interrupt_after`, the pass is abandoned at that check between two steps.
 
         Interrupted is raised then (the journal stays open, as after a crash between two steps).
+        beside: the searches no action changes go on a second connection, as in `run --once`
+        (`mailrules.imap.beside`), over any number of messages.
         """
         store = StateStore(self.state_dir)
         pool = SessionPool(
             self.config,
             connect=lambda account: ImapSession(self.dovecot.client(self.users[account]), account),
         )
+        pool.searches_beside = beside
         engine = Engine(self.config, registry(), store, pool)
         if interrupt_after is not None:
             checks = iter(range(interrupt_after, -1, -1))
             engine.interrupt = lambda: next(checks, 0) == 0
+        every_pass = mock.patch("mailrules.ahead.MIN_MESSAGES", 1) if beside else contextlib.nullcontext()
         try:
-            outcome = engine.process(ACCOUNT, "INBOX")
+            with every_pass:
+                outcome = engine.process(ACCOUNT, "INBOX")
         finally:
             engine.close()
             pool.close()
@@ -770,6 +776,20 @@ def test_batched_engine_equals_per_message_reference(dovecot, msgs, rules, via_y
         outcome = eng.process()
         assert outcome.candidates == len(msgs)
         describe(want, msgs)
+        assert_same_state(eng.snapshot(), want, msgs)
+    finally:
+        eng.close()
+
+
+@examples(20, share=0.25)
+@given(msgs=mailboxes_st, rules=rules_st())
+def test_searches_beside_the_pass_give_the_per_message_outcome(dovecot, msgs, rules):
+    """`run --once`'s second connection for the searches no action changes (mailrules.imap.beside)."""
+    want = run_reference(dovecot, msgs, rules)
+    eng = EngineUser(dovecot, rules)
+    try:
+        eng.deliver(msgs)
+        eng.process(beside=True)
         assert_same_state(eng.snapshot(), want, msgs)
     finally:
         eng.close()

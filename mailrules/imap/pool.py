@@ -11,6 +11,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from ..model import Account, Config
 from . import internals
+from .beside import Beside
 from .identify import ask_namespace_and_id, read_namespace_and_id, send_namespace_and_id
 from .reselect import (
     SelectedEarly,
@@ -84,6 +85,7 @@ class SessionPool:
         self.sessions: dict[str, ImapSession] = {}
         self._opening: dict[str, _Opening] = {}
         self._selected_early: dict[str, SelectedEarly] = {}  # by account: what its opening selected
+        self.searches_beside = False  # `run --once`: a pass may search on a second connection (`beside`)
 
     @classmethod
     def connecting(cls, config: Config, accounts: Iterable[Account],
@@ -153,6 +155,26 @@ class SessionPool:
         if early is None or session is None or session.selected is not early.selected:
             return None
         return early if early.selected.name == server_name and not early.selected.readonly else None
+
+    def beside(self, account: str) -> Callable[[str, int], Beside] | None:
+        """How to open, for a pass over (server name, UIDVALIDITY), a second read-only connection
+        of `account` for its searches (`mailrules.imap.beside`), or None: only when
+        `searches_beside` (`run --once`), and not for an account whose password comes from a
+        program or a keyring (run again for each connection)."""
+        from ..secrets import SECRET_SOURCES
+
+        settings = self.config.accounts.get(account)
+        if not self.searches_beside or settings is None or SECRET_SOURCES[settings.auth.kind].runs_something:
+            return None
+
+        def connect_quietly() -> ImapSession:
+            if self._connect != self._default_connect:
+                return self._connect(account)
+            from ..connect import connect
+
+            return ImapSession(connect(settings, announce=False), account)
+
+        return lambda mailbox, uidvalidity: Beside(connect_quietly, mailbox, uidvalidity, account, settings.timeout)
 
     def get(self, account: str) -> ImapSession:
         if account not in self.sessions:

@@ -1,0 +1,118 @@
+"""`Beside`: a second, read-only connection for the searches no action of the pass can change.
+
+Why: a server works one connection's commands one after the other, in one process (Dovecot,
+Cyrus). The searches of header fields, sizes and dates give the same answer for a message
+whatever the rules before it do (`mailrules.criteria.reads_of`: not `mutable`), so they need
+not wait in line behind the pass's FETCHes, MOVEs and STOREs: on a connection of their own
+they take another server process (another core) while the pass's connection works. On the
+backlog benchmark (10,000 messages, 12 rules, loopback) the size search and the `from:`
+searches are ~190 ms of the ~860 ms the server spends on the pass's connection
+(`bench/floor.py --parts`).
+
+How: the pass hands its searches over at once (`search`), each restricted to the messages
+that may still be in play at its rule's turn. A thread logs in, EXAMINEs the pass's mailbox
+(read-only: nothing of the mailbox changes), checks that its UIDVALIDITY is the pass's, sends
+the searches in one write and reads their answers, then logs out. At the rule's turn the pass
+takes the answer (`answer`) if it covers every message still in play for the rule; otherwise,
+or if the answer did not come (a refusal, a connection that failed: logged, never an error of
+the pass), it searches on its own connection as it would have. UIDs with UIDVALIDITY, never
+sequence numbers, cross between the two connections.
+
+Only `run --once` opens one (`mailrules.imap.pool.SessionPool.beside`), for a pass over at
+least `MIN_MESSAGES` messages: a catch-up whose end is waited for. The daemon keeps to the
+connections it counts on per account.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+
+from ..criteria import SearchQuery
+from ..uidset import UidSet
+from .session import ImapSession
+
+log = logging.getLogger("mailrules.imap")
+
+MIN_MESSAGES = 1000  # a smaller pass is over before a second connection would have logged in
+
+
+class Beside:
+    """The searches of one pass on a connection of their own (see the module's docstring)."""
+
+    def __init__(self, connect: Callable[[], ImapSession], mailbox: str, uidvalidity: int,
+                 account: str, timeout: float) -> None:
+        self._posted = threading.Event()
+        self._done = threading.Event()
+        self._searches: dict[int, tuple[SearchQuery, UidSet]] = {}
+        self._answers: dict[int, UidSet] = {}
+        self._timeout = timeout
+        self._where = f"account {account} mailbox {mailbox}"
+        threading.Thread(target=self._work, args=(connect, mailbox, uidvalidity),
+                         name=f"mailrules-beside-{account}", daemon=True).start()
+
+    def search(self, searches: Mapping[int, tuple[SearchQuery, UidSet]]) -> None:
+        """Hand over the searches, by rule index: (query, the UIDs it is asked over). Once."""
+        self._searches = {i: (query, within) for i, (query, within) in searches.items() if within}
+        self._posted.set()
+
+    def has(self, index: int) -> bool:
+        """Whether rule `index`'s search was handed over (answered or not)."""
+        return index in self._searches
+
+    def answer(self, index: int, searchable: UidSet) -> UidSet | None:
+        """Rule `index`'s answer over `searchable`, or None: not handed over, not over all of
+        `searchable`, or not answered (then the pass searches on its own connection)."""
+        handed = self._searches.get(index)
+        if handed is None or searchable - handed[1]:
+            return None
+        if not self._done.wait(self._timeout):
+            log.debug("%s: the searches beside the pass did not finish in %g s; searched on the pass's "
+                      "connection", self._where, self._timeout)
+            return None
+        found = self._answers.get(index)
+        return found & searchable if found is not None else None
+
+    def close(self) -> None:
+        """The pass is over: a thread still waiting for searches logs out."""
+        self._posted.set()
+
+    def _work(self, connect: Callable[[], ImapSession], mailbox: str, uidvalidity: int) -> None:
+        session = None
+        try:
+            session = connect()
+            selected = session.select(mailbox, readonly=True)
+            if selected.uidvalidity != uidvalidity:
+                log.debug("%s: UIDVALIDITY changed under the pass (%d, beside it %d): nothing searched beside it",
+                          self._where, uidvalidity, selected.uidvalidity)
+                return
+            if not self._posted.wait(self._timeout) or not self._searches:
+                return
+            self._answers = _search_exactly(session, self._searches)
+        except Exception as exc:  # noqa: BLE001 - the pass searches on its own connection instead
+            log.debug("%s: the connection beside the pass failed (%s); its searches are done on the pass's own",
+                      self._where, exc)
+        finally:
+            self._done.set()
+            if session is not None:
+                session.logout(wait=False)
+
+
+def _search_exactly(session: ImapSession, searches: Mapping[int, tuple[SearchQuery, UidSet]]) -> dict[int, UidSet]:
+    """The answers of `searches` (by rule index), sent in one write and each over exactly its UIDs,
+    in pieces short enough for one command: a set bridged over the gaps between them would have
+    the server read the messages the pass moves meanwhile (Dovecot then answers EXPUNGEISSUED
+    and works far slower). A rule with a piece unanswered has no answer."""
+    pipe = session.pipeline()
+    pieces = {i: [pipe.search(query, piece) for piece in within.chunks(session.max_set_chars)]
+              for i, (query, within) in searches.items()}
+    pipe.run()
+    answers = {}
+    for i, pending in pieces.items():
+        if pending and all(p is not None and p.result is not None for p in pending):
+            answers[i] = UidSet(uid for p in pending for uid in p.result)  # type: ignore[union-attr]
+    return answers
+
+
+__all__ = ["MIN_MESSAGES", "Beside"]
