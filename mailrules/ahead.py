@@ -22,16 +22,18 @@ handed over as the pass opens, each over the messages that may still be in play 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import threading
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .criteria import compile_search, reads_of
-from .imap.beside import MIN_MESSAGES, Beside
+from .imap.beside import Beside, worth_it
 from .model import Rule
 from .uidset import UidSet
 
 DEPTH = 4  # rules looked ahead past the actions the pass does not wait for
+BESIDE_SHARE = 0.5  # of the opening's header fetch, what the second connection reads
 
 
 @dataclass
@@ -65,22 +67,45 @@ class Ahead:
                 self.match_ahead(box, j + 1)
                 return
 
-    def open_beside(self, box: Any, within: UidSet, skip: Collection[int], local: Collection[int]) -> list[int]:
-        """The rules whose search goes on a second connection (`mailrules.imap.beside`), whose
-        opening this starts: those no action can change the answer of (not `mutable`), without
-        `where:`, not decided on the fetched header fields (`local`); only in `run --once`
-        (`PassSettings.beside`), over a backlog of `MIN_MESSAGES` or more in a fresh pass (none
+    def open_beside(self, box: Any, within: UidSet, skip: Collection[int], local: Collection[int],
+                    fetching: bool) -> list[int]:
+        """Start opening a second connection (`mailrules.imap.beside`) if the pass has work for
+        it (a share of the header fetch, if `fetching`, or searches), and return the rules whose
+        search goes there: those no action can change the answer of (not `mutable`), without
+        `where:`, not decided on the fetched header fields (`local`). Only in `run --once`
+        (`PassSettings.beside`), over a backlog `worth_it` in a fresh pass (none
         resumed, not shared, not a dry run) on a server with ESEARCH."""
-        if skip or box.steps or len(within) < MIN_MESSAGES or not may_send_ahead(box) \
+        if skip or box.steps or not worth_it(len(within)) or not may_send_ahead(box) \
                 or not box.session.has("ESEARCH"):
             return []
         indices = [i for i, rule in enumerate(self.rules)
                    if not rule.where and not reads_of(rule.match).mutable and i not in local]
-        opener = box.s.beside(box.account) if indices else None
+        opener = box.s.beside(box.account) if indices or fetching else None
         if opener is None:
             return []
         self.beside = opener(box.server, box.sel.uidvalidity)
         return indices
+
+    def share_fetch(self, within: UidSet, fields: Collection[str], batch: int,
+                    sink: Callable[[int, bytes], None] | None) -> tuple[UidSet, Callable[[int, bytes], None] | None]:
+        """Hand the last `BESIDE_SHARE` of the opening's header fetch to the second connection, if
+        there is one: the server reads those messages in another process while the pass's
+        connection reads the rest. Returns what the pass's connection fetches, and the sink to
+        give it (the same for both: locked, since the second connection's thread calls it too)."""
+        if self.beside is None:
+            return within, sink
+        uids = list(within)
+        cut = len(uids) - int(len(uids) * BESIDE_SHARE)
+        if sink is not None:
+            lock = threading.Lock()
+            unlocked = sink
+
+            def sink(uid: int, block: bytes) -> None:
+                with lock:
+                    unlocked(uid, block)
+
+        self.beside.fetch_headers(UidSet(uids[cut:]), fields, batch, sink)
+        return UidSet(uids[:cut]), sink
 
     def search_beside(self, box: Any, within: UidSet, indices: Collection[int]) -> None:
         """Hand the searches of `indices` over to the second connection, each over the messages

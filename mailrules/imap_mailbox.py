@@ -168,7 +168,7 @@ class ImapPass:
         local = local_headers.plan(rules, skip) if fetch and self._local_headers() else None
         fields: set[str] = set()
         queries = []
-        beside = self.ahead.open_beside(self, within, skip, local.rules if local is not None else ())
+        beside = self.ahead.open_beside(self, within, skip, local.rules if local is not None else (), fetch)
         for i, rule in enumerate(rules):
             reads = reads_of(rule.match)
             fields |= reads.headers
@@ -176,18 +176,22 @@ class ImapPass:
                 continue  # decided on the fetched header fields (mailrules.local_headers), or searched beside
             if i not in skip and not reads.mutable and not reads.costly and not rule.where:
                 queries.append((i, compile_search(rule.match, session.capabilities)))
-        sink = local.take if local is not None else None
-        headers = pipe.headers(within, fields, FETCH_BATCH, sink) if fetch else None
+        sink, mine = local.take if local is not None else None, within
+        if fetch:  # a share of it on the second connection, if there is one
+            mine, sink = self.ahead.share_fetch(within, fields, FETCH_BATCH, sink)
+        headers = pipe.headers(mine, fields, FETCH_BATCH, sink) if fetch else None
         pending = {i: pipe.search(query, within) for i, query in queries}
         folders = None if self.s.dry_run else pipe.folders(self._destinations(rules))
         pipe.run()
         session.note_folders(folders)
         if headers is not None:
             self.mids.update(headers.message_ids)
+            if mine is not within:
+                self.mids.update(self.ahead.beside.message_ids())  # type: ignore[union-attr]
         self.searched = {i: p.result for i, p in pending.items() if p is not None and p.result is not None}
         if local is not None:
-            self._settle_local(rules, local, within, headers.message_ids if headers is not None else {})
-        if beside:
+            self._settle_local(rules, local, within, self.mids)
+        if self.ahead.beside is not None:
             self.ahead.search_beside(self, within, beside)
 
     def _local_headers(self) -> bool:

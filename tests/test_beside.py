@@ -50,7 +50,7 @@ RULES = """
 @pytest.fixture
 def beside_always(monkeypatch):
     """Searches beside the pass over any backlog, however small."""
-    monkeypatch.setattr("mailrules.ahead.MIN_MESSAGES", 1)
+    monkeypatch.setattr("mailrules.imap.beside.MIN_MESSAGES", 1)
 
 
 def run_counted(lab: Lab, monkeypatch, *extra: str) -> RoundTrips:
@@ -87,6 +87,16 @@ def test_the_searches_no_action_changes_go_on_a_second_read_only_connection(dove
     assert lab.flags() == {"invoice": {"\\Seen", "$Vendor"}, "chat": {"\\Seen"}, "big chat": {"\\Seen", "\\Flagged"}}
 
 
+def test_the_second_connection_reads_the_last_half_of_the_opening_s_header_fetch(dovecot, tmp_path, monkeypatch,
+                                                                                  beside_always):
+    lab = new_lab(dovecot, tmp_path, monkeypatch)
+    counter = run_counted(lab, monkeypatch)
+    [fetched_beside] = [w for w in beside_writes(counter) if b" UID FETCH " in w]
+    [fetched] = [w for w in counter.writes if b" UID FETCH " in w and b"X-KIND" in w.upper() and w != fetched_beside]
+    assert b" UID FETCH 4:6 " in fetched_beside and b" UID FETCH 1:3 " in fetched
+    assert lab.where()["big report"] == ["Reports"] and lab.where()["big chat"] == ["INBOX"]
+
+
 def test_a_search_beside_is_asked_only_over_the_messages_still_in_play_at_its_turn(dovecot, tmp_path, monkeypatch,
                                                                                    beside_always):
     """The messages an earlier rule moves are not in its UID set: the server reads none of them
@@ -104,7 +114,7 @@ def test_the_searches_beside_leave_the_mailbox_exactly_as_the_pass_alone_does(do
     raws = [make_message(**({"subject": m} if isinstance(m, str) else m)) for m in MAILBOX]
     alone = new_lab(dovecot, tmp_path, monkeypatch, raws)
     assert not beside_writes(run_counted(alone, monkeypatch))  # a backlog this small: none
-    monkeypatch.setattr("mailrules.ahead.MIN_MESSAGES", 1)
+    monkeypatch.setattr("mailrules.imap.beside.MIN_MESSAGES", 1)
     together = new_lab(dovecot, tmp_path, monkeypatch, raws)
     assert beside_writes(run_counted(together, monkeypatch))
     assert contents(together) == contents(alone)
@@ -125,6 +135,7 @@ def test_a_second_connection_that_cannot_log_in_leaves_its_searches_to_the_pass(
     counter = run_counted(lab, monkeypatch)
     main = b"".join(counter.writes)
     assert b" LARGER " in main and b' FROM "vendor.example"' in main  # searched on the pass's connection
+    assert lab.where()["big report"] == ["Reports"]  # its header share: asked of the server
     assert lab.flags() == {"invoice": {"\\Seen", "$Vendor"}, "chat": {"\\Seen"}, "big chat": {"\\Seen", "\\Flagged"}}
 
 
@@ -133,6 +144,24 @@ def test_the_second_connection_logs_in_without_a_second_login_line(dovecot, tmp_
     result = lab.run()
     assert result.code == 0, result.err
     assert result.err.count("logged in to") == 1
+
+
+def test_run_once_opens_the_second_connection_as_its_first_mailbox_is_selected(dovecot, tmp_path, monkeypatch,
+                                                                               beside_always):
+    """In the opening's thread, right after the SELECT: logged in by the time the pass opens. Once."""
+    lab = new_lab(dovecot, tmp_path, monkeypatch)
+    opened_by = []
+    real_init = Beside.__init__
+
+    def init(self, *args, **kwargs):
+        opened_by.append(threading.current_thread().name)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Beside, "__init__", init)
+    counter = run_counted(lab, monkeypatch)
+    assert len(opened_by) == 1 and opened_by[0].startswith("mailrules-connect-")
+    assert sum(b" EXAMINE " in w for w in beside_writes(counter)) == 1
+    assert lab.where()["big report"] == ["Reports"]
 
 
 def test_a_dry_run_searches_nothing_beside_the_pass(dovecot, tmp_path, monkeypatch, beside_always):
@@ -160,16 +189,33 @@ class FakePending:
         self.result = result
 
 
+class FakeHeaders:
+    def __init__(self) -> None:
+        self.message_ids: dict[int, str] = {}
+
+
 class FakePipeline:
     def __init__(self, session: FakeSession) -> None:
         self.session = session
+        self.fetches: list[tuple[UidSet, object, FakeHeaders]] = []
 
     def search(self, query, within: UidSet) -> FakePending:
         self.session.asked.append(within)
         return FakePending(within & self.session.matching)
 
+    def headers(self, uids: UidSet, fields, batch: int, sink) -> FakeHeaders:
+        self.fetches.append((uids, sink, FakeHeaders()))
+        return self.fetches[-1][2]
+
     def run(self) -> None:
-        pass
+        """Each fetched message's block to the sink; the connection drops after `breaks_after`."""
+        for uids, sink, pending in self.fetches:
+            for n, uid in enumerate(uids):
+                if n == self.session.breaks_after:
+                    raise ConnectionResetError("dropped mid-fetch")
+                if sink is not None:
+                    sink(uid, b"Message-ID: <%d@x>\r\n\r\n" % uid)
+                pending.message_ids[uid] = f"<{uid}@x>"
 
 
 class FakeSession:
@@ -182,6 +228,7 @@ class FakeSession:
         self.matching = UidSet([2, 3]) if matching is None else matching
         self.asked: list[UidSet] = []
         self.logged_out = threading.Event()
+        self.breaks_after: int | None = None
 
     def select(self, mailbox: str, readonly: bool = False) -> FakeSelected:
         assert readonly
@@ -238,3 +285,40 @@ def test_a_pass_that_ends_before_handing_its_searches_over_logs_the_second_conne
     beside.close()
     assert session.logged_out.wait(5)
     assert session.asked == []
+
+
+def test_a_header_fetch_beside_gives_each_block_to_the_sink_and_its_message_ids_to_the_pass() -> None:
+    taken = []
+    beside = Beside(lambda: FakeSession(), "INBOX", 7, "work", 5.0)
+    beside.fetch_headers(UidSet([4, 5, 6]), ["X-Kind"], 100, lambda uid, block: taken.append(uid))
+    beside.search({0: (QUERY, UidSet([1, 2, 3]))})
+    assert beside.message_ids() == {4: "<4@x>", 5: "<5@x>", 6: "<6@x>"}
+    assert taken == [4, 5, 6]
+    assert beside.answer(0, UidSet([1, 2, 3])) == UidSet([2, 3])  # searched after the fetch
+
+
+def test_a_header_fetch_beside_that_breaks_returns_only_the_messages_it_read() -> None:
+    """The pass asks the server about the others, as about messages its own fetch did not return."""
+    session = FakeSession()
+    session.breaks_after = 2
+    taken = []
+    beside = Beside(lambda: session, "INBOX", 7, "work", 5.0)
+    beside.fetch_headers(UidSet([4, 5, 6]), ["X-Kind"], 100, lambda uid, block: taken.append(uid))
+    assert beside.message_ids() == {4: "<4@x>", 5: "<5@x>"} and taken == [4, 5]
+    assert session.logged_out.wait(5)
+
+
+def test_a_header_fetch_beside_on_another_uidvalidity_returns_no_message() -> None:
+    beside = Beside(lambda: FakeSession(uidvalidity=8), "INBOX", 7, "work", 5.0)
+    beside.fetch_headers(UidSet([4, 5, 6]), [], 100, None)
+    assert beside.message_ids() == {}
+
+
+def test_an_error_of_the_pass_s_sink_beside_is_raised_to_the_pass() -> None:
+    def sink(uid: int, block: bytes) -> None:
+        raise MemoryError("the pass's own failure")
+
+    beside = Beside(lambda: FakeSession(), "INBOX", 7, "work", 5.0)
+    beside.fetch_headers(UidSet([4]), [], 100, sink)
+    with pytest.raises(MemoryError, match="the pass's own failure"):
+        beside.message_ids()

@@ -656,7 +656,7 @@ class EngineUser:
         if interrupt_after is not None:
             checks = iter(range(interrupt_after, -1, -1))
             engine.interrupt = lambda: next(checks, 0) == 0
-        every_pass = mock.patch("mailrules.ahead.MIN_MESSAGES", 1) if beside else contextlib.nullcontext()
+        every_pass = mock.patch("mailrules.imap.beside.MIN_MESSAGES", 1) if beside else contextlib.nullcontext()
         try:
             with every_pass:
                 outcome = engine.process(ACCOUNT, "INBOX")

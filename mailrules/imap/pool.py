@@ -11,7 +11,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from ..model import Account, Config
 from . import internals
-from .beside import Beside
+from .beside import Beside, worth_it
 from .identify import ask_namespace_and_id, read_namespace_and_id, send_namespace_and_id
 from .reselect import (
     SelectedEarly,
@@ -86,16 +86,18 @@ class SessionPool:
         self._opening: dict[str, _Opening] = {}
         self._selected_early: dict[str, SelectedEarly] = {}  # by account: what its opening selected
         self.searches_beside = False  # `run --once`: a pass may search on a second connection (`beside`)
+        self._beside_early: dict[str, Beside] = {}  # by account: opened as its first mailbox was selected
 
     @classmethod
     def connecting(cls, config: Config, accounts: Iterable[Account],
                    connect: Callable[[str], ImapSession] | None = None,
                    checkpoint_of: Callable[[str, str], int | None] | None = None) -> SessionPool:
         """A pool already opening (`open_early`) the connection of the first of `accounts` that
-        watches a mailbox, and selecting that mailbox: the first pass of `run --once`.
-        checkpoint_of(account, server name): that mailbox's checkpoint (0: none yet; None:
-        unknown), to search above it behind the SELECT."""
+        watches a mailbox, and selecting that mailbox: the first pass of `run --once` (which
+        may search beside it: `searches_beside`). checkpoint_of(account, server name): that
+        mailbox's checkpoint (0: none yet; None: unknown), to search above it behind the SELECT."""
         pool = cls(config, connect)
+        pool.searches_beside = True
         pool.adopt(config, accounts, checkpoint_of)
         return pool
 
@@ -143,6 +145,7 @@ class SessionPool:
                     early = select_quietly(session, mailbox, checkpoint_of) if mailbox is not None else None
                 if early is not None:
                     self._selected_early[name] = early  # read by `get`, after this thread is done
+                    self._open_beside_early(name, early)
                 return session
 
             self._opening[account] = _Opening(connect_and_ask, account)
@@ -155,6 +158,17 @@ class SessionPool:
         if early is None or session is None or session.selected is not early.selected:
             return None
         return early if early.selected.name == server_name and not early.selected.readonly else None
+
+    def _open_beside_early(self, account: str, early: SelectedEarly) -> None:
+        """Over a backlog that will want it, start opening the first pass's second connection
+        (`beside`) as soon as the SELECT is answered: it is then logged in when the pass opens."""
+        opener = self.beside(account)
+        if opener is None or early.above is None or not worth_it(len(early.above)):
+            return
+        try:
+            self._beside_early[account] = opener(early.selected.name, early.selected.uidvalidity)
+        except Exception as exc:  # noqa: BLE001 - (a thread that cannot start) the pass opens it, or works alone
+            log.debug("account %s: the second connection was not opened early: %s", account, exc)
 
     def beside(self, account: str) -> Callable[[str, int], Beside] | None:
         """How to open, for a pass over (server name, UIDVALIDITY), a second read-only connection
@@ -174,7 +188,15 @@ class SessionPool:
 
             return ImapSession(connect(settings, announce=False), account)
 
-        return lambda mailbox, uidvalidity: Beside(connect_quietly, mailbox, uidvalidity, account, settings.timeout)
+        def opener(mailbox: str, uidvalidity: int) -> Beside:
+            early = self._beside_early.pop(account, None)
+            if early is not None and early.opened_for == (mailbox, uidvalidity):
+                return early
+            if early is not None:
+                early.close()
+            return Beside(connect_quietly, mailbox, uidvalidity, account, settings.timeout)
+
+        return opener
 
     def get(self, account: str) -> ImapSession:
         if account not in self.sessions:
@@ -210,6 +232,9 @@ class SessionPool:
         a slow link that is one round trip less at the end of `run --once`."""
         for account in list(self.sessions) + list(self._opening):
             self.discard(account, wait=False)
+        for beside in self._beside_early.values():
+            beside.close()  # opened early, not taken by a pass
+        self._beside_early.clear()
 
 
 def select_quietly(session: ImapSession, mailbox: str,
