@@ -184,13 +184,13 @@ class ImapPass:
         folders = None if self.s.dry_run else pipe.folders(self._destinations(rules))
         pipe.run()
         session.note_folders(folders)
-        if headers is not None:
-            self.mids.update(headers.message_ids)
-            if mine is not within:
-                self.mids.update(self.ahead.beside.message_ids())  # type: ignore[union-attr]
+        answered = {} if headers is None else headers.message_ids  # what the fetch returned
+        if headers is not None and mine is not within:
+            answered.update(self.ahead.beside.message_ids())  # type: ignore[union-attr]
+        self.mids.update(answered)
         self.searched = {i: p.result for i, p in pending.items() if p is not None and p.result is not None}
         if local is not None:
-            self._settle_local(rules, local, within, self.mids)
+            self._settle_local(rules, local, within, answered)
         if self.ahead.beside is not None:
             self.ahead.search_beside(self, within, beside)
 

@@ -164,6 +164,38 @@ def test_run_once_opens_the_second_connection_as_its_first_mailbox_is_selected(d
     assert lab.where()["big report"] == ["Reports"]
 
 
+def test_a_second_connection_opened_early_for_settings_since_changed_is_not_taken(dovecot, tmp_path, monkeypatch,
+                                                                                   beside_always):
+    """The accounts read first (`run --once` opens on them) and the whole file read later differ:
+    the second connection opened on the first is logged out, and the pass opens another."""
+    from dataclasses import replace
+
+    from mailrules.config.loader import load
+
+    lab = new_lab(dovecot, tmp_path, monkeypatch)
+    config = load(lab.write(RULES))
+    [account] = config.accounts.values()
+    opened: list[Beside] = []
+    real_init = Beside.__init__
+
+    def init(self, *args, **kwargs):
+        opened.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Beside, "__init__", init)
+    pool = SessionPool.connecting(config, [account], checkpoint_of=lambda _account, _server: 0)
+    try:
+        uidvalidity = pool.get(account.name).selected.uidvalidity
+        assert len(opened) == 1 and opened[0].opened_for == ("INBOX", uidvalidity)
+        changed = replace(account, timeout=account.timeout + 1)
+        pool.adopt(replace(config, accounts={account.name: changed}), [changed])
+        taken = pool.beside(account.name)("INBOX", uidvalidity)
+        assert taken is not opened[0] and len(opened) == 2
+        taken.close()
+    finally:
+        pool.close()
+
+
 def test_a_dry_run_searches_nothing_beside_the_pass(dovecot, tmp_path, monkeypatch, beside_always):
     lab = new_lab(dovecot, tmp_path, monkeypatch)
     assert not beside_writes(run_counted(lab, monkeypatch, "--dry-run"))

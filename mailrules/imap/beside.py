@@ -16,15 +16,15 @@ the server reads those messages in another process while the pass's connection r
 rest; a message it did not return is one the pass asks the server about, as any its own fetch
 misses. Then the searches, handed over at once (`search`), each restricted to the messages
 that may still be in play at its rule's turn: sent in one write, their answers read, the thread
-logs out. At the rule's turn the pass
-takes the answer (`answer`) if it covers every message still in play for the rule; otherwise,
-or if the answer did not come (a refusal, a connection that failed: logged, never an error of
-the pass), it searches on its own connection as it would have. UIDs with UIDVALIDITY, never
-sequence numbers, cross between the two connections.
+logs out. At the rule's turn the pass takes the answer (`answer`) if it covers every message
+still in play for the rule; otherwise, or if the answer did not come (a refusal, a connection
+that failed: logged, never an error of the pass), it searches on its own connection as it
+would have. UIDs with UIDVALIDITY, never sequence numbers, cross between the two connections.
 
 Only `run --once` opens one (`mailrules.imap.pool.SessionPool.beside`), for a pass over at
-least `MIN_MESSAGES` messages: a catch-up whose end is waited for. The daemon keeps to the
-connections it counts on per account.
+least `MIN_MESSAGES` messages (`worth_it`): a catch-up whose end is waited for. Its first pass's
+is opened as soon as the early SELECT is answered, so that it is logged in when the pass opens.
+The daemon keeps to the connections it counts on per account.
 """
 
 from __future__ import annotations
@@ -77,14 +77,16 @@ class Beside:
 
     def message_ids(self) -> dict[int, str]:
         """The Message-ID of every message the header FETCH returned (those missing, all of them if
-        it failed: the pass decides them as messages the fetch did not return). An error raised
-        by the sink is raised here, as if the pass had read the answer itself."""
+        it failed: the pass decides them as messages the fetch did not return). Once: the dict is
+        handed over. An error raised by the sink is raised here, as if the pass had read the
+        answer itself."""
         if not self._fetched.wait(self._timeout):
             log.debug("%s: the header fetch beside the pass did not finish in %g s", self._where, self._timeout)
             return {}
         if self._sink_error is not None:
             raise self._sink_error
-        return dict(self._message_ids)
+        ids, self._message_ids = self._message_ids, {}
+        return ids
 
     def search(self, searches: Mapping[int, tuple[SearchQuery, UidSet]]) -> None:
         """Hand over the searches, by rule index: (query, the UIDs it is asked over). Once, last."""

@@ -86,7 +86,8 @@ class SessionPool:
         self._opening: dict[str, _Opening] = {}
         self._selected_early: dict[str, SelectedEarly] = {}  # by account: what its opening selected
         self.searches_beside = False  # `run --once`: a pass may search on a second connection (`beside`)
-        self._beside_early: dict[str, Beside] = {}  # by account: opened as its first mailbox was selected
+        # by account: (its settings then, a second connection opened as its first mailbox was selected)
+        self._beside_early: dict[str, tuple[Account | None, Beside]] = {}
 
     @classmethod
     def connecting(cls, config: Config, accounts: Iterable[Account],
@@ -165,8 +166,9 @@ class SessionPool:
         opener = self.beside(account)
         if opener is None or early.above is None or not worth_it(len(early.above)):
             return
+        settings = self.config.accounts.get(account)
         try:
-            self._beside_early[account] = opener(early.selected.name, early.selected.uidvalidity)
+            self._beside_early[account] = settings, opener(early.selected.name, early.selected.uidvalidity)
         except Exception as exc:  # noqa: BLE001 - (a thread that cannot start) the pass opens it, or works alone
             log.debug("account %s: the second connection was not opened early: %s", account, exc)
 
@@ -189,9 +191,9 @@ class SessionPool:
             return ImapSession(connect(settings, announce=False), account)
 
         def opener(mailbox: str, uidvalidity: int) -> Beside:
-            early = self._beside_early.pop(account, None)
-            if early is not None and early.opened_for == (mailbox, uidvalidity):
-                return early
+            opened_with, early = self._beside_early.pop(account, (None, None))
+            if early is not None and opened_with == settings and early.opened_for == (mailbox, uidvalidity):
+                return early  # opened early (`_open_beside_early`) for these very settings
             if early is not None:
                 early.close()
             return Beside(connect_quietly, mailbox, uidvalidity, account, settings.timeout)
@@ -232,7 +234,7 @@ class SessionPool:
         a slow link that is one round trip less at the end of `run --once`."""
         for account in list(self.sessions) + list(self._opening):
             self.discard(account, wait=False)
-        for beside in self._beside_early.values():
+        for _settings, beside in self._beside_early.values():
             beside.close()  # opened early, not taken by a pass
         self._beside_early.clear()
 
