@@ -214,6 +214,33 @@ def test_a_port_already_taken_is_an_error_naming_the_port(tmp_path: Path) -> Non
     assert not server.running
 
 
+def test_more_users_log_in_than_the_callers_soft_limit_on_open_files_allows(tmp_path: Path) -> None:
+    """Dovecot's auth process keeps each user's passwd file open: under a low soft limit (a user
+    without root often has 1,024, and a test session adds thousands of users) the kit's Dovecot
+    is started with the hard limit, and the caller's limit is left as it was."""
+    import resource
+
+    from mailrules.testing.dovecot import dovecot_available
+
+    if not dovecot_available():
+        pytest.skip("dovecot is not installed")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip(f"the hard limit on open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard))
+    try:
+        server = DovecotServer(tmp_path / "srv").start()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (300, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        for user in [server.add_user() for _ in range(400)]:
+            with imapclient.IMAPClient(server.host, server.port, ssl=False, timeout=10) as client:
+                client.login(user.name, user.password)
+    finally:
+        server.stop()
+
+
 NOBODY_SCRIPT = """
 import os, pwd
 from mailrules.testing.dovecot import temporary_dovecot

@@ -53,6 +53,7 @@ import itertools
 import os
 import pwd
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -275,6 +276,28 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fo
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+OPEN_FILES = 65536  # what the kit's Dovecot may open, if the hard limit allows
+
+
+@contextlib.contextmanager
+def _open_files_raised() -> Iterator[None]:
+    """The soft limit on open files raised towards the hard one while Dovecot is spawned (its
+    processes inherit it), then put back. Dovecot's auth process keeps each user's passwd file
+    open (`users_dir/%u`): a test session adds thousands of users, and the soft limit a user
+    without root has (often 1,024) ran out, every later LOGIN failing with "Temporary
+    authentication failure"."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def _instance_procs(instance_name: str) -> dict[int, str]:
@@ -786,14 +809,15 @@ protocol imap {{
             self.log_path.unlink()
         stderr = open(self.root / "dovecot.stderr", "wb")  # noqa: SIM115 - handed to the child
         try:
-            self._proc = subprocess.Popen(
-                [exe, "-F", "-c", str(self.conf_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-                preexec_fn=_set_pdeathsig if threading.current_thread() is threading.main_thread() else None,
-                start_new_session=True,
-            )
+            with _open_files_raised():
+                self._proc = subprocess.Popen(
+                    [exe, "-F", "-c", str(self.conf_path)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=stderr,
+                    stderr=stderr,
+                    preexec_fn=_set_pdeathsig if threading.current_thread() is threading.main_thread() else None,
+                    start_new_session=True,
+                )
         finally:
             stderr.close()
         proc = self._proc
