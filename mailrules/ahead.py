@@ -94,8 +94,7 @@ class Ahead:
         give it (the same for both: locked, since the second connection's thread calls it too)."""
         if self.beside is None:
             return within, sink
-        uids = list(within)
-        cut = len(uids) - int(len(uids) * BESIDE_SHARE)
+        mine, theirs = within.split(len(within) - int(len(within) * BESIDE_SHARE))
         if sink is not None:
             lock = threading.Lock()
             unlocked = sink
@@ -104,8 +103,8 @@ class Ahead:
                 with lock:
                     unlocked(uid, block)
 
-        self.beside.fetch_headers(UidSet(uids[cut:]), fields, batch, sink)
-        return UidSet(uids[:cut]), sink
+        self.beside.fetch_headers(theirs, fields, batch, sink)
+        return mine, sink
 
     def search_beside(self, box: Any, within: UidSet, indices: Collection[int]) -> None:
         """Hand the searches of `indices` over to the second connection, each over the messages

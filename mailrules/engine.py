@@ -255,7 +255,7 @@ class Engine:
                     new -= self.reader.placed(account, server, sel.uidvalidity, checkpoint)
                 outcome.backlog = len(new)
                 if limit is not None and len(new) > limit:
-                    new = UidSet(list(new)[:limit])
+                    new, _later = new.split(limit)
                     high = new.max  # everything at or below it is dealt with by this pass
                     outcome.more = True
                 candidates = {uid: (0, 0) for uid in new}

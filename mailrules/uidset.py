@@ -138,6 +138,10 @@ class UidSet:
         keep = set(other._uids if isinstance(other, UidSet) else other)
         return UidSet._of_sorted(tuple(filter(keep.__contains__, self._uids)))
 
+    def split(self, count: int) -> tuple[UidSet, UidSet]:
+        """The `count` lowest UIDs, and the rest (already sorted: nothing sorted again)."""
+        return UidSet._of_sorted(self._uids[:count]), UidSet._of_sorted(self._uids[count:])
+
     @property
     def max(self) -> int:
         return self._uids[-1] if self._uids else 0

@@ -58,3 +58,9 @@ def test_chunks_cover_the_set_in_order_within_their_bounds(max_chars, max_count)
 def test_parse_reads_what_str_writes():
     for xs in SAMPLES:
         assert UidSet.parse(str(UidSet(xs))) == UidSet(xs)
+
+
+def test_split_gives_the_lowest_uids_and_the_rest():
+    first, rest = UidSet([9, 2, 5, 7, 3]).split(2)
+    assert (first, rest) == (UidSet([2, 3]), UidSet([5, 7, 9]))
+    assert UidSet([1, 2]).split(5) == (UidSet([1, 2]), UidSet())

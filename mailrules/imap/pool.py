@@ -87,7 +87,7 @@ class SessionPool:
         self._selected_early: dict[str, SelectedEarly] = {}  # by account: what its opening selected
         self.searches_beside = False  # `run --once`: a pass may search on a second connection (`beside`)
         # by account: (its settings then, a second connection opened as its first mailbox was selected)
-        self._beside_early: dict[str, tuple[Account | None, Beside]] = {}
+        self._beside_early: dict[str, tuple[Account, Beside]] = {}
 
     @classmethod
     def connecting(cls, config: Config, accounts: Iterable[Account],
@@ -162,21 +162,22 @@ class SessionPool:
 
     def _open_beside_early(self, account: str, early: SelectedEarly) -> None:
         """Over a backlog that will want it, start opening the first pass's second connection
-        (`beside`) as soon as the SELECT is answered: it is then logged in when the pass opens."""
-        opener = self.beside(account)
-        if opener is None or early.above is None or not worth_it(len(early.above)):
+        (`beside`) as soon as the SELECT is answered: it is then logged in when the pass opens.
+        Kept with the settings it was opened for (the whole file, read meanwhile, may differ)."""
+        login = self._quiet_login(account)
+        if login is None or early.above is None or not worth_it(len(early.above)):
             return
-        settings = self.config.accounts.get(account)
+        settings, connect_quietly = login
         try:
-            self._beside_early[account] = settings, opener(early.selected.name, early.selected.uidvalidity)
+            self._beside_early[account] = settings, Beside(connect_quietly, early.selected.name,
+                                                           early.selected.uidvalidity, account, settings.timeout)
         except Exception as exc:  # noqa: BLE001 - (a thread that cannot start) the pass opens it, or works alone
             log.debug("account %s: the second connection was not opened early: %s", account, exc)
 
-    def beside(self, account: str) -> Callable[[str, int], Beside] | None:
-        """How to open, for a pass over (server name, UIDVALIDITY), a second read-only connection
-        of `account` for its searches (`mailrules.imap.beside`), or None: only when
-        `searches_beside` (`run --once`), and not for an account whose password comes from a
-        program or a keyring (run again for each connection)."""
+    def _quiet_login(self, account: str) -> tuple[Account, Callable[[], ImapSession]] | None:
+        """The settings of `account` and how to log a second connection in with them, quietly;
+        None unless `searches_beside` (`run --once`), and for an account whose password comes
+        from a program or a keyring (run again for each connection)."""
         from ..secrets import SECRET_SOURCES
 
         settings = self.config.accounts.get(account)
@@ -190,10 +191,22 @@ class SessionPool:
 
             return ImapSession(connect(settings, announce=False), account)
 
+        return settings, connect_quietly
+
+    def beside(self, account: str) -> Callable[[str, int], Beside] | None:
+        """How to open, for a pass over (server name, UIDVALIDITY), a second read-only connection
+        of `account` for its searches (`mailrules.imap.beside`), or None (see `_quiet_login`).
+        The one opened early (`_open_beside_early`) is taken if it is for the same settings and
+        mailbox."""
+        login = self._quiet_login(account)
+        if login is None:
+            return None
+        settings, connect_quietly = login
+
         def opener(mailbox: str, uidvalidity: int) -> Beside:
             opened_with, early = self._beside_early.pop(account, (None, None))
             if early is not None and opened_with == settings and early.opened_for == (mailbox, uidvalidity):
-                return early  # opened early (`_open_beside_early`) for these very settings
+                return early
             if early is not None:
                 early.close()
             return Beside(connect_quietly, mailbox, uidvalidity, account, settings.timeout)
